@@ -1,0 +1,31 @@
+# driftlab: the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU torch by default (a local wheel where the machine has one); a GPU user sets
+# TORCH_SPEC, e.g. make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -m pip install -q $(FIND_LINKS) $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q $(FIND_LINKS) -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/driftlab run pf-quadratic --out results/pf-quadratic
+	@echo "figures written to figures/ (results in results/)"
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

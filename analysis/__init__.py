@@ -1,0 +1,1 @@
+"""driftlab.analysis — what we read off trajectories: detectors, learning-rate controllers, plots."""

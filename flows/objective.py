@@ -1,0 +1,396 @@
+"""The loss as a function of one flat parameter vector.
+
+Everything in driftlab (GD, flows, spectra, detectors, controllers) talks to an
+:class:`Objective`: a map ``E: R^D -> R`` with
+
+* ``loss(θ)``           E(θ), a 0-d tensor
+* ``grad(θ)``           g = ∇E(θ), shape (D,)
+* ``loss_and_grad(θ)``  (E, g) from one forward/backward pass
+* ``hvp(θ, v)``         H v with H = ∇²E(θ); v of shape (D,) or (m, D)
+* ``grad_and_hvp(θ, v)`` (g, H v) from one pass (cheaper than both apart)
+* ``hessian(θ)``        dense H, shape (D, D), for small D only
+* ``hessian_operator(θ)`` a matrix-like H at a fixed θ reusing one gradient graph
+
+The device and dtype of every result follow θ. θ may be complex: then the loss
+is the analytic continuation of E and ``grad``/``hvp`` return the holomorphic
+derivatives (PyTorch's autograd returns the conjugate derivative of a
+holomorphic function; it is conjugated back here).
+
+A loss is a sum of *pieces* (one per micro-batch), each already weighted, so
+the full-batch loss ``E = Σ_b w_b E_b`` never needs the whole batch in memory.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+HVP_METHODS = ("double_backward", "forward_over_reverse")
+MODES = ("current", "eval", "train")
+Piece = Callable[[Tensor], Tensor]
+
+
+def _identity_reduce(t: Tensor) -> Tensor:
+    return t
+
+
+class Objective:
+    """A scalar loss E(θ) of one flat parameter vector θ ∈ R^D (or C^D).
+
+    Build one with :meth:`from_function` (analytic toys) or :meth:`from_module`
+    (networks, full batch over micro-batches). The constructor itself takes
+    the pieces directly: ``pieces`` is a sequence of callables ``θ -> scalar``
+    whose sum is E.
+
+    Args:
+        pieces: callables mapping a (D,) tensor to a 0-d tensor; E = Σ pieces.
+        dim: D, the length of θ.
+        theta0: an initial point (D,), e.g. a network's current parameters.
+        hvp_method: ``"double_backward"`` (reverse-over-reverse, default: the
+            faster one on the benchmark) or ``"forward_over_reverse"``
+            (``torch.func.jvp`` of ``torch.func.grad``; falls back to double
+            backward, with a warning, where torch.func fails on a loss).
+        name: a label for plots and saved results.
+        reduce: applied to every accumulated loss/grad/HVP (identity on one
+            process; a sum over ranks in data-parallel runs).
+    """
+
+    def __init__(
+        self,
+        pieces: Sequence[Piece],
+        dim: int,
+        *,
+        theta0: Tensor | None = None,
+        hvp_method: str = "double_backward",
+        name: str = "objective",
+        reduce: Callable[[Tensor], Tensor] = _identity_reduce,
+    ) -> None:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        if len(pieces) == 0:
+            raise ValueError("an Objective needs at least one loss piece (got an empty data set?)")
+        if hvp_method not in HVP_METHODS:
+            raise ValueError(f"hvp_method must be one of {HVP_METHODS}, got {hvp_method!r}")
+        self.pieces = list(pieces)
+        self.dim = dim
+        self.hvp_method = hvp_method
+        self.name = name
+        self._reduce = reduce
+        self._for_warned = False
+        self.theta0 = None if theta0 is None else self.check_theta(theta0, "theta0").detach().clone()
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_function(
+        cls,
+        fn: Callable[[Tensor], Tensor],
+        dim: int,
+        *,
+        theta0: Tensor | Sequence[float] | None = None,
+        name: str | None = None,
+        hvp_method: str = "double_backward",
+    ) -> Objective:
+        """E(θ) = fn(θ) for an analytic ``fn: (D,) tensor -> 0-d tensor``.
+
+        ``fn`` must be written with torch operations (so that autograd, and
+        analytic continuation to complex θ, work). Its output is checked to be
+        a scalar at θ0 (or at zeros) right away.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+        if theta0 is not None and not isinstance(theta0, Tensor):
+            theta0 = torch.as_tensor(theta0, dtype=torch.get_default_dtype())
+        obj = cls([fn], dim, theta0=theta0, name=name or getattr(fn, "__name__", "function"),
+                  hvp_method=hvp_method)
+        probe = obj.theta0 if obj.theta0 is not None else torch.zeros(dim)
+        with torch.no_grad():
+            _check_scalar(fn(probe), "fn")
+        return obj
+
+    @classmethod
+    def from_module(
+        cls,
+        model: torch.nn.Module,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
+        data: tuple[Tensor, Tensor] | Iterable[tuple[Tensor, Tensor]],
+        *,
+        batch_size: int | None = None,
+        loss_reduction: Literal["mean", "sum"] = "mean",
+        mode: Literal["current", "eval", "train"] = "current",
+        hvp_method: str = "double_backward",
+        name: str | None = None,
+        reduce: Callable[[Tensor], Tensor] = _identity_reduce,
+        total_size: int | None = None,
+    ) -> Objective:
+        """The full-batch loss of ``model`` on ``data`` as a function of its flat parameters.
+
+        E(θ) = (1/N) Σ_b n_b · loss_fn(model_θ(x_b), y_b) for a mean-reduced
+        ``loss_fn`` (``loss_reduction="mean"``), or Σ_b loss_fn(...) / N for a
+        summed one, over micro-batches b of sizes n_b, N = Σ n_b. The result does
+        not depend on the micro-batch size.
+
+        Args:
+            model: parameters with ``requires_grad`` make up θ, in
+                ``named_parameters()`` order; the module is never modified
+                (θ is substituted with ``torch.func.functional_call``).
+            loss_fn: ``(outputs, targets) -> 0-d tensor``.
+            data: ``(inputs, targets)`` tensors, split into ``batch_size``
+                chunks; or an iterable of ``(inputs, targets)`` micro-batches.
+            mode: ``"current"`` uses the module in the train/eval mode it has
+                at each call; ``"eval"``/``"train"`` set that mode during each
+                evaluation only and restore the caller's mode afterwards.
+            total_size: N, when ``data`` is one shard of a larger data set.
+        """
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for _, p in model.named_parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no trainable parameters (none with requires_grad=True)")
+        batches = _split_batches(data, batch_size)
+        n_total = sum(len(x) for x, _ in batches)
+        if total_size is not None:
+            n_total = int(total_size)
+        shapes = [p.shape for p in params]
+        sizes = [p.numel() for p in params]
+        frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+        buffers = dict(model.named_buffers())
+        cache: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
+
+        def on(theta: Tensor) -> list[tuple[Tensor, Tensor]]:
+            # data follows θ's device, and its dtype when the data are floating point
+            key = (theta.device, theta.dtype)
+            if key not in cache:
+                real = theta.real.dtype if theta.is_complex() else theta.dtype
+                cache[key] = [(_to(x, theta.device, real), _to(y, theta.device, real))
+                              for x, y in batches]
+            return cache[key]
+
+        def unflatten(theta: Tensor) -> dict[str, Tensor]:
+            out = dict(zip(names, (c.view(s) for c, s in zip(torch.split(theta, sizes), shapes))))
+            out.update(frozen)
+            out.update(buffers)
+            return out
+
+        def make_piece(i: int, n_b: int) -> Piece:
+            w = n_b / n_total if loss_reduction == "mean" else 1.0 / n_total
+
+            def piece(theta: Tensor) -> Tensor:
+                x, y = on(theta)[i]
+                previous = model.training
+                if mode != "current":
+                    model.train(mode == "train")
+                try:
+                    out = torch.func.functional_call(model, unflatten(theta), (x,))
+                finally:
+                    model.train(previous)
+                return w * _check_scalar(loss_fn(out, y), "loss_fn")
+
+            return piece
+
+        pieces = [make_piece(i, len(x)) for i, (x, _) in enumerate(batches)]
+        theta0 = torch.cat([p.detach().reshape(-1) for p in params]).clone()
+        obj = cls(pieces, theta0.numel(), theta0=theta0, hvp_method=hvp_method,
+                  name=name or type(model).__name__, reduce=reduce)
+        obj.parameter_names, obj.parameter_shapes = names, shapes
+        obj.model = model
+        x0, y0 = batches[0]
+        with torch.no_grad():  # fail early on a non-scalar loss, on a two-example slice
+            real = theta0.dtype
+            out = torch.func.functional_call(model, unflatten(theta0), (_to(x0[:2], theta0.device, real),))
+            _check_scalar(loss_fn(out, _to(y0[:2], theta0.device, real)), "loss_fn")
+        return obj
+
+    # ------------------------------------------------------------------ checks
+    def check_theta(self, theta: Tensor, argname: str = "theta") -> Tensor:
+        """Validate θ: a 1-D floating or complex tensor of length D."""
+        if not isinstance(theta, Tensor):
+            raise TypeError(f"{argname} must be a torch.Tensor, got {type(theta).__name__}")
+        if not (theta.is_floating_point() or theta.is_complex()):
+            raise TypeError(f"{argname} must be a floating point or complex tensor, got dtype {theta.dtype}")
+        if theta.ndim != 1 or theta.shape[0] != self.dim:
+            raise ValueError(f"{argname} must have shape ({self.dim},), got {tuple(theta.shape)}")
+        return theta
+
+    def _check_vectors(self, theta: Tensor, v: Tensor) -> Tensor:
+        if not isinstance(v, Tensor):
+            raise TypeError(f"v must be a torch.Tensor, got {type(v).__name__}")
+        if v.ndim not in (1, 2) or v.shape[-1] != self.dim:
+            raise ValueError(f"v must have shape ({self.dim},) or (m, {self.dim}), got {tuple(v.shape)}")
+        return v.to(device=theta.device, dtype=theta.dtype)
+
+    # ------------------------------------------------------------------ evaluations
+    def loss(self, theta: Tensor) -> Tensor:
+        """E(θ), a 0-d tensor on θ's device."""
+        theta = self.check_theta(theta).detach()
+        with torch.no_grad():
+            total = sum(piece(theta) for piece in self.pieces)
+        return self._reduce(total)
+
+    def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """(E(θ), ∇E(θ)) from one forward and one backward pass per micro-batch."""
+        theta = self.check_theta(theta).detach().requires_grad_(True)
+        loss = torch.zeros((), dtype=theta.dtype, device=theta.device)
+        grad = torch.zeros_like(theta)
+        with torch.enable_grad():
+            for piece in self.pieces:
+                value = piece(theta)
+                (g,) = torch.autograd.grad(value, theta, grad_outputs=torch.ones_like(value))
+                loss, grad = loss + value.detach(), grad + g
+        if theta.is_complex():
+            grad = grad.conj()
+        return self._reduce(loss), self._reduce(grad)
+
+    def grad(self, theta: Tensor) -> Tensor:
+        """g = ∇E(θ), shape (D,)."""
+        return self.loss_and_grad(theta)[1]
+
+    def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
+        """H(θ) v for v of shape (D,) or a batch (m, D) → same shape."""
+        return self.grad_and_hvp(theta, v)[1]
+
+    def grad_and_hvp(self, theta: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """(g, H v) at θ, sharing the forward/backward pass between them."""
+        theta = self.check_theta(theta).detach()
+        v = self._check_vectors(theta, v)
+        if self.hvp_method == "forward_over_reverse" and not theta.is_complex():
+            try:
+                return self._grad_and_hvp_forward(theta, v)
+            except RuntimeError as err:  # e.g. "ZeroTensors are immutable" through F.mse_loss
+                if not self._for_warned:
+                    warnings.warn(f"forward-over-reverse HVP failed ({err}); using double backward",
+                                  RuntimeWarning, stacklevel=2)
+                    self._for_warned = True
+                self.hvp_method = "double_backward"
+        return self._grad_and_hvp_double_backward(theta, v)
+
+    def _grad_and_hvp_double_backward(self, theta: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        theta = theta.requires_grad_(True)
+        grad, hv = torch.zeros_like(theta), torch.zeros_like(v)
+        with torch.enable_grad():
+            for piece in self.pieces:
+                g_b, hv_b = _graph_hvp(piece(theta), theta, v, retain_graph=False)
+                grad, hv = grad + g_b, hv + hv_b
+        return self._reduce(grad), self._reduce(hv)
+
+    def _grad_and_hvp_forward(self, theta: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        grad, hv = torch.zeros_like(theta), torch.zeros_like(v)
+        for piece in self.pieces:
+            gfun = torch.func.grad(piece)
+            if v.ndim == 1:
+                g_b, hv_b = torch.func.jvp(gfun, (theta,), (v,))
+            else:
+                g_b, hv_b = torch.func.vmap(lambda u: torch.func.jvp(gfun, (theta,), (u,)),
+                                            out_dims=(None, 0))(v)
+            grad, hv = grad + g_b, hv + hv_b
+        return self._reduce(grad), self._reduce(hv)
+
+    def hessian(self, theta: Tensor, *, chunk: int = 256) -> Tensor:
+        """Dense H(θ), shape (D, D), from HVPs with the identity (small D only)."""
+        theta = self.check_theta(theta)
+        if self.dim > 20_000:
+            raise ValueError(f"dense hessian of a {self.dim}-parameter objective is too large; "
+                             "use hvp or hessian_operator instead")
+        eye = torch.eye(self.dim, dtype=theta.dtype, device=theta.device)
+        op = self.hessian_operator(theta)
+        rows = [op @ eye[i:i + chunk].T for i in range(0, self.dim, chunk)]
+        h = torch.cat(rows, dim=1)
+        return 0.5 * (h + h.T)  # exact symmetry; the two triangles agree to round-off
+
+    def hessian_operator(self, theta: Tensor):
+        """H(θ) as a matrix-like operator (``H @ v``, ``to_scipy()``) at a fixed θ.
+
+        The gradient graph is built once and reused by every product, which is
+        the cheap way to apply H many times at one point (eigensolvers).
+        """
+        from .operators import HessianOperator
+
+        return HessianOperator(self, self.check_theta(theta))
+
+    def __repr__(self) -> str:
+        return f"Objective(name={self.name!r}, dim={self.dim}, pieces={len(self.pieces)})"
+
+    # ------------------------------------------------------------------ modules
+    def assign_to_module(self, theta: Tensor) -> None:
+        """Copy θ into the parameters of the module this objective was built from."""
+        model = getattr(self, "model", None)
+        if model is None:
+            raise ValueError("assign_to_module needs an objective built by Objective.from_module")
+        theta = self.check_theta(theta).detach()
+        params = [p for p in model.parameters() if p.requires_grad]
+        with torch.no_grad():
+            for p, chunk in zip(params, torch.split(theta, [p.numel() for p in params])):
+                p.copy_(chunk.view_as(p))
+
+
+def _graph_hvp(value: Tensor, theta: Tensor, v: Tensor, *, retain_graph: bool) -> tuple[Tensor, Tensor]:
+    """(∇value, ∇²value · v) by double backward; handles complex (holomorphic) θ."""
+    (g,) = torch.autograd.grad(value, theta, grad_outputs=torch.ones_like(value), create_graph=True)
+    if theta.is_complex():
+        g = g.conj()  # holomorphic gradient; its vJp is conjugated again below
+        hv = _vjp(g, theta, v.conj(), retain_graph).conj()
+    else:
+        hv = _vjp(g, theta, v, retain_graph)
+    return g.detach(), hv
+
+
+def _vjp(g: Tensor, theta: Tensor, v: Tensor, retain_graph: bool) -> Tensor:
+    if not g.requires_grad:  # E is affine in θ: H = 0
+        return torch.zeros_like(v)
+    if v.ndim == 1:
+        (hv,) = torch.autograd.grad(g, theta, grad_outputs=v, retain_graph=retain_graph,
+                                    allow_unused=True)
+    else:
+        (hv,) = torch.autograd.grad(g, theta, grad_outputs=v, retain_graph=retain_graph,
+                                    is_grads_batched=True, allow_unused=True)
+    return torch.zeros_like(v) if hv is None else hv
+
+
+def _check_scalar(value: Tensor, what: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{what} must return a torch.Tensor, got {type(value).__name__}")
+    if value.numel() != 1 or value.ndim > 1:
+        raise ValueError(f"{what} must return a scalar loss, got shape {tuple(value.shape)}")
+    return value.reshape(())
+
+
+def _to(t: Tensor, device: torch.device, real_dtype: torch.dtype) -> Tensor:
+    if t.is_floating_point():
+        return t.to(device=device, dtype=real_dtype)
+    return t.to(device=device)
+
+
+def _split_batches(data, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size <= 0):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+        if len(x) != len(y):
+            raise ValueError(f"data inputs and targets differ in length: {len(x)} vs {len(y)}")
+        n = len(x)
+        step = n if batch_size is None else batch_size
+        batches = [(x[i:i + step], y[i:i + step]) for i in range(0, n, max(step, 1))]
+    elif isinstance(data, Iterable):
+        batches = [tuple(b) for b in data]
+        for b in batches:
+            if len(b) != 2 or not all(isinstance(t, Tensor) for t in b):
+                raise TypeError("each micro-batch in data must be an (inputs, targets) pair of tensors")
+            if len(b[0]) != len(b[1]):
+                raise ValueError(f"a micro-batch's inputs and targets differ in length: "
+                                 f"{len(b[0])} vs {len(b[1])}")
+    else:
+        raise TypeError("data must be an (inputs, targets) tuple of tensors or an iterable of such pairs")
+    batches = [b for b in batches if len(b[0]) > 0]
+    if not batches:
+        raise ValueError("data is empty: an objective needs at least one example")
+    return batches
