@@ -5,5 +5,9 @@
 from . import toys
 from .objective import HVP_METHODS, Objective
 from .operators import HessianOperator
+from .spectrum import Eigenpairs, EigenTracker, sharpness, top_eigenpairs
 
-__all__ = ["Objective", "HessianOperator", "HVP_METHODS", "toys"]
+__all__ = [
+    "Objective", "HessianOperator", "HVP_METHODS", "toys",
+    "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs",
+]

@@ -1,0 +1,1 @@
+"""driftlab.experiments — reproduced figures, benchmarks, data sets, the registry and the `driftlab` CLI."""

@@ -1,0 +1,151 @@
+"""Data sets and the reference networks, all local: nothing here downloads.
+
+* :func:`digits` — scikit-learn's bundled handwritten digits (1797 × 64),
+  standardized per pixel with training statistics, one-hot targets.
+* :func:`cifar10` — CIFAR-10 read from a local folder in its python format.
+* :func:`teacher_student`, :func:`gaussian_mixture` — synthetic data for tests.
+* :func:`fc_tanh` — the fully connected tanh network of the EoS experiments.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class Split:
+    """Inputs and targets of a train and a test split; ``labels`` are class indices."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    labels_train: Tensor
+    labels_test: Tensor
+    num_classes: int
+
+    @property
+    def train(self) -> tuple[Tensor, Tensor]:
+        return self.x_train, self.y_train
+
+    @property
+    def test(self) -> tuple[Tensor, Tensor]:
+        return self.x_test, self.y_test
+
+
+def _finish(x: np.ndarray, labels: np.ndarray, n_test: int, seed: int, num_classes: int,
+            dtype: torch.dtype, n_train: int | None) -> Split:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    test_idx, train_idx = order[:n_test], order[n_test:]
+    if n_train is not None:
+        train_idx = train_idx[:n_train]
+    mean = x[train_idx].mean(0)
+    std = x[train_idx].std(0)
+    std[std == 0] = 1.0
+    x = (x - mean) / std
+    xt = torch.as_tensor(x, dtype=dtype)
+    lt = torch.as_tensor(labels, dtype=torch.long)
+    onehot = torch.nn.functional.one_hot(lt, num_classes).to(dtype)
+    tr, te = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
+    return Split(xt[tr], onehot[tr], xt[te], onehot[te], lt[tr], lt[te], num_classes)
+
+
+def digits(n_test: int = 297, seed: int = 0, dtype: torch.dtype = torch.float32,
+           n_train: int | None = None) -> Split:
+    """scikit-learn's 8×8 digits: 1500 train / 297 test by default, standardized, one-hot."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    if not 0 <= n_test < len(bunch.data):
+        raise ValueError(f"n_test must be in [0, {len(bunch.data)}), got {n_test}")
+    return _finish(bunch.data.astype(np.float64), bunch.target, n_test, seed, 10, dtype, n_train)
+
+
+def cifar10(root: str | Path, n_train: int | None = None, n_test: int | None = None,
+            dtype: torch.dtype = torch.float32) -> Split:
+    """CIFAR-10 from ``root`` holding ``data_batch_1..5`` and ``test_batch`` (python format).
+
+    Never downloads: a missing folder raises FileNotFoundError naming it.
+    """
+    root = Path(root)
+    files = [root / f"data_batch_{i}" for i in range(1, 6)] + [root / "test_batch"]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise FileNotFoundError(f"CIFAR-10 python batches not found: {missing[0]} "
+                                "(download cifar-10-python.tar.gz yourself and extract it there)")
+
+    def read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        with open(path, "rb") as fh:
+            d = pickle.load(fh, encoding="bytes")
+        return d[b"data"].astype(np.float64) / 255.0, np.asarray(d[b"labels"])
+
+    parts = [read(f) for f in files[:5]]
+    x_tr = np.concatenate([p[0] for p in parts])[:n_train]
+    l_tr = np.concatenate([p[1] for p in parts])[:n_train]
+    x_te, l_te = read(files[5])
+    x_te, l_te = x_te[:n_test], l_te[:n_test]
+    mean, std = x_tr.mean(0), x_tr.std(0) + 1e-8
+    to = lambda a: torch.as_tensor(((a - mean) / std).reshape(-1, 3, 32, 32), dtype=dtype)  # noqa: E731
+    lt, le = torch.as_tensor(l_tr), torch.as_tensor(l_te)
+    oh = lambda lab: torch.nn.functional.one_hot(lab, 10).to(dtype)  # noqa: E731
+    return Split(to(x_tr), oh(lt), to(x_te), oh(le), lt, le, 10)
+
+
+def teacher_student(n: int = 256, d_in: int = 8, d_out: int = 2, width: int = 16, seed: int = 0,
+                    dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """Inputs x ~ N(0, I) and targets from a random tanh teacher network."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d_in, generator=gen, dtype=dtype)
+    w1 = torch.randn(d_in, width, generator=gen, dtype=dtype) / d_in ** 0.5
+    w2 = torch.randn(width, d_out, generator=gen, dtype=dtype) / width ** 0.5
+    return x, torch.tanh(x @ w1) @ w2
+
+
+def gaussian_mixture(n: int = 256, d: int = 2, classes: int = 3, spread: float = 3.0, seed: int = 0,
+                     dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """Points around ``classes`` random centres; targets are one-hot."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = spread * torch.randn(classes, d, generator=gen, dtype=dtype)
+    labels = torch.randint(0, classes, (n,), generator=gen)
+    x = centres[labels] + torch.randn(n, d, generator=gen, dtype=dtype)
+    return x, torch.nn.functional.one_hot(labels, classes).to(dtype)
+
+
+def fc_tanh(widths: tuple[int, ...] = (64, 200, 200, 10), seed: int = 0,
+            dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """Fully connected tanh network (PyTorch default init, seeded): 64-200-200-10 has 55,210 parameters."""
+    if len(widths) < 2:
+        raise ValueError(f"widths needs at least an input and an output size, got {widths}")
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(nn.Tanh())
+    model = nn.Sequential(*layers).to(dtype)
+    torch.random.set_rng_state(gen_state)
+    return model
+
+
+def half_mse(outputs: Tensor, targets: Tensor) -> Tensor:
+    """½‖f − y‖² summed over outputs, averaged over examples (the EoS papers' MSE)."""
+    return 0.5 * ((outputs - targets) ** 2).sum(dim=-1).mean()
+
+
+def digits_objective(*, seed: int = 0, dtype: torch.dtype = torch.float32,
+                     n_train: int | None = None, widths: tuple[int, ...] = (64, 200, 200, 10),
+                     batch_size: int | None = None):
+    """The flagship objective: full-batch fc-tanh MSE on digits. Returns (objective, split, model)."""
+    from flows import Objective
+
+    split = digits(seed=seed, dtype=dtype, n_train=n_train)
+    model = fc_tanh(widths, seed=seed, dtype=dtype)
+    obj = Objective.from_module(model, half_mse, split.train, batch_size=batch_size, name="digits-fc-tanh")
+    return obj, split, model

@@ -1,0 +1,314 @@
+"""Top of the Hessian spectrum: on-device Lanczos with thick restarts, warm starts and tracking.
+
+``top_eigenpairs(objective, θ, k)`` returns the k extreme eigenpairs of
+H = ∇²E(θ). Two solvers sit in a registry keyed by name:
+
+* ``"lanczos"`` — Rayleigh–Ritz on a growing orthonormal basis Q (D, m) that
+  stores HQ beside it. Each step applies H to ONE new vector: the residual
+  r = Hu − θu of the least converged wanted Ritz pair (u, θ), orthogonalized
+  twice against Q (full reorthogonalization). Started from one random vector
+  this spans exactly the Krylov space of Lanczos; started from a block v0
+  (the previous step's eigenvectors) it is a warm-started Davidson iteration.
+  At ``max_basis`` columns the basis is thick-restarted onto the best Ritz
+  vectors, without any HVP (Q ← QS, HQ ← HQS). Residuals ‖Hu − λu‖ are
+  computed exactly from HQ, never estimated. All work stays on θ's device;
+  H products reuse one retained gradient graph (:class:`HessianOperator`).
+* ``"dense"`` — ``torch.linalg.eigh`` of the dense Hessian (small D).
+
+``method="auto"`` picks dense for D ≤ ``DENSE_MAX_DIM``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .objective import Objective
+
+WHICH = ("LA", "SA", "LM")
+DENSE_MAX_DIM = 300
+
+
+@dataclass
+class Eigenpairs:
+    """k eigenpairs of H, ordered as ``which`` asks (LA: descending values).
+
+    Attributes:
+        values: (k,) eigenvalues λᵢ.
+        vectors: (D, k) orthonormal eigenvectors uᵢ (columns).
+        residuals: (k,) ‖H uᵢ − λᵢ uᵢ‖.
+        relative_residuals: (k,) residuals / max(|λᵢ|, eps·‖H‖).
+        matvecs: Hessian-vector products spent.
+        converged: every relative residual ≤ tol (or residual ≤ atol).
+        method: the solver that ran.
+    """
+
+    values: Tensor
+    vectors: Tensor
+    residuals: Tensor
+    relative_residuals: Tensor
+    matvecs: int
+    converged: bool
+    method: str
+    iterations: int = 0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(self.values.numel())
+
+
+def _order(values: Tensor, which: str) -> Tensor:
+    if which == "LA":
+        return torch.argsort(values, descending=True)
+    if which == "SA":
+        return torch.argsort(values)
+    return torch.argsort(values.abs(), descending=True)
+
+
+def _relative(res: Tensor, values: Tensor, scale: Tensor) -> Tensor:
+    floor = torch.finfo(values.dtype).eps * scale
+    return res / torch.clamp(values.abs(), min=float(floor) if floor > 0 else torch.finfo(values.dtype).tiny)
+
+
+def _orthonormalize_against(v: Tensor, q: Tensor | None) -> tuple[Tensor, float]:
+    """v minus its projection on the columns of q, twice (DGKS), then normalized."""
+    norm0 = float(torch.linalg.vector_norm(v))
+    if q is not None and q.shape[1] > 0:
+        for _ in range(2):
+            v = v - q @ (q.T @ v)
+    norm = float(torch.linalg.vector_norm(v))
+    if norm == 0.0 or norm0 == 0.0:
+        return v, 0.0
+    return v / norm, norm / norm0
+
+
+def _dense(objective: Objective, theta: Tensor, k: int, which: str, **_: object) -> Eigenpairs:
+    h = objective.hessian(theta)
+    values, vectors = torch.linalg.eigh(h)
+    idx = _order(values, which)[:k]
+    values, vectors = values[idx], vectors[:, idx]
+    res = torch.linalg.vector_norm(h @ vectors - vectors * values, dim=0)
+    scale = values.abs().max()
+    return Eigenpairs(values, vectors, res, _relative(res, values, scale), matvecs=objective.dim,
+                      converged=True, method="dense")
+
+
+def _lanczos(
+    objective: Objective,
+    theta: Tensor,
+    k: int,
+    which: str,
+    *,
+    v0: Tensor | None = None,
+    tol: float = 1e-3,
+    atol: float = 0.0,
+    max_matvecs: int | None = None,
+    max_basis: int | None = None,
+    generator: torch.Generator | None = None,
+    operator=None,
+    spare: int = 0,
+) -> Eigenpairs:
+    dim = objective.dim
+    op = operator if operator is not None else objective.hessian_operator(theta)
+    start_matvecs = op.matvecs
+    dtype, device = theta.dtype, theta.device
+    max_basis = min(dim, max_basis or max(2 * k + 20, 40))
+    max_matvecs = max_matvecs or max(30 * k, 300)
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(0)
+
+    q = torch.empty(dim, 0, dtype=dtype, device=device)
+    hq = torch.empty(dim, 0, dtype=dtype, device=device)
+
+    def random_vector() -> Tensor:
+        return torch.randn(dim, generator=generator, dtype=dtype, device=device)
+
+    def add(vectors: Tensor) -> None:
+        nonlocal q, hq
+        fresh = []
+        basis = q
+        for col in vectors.T:
+            v, kept = _orthonormalize_against(col, basis)
+            if kept < 1e-8:  # already in the span (or zero): skip it
+                continue
+            fresh.append(v)
+            basis = torch.cat([basis, v[:, None]], dim=1)
+        if fresh:
+            block = torch.stack(fresh, dim=1)
+            q, hq = basis, torch.cat([hq, op @ block], dim=1)
+
+    start = random_vector()[:, None] if v0 is None else v0.to(dtype=dtype, device=device).reshape(dim, -1)
+    add(start[:, : max_basis - 1])
+    if q.shape[1] == 0:
+        add(random_vector()[:, None])
+
+    iterations = 0
+    while True:
+        iterations += 1
+        t = q.T @ hq
+        ritz, s = torch.linalg.eigh(0.5 * (t + t.T))
+        order = _order(ritz, which)
+        ritz, s = ritz[order], s[:, order]
+        m = q.shape[1]
+        kk = min(k, m)
+        u, hu = q @ s[:, :kk], hq @ s[:, :kk]
+        r = hu - u * ritz[:kk]
+        res = torch.linalg.vector_norm(r, dim=0)
+        scale = ritz.abs().max()
+        rel = _relative(res, ritz[:kk], scale)
+        done = kk == k and bool(torch.all((rel <= tol) | (res <= atol)))
+        spent = op.matvecs - start_matvecs
+        if done or m == dim or spent >= max_matvecs:
+            if operator is None:
+                op.release()
+            extras = {"spare": q @ s[:, kk:kk + spare]} if spare else {}
+            return Eigenpairs(ritz[:kk], u, res, rel, matvecs=spent, converged=done or m == dim,
+                              method="lanczos", iterations=iterations, extras=extras)
+        if m >= max_basis:  # thick restart onto the best Ritz vectors; no HVP needed
+            keep = min(m - 1, max(k + (max_basis - k) // 2, k + 1))
+            q, hq = q @ s[:, :keep], hq @ s[:, :keep]
+            continue
+        # extend with the residual of the least converged wanted pair
+        worst = int(torch.argmax(torch.where(rel <= tol, torch.zeros_like(rel), rel)))
+        direction = r[:, worst] if kk == k else hq[:, -1]
+        before = q.shape[1]
+        add(direction[:, None])
+        if q.shape[1] == before:  # the residual lay in the span (invariant subspace): go random
+            add(random_vector()[:, None])
+
+
+SOLVERS: dict[str, Callable[..., Eigenpairs]] = {"lanczos": _lanczos, "dense": _dense}
+
+
+def top_eigenpairs(
+    objective: Objective,
+    theta: Tensor,
+    k: int = 1,
+    which: str = "LA",
+    v0: Tensor | None = None,
+    tol: float = 1e-3,
+    *,
+    method: str = "auto",
+    atol: float = 0.0,
+    max_matvecs: int | None = None,
+    max_basis: int | None = None,
+    seed: int = 0,
+    spare: int = 0,
+) -> Eigenpairs:
+    """The k extreme eigenpairs of H = ∇²E(θ).
+
+    Args:
+        objective, theta: the Hessian's objective and point θ (D,), real.
+        k: how many pairs, 1 ≤ k < D (k ≤ D for the dense method).
+        which: ``"LA"`` largest algebraic (the top: sharpness), ``"SA"``
+            smallest algebraic (negative curvature), ``"LM"`` largest magnitude.
+        v0: a starting vector (D,) or block (D, p), e.g. last step's vectors.
+        tol: stop when every ‖Huᵢ − λᵢuᵢ‖ ≤ tol·|λᵢ| (ARPACK's criterion).
+        method: ``"auto"`` (dense for D ≤ 300), ``"lanczos"`` or ``"dense"``.
+        atol: also accept a pair whose absolute residual is ≤ atol.
+        max_matvecs: HVP budget (default max(30k, 300)); past it the result
+            comes back with ``converged=False`` and its honest residuals.
+        max_basis: basis size before a thick restart (default max(2k+20, 40)).
+        seed: seeds the random start vector (results are deterministic).
+        spare: also return the next ``spare`` Ritz vectors (unconverged) in
+            ``extras["spare"]``, a cheap enlargement of the next warm start.
+
+    Returns:
+        :class:`Eigenpairs` on θ's device, in θ's dtype.
+    """
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
+    theta = objective.check_theta(theta)
+    if theta.is_complex():
+        raise TypeError("top_eigenpairs needs a real θ (the Hessian of a complex state is not symmetric-real)")
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if method != "auto" and method not in SOLVERS:
+        raise ValueError(f"method must be one of {('auto', *SOLVERS)}, got {method!r}")
+    if method == "auto":
+        method = "dense" if objective.dim <= DENSE_MAX_DIM else "lanczos"
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    limit = objective.dim if method == "dense" else objective.dim - 1
+    if k > limit:
+        raise ValueError(f"k must be ≤ {limit} for method {method!r} with D={objective.dim}, got {k}")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+    if not bool(torch.isfinite(theta).all()):
+        raise ValueError("theta has non-finite entries: the Hessian spectrum is undefined there")
+    if v0 is not None:
+        if not isinstance(v0, Tensor) or v0.shape[0] != objective.dim or v0.ndim not in (1, 2):
+            raise ValueError(f"v0 must be a tensor of shape ({objective.dim},) or ({objective.dim}, p)")
+    generator = torch.Generator(device=theta.device).manual_seed(seed)
+    return SOLVERS[method](objective, theta.detach(), k, which, v0=v0, tol=tol, atol=atol,
+                           max_matvecs=max_matvecs, max_basis=max_basis, generator=generator,
+                           spare=spare)
+
+
+def sharpness(objective: Objective, theta: Tensor, tol: float = 1e-4, **kwargs) -> float:
+    """λ_max(∇²E(θ)), the sharpness, as a float."""
+    return float(top_eigenpairs(objective, theta, 1, "LA", tol=tol, **kwargs).values[0])
+
+
+class EigenTracker:
+    """Follows the top-k eigenpairs of H(θ) along a trajectory, warm-starting each solve.
+
+    Each :meth:`update` starts from the previous eigenvectors plus ``extra``
+    spare Ritz directions (default max(1, k//2); they help when eigenvalues
+    cross), so that a small move of θ costs fewer HVPs than a cold start at
+    moderate tolerances (≈1e-3). At very tight tolerances (1e-8) a cold
+    Lanczos run can be cheaper: its Krylov space converges superlinearly. Results are
+    ordered like a cold solve (by ``which``); the sign of each vector is
+    aligned with its best-overlapping predecessor, and ``overlap`` (k, k) holds
+    |⟨uᵢ_new, uⱼ_old⟩| so that eigen-directions can be followed through crossings.
+
+    Attributes:
+        last: the latest :class:`Eigenpairs` (None before the first update).
+        total_matvecs, updates: running cost counters.
+    """
+
+    def __init__(self, k: int = 1, which: str = "LA", tol: float = 1e-3, *, extra: int | None = None,
+                 method: str = "auto", max_matvecs: int | None = None, seed: int = 0) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+            raise ValueError(f"k must be a positive int, got {k!r}")
+        if which not in WHICH:
+            raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+        extra = max(1, k // 2) if extra is None else extra
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise ValueError(f"extra must be a non-negative int, got {extra!r}")
+        self.k, self.which, self.tol, self.extra = k, which, tol, extra
+        self.method, self.max_matvecs, self.seed = method, max_matvecs, seed
+        self.last: Eigenpairs | None = None
+        self._basis: Tensor | None = None
+        self.total_matvecs = 0
+        self.updates = 0
+
+    def update(self, objective: Objective, theta: Tensor) -> Eigenpairs:
+        """Eigenpairs at θ, warm-started from the previous call."""
+        v0 = None
+        if self._basis is not None and self._basis.device == theta.device:
+            v0 = self._basis.to(theta.dtype)
+        result = top_eigenpairs(objective, theta, self.k, self.which, v0=v0, tol=self.tol,
+                                method=self.method, max_matvecs=self.max_matvecs,
+                                seed=self.seed + self.updates, spare=self.extra)
+        spare = result.extras.pop("spare", None)
+        self._basis = result.vectors if spare is None else torch.cat([result.vectors, spare], dim=1)
+        if self.last is not None and self.last.vectors.shape == result.vectors.shape:
+            overlap = result.vectors.T @ self.last.vectors.to(result.vectors)
+            best = torch.argmax(overlap.abs(), dim=1)
+            signs = torch.sign(overlap.gather(1, best[:, None]).squeeze(1))
+            signs[signs == 0] = 1
+            result.vectors = result.vectors * signs
+            result.extras["overlap"] = (overlap * signs[:, None]).abs()
+        self.last = result
+        self.total_matvecs += result.matvecs
+        self.updates += 1
+        return result
+
+    def reset(self) -> None:
+        """Forget the warm start (the next update is a cold solve)."""
+        self._basis, self.last = None, None

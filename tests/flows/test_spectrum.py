@@ -1,0 +1,142 @@
+"""Lanczos eigenpairs against dense float64 eigendecompositions."""
+import pytest
+import torch
+from torch import nn
+
+from flows import EigenTracker, Objective, sharpness, top_eigenpairs
+
+
+def _quadratic(values: torch.Tensor, seed: int = 0) -> Objective:
+    gen = torch.Generator().manual_seed(seed)
+    d = values.numel()
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=torch.float64))
+    a = (q * values) @ q.T
+    a = 0.5 * (a + a.T)
+    return Objective.from_function(lambda t: 0.5 * t @ a @ t, d, theta0=torch.zeros(d, dtype=torch.float64))
+
+
+def _spectrum(d=400, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    bulk = torch.rand(d - 12, generator=gen, dtype=torch.float64) * 2 - 1  # in [-1, 1]
+    top = torch.tensor([10.0, 9.999, 9.998, 7.0, 6.9999, 5.0], dtype=torch.float64)  # clusters
+    bottom = torch.tensor([-4.0, -3.9995, -3.0, -2.5, -2.2, -2.0], dtype=torch.float64)  # negative
+    return torch.cat([top, bulk, bottom])
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "LM"])
+def test_lanczos_matches_dense_on_clustered_spectrum(which):
+    values = _spectrum()
+    obj = _quadratic(values)
+    theta = obj.theta0
+    dense_vals, dense_vecs = torch.linalg.eigh(obj.hessian(theta))
+    key = {"LA": -dense_vals, "SA": dense_vals, "LM": -dense_vals.abs()}[which]
+    expect = dense_vals[torch.argsort(key)][:6]
+    res = top_eigenpairs(obj, theta, 6, which, tol=1e-10, method="lanczos", max_matvecs=2000)
+    assert res.converged
+    torch.testing.assert_close(res.values, expect, rtol=1e-6, atol=0)
+    h = obj.hessian(theta)
+    true_res = torch.linalg.vector_norm(h @ res.vectors - res.vectors * res.values, dim=0)
+    torch.testing.assert_close(res.residuals, true_res, rtol=1e-6, atol=1e-12)  # honest residuals
+    assert float(res.relative_residuals.max()) <= 1e-10
+    torch.testing.assert_close(res.vectors.T @ res.vectors, torch.eye(6, dtype=torch.float64), atol=1e-10, rtol=0)
+
+
+def _mlp_objective(seed=0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 24), nn.Tanh(), nn.Linear(24, 24), nn.Tanh(), nn.Linear(24, 3)).double()
+    x, y = torch.randn(40, 6, dtype=torch.float64), torch.randn(40, 3, dtype=torch.float64)
+    return Objective.from_module(model, lambda o, t: 0.5 * ((o - t) ** 2).sum(1).mean(), (x, y))
+
+
+def _cnn_objective():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Conv2d(4, 4, 3), nn.Tanh(), nn.Flatten(),
+                          nn.Linear(4 * 4 * 4, 5)).double()
+    x, y = torch.randn(30, 1, 8, 8, dtype=torch.float64), torch.randint(0, 5, (30,))
+    return Objective.from_module(model, nn.functional.cross_entropy, (x, y))
+
+
+@pytest.mark.parametrize("make", [_mlp_objective, _cnn_objective], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("which", ["LA", "SA"])
+def test_network_hessians_against_dense(make, which):
+    obj = make()
+    theta = obj.theta0
+    h = torch.func.hessian(lambda t: obj.pieces[0](t))(theta)  # independent dense oracle
+    dense_vals = torch.linalg.eigvalsh(h)
+    expect = dense_vals.flip(0)[:5] if which == "LA" else dense_vals[:5]
+    res = top_eigenpairs(obj, theta, 5, which, tol=1e-10, method="lanczos", max_matvecs=3000)
+    assert res.converged, res.relative_residuals
+    torch.testing.assert_close(res.values, expect, rtol=1e-6, atol=1e-9)
+    dense = top_eigenpairs(obj, theta, 5, which, method="dense")
+    torch.testing.assert_close(dense.values, expect, rtol=1e-9, atol=1e-12)
+
+
+def test_budget_exhausted_reports_not_converged():
+    obj = _quadratic(_spectrum())
+    res = top_eigenpairs(obj, obj.theta0, 6, tol=1e-12, method="lanczos", max_matvecs=8)
+    assert not res.converged
+    assert res.matvecs <= 8
+    assert float(res.relative_residuals.max()) > 1e-12
+
+
+def test_tracker_equals_cold_solves():
+    obj = _mlp_objective()
+    theta = obj.theta0.clone()
+    tracker = EigenTracker(k=4, tol=1e-8, extra=2)
+    for _ in range(4):
+        warm = tracker.update(obj, theta)
+        cold = top_eigenpairs(obj, theta, 4, tol=1e-8, method="lanczos")
+        assert warm.converged and cold.converged
+        torch.testing.assert_close(warm.values, cold.values, rtol=1e-7, atol=1e-10)
+        torch.testing.assert_close((warm.vectors.T @ cold.vectors).abs().diagonal(),
+                                   torch.ones(4, dtype=torch.float64), atol=1e-5, rtol=0)
+        theta = theta - 0.05 * obj.grad(theta)
+
+
+def test_warm_start_costs_fewer_hvps_at_moderate_tolerance():
+    obj = _mlp_objective()
+    theta = obj.theta0.clone()
+    tracker = EigenTracker(k=4, tol=1e-3, extra=2)
+    tracker.update(obj, theta)
+    warm, cold = [], []
+    for _ in range(5):
+        theta = theta - 0.05 * obj.grad(theta)
+        warm.append(tracker.update(obj, theta).matvecs)
+        cold.append(top_eigenpairs(obj, theta, 4, tol=1e-3, method="lanczos").matvecs)
+    assert sum(warm) < sum(cold), (warm, cold)
+
+
+def test_tracker_aligns_signs():
+    obj = _mlp_objective()
+    tracker = EigenTracker(k=3, tol=1e-8)
+    first = tracker.update(obj, obj.theta0)
+    second = tracker.update(obj, obj.theta0 - 1e-3 * obj.grad(obj.theta0))
+    assert bool(((first.vectors * second.vectors).sum(0) > 0.9).all())
+
+
+def test_sharpness_and_operator_scipy_agree():
+    import numpy as np
+    from scipy.sparse.linalg import eigsh
+    obj = _mlp_objective()
+    lam = sharpness(obj, obj.theta0, tol=1e-10, method="lanczos")
+    ref = eigsh(obj.hessian_operator(obj.theta0).to_scipy(), k=1, which="LA", tol=1e-12)[0][0]
+    assert abs(lam - ref) <= 1e-8 * abs(ref)
+    assert np.isfinite(ref)
+
+
+def test_bad_inputs():
+    obj = _quadratic(_spectrum(d=40))
+    theta = obj.theta0
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        top_eigenpairs(obj, theta, 0)
+    with pytest.raises(ValueError, match="k must be ≤ 39"):
+        top_eigenpairs(obj, theta, 40, method="lanczos")
+    with pytest.raises(ValueError, match="which must be one of"):
+        top_eigenpairs(obj, theta, 2, which="largest")
+    with pytest.raises(ValueError, match="method must be one of"):
+        top_eigenpairs(obj, theta, 2, method="arnoldi")
+    with pytest.raises(ValueError, match="non-finite"):
+        top_eigenpairs(obj, torch.full_like(theta, float("nan")), 2)
+    with pytest.raises(ValueError, match="tol must be"):
+        top_eigenpairs(obj, theta, 2, tol=-1.0)
+    with pytest.raises(ValueError, match="v0 must be"):
+        top_eigenpairs(obj, theta, 2, v0=torch.ones(3, dtype=torch.float64))
