@@ -6,8 +6,16 @@ from . import toys
 from .objective import HVP_METHODS, Objective
 from .operators import HessianOperator
 from .spectrum import Eigenpairs, EigenTracker, sharpness, top_eigenpairs
+from .fields import FIELDS, gf, igr, pf, pf_coefficient, pf_topk, third_order
+from .trajectory import Recorder, Trajectory, TrajectoryFileError
+from .gd import Controller, StepContext, StepDecision, gradient_descent
+from .integrate import METHODS, Comparison, compare, integrate
 
 __all__ = [
     "Objective", "HessianOperator", "HVP_METHODS", "toys",
     "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs",
+    "FIELDS", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
+    "Trajectory", "Recorder", "TrajectoryFileError",
+    "Controller", "StepContext", "StepDecision", "gradient_descent",
+    "METHODS", "Comparison", "compare", "integrate",
 ]

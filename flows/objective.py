@@ -294,6 +294,39 @@ class Objective:
             grad, hv = grad + g_b, hv + hv_b
         return self._reduce(grad), self._reduce(hv)
 
+    def grad_and_hessian_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """(g, H g) at θ: one forward pass per micro-batch, graph kept for the second product."""
+        op = self.hessian_operator(theta)
+        g = op.gradient
+        hg = op @ g
+        op.release()
+        return g, hg
+
+    def third_derivative(self, theta: Tensor, v: Tensor) -> Tensor:
+        """∇_θ (vᵀ H(θ) v) with v held fixed, i.e. the contraction D³E(θ)[v, v, ·], shape (D,).
+
+        Needed by the third-order modified flow. Triple backward, real θ only.
+        """
+        theta = self.check_theta(theta).detach()
+        if theta.is_complex():
+            raise TypeError("third_derivative supports real θ only")
+        v = self._check_vectors(theta, v)
+        leaf = theta.clone().requires_grad_(True)
+        out = torch.zeros_like(theta)
+        with torch.enable_grad():
+            for piece in self.pieces:
+                value = piece(leaf)
+                (g,) = torch.autograd.grad(value, leaf, create_graph=True)
+                if not g.requires_grad:
+                    continue
+                (hv,) = torch.autograd.grad(g, leaf, grad_outputs=v, create_graph=True, allow_unused=True)
+                if hv is None or not hv.requires_grad:
+                    continue
+                (t,) = torch.autograd.grad((hv * v).sum(), leaf, allow_unused=True)
+                if t is not None:
+                    out = out + t
+        return self._reduce(out)
+
     def hessian(self, theta: Tensor, *, chunk: int = 256) -> Tensor:
         """Dense H(θ), shape (D, D), from HVPs with the identity (small D only)."""
         theta = self.check_theta(theta)

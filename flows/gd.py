@@ -1,0 +1,192 @@
+"""Discrete gradient descent θₙ₊₁ = θₙ − hₙ dₙ on a flat θ, recorded as a Trajectory.
+
+dₙ is the gradient (optionally with heavy-ball momentum, vₙ = β vₙ₋₁ + gₙ) or
+whatever direction a controller returns. Time is t = Σ hᵢ (t = n·h for a
+constant rate), so GD and the flows share one time axis.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from .objective import Objective
+from .spectrum import EigenTracker
+from .trajectory import Recorder, Trajectory
+
+
+@dataclass
+class StepContext:
+    """What a controller or callback sees at step n (before the update)."""
+
+    step: int
+    time: float
+    theta: Tensor
+    loss: Tensor
+    grad: Tensor
+    objective: Objective
+    lr: float
+    momentum: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepDecision:
+    """A controller's answer: the rate h and optionally a direction d (default g): θ ← θ − h d."""
+
+    lr: float
+    direction: Tensor | None = None
+    info: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Controller(Protocol):
+    """Anything with ``decide(ctx) -> StepDecision | float`` (see ``analysis.controllers``)."""
+
+    def decide(self, ctx: StepContext) -> StepDecision | float: ...
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (≥ 0 with ``allow_zero``), else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not allow_zero):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: int, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int ≥ {minimum}, got {value!r}")
+    return value
+
+
+def gradient_descent(
+    objective: Objective,
+    theta0: Tensor | None = None,
+    lr: float = 0.1,
+    steps: int = 100,
+    controller: Controller | None = None,
+    *,
+    momentum: float = 0.0,
+    states: str = "full",
+    projection_size: int = 64,
+    sharpness_every: int = 0,
+    tracker: EigenTracker | None = None,
+    max_loss: float = math.inf,
+    callbacks: Sequence[Callable[[StepContext, Recorder], None]] = (),
+    progress: bool = False,
+) -> Trajectory:
+    """Run GD for ``steps`` steps from ``theta0`` (default ``objective.theta0``).
+
+    Records θₙ (per ``states``), loss, grad_norm, the rate used (``lr``) and,
+    every ``sharpness_every`` steps, λ_max (``sharpness``, from ``tracker`` or
+    a warm-started top-1 tracker). A controller's ``info`` entries are recorded
+    as metrics too. Divergence is an outcome: when the loss turns non-finite
+    or exceeds ``max_loss`` the run stops, records a ``divergence`` event, and
+    returns what it has (status ``"diverged"``).
+
+    Returns:
+        a :class:`Trajectory` with times t = Σ hᵢ.
+    """
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
+    theta = _initial(objective, theta0)
+    lr = check_positive("lr", lr)
+    steps = check_count("steps", steps)
+    momentum = check_positive("momentum", momentum, allow_zero=True)
+    if momentum >= 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    sharpness_every = check_count("sharpness_every", sharpness_every)
+    if not (isinstance(max_loss, (int, float)) and max_loss > 0):
+        raise ValueError(f"max_loss must be a positive number, got {max_loss!r}")
+    if controller is not None and not isinstance(controller, Controller):
+        raise TypeError(f"controller must have a decide(ctx) method, got {type(controller).__name__}")
+    if sharpness_every and tracker is None:
+        tracker = EigenTracker(k=1, tol=1e-3)
+
+    rec = Recorder(objective.dim, states, projection_size)
+    config = {"kind": "gd", "lr": lr, "steps": steps, "momentum": momentum, "objective": objective.name,
+              "controller": type(controller).__name__ if controller is not None else None,
+              "dtype": str(theta.dtype), "device": str(theta.device)}
+    velocity = torch.zeros_like(theta)
+    time, status = 0.0, "complete"
+    bar = _progress(steps, progress, "GD")
+    try:
+        for n in range(steps + 1):
+            loss, grad = objective.loss_and_grad(theta)
+            gnorm = float(torch.linalg.vector_norm(grad))
+            row = {"loss": float(loss), "grad_norm": gnorm, "step": n}
+            if sharpness_every and n % sharpness_every == 0:
+                row["sharpness"] = float(tracker.update(objective, theta).values[0])
+            if not (math.isfinite(row["loss"]) and math.isfinite(gnorm)) or row["loss"] > max_loss:
+                rec.add(time, theta, **row)
+                rec.events.append({"kind": "divergence", "step": n, "time": time, "loss": row["loss"],
+                                   "last_finite_step": n - 1, "reason": "non-finite" if not
+                                   math.isfinite(row["loss"]) else f"loss > max_loss={max_loss}"})
+                status = "diverged"
+                break
+            ctx = StepContext(n, time, theta, loss, grad, objective, lr, momentum)
+            if n == steps:
+                rec.add(time, theta, **row)
+                for cb in callbacks:
+                    cb(ctx, rec)
+                break
+            decision = _decide(controller, ctx)
+            direction = grad if decision.direction is None else decision.direction
+            if momentum:
+                velocity = momentum * velocity + direction
+                direction = velocity
+            row["lr"] = decision.lr
+            row.update(decision.info)
+            rec.add(time, theta, **row)
+            for cb in callbacks:
+                cb(ctx, rec)
+            theta = theta - decision.lr * direction
+            time += decision.lr
+            bar.update(1)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        rec.events.append({"kind": "interrupted", "step": len(rec.times) - 1, "time": time})
+    finally:
+        bar.close()
+    return rec.build(config, status)
+
+
+def _decide(controller: Controller | None, ctx: StepContext) -> StepDecision:
+    if controller is None:
+        return StepDecision(ctx.lr)
+    out = controller.decide(ctx)
+    if not isinstance(out, StepDecision):
+        out = StepDecision(float(out))
+    if not (math.isfinite(out.lr) and out.lr >= 0):
+        raise ValueError(f"controller {type(controller).__name__} proposed an invalid rate {out.lr!r}")
+    return out
+
+
+def _initial(objective: Objective, theta0: Tensor | None) -> Tensor:
+    if theta0 is None:
+        if objective.theta0 is None:
+            raise ValueError("theta0 is required: this objective has no default starting point")
+        theta0 = objective.theta0
+    return objective.check_theta(theta0, "theta0").detach().clone()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=False)

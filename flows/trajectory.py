@@ -1,0 +1,237 @@
+"""A recorded path θ(t) with its per-time metrics, and its lossless save/load.
+
+States are kept in full (T, D), as a fixed random projection (T, p) for large
+models, or not at all. Metrics are named 1-D series over the same times
+(loss, grad_norm, lr, sharpness, …; NaN where not measured). Events are plain
+dicts (``{"kind": ..., "step": ..., "time": ...}``) so that any detector can add
+its own. ``save`` writes ``path.npz`` (arrays) beside ``path.json`` (config,
+metadata, events), each written atomically.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+STATE_MODES = ("full", "projection", "none")
+FORMAT_VERSION = 1
+
+
+class TrajectoryFileError(ValueError):
+    """A trajectory file is missing, truncated or corrupted (the message names the file)."""
+
+
+def random_projection(dim: int, size: int, seed: int, dtype: torch.dtype = torch.float64,
+                      device: torch.device | str = "cpu") -> Tensor:
+    """A fixed Gaussian projection matrix P (D, p) / √p, reproducible from ``seed``."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return (torch.randn(dim, size, generator=gen, dtype=torch.float64) / size ** 0.5).to(dtype=dtype, device=device)
+
+
+@dataclass
+class Trajectory:
+    """θ at times t₀ < t₁ < …, with metrics and events.
+
+    Attributes:
+        times: (T,) continuous times t = n·h for GD.
+        states: (T, D) full states, (T, p) projections, or None. Complex for the exact PF.
+        metrics: name → (T,) float arrays; always has ``loss`` and ``grad_norm``.
+        events: list of dicts (divergence, EoS crossing, corridor segments, …).
+        config: how the run was made (method, lr, flow, …), JSON-serializable.
+        state_mode: ``"full"``, ``"projection"`` or ``"none"``.
+        projection_seed, projection_size: how to rebuild the projection.
+        status: ``"complete"``, ``"diverged"``, ``"interrupted"`` or ``"failed"``.
+    """
+
+    times: np.ndarray
+    states: np.ndarray | None
+    metrics: dict[str, np.ndarray]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    state_mode: str = "full"
+    projection_seed: int | None = None
+    projection_size: int | None = None
+    status: str = "complete"
+
+    def __len__(self) -> int:
+        return int(len(self.times))
+
+    @property
+    def losses(self) -> np.ndarray:
+        return self.metrics["loss"]
+
+    @property
+    def grad_norms(self) -> np.ndarray:
+        return self.metrics["grad_norm"]
+
+    def metric(self, name: str) -> np.ndarray:
+        """The series ``name``; a clear error listing what was recorded if it is missing."""
+        if name not in self.metrics:
+            raise KeyError(f"metric {name!r} was not recorded; this trajectory has: {sorted(self.metrics)}")
+        return self.metrics[name]
+
+    def final_state(self) -> np.ndarray:
+        if self.states is None:
+            raise ValueError("this trajectory kept no states (state_mode='none')")
+        return self.states[-1]
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.npz`` and ``path.json`` atomically; returns the .npz path."""
+        path = Path(path)
+        base = path.with_suffix("") if path.suffix in (".npz", ".json") else path
+        base.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"times": np.asarray(self.times)}
+        if self.states is not None:
+            states = np.asarray(self.states)
+            if np.iscomplexobj(states):
+                arrays["states_real"], arrays["states_imag"] = states.real, states.imag
+            else:
+                arrays["states"] = states
+        for name, values in self.metrics.items():
+            arrays[f"metric__{name}"] = np.asarray(values)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "config": self.config,
+            "events": self.events,
+            "state_mode": self.state_mode,
+            "projection_seed": self.projection_seed,
+            "projection_size": self.projection_size,
+            "status": self.status,
+            "metrics": sorted(self.metrics),
+            "length": len(self),
+            "versions": versions(),
+        }
+        npz_path, json_path = base.with_suffix(".npz"), base.with_suffix(".json")
+        _atomic_write(npz_path, lambda fh: np.savez(fh, **arrays))
+        _atomic_write(json_path, lambda fh: fh.write(json.dumps(meta, indent=1, default=_json_default).encode()))
+        return npz_path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trajectory:
+        """Read a trajectory written by :meth:`save`; a damaged file raises :class:`TrajectoryFileError`."""
+        path = Path(path)
+        base = path.with_suffix("") if path.suffix in (".npz", ".json") else path
+        npz_path, json_path = base.with_suffix(".npz"), base.with_suffix(".json")
+        for p in (npz_path, json_path):
+            if not p.exists():
+                raise TrajectoryFileError(f"trajectory file {p} does not exist")
+        try:
+            meta = json.loads(json_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise TrajectoryFileError(f"trajectory metadata {json_path} is corrupted or truncated: {err}") from err
+        try:
+            with np.load(npz_path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except Exception as err:  # zipfile.BadZipFile, ValueError, EOFError, OSError …
+            raise TrajectoryFileError(f"trajectory arrays {npz_path} are corrupted or truncated: {err}") from err
+        if "times" not in arrays or len(arrays["times"]) != meta.get("length"):
+            raise TrajectoryFileError(f"trajectory arrays {npz_path} do not match {json_path} (length)")
+        if "states_real" in arrays:
+            states = arrays["states_real"] + 1j * arrays["states_imag"]
+        else:
+            states = arrays.get("states")
+        metrics = {k[len("metric__"):]: v for k, v in arrays.items() if k.startswith("metric__")}
+        return cls(arrays["times"], states, metrics, meta.get("events", []), meta.get("config", {}),
+                   meta.get("state_mode", "full"), meta.get("projection_seed"), meta.get("projection_size"),
+                   meta.get("status", "complete"))
+
+
+class Recorder:
+    """Accumulates a :class:`Trajectory` row by row (used by the GD runner and the integrator)."""
+
+    def __init__(self, dim: int, state_mode: str = "full", projection_size: int = 64,
+                 projection_seed: int = 0) -> None:
+        if state_mode not in STATE_MODES:
+            raise ValueError(f"states must be one of {STATE_MODES}, got {state_mode!r}")
+        if state_mode == "projection" and (not isinstance(projection_size, int) or projection_size <= 0):
+            raise ValueError(f"projection_size must be a positive int, got {projection_size!r}")
+        self.dim, self.state_mode = dim, state_mode
+        self.projection_size, self.projection_seed = projection_size, projection_seed
+        self._projection: Tensor | None = None
+        self.times: list[float] = []
+        self.states: list[np.ndarray] = []
+        self.metrics: dict[str, list[float]] = {}
+        self.events: list[dict[str, Any]] = []
+
+    def _project(self, theta: Tensor) -> np.ndarray:
+        if self.state_mode == "full":
+            return theta.detach().cpu().numpy().copy()
+        if self._projection is None or self._projection.device != theta.device:
+            self._projection = random_projection(self.dim, self.projection_size, self.projection_seed,
+                                                 theta.real.dtype, theta.device)
+        p = self._projection.to(theta.dtype) if theta.is_complex() else self._projection.to(theta.dtype)
+        return (theta.detach() @ p).cpu().numpy()
+
+    def add(self, time: float, theta: Tensor | None, **metrics: float) -> None:
+        n = len(self.times)
+        self.times.append(float(time))
+        if self.state_mode != "none" and theta is not None:
+            self.states.append(self._project(theta))
+        for name, value in metrics.items():
+            series = self.metrics.setdefault(name, [float("nan")] * n)
+            series.append(float(value))
+        for series in self.metrics.values():  # metrics missing in this row stay NaN
+            if len(series) < n + 1:
+                series.append(float("nan"))
+
+    def set_metric(self, name: str, index: int, value: float) -> None:
+        series = self.metrics.setdefault(name, [float("nan")] * len(self.times))
+        series[index] = float(value)
+
+    def build(self, config: dict[str, Any], status: str = "complete") -> Trajectory:
+        states = np.stack(self.states) if self.states and self.state_mode != "none" else None
+        return Trajectory(np.asarray(self.times), states, {k: np.asarray(v) for k, v in self.metrics.items()},
+                          list(self.events), dict(config), self.state_mode,
+                          self.projection_seed if self.state_mode == "projection" else None,
+                          self.projection_size if self.state_mode == "projection" else None, status)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    import platform
+
+    import scipy
+    import torchdiffeq
+
+    try:
+        from importlib.metadata import version
+        own = version("driftlab")
+    except Exception:  # not installed as a distribution
+        own = "unknown"
+    return {"driftlab": own, "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "torchdiffeq": getattr(torchdiffeq, "__version__", "unknown"), "python": platform.python_version()}
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (torch.dtype, torch.device, Path)):
+        return str(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__} in trajectory metadata")
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
