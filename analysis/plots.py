@@ -1,0 +1,73 @@
+"""One plotting style for every driftlab figure: colour-blind-safe colours, labelled axes.
+
+Functions here build and return matplotlib figures; they never write files
+(the experiments save them). Colours follow Okabe & Ito (2008).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+OKABE_ITO = {
+    "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
+    "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7",
+}
+METHOD_COLORS = {
+    "gd": OKABE_ITO["black"], "gf": OKABE_ITO["blue"], "igr": OKABE_ITO["orange"],
+    "third_order": OKABE_ITO["purple"], "pf": OKABE_ITO["vermillion"], "pf_topk": OKABE_ITO["green"],
+}
+METHOD_LABELS = {"gd": "GD", "gf": "GF", "igr": "IGR (1st-order BEA)", "third_order": "3rd-order BEA",
+                 "pf": "PF", "pf_topk": "PF top-k"}
+CYCLE = [OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
+
+STYLE = {
+    "figure.dpi": 110, "savefig.dpi": 200, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
+    "legend.fontsize": 8, "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.25, "lines.linewidth": 1.4, "figure.constrained_layout.use": True,
+    "axes.prop_cycle": matplotlib.cycler(color=CYCLE),
+}
+
+
+def style():
+    """A context manager applying the driftlab style."""
+    return plt.rc_context(STYLE)
+
+
+def color(method: str) -> str:
+    return METHOD_COLORS.get(method, OKABE_ITO["sky"])
+
+
+def label(method: str, lr: float | None = None) -> str:
+    name = METHOD_LABELS.get(method, method)
+    return name if lr is None else f"{name}, h={lr:g}"
+
+
+def contour(ax, fn, xlim: tuple[float, float], ylim: tuple[float, float], levels: int = 25,
+            log: bool = True) -> None:
+    """Filled contours of a 2-D function ``fn(X, Y) -> Z`` (numpy) on ``ax``."""
+    xs, ys = np.linspace(*xlim, 300), np.linspace(*ylim, 300)
+    x, y = np.meshgrid(xs, ys)
+    z = fn(x, y)
+    if log:
+        z = np.log10(z - z.min() + 1e-6)
+    ax.contourf(x, y, z, levels=levels, cmap="Greys", alpha=0.35)
+    ax.contour(x, y, z, levels=levels, colors="0.6", linewidths=0.4)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+
+
+def subplots(n: int, ncols: int | None = None, width: float = 3.4, height: float = 2.9, **kw):
+    ncols = ncols or n
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
+    return fig, list(axes.ravel())
+
+
+def close(figs: Iterable) -> None:
+    for fig in figs:
+        plt.close(fig)

@@ -1,0 +1,113 @@
+"""Benchmark: time per loss, gradient and Hessian-vector product on the digits fc-tanh MLP.
+
+Every method is timed in the same process, interleaved round by round, and
+reported as the median over rounds and as a ratio to one gradient. Run with
+``driftlab run bench-hvp`` or ``python -m experiments.bench_hvp``.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from flows import Objective
+
+from .common import read_text, write_table
+from .datasets import digits_objective, fc_tanh, half_mse
+
+DESCRIPTION = "time per loss, gradient and HVP (fresh, retained graph, batched) on the digits MLP"
+
+
+@dataclass
+class Config:
+    widths: tuple[int, ...] = (64, 200, 200, 10)
+    rounds: int = 25
+    batch_vectors: int = 10
+    dtype: str = "float32"
+
+    def validate(self) -> None:
+        if self.rounds < 3:
+            raise ValueError("rounds must be ≥ 3")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(config: Config, device: torch.device) -> list[dict]:
+    dtype = getattr(torch, config.dtype)
+    obj, split, _ = digits_objective(dtype=dtype, widths=config.widths)
+    fwd = Objective.from_module(fc_tanh(config.widths, dtype=dtype), half_mse, split.train,
+                                hvp_method="forward_over_reverse")
+    theta = obj.theta0.to(device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    v = torch.randn(obj.dim, generator=gen, dtype=dtype).to(device)
+    vs = torch.randn(config.batch_vectors, obj.dim, generator=gen, dtype=dtype).to(device)
+    op = obj.hessian_operator(theta)
+
+    methods = {
+        "loss": (lambda: obj.loss(theta), 1),
+        "gradient": (lambda: obj.grad(theta), 1),
+        "HVP fresh, double backward": (lambda: obj.hvp(theta, v), 1),
+        "HVP fresh, forward-over-reverse": (lambda: fwd.hvp(theta, v), 1),
+        "g and Hv together (double backward)": (lambda: obj.grad_and_hvp(theta, v), 1),
+        f"HVP fresh, {config.batch_vectors} vectors batched, per vector": (lambda: obj.hvp(theta, vs),
+                                                                           config.batch_vectors),
+        "HVP on retained graph, per vector": (lambda: op @ v, 1),
+        f"HVP on retained graph, {config.batch_vectors} batched, per vector": (lambda: op @ vs.T,
+                                                                               config.batch_vectors),
+    }
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    peaks: dict[str, float] = {}
+    for name, (fn, _) in methods.items():  # warm up, and memory
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        fn()
+        _sync(device)
+        peaks[name] = (torch.cuda.max_memory_allocated() / 2 ** 20 if device.type == "cuda"
+                       else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    for _ in range(config.rounds):
+        for name, (fn, _) in methods.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    grad_ms = statistics.median(times["gradient"]) * 1e3
+    rows = []
+    for name, (_, per) in methods.items():
+        ms = statistics.median(times[name]) * 1e3 / per
+        rows.append({"operation": name, "ms": round(ms, 3), "x gradient": round(ms / grad_ms, 2),
+                     ("peak GPU MiB" if device.type == "cuda" else "process peak RSS MiB"): round(peaks[name], 1)})
+    return rows
+
+
+def run(config: Config, out: Path, ctx) -> None:
+    rows = measure(config, ctx.device)
+    table = write_table(out / "bench_hvp.csv", rows)
+    dims = "-".join(map(str, config.widths))
+    n_params = sum(a * b + b for a, b in zip(config.widths[:-1], config.widths[1:]))
+    header = (f"digits fc-tanh {dims} ({n_params} parameters), full batch 1500, {config.dtype}, "
+              f"{ctx.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"median of {config.rounds} interleaved rounds")
+    (out / "bench_hvp.md").write_text(header + "\n\n" + table + "\n")
+
+
+def plot(out: Path, figures: Path) -> list[Path]:
+    """Benchmarks draw no figure: print the saved table."""
+    print(read_text(out / "bench_hvp.md"))
+    return []
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    sys.exit(main(["run", "bench-hvp", *sys.argv[1:]]))

@@ -1,0 +1,163 @@
+"""Shared I/O for experiments: config overrides, manifests, CSV tables, atomic JSON."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flows.trajectory import versions
+
+FIGURES = Path(__file__).resolve().parent.parent / "figures"
+
+
+class ConfigError(ValueError):
+    """A bad ``--set key=value`` (unknown key, or a value of the wrong type)."""
+
+
+def _parse(value: str, kind: Any, key: str) -> Any:
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            low = value.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return low in ("true", "1", "yes")
+        if kind is int:
+            return int(value)
+        if kind is float:
+            return float(value)
+        if kind is str:
+            return value
+        if origin is tuple:
+            inner = typing.get_args(kind)[0]
+            return tuple(_parse(v.strip(), inner, key) for v in value.split(",") if v.strip())
+        if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            if value.lower() == "none":
+                return None
+            return _parse(value, args[0], key)
+    except ValueError:
+        raise ConfigError(f"--set {key}={value}: expected {getattr(kind, '__name__', kind)}") from None
+    raise ConfigError(f"--set {key}: unsupported type {kind}")
+
+
+def apply_overrides(config: Any, pairs: list[str]) -> Any:
+    """``config`` with ``key=value`` strings applied, each parsed to the field's type."""
+    hints = typing.get_type_hints(type(config))
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in fields:
+            raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(sorted(fields))}")
+        changes[key] = _parse(value.strip(), hints[key], key)
+    new = dataclasses.replace(config, **changes)
+    check = getattr(new, "validate", None)
+    if check is not None:
+        check()
+    return new
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temporary file, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_manifest(out: Path, name: str, config: Any, status: str, seed: int, **extra: Any) -> None:
+    write_json(out / "manifest.json", {"experiment": name, "status": status, "seed": seed,
+                                       "config": dataclasses.asdict(config), "versions": versions(), **extra})
+
+
+def read_json(path: Path) -> Any:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is corrupted or truncated: {err}") from err
+
+
+def write_table(path: Path, rows: list[dict[str, Any]]) -> str:
+    """Write rows as CSV (atomically) and return them as an aligned text table."""
+    if not rows:
+        raise ValueError("no rows to write")
+    keys = list(rows[0])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, keys)
+    writer.writeheader()
+    writer.writerows(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(buf.getvalue())
+    os.replace(tmp, path)
+    return format_table(rows)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of ``rows`` (floats to 4 significant digits)."""
+    def cell(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "|".join("---" for _ in keys) + "|"]
+    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def read_text(path: Path) -> str:
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    return path.read_text()
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available here (torch.cuda.is_available() is False)")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be one of cpu, cuda; got {name!r}")
+    return torch.device(name)
+
+
+def save_figure(fig, figures: Path, stem: str) -> list[Path]:
+    """Save ``fig`` as ``figures/stem.png`` and ``.pdf`` (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
+    figures.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        final = figures / f"{stem}.{ext}"
+        fd, tmp = tempfile.mkstemp(dir=figures, prefix=f".{stem}.", suffix=f".{ext}")
+        os.close(fd)
+        fig.savefig(tmp, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None)
+        os.replace(tmp, final)
+        paths.append(final)
+    plt.close(fig)
+    return paths

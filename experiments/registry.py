@@ -1,0 +1,32 @@
+"""The experiment registry: name → module, imported lazily so that `driftlab list` stays fast.
+
+Every experiment module defines:
+
+* ``DESCRIPTION`` — one line;
+* ``Config`` — a dataclass whose defaults run on a 2-core CPU in minutes;
+* ``run(config, out, progress) -> None`` — computes and saves results into ``out``;
+* ``plot(out, figures) -> list[Path]`` — draws PNG+PDF from saved results only.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+EXPERIMENTS: dict[str, str] = {
+    "pf-quadratic": "experiments.pf_quadratic",
+    "drift-digits": "experiments.drift_digits",
+    "bench-hvp": "experiments.bench_hvp",
+    "bench-spectrum": "experiments.bench_spectrum",
+    "bench-flows": "experiments.bench_flows",
+}
+
+
+def names() -> list[str]:
+    return list(EXPERIMENTS)
+
+
+def get(name: str) -> ModuleType:
+    """The experiment module registered under ``name``."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; valid choices: {', '.join(EXPERIMENTS)}")
+    return importlib.import_module(EXPERIMENTS[name])

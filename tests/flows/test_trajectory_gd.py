@@ -1,0 +1,98 @@
+"""Trajectory persistence and the GD runner."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from flows import StepDecision, Trajectory, TrajectoryFileError, gradient_descent, integrate, toys
+
+
+def test_save_load_round_trip_is_lossless(tmp_path):
+    obj = toys.get("pf-quadratic")
+    gd = gradient_descent(obj, lr=0.5, steps=5, sharpness_every=2)
+    pf = integrate(obj, flow="pf", lr=1.05, steps=3)
+    for traj, name in ((gd, "gd"), (pf, "pf")):
+        traj.events.append({"kind": "note", "step": 1, "time": 0.5})
+        traj.save(tmp_path / name)
+        back = Trajectory.load(tmp_path / f"{name}.npz")
+        np.testing.assert_array_equal(back.times, traj.times)
+        np.testing.assert_array_equal(back.states, traj.states)
+        assert back.states.dtype == traj.states.dtype
+        assert set(back.metrics) == set(traj.metrics)
+        for key in traj.metrics:
+            np.testing.assert_array_equal(back.metrics[key], traj.metrics[key])
+        assert back.events == traj.events and back.config == traj.config and back.status == traj.status
+    meta = json.loads((tmp_path / "gd.json").read_text())
+    assert meta["versions"]["torch"] == torch.__version__
+    sharp = gd.metric("sharpness")
+    assert math.isclose(sharp[0], 2.0, rel_tol=1e-6) and math.isnan(sharp[1])
+
+
+def test_projection_and_no_states(tmp_path):
+    obj = toys.get("cubic")
+    full = gradient_descent(obj, lr=0.1, steps=4)
+    proj = gradient_descent(obj, lr=0.1, steps=4, states="projection", projection_size=3)
+    none = gradient_descent(obj, lr=0.1, steps=4, states="none")
+    assert proj.states.shape == (5, 3) and none.states is None
+    from flows.trajectory import random_projection
+    p = random_projection(2, 3, proj.projection_seed).numpy()
+    np.testing.assert_allclose(proj.states, full.states @ p, rtol=1e-12)
+    proj.save(tmp_path / "p")
+    assert Trajectory.load(tmp_path / "p").projection_size == 3
+    with pytest.raises(KeyError, match="metric 'sharpness' was not recorded"):
+        none.metric("sharpness")
+
+
+def test_corrupted_and_truncated_files_are_named(tmp_path):
+    obj = toys.get("cubic")
+    gradient_descent(obj, lr=0.1, steps=4).save(tmp_path / "t")
+    data = (tmp_path / "t.npz").read_bytes()
+    (tmp_path / "t.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrajectoryFileError, match="t.npz"):
+        Trajectory.load(tmp_path / "t")
+    gradient_descent(obj, lr=0.1, steps=4).save(tmp_path / "u")
+    (tmp_path / "u.json").write_text("{not json")
+    with pytest.raises(TrajectoryFileError, match="u.json"):
+        Trajectory.load(tmp_path / "u")
+    with pytest.raises(TrajectoryFileError, match="does not exist"):
+        Trajectory.load(tmp_path / "missing")
+
+
+def test_gd_matches_hand_iteration_with_momentum():
+    obj = toys.get("cubic")
+    h, beta = 0.2, 0.5
+    traj = gradient_descent(obj, lr=h, steps=6, momentum=beta)
+    theta, v = obj.theta0.clone(), torch.zeros(2, dtype=torch.float64)
+    for n in range(7):
+        np.testing.assert_allclose(traj.states[n], theta.numpy(), rtol=1e-14)
+        v = beta * v + toys.spec("cubic").grad(theta)
+        theta = theta - h * v
+    np.testing.assert_allclose(traj.times, h * np.arange(7))
+    assert np.all(traj.metric("lr")[:-1] == h)
+
+
+def test_divergence_is_an_outcome():
+    obj = toys.get("pf-quadratic")
+    traj = gradient_descent(obj, lr=1.05, steps=500, max_loss=1e3)
+    assert traj.status == "diverged"
+    ev = [e for e in traj.events if e["kind"] == "divergence"]
+    assert len(ev) == 1 and ev[0]["step"] == len(traj) - 1
+    assert np.all(np.isfinite(traj.losses[:-1])) and traj.losses[-2] <= 1e3
+    overflow = gradient_descent(obj, lr=1.05, steps=20000)  # runs to inf: stops, does not crash
+    assert overflow.status == "diverged" and len(overflow) < 20001
+
+
+def test_controller_protocol():
+    class Halving:
+        def decide(self, ctx):
+            return StepDecision(ctx.lr / 2 ** ctx.step, info={"note": float(ctx.step)})
+
+    obj = toys.get("cubic")
+    traj = gradient_descent(obj, lr=0.4, steps=3, controller=Halving())
+    np.testing.assert_allclose(traj.metric("lr")[:3], [0.4, 0.2, 0.1])
+    np.testing.assert_allclose(traj.times, [0.0, 0.4, 0.6, 0.7])
+    np.testing.assert_allclose(traj.metric("note")[:3], [0.0, 1.0, 2.0])
+    with pytest.raises(TypeError, match="decide"):
+        gradient_descent(obj, lr=0.1, steps=1, controller=object())
