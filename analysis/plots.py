@@ -19,10 +19,10 @@ OKABE_ITO = {
 }
 METHOD_COLORS = {
     "gd": OKABE_ITO["black"], "gf": OKABE_ITO["blue"], "igr": OKABE_ITO["orange"],
-    "third_order": OKABE_ITO["purple"], "pf": OKABE_ITO["vermillion"], "pf_topk": OKABE_ITO["green"],
+    "third_order": OKABE_ITO["purple"], "pf": OKABE_ITO["vermillion"], "pf_topk": OKABE_ITO["green"], "pf_topk_igr": OKABE_ITO["sky"],
 }
 METHOD_LABELS = {"gd": "GD", "gf": "GF", "igr": "IGR (1st-order BEA)", "third_order": "3rd-order BEA",
-                 "pf": "PF", "pf_topk": "PF top-k"}
+                 "pf": "PF", "pf_topk": "PF top-k", "pf_topk_igr": "PF top-k + IGR rest"}
 CYCLE = [OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
 
 STYLE = {

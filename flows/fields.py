@@ -12,6 +12,7 @@ name                   dθ/dt                                                   
 ``third_order``        −g − (h/2)Hg − h²[(1/3)H²g + (1/12)∇(gᵀH(θ)g)|_g fixed]         O(h⁴)
 ``pf``                 Σᵢ c(hλᵢ)(gᵀuᵢ)uᵢ = c(hH) g,  c(x) = log(1−x)/x                  exact on quadratics
 ``pf_topk``            −g + Σ_{i≤k} (c(hλᵢ)+1)(gᵀuᵢ)uᵢ, real part                       —
+``pf_topk_igr``        −g − (h/2)Hg + Σ_{i≤k} (c(hλᵢ)+1+hλᵢ/2)(gᵀuᵢ)uᵢ, real part        —
 ====================== =============================================================== ==========
 
 The principal flow (PF) is complex when some hλ > 1: log(1−x) = log|1−x| + iπ.
@@ -99,26 +100,59 @@ def pf(objective: Objective, theta: Tensor, lr: float, **_: object) -> Tensor:
     return v @ (coeff * torch.linalg.solve(v, g.to(v.dtype)))
 
 
+def _top_pairs(objective: Objective, theta: Tensor, k: int, tracker: EigenTracker | None, tol: float,
+               t: float | None, refresh: float):
+    if tracker is None:
+        return top_eigenpairs(objective, theta, k, tol=tol)
+    stale = (tracker.last is None or t is None or refresh <= 0
+             or abs(t - getattr(tracker, "stamp", -math.inf)) >= refresh)
+    if stale:
+        tracker.stamp = t
+        return tracker.update(objective, theta)
+    return tracker.last
+
+
 def pf_topk(objective: Objective, theta: Tensor, lr: float, *, k: int = 10,
-            tracker: EigenTracker | None = None, tol: float = 1e-4, **_: object) -> Tensor:
+            tracker: EigenTracker | None = None, tol: float = 1e-4, t: float | None = None,
+            refresh: float = 0.0, rest: str = "gf", **_: object) -> Tensor:
     """Top-k principal flow θ' = −g + Σ_{i≤k} Re(c(hλᵢ)+1)(gᵀuᵢ)uᵢ (real θ).
 
     The top-k eigenpairs come from ``tracker`` (warm-started along the path)
     or a fresh :func:`~flows.top_eigenpairs` solve. The rest of the spectrum
-    is treated as gradient flow (c ≈ −1 for small hλ).
+    is treated as gradient flow (c ≈ −1, ``rest="gf"``, the PF paper's choice)
+    or, with ``rest="igr"``, to first order as the IGR flow (c ≈ −1 − hλ/2):
+    θ' = −g − (h/2)Hg + Σ_{i≤k} Re(c(hλᵢ) + 1 + hλᵢ/2)(gᵀuᵢ)uᵢ, one HVP more.
+    With a tracker, time ``t`` and ``refresh`` > 0, the eigenpairs are
+    re-solved only when the flow time moved by ≥ ``refresh`` since the last
+    solve (the gradient is always fresh): ``refresh = lr`` solves about once
+    per GD step.
     """
     if theta.is_complex():
         raise TypeError("pf_topk integrates the real part: θ must be real")
-    g = objective.grad(theta)
-    pairs = tracker.update(objective, theta) if tracker is not None else \
-        top_eigenpairs(objective, theta, k, tol=tol)
+    if rest not in ("gf", "igr"):
+        raise ValueError(f"rest must be 'gf' or 'igr', got {rest!r}")
+    pairs = _top_pairs(objective, theta, k, tracker, tol, t, refresh)
     u = pairs.vectors
-    coeff = (pf_coefficient(lr * pairs.values).real + 1).to(theta.dtype)
-    return -g + u @ (coeff * (u.T @ g))
+    coeff = pf_coefficient(lr * pairs.values).real + 1
+    if rest == "gf":
+        g = objective.grad(theta)
+        base = -g
+    else:
+        g, hg = objective.grad_and_hessian_grad(theta)
+        base = -g - 0.5 * lr * hg
+        coeff = coeff + 0.5 * lr * pairs.values
+    return base + u @ (coeff.to(theta.dtype) * (u.T @ g))
+
+
+def pf_topk_igr(objective: Objective, theta: Tensor, lr: float, **options: object) -> Tensor:
+    """Top-k PF with the rest of the spectrum as IGR: :func:`pf_topk` with ``rest="igr"``."""
+    options.pop("rest", None)
+    return pf_topk(objective, theta, lr, rest="igr", **options)
 
 
 FIELDS: dict[str, Callable[..., Tensor]] = {
     "gf": gf, "igr": igr, "third_order": third_order, "pf": pf, "pf_topk": pf_topk,
+    "pf_topk_igr": pf_topk_igr,
 }
 COMPLEX_FIELDS = frozenset({"pf"})
 

@@ -77,7 +77,7 @@ def stiffness(objective: Objective, theta: Tensor, flow: str, lr: float) -> floa
     theta_r = theta.real if theta.is_complex() else theta
     lam = float(top_eigenpairs(objective, theta_r.detach(), 1, "LM", tol=1e-2).values[0])
     a = abs(lam)
-    if flow in ("pf", "pf_topk"):
+    if flow.startswith("pf"):
         return max(a, float(abs(pf_coefficient(torch.tensor(lr * lam)) * lam)))
     if flow in ("igr", "third_order"):
         return a * (1 + lr * a / 2 + (lr * a) ** 2 / 3)
@@ -99,6 +99,8 @@ def integrate(
     max_num_steps: int = 200_000,
     k: int = 10,
     tracker: EigenTracker | None = None,
+    eig_tol: float = 1e-3,
+    eig_refresh: float = 0.0,
     states: str = "full",
     projection_size: int = 64,
     chunk: int = 16,
@@ -108,7 +110,7 @@ def integrate(
     """Solve θ' = F_flow(θ; h=lr) from θ0 and record θ at ``times`` (or at t = n·lr, n ≤ steps).
 
     Args:
-        flow: one of ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``.
+        flow: one of ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``, ``pf_topk_igr``.
         method: a torchdiffeq method: adaptive ``dopri5`` (default), ``dopri8``,
             ``bosh3``, ``adaptive_heun``, ``fehlberg2``; fixed ``rk4``, ``euler``,
             ``midpoint``, ``explicit_adams``, ``implicit_adams``.
@@ -116,6 +118,9 @@ def integrate(
         step_size: fixed-step size; default min(lr, 1/stiffness(θ0)) (a stability bound).
         max_num_steps: solver steps allowed per chunk before it gives up.
         k, tracker: top-k eigenpairs for ``pf_topk`` (a warm-started EigenTracker).
+        eig_tol: residual tolerance of that tracker (when integrate makes it).
+        eig_refresh: re-solve the eigenpairs only after this much flow time
+            (0: at every field evaluation; ``lr``: about once per GD step).
         states, projection_size: what to keep of θ (``full``, ``projection``, ``none``).
         max_loss: stop (status ``diverged``) past this loss.
 
@@ -142,11 +147,11 @@ def integrate(
     if is_complex and not theta.is_complex():
         theta = theta.to(torch.complex128 if theta.dtype == torch.float64 else torch.complex64)
     options: dict = {}
-    if flow == "pf_topk":
+    if flow in ("pf_topk", "pf_topk_igr"):
         k = check_count("k", k, minimum=1)
-        tracker = tracker or EigenTracker(k=min(k, objective.dim), tol=1e-4,
+        tracker = tracker or EigenTracker(k=min(k, objective.dim), tol=check_positive("eig_tol", eig_tol),
                                           method="dense" if objective.dim <= 300 else "auto")
-        options = {"tracker": tracker}
+        options = {"tracker": tracker, "refresh": check_positive("eig_refresh", eig_refresh, allow_zero=True)}
     if method in FIXED_METHODS:
         if step_size is None:
             step_size = min(lr, 1.0 / max(stiffness(objective, theta, flow, lr), 1e-12))
@@ -166,7 +171,7 @@ def integrate(
     def rhs(t: Tensor, y: Tensor) -> Tensor:
         counter["evals"] += 1
         counter["t"] = float(t)
-        out = pack(fieldfn(objective, unpack(y), lr, k=k, **options))
+        out = pack(fieldfn(objective, unpack(y), lr, k=k, t=float(t), **options))
         if not bool(torch.isfinite(out).all()):
             raise _Diverged(f"non-finite vector field at t={float(t):.6g}")
         return out
@@ -184,7 +189,8 @@ def integrate(
         return row["loss"]
 
     config = {"kind": "flow", "flow": flow, "lr": lr, "method": method, "rtol": rtol, "atol": atol,
-              "step_size": step_size, "k": k if flow == "pf_topk" else None, "objective": objective.name,
+              "step_size": step_size, "k": k if flow.startswith("pf_topk") else None,
+              "eig_refresh": eig_refresh if flow.startswith("pf_topk") else None, "objective": objective.name,
               "dtype": str(theta.dtype), "device": str(theta.device)}
     status = "complete"
     y = pack(theta)

@@ -106,3 +106,20 @@ def test_bad_inputs_list_choices():
         integrate(obj, torch.zeros(3, dtype=torch.float64), steps=2)
     with pytest.raises(ValueError, match="steps must be an int"):
         gradient_descent(obj, lr=0.1, steps=-1)
+
+
+def test_pf_topk_igr_rest_full_rank_equals_pf_and_zero_rank_is_igr():
+    obj = toys.get("cubic")
+    theta = obj.theta0
+    from flows.fields import igr, pf, pf_topk
+    from flows import EigenTracker
+    h = 0.3
+    exact = pf(obj, theta, h).real
+    full = pf_topk(obj, theta, h, k=2, rest="igr")
+    torch.testing.assert_close(full, exact, rtol=1e-10, atol=1e-12)
+    # with the top eigenpair only, the bulk follows IGR: compare against the closed form
+    pairs = EigenTracker(k=1, method="dense").update(obj, theta)
+    lam, u = pairs.values[0], pairs.vectors[:, 0]
+    g = obj.grad(theta)
+    expected = igr(obj, theta, h) + (pf_coefficient(h * lam).real + 1 + h * lam / 2) * (u @ g) * u
+    torch.testing.assert_close(pf_topk(obj, theta, h, k=1, rest="igr"), expected, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,106 @@
+"""Benchmark: cost per unit of flow time of GF, IGR and top-k PF on the digits MLP, next to GD.
+
+Each flow is integrated over the same span T = n·h with the same fixed-step
+RK4 grid (step h/substeps) from the same point. Cost is reported in seconds
+per unit time, in gradient-equivalents (seconds / seconds per gradient, one
+process) and as a multiple of GF.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from flows import EigenTracker, gradient_descent, integrate
+
+from .common import read_text, write_table
+from .datasets import digits_objective
+
+DESCRIPTION = "cost per unit flow time: GF, IGR, PF top-k (k=1, 10) vs GD on the digits MLP"
+
+
+@dataclass
+class Config:
+    lr: float = 0.2
+    warmup_steps: int = 100
+    span_steps: int = 10
+    substeps: int = 4
+    ks: tuple[int, ...] = (1, 10)
+
+    def validate(self) -> None:
+        if self.span_steps < 1 or self.substeps < 1:
+            raise ValueError("span_steps and substeps must be ≥ 1")
+
+
+def measure(config: Config, device: torch.device) -> tuple[list[dict], float]:
+    obj, _, _ = digits_objective()
+    theta = obj.theta0.to(device)
+    for _ in range(config.warmup_steps):
+        theta = theta - config.lr * obj.grad(theta)
+    grad_times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        obj.grad(theta)
+        grad_times.append(time.perf_counter() - t0)
+    t_grad = statistics.median(grad_times)
+    h, span = config.lr, config.lr * config.span_steps
+    step = h / config.substeps
+    rows = []
+
+    def add(name: str, seconds: float, evals: int, hvps: int | str) -> None:
+        per_unit = seconds / span
+        rows.append({"method": name, "s per unit time": round(per_unit, 3),
+                     "gradient-equivalents per unit time": round(per_unit / t_grad, 1),
+                     "field evaluations": evals, "eigen HVPs": hvps})
+
+    t0 = time.perf_counter()
+    gradient_descent(obj, theta, h, config.span_steps, states="none")
+    add(f"GD (h = {h:g})", time.perf_counter() - t0, config.span_steps + 1, 0)
+    variants = [("gf", {}, "GF"), ("igr", {}, "IGR")]
+    for k in config.ks:
+        variants.append(("pf_topk", {"k": k, "eig_refresh": 0.0}, f"PF top-{k}, eigenpairs every evaluation"))
+    if config.ks:
+        k = max(config.ks)
+        variants.append(("pf_topk", {"k": k, "eig_refresh": h}, f"PF top-{k}, eigenpairs once per h"))
+    for flow, extra, name in variants:
+        tracker = EigenTracker(k=extra["k"], tol=1e-3) if flow == "pf_topk" else None
+        if tracker is not None:
+            tracker.update(obj, theta)  # the warm start is not charged to the flow
+            warm = tracker.total_matvecs
+        t0 = time.perf_counter()
+        traj = integrate(obj, theta, flow, h, steps=config.span_steps, method="rk4", step_size=step,
+                         states="none", tracker=tracker, eig_refresh=extra.get("eig_refresh", 0.0),
+                         k=extra.get("k", 10))
+        seconds = time.perf_counter() - t0
+        hvps = tracker.total_matvecs - warm if tracker is not None else (
+            traj.config["field_evaluations"] if flow == "igr" else 0)
+        add(name, seconds, traj.config["field_evaluations"], hvps)
+    gf_cost = next(r for r in rows if r["method"] == "GF")["s per unit time"]
+    for r in rows:
+        r["x GF"] = round(r["s per unit time"] / gf_cost, 2)
+    return rows, t_grad
+
+
+def run(config: Config, out: Path, ctx) -> None:
+    rows, t_grad = measure(config, ctx.device)
+    table = write_table(out / "bench_flows.csv", rows)
+    header = (f"digits fc-tanh MLP (55,210 parameters), from GD step {config.warmup_steps} at h = {config.lr:g}, "
+              f"span {config.span_steps} h, RK4 step h/{config.substeps}; one gradient = {t_grad * 1e3:.1f} ms; "
+              f"{ctx.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    (out / "bench_flows.md").write_text(header + "\n\n" + table + "\n")
+
+
+def plot(out: Path, figures: Path) -> list[Path]:
+    """Benchmarks draw no figure: print the saved table."""
+    print(read_text(out / "bench_flows.md"))
+    return []
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    sys.exit(main(["run", "bench-flows", *sys.argv[1:]]))
