@@ -31,13 +31,16 @@ class Config:
     substeps: int = 4
     ks: tuple[int, ...] = (1, 10)
 
+    widths: tuple[int, ...] = (64, 200, 200, 10)
+    n_train: int = 1500
+
     def validate(self) -> None:
         if self.span_steps < 1 or self.substeps < 1:
             raise ValueError("span_steps and substeps must be ≥ 1")
 
 
 def measure(config: Config, device: torch.device) -> tuple[list[dict], float]:
-    obj, _, _ = digits_objective()
+    obj, _, _ = digits_objective(widths=config.widths, n_train=config.n_train)
     theta = obj.theta0.to(device)
     for _ in range(config.warmup_steps):
         theta = theta - config.lr * obj.grad(theta)
@@ -88,7 +91,7 @@ def measure(config: Config, device: torch.device) -> tuple[list[dict], float]:
 def run(config: Config, out: Path, ctx) -> None:
     rows, t_grad = measure(config, ctx.device)
     table = write_table(out / "bench_flows.csv", rows)
-    header = (f"digits fc-tanh MLP (55,210 parameters), from GD step {config.warmup_steps} at h = {config.lr:g}, "
+    header = (f"digits fc-tanh {'-'.join(map(str, config.widths))} MLP, {config.n_train} examples, from GD step {config.warmup_steps} at h = {config.lr:g}, "
               f"span {config.span_steps} h, RK4 step h/{config.substeps}; one gradient = {t_grad * 1e3:.1f} ms; "
               f"{ctx.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     (out / "bench_flows.md").write_text(header + "\n\n" + table + "\n")

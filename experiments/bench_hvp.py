@@ -29,6 +29,7 @@ class Config:
     rounds: int = 25
     batch_vectors: int = 10
     dtype: str = "float32"
+    n_train: int = 1500
 
     def validate(self) -> None:
         if self.rounds < 3:
@@ -44,7 +45,7 @@ def _sync(device: torch.device) -> None:
 
 def measure(config: Config, device: torch.device) -> list[dict]:
     dtype = getattr(torch, config.dtype)
-    obj, split, _ = digits_objective(dtype=dtype, widths=config.widths)
+    obj, split, _ = digits_objective(dtype=dtype, widths=config.widths, n_train=config.n_train)
     fwd = Objective.from_module(fc_tanh(config.widths, dtype=dtype), half_mse, split.train,
                                 hvp_method="forward_over_reverse")
     theta = obj.theta0.to(device)
@@ -95,7 +96,7 @@ def run(config: Config, out: Path, ctx) -> None:
     table = write_table(out / "bench_hvp.csv", rows)
     dims = "-".join(map(str, config.widths))
     n_params = sum(a * b + b for a, b in zip(config.widths[:-1], config.widths[1:]))
-    header = (f"digits fc-tanh {dims} ({n_params} parameters), full batch 1500, {config.dtype}, "
+    header = (f"digits fc-tanh {dims} ({n_params} parameters), full batch {config.n_train}, {config.dtype}, "
               f"{ctx.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
               f"median of {config.rounds} interleaved rounds")
     (out / "bench_hvp.md").write_text(header + "\n\n" + table + "\n")

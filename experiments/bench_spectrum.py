@@ -36,6 +36,9 @@ class Config:
     power_tol: float = 1e-3
     power_max_iter: int = 100
 
+    widths: tuple[int, ...] = (64, 200, 200, 10)
+    n_train: int = 1500
+
     def validate(self) -> None:
         if self.k < 1 or self.track_steps < 1 or self.warmup_steps < 0:
             raise ValueError("k and track_steps must be ≥ 1, warmup_steps ≥ 0")
@@ -108,7 +111,7 @@ def power_iteration(obj: Objective, theta: torch.Tensor, k: int, tol: float, max
 
 
 def measure(config: Config, device: torch.device, progress: bool = False) -> tuple[list[dict], dict]:
-    obj, _, _ = digits_objective()
+    obj, _, _ = digits_objective(widths=config.widths, n_train=config.n_train)
     theta = obj.theta0.to(device)
     for _ in range(config.warmup_steps):
         theta = theta - config.lr * obj.grad(theta)
@@ -161,7 +164,8 @@ def measure(config: Config, device: torch.device, progress: bool = False) -> tup
 def run(config: Config, out: Path, ctx) -> None:
     rows, info = measure(config, ctx.device, ctx.progress)
     table = write_table(out / "bench_spectrum.csv", rows)
-    header = (f"top-{config.k} eigenpairs, digits fc-tanh 64-200-200-10 ({info['dim']} parameters), "
+    header = (f"top-{config.k} eigenpairs, digits fc-tanh {'-'.join(map(str, config.widths))} ({info['dim']} parameters, "
+              f"{config.n_train} examples), "
               f"after {config.warmup_steps} GD steps at h={config.lr:g} (λ_max = {info['lambda_max']:.3f}, "
               f"2/h = {info['two_over_h']:g}), tol {config.tol:g} (‖Hu−λu‖ ≤ tol·|λ|), {ctx.device}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")

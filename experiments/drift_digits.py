@@ -30,6 +30,7 @@ class Config:
     substeps: int = 4
     n_train: int = 1500
     eig_refresh_per_step: int = 4
+    widths: tuple[int, ...] = (64, 200, 200, 10)
 
     def validate(self) -> None:
         if not self.targets or any(t <= 0 for t in self.targets):
@@ -39,7 +40,7 @@ class Config:
 
 
 def run(config: Config, out: Path, ctx) -> None:
-    obj, _, _ = digits_objective(n_train=config.n_train)
+    obj, _, _ = digits_objective(n_train=config.n_train, widths=config.widths)
     theta0 = obj.theta0.to(ctx.device)
     lam0 = sharpness(obj, theta0)
     summary = []

@@ -1,0 +1,15 @@
+"""The README's Python example runs as written."""
+import re
+from pathlib import Path
+
+
+def test_readme_example_runs(capsys):
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks, "README has no python example"
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "PF drift" in out and "top eigenvalues" in out
+    pf_drift = float(re.search(r"PF drift (\S+),", out).group(1))
+    gf_drift = float(re.search(r"GF drift (\S+)", out).group(1))
+    assert pf_drift < 1e-5 < gf_drift
