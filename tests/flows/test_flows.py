@@ -123,3 +123,20 @@ def test_pf_topk_igr_rest_full_rank_equals_pf_and_zero_rank_is_igr():
     g = obj.grad(theta)
     expected = igr(obj, theta, h) + (pf_coefficient(h * lam).real + 1 + h * lam / 2) * (u @ g) * u
     torch.testing.assert_close(pf_topk(obj, theta, h, k=1, rest="igr"), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_solver_failure_keeps_work_and_says_what_to_try():
+    obj = toys.get("pf-quadratic")
+    with pytest.warns(RuntimeWarning, match="max_num_steps"):
+        traj = integrate(obj, flow="gf", lr=0.5, steps=40, max_num_steps=3, chunk=4)
+    assert traj.status == "failed"
+    event = traj.events[-1]
+    assert event["kind"] == "solver_failure" and "suggestion" in event
+    assert len(traj) >= 1 and np.all(np.isfinite(traj.losses))
+
+
+def test_fixed_step_is_bounded_by_stiffness():
+    obj = toys.get("pf-quadratic")
+    traj = integrate(obj, flow="gf", lr=2.0, steps=3, method="rk4")
+    assert traj.config["step_size"] <= 1.0 / 2.0 + 1e-12  # λ_max = 2
+    np.testing.assert_allclose(traj.states[-1][0], -0.35 * math.exp(-2 * 6.0), atol=1e-4)

@@ -1,0 +1,208 @@
+"""Edge of stability: sharpness λ_max against the GD stability limit 2/h.
+
+GD on a quadratic is stable along an eigen-direction iff hλ < 2; with heavy-ball
+momentum β the limit is λ < 2(1+β)/h. On neural networks, full-batch GD shows
+*progressive sharpening* (λ_max rises towards 2/h), a *first crossing*, and
+then *hovering* around 2/h while the loss keeps falling non-monotonically
+(Cohen et al. 2021). The principal flow explains the per-direction behaviour
+through Re c(hλ), c(x) = log(1 − x)/x: hλ > 1 oscillates, hλ > 2 diverges.
+
+:class:`EoSDetector` reads this off a trajectory with a recorded ``sharpness``
+metric (offline) or runs as a ``gradient_descent`` callback (online).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import stats
+
+from flows import EigenTracker, Objective, StepContext, Trajectory, pf_coefficient, sharpness
+
+from .events import Event, Segment
+
+BAND = 0.1  # hovering: |λ_max − 2/h| ≤ 10% of 2/h
+HOVER_FRACTION = 0.5  # … for at least half of the measured steps after the crossing
+SPIKE_RELATIVE = 1e-3  # a loss increase of > 0.1% counts as a spike
+SEPARATION_RELATIVE = 0.1  # GD and GF separate when their distance is 10% of the way GD travelled
+
+
+def stability_threshold(lr: float, momentum: float = 0.0) -> float:
+    """2(1+β)/h, the largest stable curvature of GD (β = 0: 2/h)."""
+    if not (lr > 0 and 0 <= momentum < 1):
+        raise ValueError(f"need lr > 0 and momentum in [0, 1), got lr={lr!r}, momentum={momentum!r}")
+    return 2 * (1 + momentum) / lr
+
+
+@dataclass
+class PFStability:
+    """Per-eigendirection PF view: x = hλᵢ, Re c(x) and the regime flags.
+
+    ``growth`` = Re(c(x))·x/h = log|1 − x|/h is the rate at which the direction's
+    gradient component grows (> 0) or decays (< 0) along the PF.
+    """
+
+    x: np.ndarray
+    re_c: np.ndarray
+    growth: np.ndarray
+    oscillatory: np.ndarray  # hλ > 1
+    divergent: np.ndarray  # hλ > 2
+
+
+def pf_stability(eigenvalues, lr: float) -> PFStability:
+    """Re c(hλᵢ) and the oscillation/divergence flags for eigenvalues ``eigenvalues`` (any shape)."""
+    lam = np.asarray(eigenvalues, dtype=float)
+    x = lr * lam
+    c = pf_coefficient(torch.as_tensor(x, dtype=torch.float64)).numpy()
+    return PFStability(x, c.real, (c * x).real / lr, x > 1, x > 2)
+
+
+@dataclass
+class EoSReport:
+    """What :meth:`EoSDetector.detect` found. Events and segments are also listed in ``events``."""
+
+    threshold: float
+    progressive_sharpening: bool
+    sharpening_slope: float
+    first_crossing: int | None
+    hovering: bool
+    hover_fraction: float
+    spikes: list[int]
+    separation_step: int | None
+    events: list[Event | Segment] = field(default_factory=list)
+
+
+@dataclass
+class EoSDetector:
+    """Detects progressive sharpening, the first crossing of 2(1+β)/h, hovering, loss spikes and GD–GF separation.
+
+    Attributes:
+        band: hovering band, relative to the threshold (default 0.1).
+        hover_fraction: minimal fraction of measured steps after the crossing inside the band.
+        spike_relative: relative loss increase that counts as a spike.
+        separation_relative: GD–GF separation when drift ≥ this × ‖θ_GD(n) − θ_GD(0)‖.
+        sharpening_p: significance of the rising trend (Kendall's τ, one-sided).
+        sharpness_every, k: online measurement period and how many top eigenvalues to track.
+    """
+
+    band: float = BAND
+    hover_fraction: float = HOVER_FRACTION
+    spike_relative: float = SPIKE_RELATIVE
+    separation_relative: float = SEPARATION_RELATIVE
+    sharpening_p: float = 0.01
+    sharpness_every: int = 10
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("band", "spike_relative", "separation_relative"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 < self.hover_fraction <= 1 or not 0 < self.sharpening_p < 1:
+            raise ValueError("hover_fraction must be in (0, 1] and sharpening_p in (0, 1)")
+        if self.sharpness_every < 1 or self.k < 1:
+            raise ValueError("sharpness_every and k must be ≥ 1")
+        self.sharpness = math.nan
+        self.threshold = math.nan
+        self.crossed_at: int | None = None
+        self.eigenvalues = np.array([])
+        self._tracker = EigenTracker(k=self.k, tol=1e-3)
+
+    # ------------------------------------------------------------------ online
+    def __call__(self, ctx: StepContext, recorder) -> None:
+        self.threshold = stability_threshold(ctx.lr, ctx.momentum)
+        if ctx.step % self.sharpness_every:
+            return
+        pairs = self._tracker.update(ctx.objective, ctx.theta)
+        self.eigenvalues = pairs.values.detach().cpu().numpy()
+        self.sharpness = float(self.eigenvalues[0])
+        row = len(recorder.times) - 1
+        recorder.set_metric("sharpness", row, self.sharpness)
+        view = pf_stability(self.eigenvalues, ctx.lr)
+        for i, rc in enumerate(view.re_c):
+            recorder.set_metric(f"pf_re_c_{i}", row, rc)
+        if self.crossed_at is None and self.sharpness >= self.threshold:
+            self.crossed_at = ctx.step
+            recorder.events.append(Event("eos_crossing", ctx.step, ctx.time,
+                                         {"sharpness": self.sharpness, "threshold": self.threshold}).to_dict())
+
+    @property
+    def at_edge(self) -> bool:
+        """Whether the latest sharpness lies in the band around the threshold or above it."""
+        return bool(self.sharpness >= self.threshold * (1 - self.band))
+
+    # ------------------------------------------------------------------ offline
+    def detect(self, trajectory: Trajectory, *, lr: float | None = None, momentum: float | None = None,
+               objective: Objective | None = None, drift: np.ndarray | None = None) -> EoSReport:
+        """Read the EoS story off ``trajectory`` (needs a ``sharpness`` metric, or ``objective`` + full states)."""
+        lr = lr if lr is not None else trajectory.config.get("lr")
+        momentum = momentum if momentum is not None else trajectory.config.get("momentum", 0.0) or 0.0
+        if lr is None:
+            raise ValueError("the learning rate is unknown: pass lr= (the trajectory's config has none)")
+        sharp = trajectory.metrics.get("sharpness")
+        if sharp is None or np.all(np.isnan(sharp)):
+            if objective is None or trajectory.states is None or trajectory.state_mode != "full":
+                raise ValueError("this trajectory has no 'sharpness' metric: record it with "
+                                 "gradient_descent(..., sharpness_every=N) or EoSDetector as a callback, "
+                                 "or pass objective= with a full-state trajectory")
+            sharp = np.full(len(trajectory), np.nan)
+            dtype = objective.theta0.dtype if objective.theta0 is not None else torch.float64
+            for i in range(0, len(trajectory), self.sharpness_every):
+                sharp[i] = sharpness(objective, torch.as_tensor(np.real(trajectory.states[i]), dtype=dtype))
+        threshold = stability_threshold(lr, momentum)
+        times, losses = trajectory.times, trajectory.losses
+        measured = np.flatnonzero(np.isfinite(sharp))
+        events: list[Event | Segment] = []
+        above = measured[sharp[measured] >= threshold]
+        first = int(above[0]) if len(above) else None
+        pre = measured[measured <= (first if first is not None else measured[-1])] if len(measured) else measured
+        slope, rising = math.nan, False
+        if len(pre) >= 4:
+            tau = stats.kendalltau(times[pre], sharp[pre], alternative="greater")
+            slope = float(stats.linregress(times[pre], sharp[pre]).slope)
+            rising = bool(tau.pvalue < self.sharpening_p and slope > 0)
+        if rising:
+            events.append(Segment("progressive_sharpening", int(pre[0]), int(pre[-1]), float(times[pre[0]]),
+                                  float(times[pre[-1]]), {"slope_per_time": slope,
+                                                          "from": float(sharp[pre[0]]), "to": float(sharp[pre[-1]])}))
+        if first is not None:
+            events.append(Event("eos_crossing", first, float(times[first]),
+                                {"sharpness": float(sharp[first]), "threshold": threshold}))
+        hover_frac, hovering = 0.0, False
+        if first is not None:
+            after = measured[measured >= first]
+            inside = np.abs(sharp[after] - threshold) <= self.band * threshold
+            hover_frac = float(inside.mean()) if len(after) else 0.0
+            hovering = hover_frac >= self.hover_fraction and len(after) >= 3
+            if hovering:
+                events.append(Segment("hovering", int(after[0]), int(after[-1]), float(times[after[0]]),
+                                      float(times[after[-1]]), {"fraction_in_band": hover_frac, "band": self.band,
+                                                                "mean_sharpness": float(np.mean(sharp[after]))}))
+        rel = np.diff(losses) / np.maximum(np.abs(losses[:-1]), 1e-300)
+        spikes = [int(i + 1) for i in np.flatnonzero(rel > self.spike_relative)]
+        for s in spikes:
+            events.append(Event("loss_spike", s, float(times[s]), {"relative_increase": float(rel[s - 1])}))
+        separation = None
+        if drift is not None:
+            if trajectory.states is None:
+                raise ValueError("GD–GF separation needs the GD states (states='full' or 'projection')")
+            travelled = np.linalg.norm(np.real(trajectory.states) - np.real(trajectory.states[0]), axis=1)
+            n = min(len(drift), len(travelled))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                ratio = np.where(travelled[:n] > 0, np.asarray(drift[:n]) / travelled[:n], 0.0)
+            hits = np.flatnonzero(ratio >= self.separation_relative)
+            if len(hits):
+                separation = int(hits[0])
+                events.append(Event("gd_gf_separation", separation, float(times[separation]),
+                                    {"drift": float(drift[separation]), "ratio": float(ratio[separation])}))
+        return EoSReport(threshold, rising, slope, first, hovering, hover_frac, spikes, separation, events)
+
+
+def detect_edge_of_stability(trajectory: Trajectory, **kwargs) -> EoSReport:
+    """``EoSDetector().detect(trajectory, **kwargs)`` with default thresholds."""
+    return EoSDetector().detect(trajectory, **kwargs)
+
+
+__all__ = ["EoSDetector", "EoSReport", "PFStability", "detect_edge_of_stability", "pf_stability",
+           "stability_threshold"]
