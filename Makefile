@@ -22,7 +22,8 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/driftlab run pf-quadratic --out results/pf-quadratic
-	@echo "figures written to figures/ (results in results/)"
+	$(BIN)/driftlab run drift-digits --out results/drift-digits
+	@echo "figures written to figures/ (pf_quadratic.png, drift_digits.png); results in results/"
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
