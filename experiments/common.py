@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from flows.trajectory import versions
+from flows.trajectory import atomic_write, versions
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
@@ -72,17 +72,7 @@ def apply_overrides(config: Any, pairs: list[str]) -> Any:
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temporary file, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=1, default=str).encode()))
 
 
 def write_manifest(out: Path, name: str, config: Any, status: str, seed: int, **extra: Any) -> None:
@@ -109,10 +99,7 @@ def write_table(path: Path, rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue().encode()))
     return format_table(rows)
 
 

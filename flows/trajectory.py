@@ -110,8 +110,8 @@ class Trajectory:
             "versions": versions(),
         }
         npz_path, json_path = base.with_suffix(".npz"), base.with_suffix(".json")
-        _atomic_write(npz_path, lambda fh: np.savez(fh, **arrays))
-        _atomic_write(json_path, lambda fh: fh.write(json.dumps(meta, indent=1, default=_json_default).encode()))
+        atomic_write(npz_path, lambda fh: np.savez(fh, **arrays))
+        atomic_write(json_path, lambda fh: fh.write(json.dumps(meta, indent=1, default=_json_default).encode()))
         return npz_path
 
     @classmethod
@@ -222,7 +222,7 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialize {type(obj).__name__} in trajectory metadata")
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
