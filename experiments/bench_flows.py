@@ -17,7 +17,7 @@ import torch
 
 from flows import EigenTracker, gradient_descent, integrate
 
-from .common import read_text, write_table
+from .common import print_benchmark, write_benchmark
 from .datasets import digits_objective
 
 DESCRIPTION = "cost per unit flow time: GF, IGR, PF top-k (k=1, 10) vs GD on the digits MLP"
@@ -90,17 +90,15 @@ def measure(config: Config, device: torch.device) -> tuple[list[dict], float]:
 
 def run(config: Config, out: Path, ctx) -> None:
     rows, t_grad = measure(config, ctx.device)
-    table = write_table(out / "bench_flows.csv", rows)
     header = (f"digits fc-tanh {'-'.join(map(str, config.widths))} MLP, {config.n_train} examples, from GD step {config.warmup_steps} at h = {config.lr:g}, "
               f"span {config.span_steps} h, RK4 step h/{config.substeps}; one gradient = {t_grad * 1e3:.1f} ms; "
               f"{ctx.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    (out / "bench_flows.md").write_text(header + "\n\n" + table + "\n")
+    write_benchmark(out, "bench_flows", header, rows)
 
 
 def plot(out: Path, figures: Path) -> list[Path]:
     """Benchmarks draw no figure: print the saved table."""
-    print(read_text(out / "bench_flows.md"))
-    return []
+    return print_benchmark(out, "bench_flows")
 
 
 if __name__ == "__main__":

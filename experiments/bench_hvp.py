@@ -17,7 +17,7 @@ import torch
 
 from flows import Objective
 
-from .common import read_text, write_table
+from .common import print_benchmark, write_benchmark
 from .datasets import digits_objective, fc_tanh, half_mse
 
 DESCRIPTION = "time per loss, gradient and HVP (fresh, retained graph, batched) on the digits MLP"
@@ -93,19 +93,17 @@ def measure(config: Config, device: torch.device) -> list[dict]:
 
 def run(config: Config, out: Path, ctx) -> None:
     rows = measure(config, ctx.device)
-    table = write_table(out / "bench_hvp.csv", rows)
     dims = "-".join(map(str, config.widths))
     n_params = sum(a * b + b for a, b in zip(config.widths[:-1], config.widths[1:]))
     header = (f"digits fc-tanh {dims} ({n_params} parameters), full batch {config.n_train}, {config.dtype}, "
               f"{ctx.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
               f"median of {config.rounds} interleaved rounds")
-    (out / "bench_hvp.md").write_text(header + "\n\n" + table + "\n")
+    write_benchmark(out, "bench_hvp", header, rows)
 
 
 def plot(out: Path, figures: Path) -> list[Path]:
     """Benchmarks draw no figure: print the saved table."""
-    print(read_text(out / "bench_hvp.md"))
-    return []
+    return print_benchmark(out, "bench_hvp")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 
 from flows import EigenTracker, Objective, top_eigenpairs
 
-from .common import read_text, write_table
+from .common import print_benchmark, write_benchmark
 from .datasets import digits_objective
 
 DESCRIPTION = "top-10 eigenpairs at an EoS point: Lanczos cold/warm vs scipy eigsh vs power iteration"
@@ -163,19 +163,17 @@ def measure(config: Config, device: torch.device, progress: bool = False) -> tup
 
 def run(config: Config, out: Path, ctx) -> None:
     rows, info = measure(config, ctx.device, ctx.progress)
-    table = write_table(out / "bench_spectrum.csv", rows)
     header = (f"top-{config.k} eigenpairs, digits fc-tanh {'-'.join(map(str, config.widths))} ({info['dim']} parameters, "
               f"{config.n_train} examples), "
               f"after {config.warmup_steps} GD steps at h={config.lr:g} (λ_max = {info['lambda_max']:.3f}, "
               f"2/h = {info['two_over_h']:g}), tol {config.tol:g} (‖Hu−λu‖ ≤ tol·|λ|), {ctx.device}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    (out / "bench_spectrum.md").write_text(header + "\n\n" + table + "\n")
+    write_benchmark(out, "bench_spectrum", header, rows)
 
 
 def plot(out: Path, figures: Path) -> list[Path]:
     """Benchmarks draw no figure: print the saved table."""
-    print(read_text(out / "bench_spectrum.md"))
-    return []
+    return print_benchmark(out, "bench_spectrum")
 
 
 if __name__ == "__main__":
