@@ -1,0 +1,87 @@
+"""Edge-of-stability detector: the digits EoS story, the offline path and its errors."""
+import numpy as np
+import pytest
+import torch
+
+from analysis import EoSDetector, from_dict, stability_threshold
+from experiments.datasets import digits_objective
+from flows import Trajectory, compare, gradient_descent, toys
+
+STEPS = 600
+
+
+@pytest.fixture(scope="module")
+def digits_runs():
+    """Full-batch fc-tanh MSE on digits at h = 0.2 and h = 0.02, sharpness every 20 steps (≈ 20 s on 2 cores)."""
+    torch.manual_seed(0)
+    runs = {}
+    for lr in (0.2, 0.02):
+        obj, _, _ = digits_objective(seed=0)
+        det = EoSDetector(sharpness_every=20)
+        traj = gradient_descent(obj, lr=lr, steps=STEPS, states="none", callbacks=[det])
+        runs[lr] = (det, traj)
+    return runs
+
+
+def test_eos_on_digits_at_large_rate(digits_runs, tmp_path):
+    det, traj = digits_runs[0.2]
+    report = det.detect(traj)
+    assert report.threshold == pytest.approx(10.0)
+    assert report.progressive_sharpening and report.sharpening_slope > 0
+    assert report.first_crossing is not None and 150 <= report.first_crossing <= STEPS
+    assert det.crossed_at == report.first_crossing  # online and offline agree
+    assert report.hovering and report.hover_fraction >= 0.5
+    assert report.spikes, "at the edge of stability the loss is non-monotone"
+    assert det.at_edge
+    # events serialize with the trajectory and come back as the same records
+    traj.events.extend(e.to_dict() for e in report.events)
+    back = Trajectory.load(traj.save(tmp_path / "eos"))
+    kinds = [from_dict(e).kind for e in back.events]
+    assert {"progressive_sharpening", "eos_crossing", "hovering", "loss_spike"} <= set(kinds)
+    assert [from_dict(e) for e in back.events][-len(report.events):] == report.events
+    # PF coefficients of the tracked direction were logged next to the sharpness
+    rc = back.metric("pf_re_c_0")
+    assert np.isfinite(rc[::20]).all()
+
+
+def test_no_crossing_at_small_rate(digits_runs):
+    det, traj = digits_runs[0.02]
+    report = det.detect(traj)
+    assert report.first_crossing is None and det.crossed_at is None
+    assert not report.hovering
+    assert np.nanmax(traj.metric("sharpness")) < 0.5 * stability_threshold(0.02)
+
+
+def test_missing_sharpness_is_a_clear_error_or_computed_from_objective():
+    obj = toys.get("pf-quadratic")
+    traj = gradient_descent(obj, lr=2.1, steps=12)
+    with pytest.raises(ValueError, match="sharpness"):
+        EoSDetector().detect(traj)
+    report = EoSDetector(sharpness_every=3).detect(traj, objective=obj)
+    assert report.first_crossing == 0  # λ_max = 1 ≥ 2/2.1
+    no_states = gradient_descent(obj, lr=2.1, steps=5, states="none")
+    with pytest.raises(ValueError, match="full-state"):
+        EoSDetector().detect(no_states, objective=obj)
+
+
+def test_momentum_threshold_and_bad_arguments():
+    assert stability_threshold(0.1, 0.9) == pytest.approx(38.0)
+    with pytest.raises(ValueError, match="momentum"):
+        stability_threshold(0.1, 1.0)
+    with pytest.raises(ValueError, match="band"):
+        EoSDetector(band=0)
+    with pytest.raises(ValueError, match="sharpness_every"):
+        EoSDetector(sharpness_every=0)
+
+
+def test_gd_gf_separation_on_the_quadratic():
+    """At h = 0.9 GD oscillates along the λ = 1 direction while GF does not: they separate early."""
+    obj = toys.get("pf-quadratic")
+    cmp = compare(obj, lr=0.9, steps=10, flows=("gf",), rtol=1e-10, atol=1e-12)
+    report = EoSDetector().detect(cmp.gd, objective=obj, drift=cmp.drift["gf"])
+    assert report.separation_step is not None and 1 <= report.separation_step <= 3
+    ratio = cmp.drift["gf"][report.separation_step] / np.linalg.norm(
+        cmp.gd.states[report.separation_step] - cmp.gd.states[0])
+    assert ratio >= 0.1
+    calm = compare(obj, lr=0.01, steps=10, flows=("gf",), rtol=1e-10, atol=1e-12)
+    assert EoSDetector().detect(calm.gd, objective=obj, drift=calm.drift["gf"]).separation_step is None
