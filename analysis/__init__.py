@@ -1,13 +1,18 @@
-"""driftlab.analysis — what we read off trajectories: corridor and edge-of-stability detectors, plots.
+"""driftlab.analysis — what we read off trajectories: corridor and edge-of-stability detectors,
+the learning-rate controllers they feed, plots.
 
 ``analysis`` reads ``flows`` objects; ``flows`` never imports ``analysis``.
 """
 from .corridors import CorridorDetector, corridor_score, detect_corridors, loss_linearity, straightness
+from .controllers import (CONTROLLERS, PAL, Alice, Constant, ControllerOptimizer, CorridorLR, DriftAdjustedLR,
+                          StepController, WNGrad, get_controller)
 from .events import Event, Segment, from_dict
 from .stability import (EoSDetector, EoSReport, PFStability, detect_edge_of_stability, pf_stability,
                         stability_threshold)
 
 __all__ = [
+    "CONTROLLERS", "get_controller", "StepController", "ControllerOptimizer", "Constant", "CorridorLR",
+    "DriftAdjustedLR", "WNGrad", "PAL", "Alice",
     "CorridorDetector", "corridor_score", "detect_corridors", "loss_linearity", "straightness",
     "Event", "Segment", "from_dict",
     "EoSDetector", "EoSReport", "PFStability", "detect_edge_of_stability", "pf_stability", "stability_threshold",

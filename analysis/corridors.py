@@ -126,14 +126,21 @@ class CorridorDetector:
         self.in_corridor = False
         self._tracker = EigenTracker(k=1, which="LM", tol=1e-3)
         self._lam = None
+        self._seen: int | None = None
 
     # ------------------------------------------------------------------ online
+    def observe(self, ctx: StepContext) -> float:
+        """Score θₙ (once per step: a controller may call this before the runner's callback does)."""
+        if self._seen != ctx.step:
+            if self._lam is None or ctx.step % self.sharpness_every == 0:
+                self._lam = abs(float(self._tracker.update(ctx.objective, ctx.theta).values[0]))
+            self.score = corridor_score(ctx.objective, ctx.theta, self._lam)
+            self.in_corridor = self.score <= self.score_threshold
+            self._seen = ctx.step
+        return self.score
+
     def __call__(self, ctx: StepContext, recorder) -> None:
-        if self._lam is None or ctx.step % self.sharpness_every == 0:
-            self._lam = abs(float(self._tracker.update(ctx.objective, ctx.theta).values[0]))
-        self.score = corridor_score(ctx.objective, ctx.theta, self._lam)
-        self.in_corridor = self.score <= self.score_threshold
-        recorder.set_metric("corridor_score", len(recorder.times) - 1, self.score)
+        recorder.set_metric("corridor_score", len(recorder.times) - 1, self.observe(ctx))
 
     # ------------------------------------------------------------------ offline
     def detect(self, trajectory: Trajectory, objective: Objective | None = None) -> list[Segment]:

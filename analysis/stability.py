@@ -108,20 +108,30 @@ class EoSDetector:
         self.crossed_at: int | None = None
         self.eigenvalues = np.array([])
         self._tracker = EigenTracker(k=self.k, tol=1e-3)
+        self._seen: int | None = None
 
     # ------------------------------------------------------------------ online
+    def observe(self, ctx: StepContext) -> float:
+        """Measure λ_max at θₙ when n is a multiple of ``sharpness_every`` (once per step); the latest value."""
+        if ctx.step % self.sharpness_every == 0 and self._seen != ctx.step:
+            pairs = self._tracker.update(ctx.objective, ctx.theta)
+            self.eigenvalues = pairs.values.detach().cpu().numpy()
+            self.sharpness = float(self.eigenvalues[0])
+            self._seen = ctx.step
+        return self.sharpness
+
     def __call__(self, ctx: StepContext, recorder) -> None:
-        self.threshold = stability_threshold(ctx.lr, ctx.momentum)
+        """Runner callback: ``ctx.lr`` is the rate actually used at this step."""
+        self.threshold = stability_threshold(ctx.lr, ctx.momentum) if ctx.lr > 0 else math.inf
         if ctx.step % self.sharpness_every:
             return
-        pairs = self._tracker.update(ctx.objective, ctx.theta)
-        self.eigenvalues = pairs.values.detach().cpu().numpy()
-        self.sharpness = float(self.eigenvalues[0])
+        self.observe(ctx)
         row = len(recorder.times) - 1
         recorder.set_metric("sharpness", row, self.sharpness)
-        view = pf_stability(self.eigenvalues, ctx.lr)
-        for i, rc in enumerate(view.re_c):
-            recorder.set_metric(f"pf_re_c_{i}", row, rc)
+        if ctx.lr > 0:
+            view = pf_stability(self.eigenvalues, ctx.lr)
+            for i, rc in enumerate(view.re_c):
+                recorder.set_metric(f"pf_re_c_{i}", row, rc)
         if self.crossed_at is None and self.sharpness >= self.threshold:
             self.crossed_at = ctx.step
             recorder.events.append(Event("eos_crossing", ctx.step, ctx.time,

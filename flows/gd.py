@@ -112,6 +112,7 @@ def gradient_descent(
     rec = Recorder(objective.dim, states, projection_size)
     config = {"kind": "gd", "lr": lr, "steps": steps, "momentum": momentum, "objective": objective.name,
               "controller": type(controller).__name__ if controller is not None else None,
+              "controller_settings": controller.hyperparameters() if hasattr(controller, "hyperparameters") else None,
               "dtype": str(theta.dtype), "device": str(theta.device)}
     velocity = torch.zeros_like(theta)
     time, status = 0.0, "complete"
@@ -143,10 +144,20 @@ def gradient_descent(
                 direction = velocity
             row["lr"] = decision.lr
             row.update(decision.info)
+            # cumulative objective evaluations: the runner's one per step plus the controller's extra ones
+            row["evaluations"] = float(n + 1 + getattr(controller, "evaluations", 0))
+            new_theta = theta - decision.lr * direction
             rec.add(time, theta, **row)
+            if not (math.isfinite(decision.lr) and bool(torch.isfinite(new_theta).all())):
+                # refuse the step: θₙ stays the last recorded state
+                rec.events.append({"kind": "refused_step", "step": n, "time": time, "lr": decision.lr,
+                                   "reason": "non-finite rate or update proposed by the controller"})
+                status = "diverged"
+                break
+            ctx.lr, ctx.info = decision.lr, dict(decision.info)  # callbacks see the rate actually used
             for cb in callbacks:
                 cb(ctx, rec)
-            theta = theta - decision.lr * direction
+            theta = new_theta
             time += decision.lr
             bar.update(1)
     except KeyboardInterrupt:
@@ -163,8 +174,8 @@ def _decide(controller: Controller | None, ctx: StepContext) -> StepDecision:
     out = controller.decide(ctx)
     if not isinstance(out, StepDecision):
         out = StepDecision(float(out))
-    if not (math.isfinite(out.lr) and out.lr >= 0):
-        raise ValueError(f"controller {type(controller).__name__} proposed an invalid rate {out.lr!r}")
+    if out.lr < 0:
+        raise ValueError(f"controller {type(controller).__name__} proposed a negative rate {out.lr!r}")
     return out
 
 

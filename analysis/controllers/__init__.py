@@ -1,0 +1,45 @@
+"""Learning-rate controllers: one interface for the corridor rate, DAL-p, WNGrad, PAL, Alice and constant GD.
+
+Each controller works two ways:
+
+* as ``controller=`` in :func:`flows.gradient_descent` on a flat θ — it sees
+  the step context and returns (h, d, info); ``info`` is recorded per step;
+* as a ``torch.optim.Optimizer`` (``CorridorLROptimizer``, ``PALOptimizer``, …,
+  or ``ControllerOptimizer(params, controller)``) in an ordinary training loop
+  with the closure convention.
+
+``CONTROLLERS`` maps names to classes; :func:`get_controller` builds one by name.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .adaptive import PAL, Alice, WNGrad
+from .base import ClosureObjective, Constant, ControllerOptimizer, StepController, optimizer_class
+from .curvature import CorridorLR, DriftAdjustedLR
+
+CONTROLLERS: dict[str, type[StepController]] = {
+    "constant": Constant, "clr": CorridorLR, "dal": DriftAdjustedLR, "wngrad": WNGrad, "pal": PAL, "alice": Alice,
+}
+
+ConstantOptimizer = optimizer_class(Constant)
+CorridorLROptimizer = optimizer_class(CorridorLR)
+DriftAdjustedLROptimizer = optimizer_class(DriftAdjustedLR)
+WNGradOptimizer = optimizer_class(WNGrad)
+PALOptimizer = optimizer_class(PAL)
+AliceOptimizer = optimizer_class(Alice)
+
+
+def get_controller(name: str, **settings: Any) -> StepController:
+    """``CONTROLLERS[name](**settings)``, with a clear error for an unknown name."""
+    if name not in CONTROLLERS:
+        raise ValueError(f"unknown controller {name!r}; choose one of {sorted(CONTROLLERS)}")
+    return CONTROLLERS[name](**settings)
+
+
+__all__ = [
+    "CONTROLLERS", "get_controller", "StepController", "ControllerOptimizer", "ClosureObjective", "optimizer_class",
+    "Constant", "CorridorLR", "DriftAdjustedLR", "WNGrad", "PAL", "Alice",
+    "ConstantOptimizer", "CorridorLROptimizer", "DriftAdjustedLROptimizer", "WNGradOptimizer", "PALOptimizer",
+    "AliceOptimizer",
+]

@@ -1,0 +1,269 @@
+"""The controller interface, the Constant baseline, and the adapter to ``torch.optim``.
+
+A controller chooses the step of GD on a flat θ: given the step context
+(θₙ, E(θₙ), gₙ, the objective) it returns a :class:`flows.StepDecision`
+(rate hₙ, direction dₙ, and the inputs it used), and GD sets θₙ₊₁ = θₙ − hₙdₙ.
+The same object drives an ordinary PyTorch loop through
+:class:`ControllerOptimizer`, which flattens the parameters into θ and
+evaluates the objective with the user's closure, so both forms run the same
+arithmetic.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from flows import StepContext, StepDecision
+from flows.gd import check_positive
+
+
+class StepController:
+    """Base class: ``decide(ctx) -> StepDecision`` plus resumable state.
+
+    Subclasses set ``name`` and implement :meth:`decide`; the state that
+    changes from step to step lives in ``self.state`` (a dict of tensors and
+    numbers), so :meth:`state_dict`/:meth:`load_state_dict` round-trip it.
+    ``evaluations`` counts objective evaluations (loss or gradient) the
+    controller made beyond the one at θₙ that the runner provides.
+    """
+
+    name = "controller"
+    uses_detector = False
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {}
+        self.evaluations = 0
+
+    def decide(self, ctx: StepContext) -> StepDecision:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The constructor settings, as plain values (recorded with runs)."""
+        return {}
+
+    def check_standalone(self) -> None:
+        """Raise ValueError when the settings need a runner (``flows.gradient_descent``) to make sense."""
+
+    def reset(self) -> None:
+        self.state = {}
+        self.evaluations = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in self.state.items()},
+                "evaluations": self.evaluations, "hyperparameters": self.hyperparameters()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not isinstance(state_dict, dict) or "state" not in state_dict:
+            raise ValueError(f"{type(self).__name__}.load_state_dict needs the dict that state_dict() returned")
+        saved = state_dict.get("hyperparameters", {})
+        if saved and saved != self.hyperparameters():
+            raise ValueError(f"{type(self).__name__}: state was saved with hyperparameters {saved}, "
+                             f"this controller has {self.hyperparameters()}")
+        self.state = {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in state_dict["state"].items()}
+        self.evaluations = int(state_dict.get("evaluations", 0))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Constant(StepController):
+    """Plain GD/SGD, the baseline: hₙ = ``lr``; with heavy-ball momentum β, dₙ = vₙ = βvₙ₋₁ + gₙ.
+
+    (Momentum here belongs to the controller, so it also works in the
+    ``torch.optim`` form; do not combine it with ``gradient_descent(momentum=)``.)
+    """
+
+    name = "constant"
+
+    def __init__(self, lr: float = 0.1, momentum: float = 0.0) -> None:
+        super().__init__()
+        self.lr = check_positive("lr", lr)
+        self.momentum = check_positive("momentum", momentum, allow_zero=True)
+        if self.momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"lr": self.lr, "momentum": self.momentum}
+
+    def decide(self, ctx: StepContext) -> StepDecision:
+        if not self.momentum:
+            return StepDecision(self.lr)
+        v = self.state.get("velocity")
+        v = ctx.grad.clone() if v is None else self.momentum * v + ctx.grad
+        self.state["velocity"] = v
+        return StepDecision(self.lr, v)
+
+
+# ---------------------------------------------------------------------- torch.optim adapter
+class ClosureObjective:
+    """The loss seen through a ``closure`` as a function of the flat parameter vector θ.
+
+    Implements the part of :class:`flows.Objective` controllers use: ``loss``,
+    ``loss_and_grad``, ``grad`` and ``grad_and_hessian_grad``. Each evaluation
+    writes θ into the parameters, calls the closure (which must return the
+    loss and call ``backward()``), and reads the gradients. Within one
+    optimizer step every call replays the same RNG state, so dropout masks
+    match across a controller's extra evaluations.
+    """
+
+    def __init__(self, params: list[Tensor], closure: Callable[[], Tensor]) -> None:
+        self.params = params
+        self.closure = closure
+        self.dim = sum(p.numel() for p in params)
+        self.parameter_shapes = [p.shape for p in params]
+        self.name = "closure"
+        self.theta0 = None
+        self._rng = torch.random.get_rng_state()
+        self._cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    def flat(self) -> Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def write(self, theta: Tensor) -> None:
+        with torch.no_grad():
+            offset = 0
+            for p in self.params:
+                n = p.numel()
+                p.copy_(theta[offset:offset + n].view_as(p))
+                offset += n
+
+    def _evaluate(self, theta: Tensor, create_graph: bool = False) -> tuple[Tensor, list[Tensor | None]]:
+        self.write(theta)
+        for p in self.params:
+            p.grad = None
+        torch.random.set_rng_state(self._rng)
+        if self._cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self._cuda_rng)
+        with torch.enable_grad():
+            loss = self.closure()
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            raise TypeError("the closure must return the loss as a one-element tensor (and call loss.backward())")
+        return loss.detach().reshape(()), [p.grad for p in self.params]
+
+    def _flat_grad(self, grads: list[Tensor | None]) -> Tensor:
+        return torch.cat([(torch.zeros_like(p) if g is None else g.detach()).reshape(-1)
+                          for p, g in zip(self.params, grads)])
+
+    def loss(self, theta: Tensor) -> Tensor:
+        return self._evaluate(theta)[0]
+
+    def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        loss, grads = self._evaluate(theta)
+        return loss, self._flat_grad(grads)
+
+    def grad(self, theta: Tensor) -> Tensor:
+        return self.loss_and_grad(theta)[1]
+
+    def grad_and_hessian_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact Hg; needs a closure that calls ``loss.backward(create_graph=True)``."""
+        _, grads = self._evaluate(theta)
+        if any(g is None or g.grad_fn is None for g in grads):
+            raise ValueError("an exact Hessian-gradient product in the torch.optim form needs a closure that "
+                             "calls loss.backward(create_graph=True); or use hvp='finite_difference'")
+        g = self._flat_grad(grads)
+        hg = torch.autograd.grad(grads, self.params, grad_outputs=[x.detach() for x in grads], allow_unused=True)
+        for p in self.params:
+            p.grad = None
+        return g, self._flat_grad(list(hg))
+
+
+class ControllerOptimizer(torch.optim.Optimizer):
+    """Any :class:`StepController` as a ``torch.optim.Optimizer``.
+
+    ``step(closure)`` flattens the parameters into θ, evaluates the loss and
+    gradient with ``closure`` (which zeroes nothing itself, returns the loss
+    and calls ``backward()``), asks the controller for (h, d), and writes
+    θ − h d back. The controller may call the closure again (PAL, Alice, DAL
+    with finite differences). All parameters form one flat θ, so a single
+    parameter group is required. ``state_dict()`` carries the controller's
+    state; ``last_info`` holds what the controller reported for the last step.
+
+    A step with a non-finite loss, gradient or proposed update is refused:
+    the parameters keep their values, a ``RuntimeWarning`` is issued,
+    ``refused_steps`` counts it and ``last_info["refused"]`` says why.
+    """
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], controller: StepController) -> None:
+        if not isinstance(controller, StepController):
+            raise TypeError(f"controller must be a driftlab StepController, got {type(controller).__name__}")
+        if getattr(controller, "detector", None) is not None:
+            raise ValueError("detectors need a flows.Objective; use the controller with flows.gradient_descent, "
+                             "or construct it with detector=None for the torch.optim form")
+        controller.check_standalone()
+        super().__init__(params, dict(controller.hyperparameters()))
+        if len(self.param_groups) != 1:
+            raise ValueError("driftlab optimizers treat all parameters as one flat θ: pass a single parameter group")
+        self.controller = controller
+        self.steps = 0
+        self.refused_steps = 0
+        self.last_info: dict[str, Any] = {}
+
+    def _params(self) -> list[Tensor]:
+        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        if closure is None or not callable(closure):
+            raise TypeError(f"{type(self).__name__}.step needs a closure that re-evaluates the model, calls "
+                            "loss.backward() and returns the loss")
+        params = self._params()
+        obj = ClosureObjective(params, closure)
+        theta = obj.flat()
+        loss, grad = obj.loss_and_grad(theta)
+        if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
+            return self._refuse(obj, theta, loss, "non-finite loss or gradient")
+        base = getattr(self.controller, "lr", None) or getattr(self.controller, "base_lr", None) or 0.0
+        ctx = StepContext(self.steps, float(self.steps), theta, loss, grad, obj, base)
+        decision = self.controller.decide(ctx)
+        direction = grad if decision.direction is None else decision.direction
+        new = theta - decision.lr * direction
+        if not (math.isfinite(decision.lr) and torch.isfinite(new).all()):
+            return self._refuse(obj, theta, loss, f"non-finite update (rate {decision.lr!r})")
+        obj.write(new)
+        for p, g in zip(params, torch.split(grad, [p.numel() for p in params])):
+            p.grad = g.view_as(p).clone()  # leave the gradient at θₙ, as a plain optimizer would
+        self.steps += 1
+        self.last_info = {"lr": decision.lr, **decision.info}
+        return loss
+
+    def _refuse(self, obj: ClosureObjective, theta: Tensor, loss: Tensor, why: str) -> Tensor:
+        obj.write(theta)
+        self.refused_steps += 1
+        self.last_info = {"refused": why}
+        warnings.warn(f"{type(self).__name__}: step {self.steps} refused ({why}); parameters left unchanged",
+                      RuntimeWarning, stacklevel=3)
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        out = super().state_dict()
+        out["controller"] = self.controller.state_dict()
+        out["driftlab_steps"] = self.steps
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        ctrl = state_dict.pop("controller", None)
+        self.steps = int(state_dict.pop("driftlab_steps", 0))
+        if ctrl is None:
+            raise ValueError("this state dict has no 'controller' entry: it was not saved by a driftlab optimizer")
+        super().load_state_dict(state_dict)
+        self.controller.load_state_dict(ctrl)
+
+
+def optimizer_class(controller_cls: type[StepController]) -> type[ControllerOptimizer]:
+    """``XOptimizer(params, **hyperparameters)`` for a controller class ``X``."""
+
+    def __init__(self, params, **kwargs) -> None:
+        ControllerOptimizer.__init__(self, params, controller_cls(**kwargs))
+
+    doc = (f"``torch.optim`` form of :class:`{controller_cls.__name__}`: "
+           f"``{controller_cls.__name__}Optimizer(model.parameters(), **settings)``.\n\n"
+           + (controller_cls.__doc__ or ""))
+    return type(f"{controller_cls.__name__}Optimizer", (ControllerOptimizer,),
+                {"__init__": __init__, "__doc__": doc, "__module__": controller_cls.__module__})

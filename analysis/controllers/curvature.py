@@ -1,0 +1,146 @@
+"""Rates read off the local geometry: the corridor rate (a Polyak step) and the drift-adjusted rate DAL-p."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from flows import StepContext, StepDecision
+from flows.gd import check_positive
+
+from .base import StepController
+
+OUTSIDE = ("polyak", "fallback")
+HVP = ("exact", "finite_difference")
+
+
+class CorridorLR(StepController):
+    """Corridor learning rate (CLR): h = scale · (E(θ) − E*) / ‖g‖², capped at ``max_lr``.
+
+    Inside a corridor (Hg = 0) the loss falls linearly along the flow,
+    E(θ − hg) = E(θ) − h‖g‖², so this h lands exactly on E = E* in one step:
+    on a linear loss CLR reaches E* in a single step. E* = 0 by default
+    (Polyak's step with the optimal value 0, right for non-negative losses).
+
+    ``detector`` (a :class:`analysis.CorridorDetector`) is optional; with it
+    each step records ``in_corridor`` and ``corridor_score`` (one HVP per
+    step), and ``outside`` decides what happens off corridors: ``"polyak"``
+    (default) keeps the Polyak step, ``"fallback"`` uses ``fallback_lr``.
+    When E ≤ E* or g = 0 the rate is 0 (no step), reported as ``clr_clipped``.
+
+    Records per step: ``clr`` (the uncapped rate), ``lr``, ``in_corridor``.
+    """
+
+    name = "clr"
+
+    def __init__(self, e_star: float = 0.0, *, scale: float = 1.0, max_lr: float | None = None,
+                 detector: Any | None = None, outside: str = "polyak", fallback_lr: float | None = None) -> None:
+        super().__init__()
+        if not (isinstance(e_star, (int, float)) and math.isfinite(e_star)):
+            raise ValueError(f"e_star must be a finite number, got {e_star!r}")
+        self.e_star = float(e_star)
+        self.scale = check_positive("scale", scale)
+        self.max_lr = None if max_lr is None else check_positive("max_lr", max_lr)
+        if outside not in OUTSIDE:
+            raise ValueError(f"outside must be one of {OUTSIDE}, got {outside!r}")
+        if outside == "fallback" and (detector is None or fallback_lr is None):
+            raise ValueError("outside='fallback' needs a detector= (CorridorDetector) and a fallback_lr=")
+        self.outside = outside
+        self.fallback_lr = None if fallback_lr is None else check_positive("fallback_lr", fallback_lr)
+        self.detector = detector
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"e_star": self.e_star, "scale": self.scale, "max_lr": self.max_lr, "outside": self.outside,
+                "fallback_lr": self.fallback_lr}
+
+    def decide(self, ctx: StepContext) -> StepDecision:
+        gap = float(ctx.loss) - self.e_star
+        g2 = float(torch.linalg.vector_norm(ctx.grad)) ** 2
+        raw = self.scale * gap / g2 if g2 > 0 else 0.0
+        lr, clipped = raw, 0.0
+        if not raw > 0:
+            lr, clipped = 0.0, 1.0
+        if self.max_lr is not None and lr > self.max_lr:
+            lr = self.max_lr
+        info = {"clr": raw, "clr_clipped": clipped}
+        if self.detector is not None:
+            self.detector.observe(ctx)
+            info["in_corridor"] = float(self.detector.in_corridor)
+            info["corridor_score"] = self.detector.score
+            if self.outside == "fallback" and not self.detector.in_corridor:
+                lr = self.fallback_lr
+        return StepDecision(lr, None, info)
+
+
+class DriftAdjustedLR(StepController):
+    """DAL-p: h = min(2 / vᵖ, max_lr) with v = ‖Hg‖/‖g‖, the curvature along the gradient.
+
+    v is the Rayleigh-like ratio that sets the drift between GD and the flow;
+    for g along an eigenvector uᵢ, v = |λᵢ| and DAL-1 gives h = 2/|λᵢ| (the
+    edge of stability of that direction). p sweeps the stability/performance
+    trade-off: larger p means smaller steps where curvature is high; p = 0
+    gives the constant rate min(2, max_lr).
+
+    Hg is exact (one HVP, ``hvp="exact"``) or the finite difference
+    (∇E(θ + εg) − g)/ε with ε = 0.01/‖g‖ (one extra gradient). Outside the
+    window ``start ≤ n < stop`` the rate is ``base_lr`` (default: the runner's ``lr``).
+    With ``detector`` (an :class:`analysis.EoSDetector`) the sharpness it
+    measures is logged next to v.
+
+    Records per step: ``v``, ``dal`` (the rate before the window), ``lr``, and
+    ``sharpness`` when a detector is attached.
+    """
+
+    name = "dal"
+
+    def __init__(self, p: float = 1.0, *, max_lr: float = 5.0, hvp: str = "exact", start: int = 0,
+                 stop: int | None = None, base_lr: float | None = None, detector: Any | None = None) -> None:
+        super().__init__()
+        self.p = check_positive("p", p, allow_zero=True)
+        self.max_lr = check_positive("max_lr", max_lr)
+        if hvp not in HVP:
+            raise ValueError(f"hvp must be one of {HVP}, got {hvp!r}")
+        self.hvp = hvp
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be an int ≥ 0, got {start!r}")
+        if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop <= start):
+            raise ValueError(f"stop must be None or an int > start={start}, got {stop!r}")
+        self.start, self.stop = start, stop
+        self.base_lr = None if base_lr is None else check_positive("base_lr", base_lr)
+        self.detector = detector
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"p": self.p, "max_lr": self.max_lr, "hvp": self.hvp, "start": self.start, "stop": self.stop,
+                "base_lr": self.base_lr}
+
+    def check_standalone(self) -> None:
+        """In the torch.optim form there is no runner rate: a window needs ``base_lr``."""
+        if (self.start > 0 or self.stop is not None) and self.base_lr is None:
+            raise ValueError("DriftAdjustedLR with a start/stop window needs base_lr= in the torch.optim form")
+
+    def hessian_gradient(self, ctx: StepContext) -> torch.Tensor:
+        """Hg at θₙ, exact or by the finite difference of the gradient."""
+        g = ctx.grad
+        if self.hvp == "exact":
+            self.evaluations += 1
+            return ctx.objective.grad_and_hessian_grad(ctx.theta)[1]
+        gnorm = torch.linalg.vector_norm(g)
+        eps = 0.01 / gnorm
+        self.evaluations += 1
+        return (ctx.objective.grad(ctx.theta + eps * g) - g) / eps
+
+    def decide(self, ctx: StepContext) -> StepDecision:
+        active = ctx.step >= self.start and (self.stop is None or ctx.step < self.stop)
+        info: dict[str, float] = {}
+        if self.detector is not None:
+            self.detector.observe(ctx)
+            info["sharpness"] = self.detector.sharpness
+        if not active:
+            return StepDecision(self.base_lr if self.base_lr is not None else ctx.lr, None, {**info, "v": math.nan, "dal": math.nan})
+        gnorm = float(torch.linalg.vector_norm(ctx.grad))
+        if gnorm == 0.0:
+            return StepDecision(0.0, None, {**info, "v": math.nan, "dal": 0.0})
+        v = float(torch.linalg.vector_norm(self.hessian_gradient(ctx))) / gnorm
+        dal = 2.0 / v ** self.p if v > 0 else math.inf
+        return StepDecision(min(dal, self.max_lr), None, {**info, "v": v, "dal": dal})
