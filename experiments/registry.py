@@ -15,6 +15,7 @@ from types import ModuleType
 EXPERIMENTS: dict[str, str] = {
     "pf-quadratic": "experiments.pf_quadratic",
     "drift-digits": "experiments.drift_digits",
+    "controllers-digits": "experiments.controllers_digits",
     "bench-hvp": "experiments.bench_hvp",
     "bench-spectrum": "experiments.bench_spectrum",
     "bench-flows": "experiments.bench_flows",

@@ -85,8 +85,7 @@ class Trajectory:
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write ``path.npz`` and ``path.json`` atomically; returns the .npz path."""
-        path = Path(path)
-        base = path.with_suffix("") if path.suffix in (".npz", ".json") else path
+        base = _base(path)
         base.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"times": np.asarray(self.times)}
         if self.states is not None:
@@ -109,7 +108,7 @@ class Trajectory:
             "length": len(self),
             "versions": versions(),
         }
-        npz_path, json_path = base.with_suffix(".npz"), base.with_suffix(".json")
+        npz_path, json_path = _with(base, ".npz"), _with(base, ".json")
         atomic_write(npz_path, lambda fh: np.savez(fh, **arrays))
         atomic_write(json_path, lambda fh: fh.write(json.dumps(meta, indent=1, default=_json_default).encode()))
         return npz_path
@@ -117,9 +116,8 @@ class Trajectory:
     @classmethod
     def load(cls, path: str | Path) -> Trajectory:
         """Read a trajectory written by :meth:`save`; a damaged file raises :class:`TrajectoryFileError`."""
-        path = Path(path)
-        base = path.with_suffix("") if path.suffix in (".npz", ".json") else path
-        npz_path, json_path = base.with_suffix(".npz"), base.with_suffix(".json")
+        base = _base(path)
+        npz_path, json_path = _with(base, ".npz"), _with(base, ".json")
         for p in (npz_path, json_path):
             if not p.exists():
                 raise TrajectoryFileError(f"trajectory file {p} does not exist")
@@ -192,6 +190,16 @@ class Recorder:
                           list(self.events), dict(config), self.state_mode,
                           self.projection_seed if self.state_mode == "projection" else None,
                           self.projection_size if self.state_mode == "projection" else None, status)
+
+
+def _base(path: str | Path) -> Path:
+    """``run.npz``/``run.json``/``run`` → ``run``; other dots stay (``lr_0.02`` is a name, not a suffix)."""
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".npz", ".json") else path
+
+
+def _with(base: Path, suffix: str) -> Path:
+    return base.with_name(base.name + suffix)
 
 
 def versions() -> dict[str, str]:

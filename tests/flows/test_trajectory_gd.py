@@ -30,6 +30,16 @@ def test_save_load_round_trip_is_lossless(tmp_path):
     assert math.isclose(sharp[0], 2.0, rel_tol=1e-6) and math.isnan(sharp[1])
 
 
+def test_dotted_names_are_not_suffixes(tmp_path):
+    obj = toys.get("pf-quadratic")
+    a = gradient_descent(obj, lr=0.02, steps=2)
+    b = gradient_descent(obj, lr=0.2, steps=2)
+    pa, pb = a.save(tmp_path / "lr_0.02"), b.save(tmp_path / "lr_0.2")
+    assert pa.name == "lr_0.02.npz" and pb.name == "lr_0.2.npz"
+    assert Trajectory.load(tmp_path / "lr_0.02").config["lr"] == 0.02
+    assert Trajectory.load(pb).config["lr"] == 0.2
+
+
 def test_projection_and_no_states(tmp_path):
     obj = toys.get("cubic")
     full = gradient_descent(obj, lr=0.1, steps=4)
