@@ -220,11 +220,10 @@ def _style(i: int) -> dict:
 
 
 def plot(out: Path, figures: Path) -> list[Path]:
-    order = read_json(out / "manifest.json").get("config", {}).get("methods", [])
-    rank = {_stem(spec): i for i, spec in enumerate(order)}
-    paths = sorted((out / "fullbatch").glob("*.npz"), key=lambda p: (rank.get(p.stem, len(rank)), p.stem))
+    methods = read_json(out / "manifest.json").get("config", {}).get("methods", [])
+    paths = [out / "fullbatch" / f"{_stem(spec)}.npz" for spec in methods]  # the files this run wrote, in order
     if not paths:
-        raise FileNotFoundError(f"no full-batch trajectories in {out / 'fullbatch'}")
+        raise FileNotFoundError(f"{out / 'manifest.json'} lists no full-batch methods")
     runs = [Trajectory.load(p) for p in paths]
     minibatch = read_json(out / "minibatch.json")
     read_table(out / "summary.csv")
@@ -245,7 +244,8 @@ def plot(out: Path, figures: Path) -> list[Path]:
             axes[3].semilogy(steps[:-1], traj.metric("lr")[:-1], lw=0.7, **st)
             sharp, lr = traj.metric("sharpness"), traj.metric("lr")
             m = np.isfinite(sharp) & np.isfinite(lr) & (lr > 0)
-            axes[4].semilogy(steps[m], sharp[m] * lr[m] / 2, marker="o", ms=2, **st)
+            if traj.config.get("controller") != "Alice":  # Alice's rate φ scales per-coordinate steps
+                axes[4].semilogy(steps[m], sharp[m] * lr[m] / 2, marker="o", ms=2, **st)
             axes[5].plot(evals[ok], acc[ok], **st)
         axes[4].axhline(1.0, color="0.3", lw=0.8)
         for spec, res in minibatch.items():
