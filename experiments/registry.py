@@ -16,6 +16,7 @@ EXPERIMENTS: dict[str, str] = {
     "pf-quadratic": "experiments.pf_quadratic",
     "drift-digits": "experiments.drift_digits",
     "controllers-digits": "experiments.controllers_digits",
+    "bea-order": "experiments.bea_order",
     "bench-hvp": "experiments.bench_hvp",
     "bench-spectrum": "experiments.bench_spectrum",
     "bench-flows": "experiments.bench_flows",

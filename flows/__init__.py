@@ -9,7 +9,7 @@ from .spectrum import Eigenpairs, EigenTracker, sharpness, top_eigenpairs
 from .fields import FIELDS, gf, igr, pf, pf_coefficient, pf_topk, third_order
 from .trajectory import Recorder, Trajectory, TrajectoryFileError
 from .gd import Controller, StepContext, StepDecision, gradient_descent
-from .integrate import METHODS, Comparison, compare, integrate
+from .integrate import METHODS, Comparison, compare, integrate, local_error
 
 __all__ = [
     "Objective", "HessianOperator", "HVP_METHODS", "toys",
@@ -17,5 +17,5 @@ __all__ = [
     "FIELDS", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
     "Trajectory", "Recorder", "TrajectoryFileError",
     "Controller", "StepContext", "StepDecision", "gradient_descent",
-    "METHODS", "Comparison", "compare", "integrate",
+    "METHODS", "Comparison", "compare", "integrate", "local_error",
 ]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from flows import compare, gradient_descent, integrate, pf_coefficient, toys
+from flows import compare, gradient_descent, integrate, local_error, pf_coefficient, toys
 
 
 @pytest.mark.parametrize("h", [0.5, 0.9, 1.05])
@@ -35,14 +35,7 @@ def test_gf_equals_matrix_exponential():
 
 def _local_errors(flow, hs, name="cubic"):
     obj = toys.get(name)
-    theta0 = obj.theta0
-    errs = []
-    for h in hs:
-        gd_step = theta0 - h * obj.grad(theta0)
-        traj = integrate(obj, theta0, flow=flow, lr=h, times=[0.0, h], method="dopri8", rtol=1e-13, atol=1e-15)
-        end = np.real(traj.states[-1])
-        errs.append(float(np.linalg.norm(end - gd_step.numpy())))
-    return np.array(errs)
+    return np.array([local_error(obj, obj.theta0, flow, h) for h in hs])
 
 
 @pytest.mark.parametrize("flow,order", [("gf", 2), ("igr", 3), ("third_order", 4), ("pf", 3)])
