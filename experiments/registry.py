@@ -14,6 +14,7 @@ from types import ModuleType
 
 EXPERIMENTS: dict[str, str] = {
     "pf-quadratic": "experiments.pf_quadratic",
+    "pf-toys": "experiments.pf_toys",
     "drift-digits": "experiments.drift_digits",
     "controllers-digits": "experiments.controllers_digits",
     "bea-order": "experiments.bea_order",

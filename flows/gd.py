@@ -59,6 +59,13 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> floa
     return float(value)
 
 
+def loss_bound(max_loss: float | None, initial_loss: float) -> float:
+    """The divergence bound: ``max_loss``, or 1e12·max(1, |E(θ₀)|) when it is None."""
+    if max_loss is not None:
+        return float(max_loss)
+    return 1e12 * max(1.0, abs(initial_loss)) if math.isfinite(initial_loss) else math.inf
+
+
 def check_count(name: str, value: int, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int ≥ {minimum}, got {value!r}")
@@ -77,7 +84,7 @@ def gradient_descent(
     projection_size: int = 64,
     sharpness_every: int = 0,
     tracker: EigenTracker | None = None,
-    max_loss: float = math.inf,
+    max_loss: float | None = None,
     callbacks: Sequence[Callable[[StepContext, Recorder], None]] = (),
     progress: bool = False,
 ) -> Trajectory:
@@ -87,7 +94,7 @@ def gradient_descent(
     every ``sharpness_every`` steps, λ_max (``sharpness``, from ``tracker`` or
     a warm-started top-1 tracker). A controller's ``info`` entries are recorded
     as metrics too. Divergence is an outcome: when the loss turns non-finite
-    or exceeds ``max_loss`` the run stops, records a ``divergence`` event, and
+    or exceeds ``max_loss`` (default 1e12·max(1, |E(θ₀)|)) the run stops, records a ``divergence`` event, and
     returns what it has (status ``"diverged"``).
 
     Returns:
@@ -102,8 +109,8 @@ def gradient_descent(
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     sharpness_every = check_count("sharpness_every", sharpness_every)
-    if not (isinstance(max_loss, (int, float)) and max_loss > 0):
-        raise ValueError(f"max_loss must be a positive number, got {max_loss!r}")
+    if max_loss is not None and not (isinstance(max_loss, (int, float)) and max_loss > 0):
+        raise ValueError(f"max_loss must be None or a positive number, got {max_loss!r}")
     if controller is not None and not isinstance(controller, Controller):
         raise TypeError(f"controller must have a decide(ctx) method, got {type(controller).__name__}")
     if sharpness_every and tracker is None:
@@ -122,6 +129,8 @@ def gradient_descent(
             loss, grad = objective.loss_and_grad(theta)
             gnorm = float(torch.linalg.vector_norm(grad))
             row = {"loss": float(loss), "grad_norm": gnorm, "step": n}
+            if n == 0:
+                max_loss = loss_bound(max_loss, row["loss"])
             if sharpness_every and n % sharpness_every == 0:
                 row["sharpness"] = float(tracker.update(objective, theta).values[0])
             if not (math.isfinite(row["loss"]) and math.isfinite(gnorm)) or row["loss"] > max_loss:

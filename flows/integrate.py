@@ -24,7 +24,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from .fields import COMPLEX_FIELDS, FIELDS, get_field, pf_coefficient
-from .gd import _initial, _progress, check_count, check_positive, gradient_descent
+from .gd import _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
 from .objective import Objective
 from .spectrum import EigenTracker, top_eigenpairs
 from .trajectory import Recorder, Trajectory
@@ -96,7 +96,7 @@ def integrate(
     rtol: float = 1e-7,
     atol: float = 1e-9,
     step_size: float | None = None,
-    max_num_steps: int = 200_000,
+    max_num_steps: int = 5_000,
     k: int = 10,
     tracker: EigenTracker | None = None,
     eig_tol: float = 1e-3,
@@ -104,7 +104,7 @@ def integrate(
     states: str = "full",
     projection_size: int = 64,
     chunk: int = 16,
-    max_loss: float = math.inf,
+    max_loss: float | None = None,
     progress: bool = False,
 ) -> Trajectory:
     """Solve θ' = F_flow(θ; h=lr) from θ0 and record θ at ``times`` (or at t = n·lr, n ≤ steps).
@@ -122,7 +122,8 @@ def integrate(
         eig_refresh: re-solve the eigenpairs only after this much flow time
             (0: at every field evaluation; ``lr``: about once per GD step).
         states, projection_size: what to keep of θ (``full``, ``projection``, ``none``).
-        max_loss: stop (status ``diverged``) past this loss.
+        max_loss: stop (status ``diverged``) past this loss; ``None`` means
+            1e12·max(1, |E(θ₀)|), so a blow-up is caught before it overflows.
 
     Returns:
         a :class:`Trajectory`; ``pf`` states are complex and its metrics hold
@@ -194,22 +195,28 @@ def integrate(
               "dtype": str(theta.dtype), "device": str(theta.device)}
     status = "complete"
     y = pack(theta)
-    record(float(grid[0]), theta)
+    loss0 = record(float(grid[0]), theta)
+    max_loss = loss_bound(max_loss, loss0)
     bar = _progress(len(grid) - 1, progress, flow)
     tgrid = grid.to(dtype=y.dtype if not is_complex else theta.real.dtype, device=y.device)
     i = 0
+    step_chunk = chunk
     try:
         with torch.no_grad():
             while i < len(grid) - 1:
-                seg = tgrid[i:i + chunk + 1]
+                seg = tgrid[i:i + step_chunk + 1]
                 try:
                     sol = odeint(rhs, y, seg, method=method, rtol=rtol, atol=atol, options=solver_options)
-                except _Diverged as err:
-                    rec.events.append({"kind": "divergence", "time": counter["t"], "step": i,
-                                       "reason": str(err)})
-                    status = "diverged"
-                    break
-                except AssertionError as err:  # torchdiffeq: 'underflow in dt', 'max_num_steps exceeded'
+                except (_Diverged, AssertionError) as err:
+                    if len(seg) > 2:  # redo this chunk one grid interval at a time, keeping what can be reached
+                        step_chunk = 1
+                        continue
+                    if isinstance(err, _Diverged):
+                        rec.events.append({"kind": "divergence", "time": counter["t"], "step": i,
+                                           "reason": str(err)})
+                        status = "diverged"
+                        break
+                    # torchdiffeq asserts on 'underflow in dt' and 'max_num_steps exceeded'
                     hint = ("the flow is stiff here: try method='rk4' with a smaller step_size, "
                             "looser rtol/atol, or a smaller lr" if "underflow" in str(err)
                             else "raise max_num_steps, loosen rtol/atol, or use a fixed-step method")

@@ -1,0 +1,125 @@
+"""Non-quadratic 2-D examples where GD leaves and the gradient flow stays: a saddle and a sharp minimum.
+
+* Saddle E = x²/2 − y²/2 + y⁴/4 started on its stable manifold (y = 0) at
+  h = 2.2: along x (λ = 1, hλ = 2.2 > 2) GD oscillates away from the saddle
+  point; GF and IGR converge to it and stay. The PF (complex, exact) and the
+  real-part top-k PF leave with GD.
+* Saddle escape from y₀ = 10⁻³ at h = 0.5: every method escapes along y
+  (λ = −1), but at different speeds: GD grows y by (1 + h) per step, i.e. at
+  rate log(1 + h)/h per unit time; GF at rate 1; IGR at 1 − h/2. Only the PF
+  has GD's rate.
+* Sharp valley E = ½·8x²(1 − y/2)² + ⅛(y(y − 2))² at h = 0.26 (hλ = 2.08 at
+  the sharp minimum (0, 0)): GD's oscillation across the valley grows and
+  pushes it along the valley to where 8(1 − y/2)² h < 2, where it settles;
+  GF and IGR converge to (0, 0). The PF follows GD's escape while the
+  oscillation is small, then (non-quadratic terms on a complex state) blows
+  up; the run records where.
+
+All flows use RK4 with step h/20 (the PF is stiff where hλ passes 1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from analysis import plots
+from flows import Trajectory, gradient_descent, integrate, toys
+
+from .common import read_json, save_figure, write_json
+
+DESCRIPTION = "saddle and sharp-minimum toys: GD and PF leave where GF and IGR stay"
+
+CASES = {  # name: (toy, h, θ0, steps)
+    "saddle-stable-manifold": ("saddle", 2.2, (1.0, 0.0), 6),
+    "saddle-escape": ("saddle", 0.5, (1.0, 1e-3), 24),
+    "sharp-valley": ("sharp-valley", 0.26, (0.01, 0.0), 60),
+}
+
+
+@dataclass
+class Config:
+    cases: tuple[str, ...] = tuple(CASES)
+    flows: tuple[str, ...] = ("gf", "igr", "pf", "pf_topk")
+    substeps: int = 20
+    step_scale: float = 1.0  # multiplies each case's number of steps
+
+    def validate(self) -> None:
+        for c in self.cases:
+            if c not in CASES:
+                raise ValueError(f"cases: unknown case {c!r}; valid choices: {', '.join(CASES)}")
+        if self.substeps < 1 or not self.step_scale > 0:
+            raise ValueError("substeps must be ≥ 1 and step_scale > 0")
+
+
+def run(config: Config, out: Path, ctx) -> None:
+    summary = {}
+    for case in config.cases:
+        toy, h, start, steps = CASES[case]
+        steps = max(1, int(round(steps * config.step_scale)))
+        obj = toys.get(toy, device=ctx.device)
+        theta0 = torch.tensor(start, dtype=torch.float64, device=ctx.device)
+        gd = gradient_descent(obj, theta0, lr=h, steps=steps)
+        gd.save(out / case / "gd")
+        summary[case] = {"toy": toy, "h": h, "theta0": list(start), "steps": steps,
+                         "gd_end": gd.states[-1].tolist(), "status": {"gd": gd.status}}
+        for flow in config.flows:
+            traj = integrate(obj, theta0, flow=flow, lr=h, steps=steps, method="rk4", step_size=h / config.substeps,
+                             k=2, eig_tol=1e-8, progress=ctx.progress)
+            traj.save(out / case / flow)
+            n = min(len(traj), len(gd))
+            drift = np.linalg.norm(np.real(traj.states[:n]) - gd.states[:n], axis=1)
+            summary[case]["status"][flow] = traj.status
+            summary[case][f"{flow}_drift_max"] = float(drift.max())
+            summary[case][f"{flow}_steps_reached"] = n - 1
+    write_json(out / "summary.json", summary)
+
+
+def _contour_fn(toy: str):
+    fn = toys.spec(toy).fn
+
+    def f(x, y):
+        t = torch.as_tensor(np.stack([x, y]), dtype=torch.float64)
+        return fn(t).numpy()
+
+    return f
+
+
+def plot(out: Path, figures: Path) -> list[Path]:
+    summary = read_json(out / "summary.json")
+    cases = list(summary)
+    with plots.style():
+        fig, axes = plots.subplots(2 * len(cases), ncols=len(cases), width=3.7, height=3.0)
+        for col, case in enumerate(cases):
+            info = summary[case]
+            h, toy = info["h"], info["toy"]
+            gd = Trajectory.load(out / case / "gd")
+            flows = {p.stem: Trajectory.load(p) for p in sorted((out / case).glob("*.npz")) if p.stem != "gd"}
+            ax, axt = axes[col], axes[len(cases) + col]
+            pts = [gd.states] + [np.real(t.states) for t in flows.values()]
+            allp = np.concatenate([p[np.all(np.abs(p) < 10, axis=1)] for p in pts])
+            lo, hi = allp.min(0), allp.max(0)
+            pad = 0.15 * np.maximum(hi - lo, 0.1)
+            plots.contour(ax, _contour_fn(toy), (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
+            for name, traj in flows.items():
+                xy = np.real(traj.states)
+                keep = np.all(np.abs(xy) < 10, axis=1)
+                ls = "--" if name in ("igr", "pf_topk") else "-"
+                ax.plot(xy[keep, 0], xy[keep, 1], color=plots.color(name), ls=ls, label=plots.label(name))
+                dist = np.linalg.norm(xy, axis=1)
+                axt.semilogy(traj.times, np.maximum(dist, 1e-16), color=plots.color(name), ls=ls,
+                             label=f"{plots.label(name)} ({traj.status})")
+            ax.plot(gd.states[:, 0], gd.states[:, 1], "o-", lw=0.6, ms=3, color=plots.color("gd"),
+                    label=plots.label("gd", h), zorder=5)
+            axt.semilogy(gd.times, np.maximum(np.linalg.norm(gd.states, axis=1), 1e-16), "o", ms=3,
+                         color=plots.color("gd"), label=plots.label("gd", h), zorder=5)
+            ax.set_title(f"{case}: h = {h:g}", fontsize=9)
+            ax.set_xlabel("x")
+            ax.set_ylabel("y")
+            axt.set_xlabel("time t = n·h")
+            axt.set_ylabel("‖θ(t)‖ (distance from the critical point 0)")
+        axes[0].legend(fontsize=7, loc="best")
+        axes[len(cases)].legend(fontsize=7, loc="best")
+        return save_figure(fig, figures, "pf_toys")
