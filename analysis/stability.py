@@ -195,13 +195,17 @@ class EoSDetector:
             events.append(Event("loss_spike", s, float(times[s]), {"relative_increase": float(rel[s - 1])}))
         separation = None
         if drift is not None:
-            if trajectory.states is None:
-                raise ValueError("GD–GF separation needs the GD states (states='full' or 'projection')")
-            travelled = np.linalg.norm(np.real(trajectory.states) - np.real(trajectory.states[0]), axis=1)
+            if trajectory.states is not None:
+                travelled = np.linalg.norm(np.real(trajectory.states) - np.real(trajectory.states[0]), axis=1)
+            elif "distance_from_start" in trajectory.metrics:
+                travelled = trajectory.metrics["distance_from_start"]
+            else:
+                raise ValueError("GD–GF separation needs the GD states (states='full' or 'projection') or a "
+                                 "'distance_from_start' metric (‖θₙ − θ₀‖)")
             n = min(len(drift), len(travelled))
             with np.errstate(invalid="ignore", divide="ignore"):
                 ratio = np.where(travelled[:n] > 0, np.asarray(drift[:n]) / travelled[:n], 0.0)
-            hits = np.flatnonzero(ratio >= self.separation_relative)
+            hits = np.flatnonzero(np.nan_to_num(ratio, nan=0.0) >= self.separation_relative)
             if len(hits):
                 separation = int(hits[0])
                 events.append(Event("gd_gf_separation", separation, float(times[separation]),

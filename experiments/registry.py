@@ -16,6 +16,7 @@ EXPERIMENTS: dict[str, str] = {
     "pf-quadratic": "experiments.pf_quadratic",
     "pf-toys": "experiments.pf_toys",
     "drift-digits": "experiments.drift_digits",
+    "eos-digits": "experiments.eos_digits",
     "controllers-digits": "experiments.controllers_digits",
     "bea-order": "experiments.bea_order",
     "bench-hvp": "experiments.bench_hvp",

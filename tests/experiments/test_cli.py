@@ -14,6 +14,8 @@ TINY = {
     "controllers-digits": ["steps=3", "epochs=1", "batch_size=400", "toy_steps=2", "n_train=100", "widths=64,16,10",
                            "sharpness_every=2", "eval_every=2", "methods=constant:0.1,dal:1,alice:0.01",
                            "minibatch_methods=pal,wngrad:1"],
+    "eos-digits": ["lrs=0.2", "steps=4", "sharpness_every=2", "k=2", "gf_every=2", "n_train=100",
+                   "widths=64,16,10"],
     "bea-order": ["toys=cubic", "points=2", "flows=gf,igr"],
     "bench-hvp": ["rounds=3", "widths=64,16,10", "n_train=100"],
     "bench-spectrum": ["widths=64,16,10", "n_train=100", "k=2", "warmup_steps=3", "track_steps=2",

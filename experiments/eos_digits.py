@@ -1,0 +1,130 @@
+"""Edge of stability on the digits MLP: sharpness against 2/h, the GD–GF distance, and the PF coefficients.
+
+Full-batch GD on the digits fc-tanh MSE setup at several learning rates.
+Every ``sharpness_every`` steps the top-k Hessian eigenvalues are tracked
+(warm-started Lanczos), giving λ_max and the PF stability coefficients
+Re c(hλᵢ), c(x) = log(1 − x)/x. The gradient flow from the same θ₀ is
+integrated (RK4) and compared with GD every ``gf_every`` steps. The
+:class:`analysis.EoSDetector` then reports progressive sharpening, the first
+crossing of 2/h, hovering, loss spikes and the step where GD and GF separate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from analysis import EoSDetector, plots
+from flows import Trajectory, gradient_descent, integrate
+
+from .common import read_json, save_figure, write_json, write_table
+from .datasets import digits_objective
+
+DESCRIPTION = "edge of stability on digits: loss, sharpness vs 2/h, GD–GF distance, PF coefficients"
+
+
+@dataclass
+class Config:
+    lrs: tuple[float, ...] = (0.02, 0.1, 0.2)
+    steps: int = 600
+    sharpness_every: int = 20
+    k: int = 4
+    gf_every: int = 20
+    gf_step: float = 0.1  # RK4 step for the gradient flow (capped at h)
+    n_train: int = 0  # 0: the whole training split
+    widths: tuple[int, ...] = (64, 200, 200, 10)
+
+    def validate(self) -> None:
+        if not self.lrs or any(h <= 0 for h in self.lrs):
+            raise ValueError(f"lrs must be positive, got {self.lrs}")
+        for name in ("steps", "sharpness_every", "k", "gf_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not self.gf_step > 0 or self.n_train < 0:
+            raise ValueError("gf_step must be > 0 and n_train ≥ 0")
+
+
+def run(config: Config, out: Path, ctx) -> None:
+    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
+    theta0 = obj.theta0.to(ctx.device)
+    rows = []
+    for h in config.lrs:
+        grid = np.arange(0, config.steps + 1, config.gf_every)
+        gf = integrate(obj, theta0, "gf", h, times=torch.as_tensor(grid * h, dtype=torch.float64), method="rk4",
+                       step_size=min(h, config.gf_step), progress=ctx.progress)
+        gf_states = {int(n): torch.as_tensor(s, dtype=theta0.dtype, device=theta0.device)
+                     for n, s in zip(grid, gf.states)}
+
+        def distances(c, rec):
+            row = len(rec.times) - 1
+            rec.set_metric("distance_from_start", row, float(torch.linalg.vector_norm(c.theta - theta0)))
+            if c.step in gf_states:
+                rec.set_metric("gf_distance", row, float(torch.linalg.vector_norm(c.theta - gf_states[c.step])))
+
+        det = EoSDetector(sharpness_every=config.sharpness_every, k=config.k)
+        gd = gradient_descent(obj, theta0, lr=h, steps=config.steps, states="none", callbacks=[det, distances],
+                              progress=ctx.progress)
+        report = det.detect(gd, drift=gd.metric("gf_distance"))
+        gd.events.extend(e.to_dict() for e in report.events)
+        gf.states, gf.state_mode = None, "none"
+        gd.save(out / f"h{h:g}" / "gd")
+        gf.save(out / f"h{h:g}" / "gf")
+        sharp = gd.metric("sharpness")
+        rows.append({"h": h, "2/h": 2 / h, "λ_max(θ₀)": float(sharp[0]), "max λ_max": float(np.nanmax(sharp)),
+                     "progressive sharpening": report.progressive_sharpening,
+                     "first crossing (step)": report.first_crossing if report.first_crossing is not None else "none",
+                     "hover fraction": round(report.hover_fraction, 2), "loss spikes": len(report.spikes),
+                     "GD–GF separation (step)": report.separation_step if report.separation_step is not None
+                     else "none", "final loss": float(gd.losses[-1]), "status": gd.status})
+    write_json(out / "eos_summary.json", rows)
+    print(write_table(out / "eos_summary.csv", rows))
+
+
+def plot(out: Path, figures: Path) -> list[Path]:
+    rows = read_json(out / "eos_summary.json")
+    with plots.style():
+        fig, axes = plots.subplots(4, ncols=2, width=4.2, height=3.0)
+        for i, row in enumerate(rows):
+            h = row["h"]
+            gd = Trajectory.load(out / f"h{h:g}" / "gd")
+            colour = plots.CYCLE[i % len(plots.CYCLE)]
+            steps = np.arange(len(gd))
+            axes[0].semilogy(steps, gd.losses, color=colour, label=f"GD h={h:g}")
+            sharp = gd.metric("sharpness")
+            ok = np.isfinite(sharp)
+            axes[1].plot(steps[ok], sharp[ok], "o-", ms=2, color=colour, label=f"λ_max, h={h:g}")
+            axes[1].axhline(2 / h, color=colour, ls="--", lw=0.9)
+            dist = gd.metric("gf_distance")
+            ok = np.isfinite(dist)
+            axes[2].semilogy(steps[ok][1:], dist[ok][1:], "o-", ms=2, color=colour, label=f"h={h:g}")
+            for e in gd.events:
+                if e.get("kind") == "eos_crossing":
+                    for ax in (axes[1], axes[2]):
+                        ax.axvline(e["step"], color=colour, ls=":", lw=1)
+        top_sharp = max(r["max λ_max"] for r in rows)
+        axes[1].set_ylim(0, 1.5 * top_sharp)  # 2/h lines above this are off the chart (listed in the table)
+        top = rows[-1]
+        gd = Trajectory.load(out / f"h{top['h']:g}" / "gd")
+        steps = np.arange(len(gd))
+        for j in range(10):
+            name = f"pf_re_c_{j}"
+            if name not in gd.metrics:
+                break
+            rc = gd.metric(name)
+            ok = np.isfinite(rc)
+            axes[3].plot(steps[ok], rc[ok], "o-", ms=2, label=f"i = {j + 1}")
+        axes[3].axhline(0.0, color="0.3", lw=0.8)
+        axes[3].axhline(-1.0, color="0.6", lw=0.6, ls=":")
+        axes[0].set(title="train loss", xlabel="GD step", ylabel="½‖f − y‖² (train)")
+        axes[1].set(title="sharpness and 2/h (dashed); first crossing dotted", xlabel="GD step", ylabel="λ_max")
+        axes[2].set(title="distance between GD and the gradient flow", xlabel="GD step n",
+                    ylabel="‖θ_GD(n) − θ_GF(n·h)‖")
+        axes[3].set(title=f"PF coefficients Re c(hλᵢ), top {len(axes[3].lines) - 2}, h = {top['h']:g}",
+                    xlabel="GD step",
+                    ylabel="Re c(hλᵢ)  (> 0: growing, < 0: decaying; GF is −1)")
+        for ax in axes:
+            ax.legend(fontsize=7)
+        fig.suptitle("Edge of stability: digits fc-tanh MLP, full batch, MSE")
+        return save_figure(fig, figures, "eos_digits")
