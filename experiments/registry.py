@@ -17,6 +17,7 @@ EXPERIMENTS: dict[str, str] = {
     "pf-toys": "experiments.pf_toys",
     "drift-digits": "experiments.drift_digits",
     "eos-digits": "experiments.eos_digits",
+    "corridors": "experiments.corridors",
     "controllers-digits": "experiments.controllers_digits",
     "bea-order": "experiments.bea_order",
     "bench-hvp": "experiments.bench_hvp",

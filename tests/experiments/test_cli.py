@@ -16,6 +16,7 @@ TINY = {
                            "minibatch_methods=pal,wngrad:1"],
     "eos-digits": ["lrs=0.2", "steps=4", "sharpness_every=2", "k=2", "gf_every=2", "n_train=100",
                    "widths=64,16,10"],
+    "corridors": ["toy_steps=5", "steps=4", "n_train=100", "widths=64,16,10"],
     "bea-order": ["toys=cubic", "points=2", "flows=gf,igr"],
     "bench-hvp": ["rounds=3", "widths=64,16,10", "n_train=100"],
     "bench-spectrum": ["widths=64,16,10", "n_train=100", "k=2", "warmup_steps=3", "track_steps=2",
