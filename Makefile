@@ -20,10 +20,11 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+DEMO := pf-quadratic pf-toys bea-order corridors eos-digits controllers-digits drift-digits
+
 demo: install
-	$(BIN)/driftlab run pf-quadratic --out results/pf-quadratic
-	$(BIN)/driftlab run drift-digits --out results/drift-digits
-	@echo "figures written to figures/ (pf_quadratic.png, drift_digits.png); results in results/"
+	@for name in $(DEMO); do $(BIN)/driftlab run $$name --out results/$$name || exit 1; done
+	@echo "gallery written to figures/; results in results/"
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
