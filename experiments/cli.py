@@ -2,7 +2,14 @@
 
     driftlab list
     driftlab run NAME [--set key=value ...] [--out DIR] [--device cpu|cuda] [--seed N] [--quiet]
+    driftlab run NAME --resume DIR
     driftlab plot RESULTS_DIR
+
+Experiments save their work in units (one learning rate, one method, …); the
+manifest lists the finished units and the seed each one used. Ctrl-C or SIGTERM
+stops the run after saving what is finished (status ``interrupted``);
+``--resume DIR`` skips the finished units and computes the rest, with the same
+config and seeds, so the final results equal an uninterrupted run's.
 
 Exit status 0 on success, 2 on bad input (one line on stderr, no traceback).
 """
@@ -10,9 +17,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
-from dataclasses import dataclass
+import typing
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import torch
 
@@ -20,14 +31,48 @@ from . import registry
 from .common import FIGURES, ConfigError, apply_overrides, read_json, resolve_device, write_manifest
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class RunContext:
-    """How an experiment runs: device, seed, progress bars, where figures go."""
+    """How an experiment runs: device, seed, progress bars, where figures go, and its finished units."""
 
     device: torch.device
     seed: int
     progress: bool
     figures: Path
+    completed: list[str] = field(default_factory=list)
+    seeds: dict[str, int] = field(default_factory=dict)
+    stop_requested: bool = False
+    on_progress: Callable[[], None] | None = None
+
+    def unit_seed(self, key: str) -> int:
+        """The seed of unit ``key``: the run's seed and the key, so a unit's result does not depend on order."""
+        return (self.seed * 1_000_003 + zlib.crc32(key.encode())) % 2 ** 31
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt when Ctrl-C/SIGTERM arrived (GD and flows return on it; the run must stop)."""
+        if self.stop_requested:
+            raise KeyboardInterrupt
+
+    def unit(self, key: str, compute: Callable[[], T], load: Callable[[], T]) -> T:
+        """``load()`` when unit ``key`` finished in an earlier (interrupted) run, else seed, ``compute()``, record.
+
+        A unit that was stopped part-way (GD and flows return on Ctrl-C with status
+        "interrupted") is not recorded as finished: the run stops here.
+        """
+        if key in self.completed:
+            return load()
+        seed = self.unit_seed(key)
+        self.seeds[key] = seed
+        torch.manual_seed(seed)
+        result = compute()
+        self.check()
+        self.completed.append(key)
+        if self.on_progress is not None:
+            self.on_progress()
+        return result
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.add_argument("--seed", type=int, default=0, help="random seed (recorded in the manifest)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                     help="continue an interrupted run in DIR (its config and seed are reused)")
     plot = sub.add_parser("plot", help="redraw figures from a results folder without recomputing")
     plot.add_argument("results", type=Path)
     plot.add_argument("--figures", type=Path, default=FIGURES)
@@ -79,25 +126,67 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args)
 
 
+def _config_from(module, saved: dict[str, Any]):
+    """The Config dataclass from a manifest's JSON (lists back to tuples)."""
+    hints = typing.get_type_hints(module.Config)
+    values = {k: tuple(v) if isinstance(v, list) and typing.get_origin(hints.get(k)) is tuple else v
+              for k, v in saved.items() if k in hints}
+    config = module.Config(**values)
+    config.validate()
+    return config
+
+
 def _run(args) -> int:
+    previous: dict[str, Any] = {}
     try:
         module = registry.get(args.name)
-        config = apply_overrides(module.Config(), args.overrides)
         device = resolve_device(args.device)
-    except (ConfigError, ValueError, TypeError) as err:
+        if args.resume is not None:
+            if args.overrides or args.out is not None:
+                raise ConfigError("--resume reuses the saved config and folder: drop --set and --out")
+            previous = read_json(args.resume / "manifest.json")
+            if previous.get("experiment") != args.name:
+                raise ConfigError(f"--resume {args.resume}: it holds a {previous.get('experiment')!r} run, "
+                                  f"not {args.name!r}")
+            config = _config_from(module, previous.get("config", {}))
+            seed, out = int(previous.get("seed", 0)), args.resume
+        else:
+            config = apply_overrides(module.Config(), args.overrides)
+            seed, out = args.seed, args.out or Path("results") / args.name
+    except (ConfigError, ValueError, TypeError, FileNotFoundError) as err:
         return _fail(str(err))
-    out = args.out or Path("results") / args.name
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    ctx = RunContext(device, args.seed, not args.quiet and sys.stderr.isatty(), args.figures)
-    write_manifest(out, args.name, config, "running", args.seed, device=str(device))
+    torch.manual_seed(seed)
+    ctx = RunContext(device, seed, not args.quiet and sys.stderr.isatty(), args.figures,
+                     completed=list(previous.get("completed", [])), seeds=dict(previous.get("seeds", {})))
+
+    def manifest(status: str) -> None:
+        write_manifest(out, args.name, config, status, seed, device=str(device), completed=ctx.completed,
+                       seeds=ctx.seeds)
+
+    ctx.on_progress = lambda: manifest("running")
+
+    def stop(signum, frame) -> None:  # Ctrl-C and SIGTERM: finish writing, then unwind
+        ctx.stop_requested = True
+        raise KeyboardInterrupt
+
+    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        manifest("running")
         module.run(config, out, ctx)
+        if ctx.stop_requested:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
-        write_manifest(out, args.name, config, "interrupted", args.seed, device=str(device))
-        print(f"driftlab: interrupted; partial results in {out}", file=sys.stderr)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        manifest("interrupted")
+        print(f"driftlab: interrupted; finished units saved in {out}; continue with "
+              f"`driftlab run {args.name} --resume {out}`", file=sys.stderr)
         return 130
-    write_manifest(out, args.name, config, "complete", args.seed, device=str(device))
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    manifest("complete")
     figures = module.plot(out, args.figures)
     print(f"results: {out}")
     for path in figures:

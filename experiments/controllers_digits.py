@@ -103,41 +103,21 @@ def _accuracy(model, names, shapes, theta, x, labels) -> float:
 
 
 def run(config: Config, out: Path, ctx) -> None:
-    obj, split, model = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
-    dev = ctx.device
-    theta0 = obj.theta0.to(dev)
-    x_test, labels_test = split.x_test.to(dev), split.labels_test.to(dev)
     rows = []
     for spec in config.methods:
-        name, kw, label = parse_method(spec)
-        det = _Timed(EoSDetector(sharpness_every=config.sharpness_every))
-
-        def test_acc(c, rec, every=config.eval_every):
-            if c.step % every == 0:
-                rec.set_metric("test_acc", len(rec.times) - 1,
-                               _accuracy(model, obj.parameter_names, obj.parameter_shapes, c.theta, x_test,
-                                         labels_test))
-
-        acc = _Timed(test_acc)
-        controller = get_controller(name, **kw)
-        t0 = time.perf_counter()
-        traj = gradient_descent(obj, theta0, lr=kw.get("lr", 0.1), steps=config.steps, controller=controller,
-                                states="none", callbacks=[det, acc], progress=ctx.progress)
-        wall = time.perf_counter() - t0 - det.seconds - acc.seconds
-        traj.config.update(method=spec, label=label)
-        traj.save(out / "fullbatch" / _stem(spec))
-        n = len(traj) - 1
-        evals = traj.metric("evaluations")
-        accs = traj.metric("test_acc")
-        rows.append({"setting": "full batch", "method": label, "status": traj.status,
-                     "final train loss": float(traj.losses[-1]),
-                     "test acc": float(accs[np.isfinite(accs)][-1]) if np.isfinite(accs).any() else math.nan,
-                     "grad evals/step": float(evals[n - 1] / n) if n else math.nan,
-                     "ms/step": 1e3 * wall / max(n, 1),
-                     "median lr": float(np.nanmedian(traj.metric("lr")))})
+        stem = out / "fullbatch" / _stem(spec)
+        rows.append(ctx.unit(f"fullbatch/{spec}", lambda spec=spec: _fullbatch(spec, config, out, ctx),
+                             lambda stem=stem: read_json(stem.with_name(stem.name + ".row.json"))))
     minibatch = {}
     for spec in config.minibatch_methods:
-        result = _minibatch(spec, config, ctx)
+        path = out / "minibatch" / f"{_stem(spec)}.json"
+
+        def compute(spec=spec, path=path) -> dict:
+            result = _minibatch(spec, config, ctx)
+            write_json(path, result)
+            return result
+
+        result = ctx.unit(f"minibatch/{spec}", compute, lambda path=path: read_json(path))
         minibatch[spec] = result
         rows.append({"setting": f"mini-batch {config.batch_size}", "method": result["label"],
                      "status": result["status"], "final train loss": result["train_loss"][-1],
@@ -145,6 +125,48 @@ def run(config: Config, out: Path, ctx) -> None:
                      "grad evals/step": result["evaluations"] / max(len(result["lr"]), 1),
                      "ms/step": result["ms_per_step"], "median lr": float(np.nanmedian(result["lr"]))})
     write_json(out / "minibatch.json", minibatch)
+    ctx.unit("toys", lambda: _toys(config, out), lambda: None)
+    print(write_table(out / "summary.csv", rows))
+
+
+def _fullbatch(spec: str, config: Config, out: Path, ctx) -> dict:
+    """One full-batch run: saves the trajectory and its summary row (``NAME.row.json``)."""
+    obj, split, model = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
+    dev = ctx.device
+    theta0 = obj.theta0.to(dev)
+    x_test, labels_test = split.x_test.to(dev), split.labels_test.to(dev)
+    name, kw, label = parse_method(spec)
+    det = _Timed(EoSDetector(sharpness_every=config.sharpness_every))
+
+    def test_acc(c, rec, every=config.eval_every):
+        if c.step % every == 0:
+            rec.set_metric("test_acc", len(rec.times) - 1,
+                           _accuracy(model, obj.parameter_names, obj.parameter_shapes, c.theta, x_test, labels_test))
+
+    acc = _Timed(test_acc)
+    controller = get_controller(name, **kw)
+    t0 = time.perf_counter()
+    traj = gradient_descent(obj, theta0, lr=kw.get("lr", 0.1), steps=config.steps, controller=controller,
+                            states="none", callbacks=[det, acc], progress=ctx.progress)
+    wall = time.perf_counter() - t0 - det.seconds - acc.seconds
+    ctx.check()
+    traj.config.update(method=spec, label=label)
+    stem = out / "fullbatch" / _stem(spec)
+    traj.save(stem)
+    n = len(traj) - 1
+    evals = traj.metric("evaluations")
+    accs = traj.metric("test_acc")
+    row = {"setting": "full batch", "method": label, "status": traj.status,
+           "final train loss": float(traj.losses[-1]),
+           "test acc": float(accs[np.isfinite(accs)][-1]) if np.isfinite(accs).any() else math.nan,
+           "grad evals/step": float(evals[n - 1] / n) if n else math.nan,
+           "ms/step": 1e3 * wall / max(n, 1),
+           "median lr": float(np.nanmedian(traj.metric("lr")))}
+    write_json(stem.with_name(stem.name + ".row.json"), row)
+    return row
+
+
+def _toys(config: Config, out: Path) -> None:
     toy_rows = []
     for toy in ("pf-quadratic", "corridor-xy2"):
         t_obj = toys.get(toy)
@@ -155,7 +177,6 @@ def run(config: Config, out: Path, ctx) -> None:
             toy_rows.append({"toy": toy, "method": label, "status": traj.status, "E(θ0)": float(traj.losses[0]),
                              f"E after {config.toy_steps} steps": float(traj.losses[-1])})
     write_table(out / "toys.csv", toy_rows)
-    print(write_table(out / "summary.csv", rows))
 
 
 def _minibatch(spec: str, config: Config, ctx) -> dict:
@@ -196,6 +217,7 @@ def _minibatch(spec: str, config: Config, ctx) -> dict:
             refused = opt.refused_steps
             opt.step(closure)
             seconds += time.perf_counter() - t0
+            ctx.check()
             if opt.refused_steps > refused:
                 result["status"] = "diverged"
                 break

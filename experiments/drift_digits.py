@@ -45,21 +45,32 @@ def run(config: Config, out: Path, ctx) -> None:
     lam0 = sharpness(obj, theta0)
     summary = []
     for target in config.targets:
-        h = target / lam0
-        cmp = compare(obj, theta0, h, config.steps, flows=config.flows, method="rk4", step_size=h / config.substeps,
-                      k=config.k, eig_refresh=h / config.eig_refresh_per_step, progress=ctx.progress)
-        folder = out / f"target{target:g}"
-        cmp.gd.save(folder / "gd")
-        for name, traj in cmp.flows.items():
-            traj.metrics["drift"] = cmp.drift[name]
-            traj.save(folder / name)
-        row = {"h*lambda_max(theta0)": target, "h": round(h, 4)}
-        for name in config.flows:
-            row[f"{name} drift @{config.steps}"] = float(f"{cmp.drift[name][-1]:.3g}")
-            row[f"{name} mean drift"] = float(f"{np.mean(cmp.drift[name]):.3g}")
-        summary.append(row)
+        path = out / f"target{target:g}" / "row.json"
+        summary.append(ctx.unit(f"target{target:g}",
+                                lambda target=target, path=path: _one_target(obj, theta0, lam0, target, config, out,
+                                                                             ctx, path),
+                                lambda path=path: read_json(path)))
     write_table(out / "drift_summary.csv", summary)
     write_json(out / "drift_info.json", {"lambda_max_theta0": lam0, "summary": summary})
+
+
+def _one_target(obj, theta0, lam0: float, target: float, config: Config, out: Path, ctx, path: Path) -> dict:
+    """GD and the flows at h = target/λ_max(θ₀); saves trajectories with their drift and a summary row."""
+    h = target / lam0
+    cmp = compare(obj, theta0, h, config.steps, flows=config.flows, method="rk4", step_size=h / config.substeps,
+                  k=config.k, eig_refresh=h / config.eig_refresh_per_step, progress=ctx.progress)
+    ctx.check()
+    folder = out / f"target{target:g}"
+    cmp.gd.save(folder / "gd")
+    for name, traj in cmp.flows.items():
+        traj.metrics["drift"] = cmp.drift[name]
+        traj.save(folder / name)
+    row = {"h*lambda_max(theta0)": target, "h": round(h, 4)}
+    for name in config.flows:
+        row[f"{name} drift @{config.steps}"] = float(f"{cmp.drift[name][-1]:.3g}")
+        row[f"{name} mean drift"] = float(f"{np.mean(cmp.drift[name]):.3g}")
+    write_json(path, row)
+    return row
 
 
 def plot(out: Path, figures: Path) -> list[Path]:

@@ -51,35 +51,47 @@ def run(config: Config, out: Path, ctx) -> None:
     theta0 = obj.theta0.to(ctx.device)
     rows = []
     for h in config.lrs:
-        grid = np.arange(0, config.steps + 1, config.gf_every)
-        gf = integrate(obj, theta0, "gf", h, times=torch.as_tensor(grid * h, dtype=torch.float64), method="rk4",
-                       step_size=min(h, config.gf_step), progress=ctx.progress)
-        gf_states = {int(n): torch.as_tensor(s, dtype=theta0.dtype, device=theta0.device)
-                     for n, s in zip(grid, gf.states)}
-
-        def distances(c, rec):
-            row = len(rec.times) - 1
-            rec.set_metric("distance_from_start", row, float(torch.linalg.vector_norm(c.theta - theta0)))
-            if c.step in gf_states:
-                rec.set_metric("gf_distance", row, float(torch.linalg.vector_norm(c.theta - gf_states[c.step])))
-
-        det = EoSDetector(sharpness_every=config.sharpness_every, k=config.k)
-        gd = gradient_descent(obj, theta0, lr=h, steps=config.steps, states="none", callbacks=[det, distances],
-                              progress=ctx.progress)
-        report = det.detect(gd, drift=gd.metric("gf_distance"))
-        gd.events.extend(e.to_dict() for e in report.events)
-        gf.states, gf.state_mode = None, "none"
-        gd.save(out / f"h{h:g}" / "gd")
-        gf.save(out / f"h{h:g}" / "gf")
-        sharp = gd.metric("sharpness")
-        rows.append({"h": h, "2/h": 2 / h, "λ_max(θ₀)": float(sharp[0]), "max λ_max": float(np.nanmax(sharp)),
-                     "progressive sharpening": report.progressive_sharpening,
-                     "first crossing (step)": report.first_crossing if report.first_crossing is not None else "none",
-                     "hover fraction": round(report.hover_fraction, 2), "loss spikes": len(report.spikes),
-                     "GD–GF separation (step)": report.separation_step if report.separation_step is not None
-                     else "none", "final loss": float(gd.losses[-1]), "status": gd.status})
+        row_path = out / f"h{h:g}" / "row.json"
+        rows.append(ctx.unit(f"h{h:g}", lambda h=h, row_path=row_path: _one_rate(obj, theta0, h, config, out, ctx,
+                                                                                  row_path),
+                             lambda row_path=row_path: read_json(row_path)))
     write_json(out / "eos_summary.json", rows)
     print(write_table(out / "eos_summary.csv", rows))
+
+
+def _one_rate(obj, theta0, h: float, config: Config, out: Path, ctx, row_path: Path) -> dict:
+    """GF on a coarse grid, then GD with the EoS detector and the GD–GF distance; saves both and a summary row."""
+    grid = np.arange(0, config.steps + 1, config.gf_every)
+    gf = integrate(obj, theta0, "gf", h, times=torch.as_tensor(grid * h, dtype=torch.float64), method="rk4",
+                   step_size=min(h, config.gf_step), progress=ctx.progress)
+    ctx.check()
+    gf_states = {int(n): torch.as_tensor(s, dtype=theta0.dtype, device=theta0.device)
+                 for n, s in zip(grid, gf.states)}
+
+    def distances(c, rec):
+        row = len(rec.times) - 1
+        rec.set_metric("distance_from_start", row, float(torch.linalg.vector_norm(c.theta - theta0)))
+        if c.step in gf_states:
+            rec.set_metric("gf_distance", row, float(torch.linalg.vector_norm(c.theta - gf_states[c.step])))
+
+    det = EoSDetector(sharpness_every=config.sharpness_every, k=config.k)
+    gd = gradient_descent(obj, theta0, lr=h, steps=config.steps, states="none", callbacks=[det, distances],
+                          progress=ctx.progress)
+    ctx.check()
+    report = det.detect(gd, drift=gd.metric("gf_distance"))
+    gd.events.extend(e.to_dict() for e in report.events)
+    gf.states, gf.state_mode = None, "none"
+    gd.save(out / f"h{h:g}" / "gd")
+    gf.save(out / f"h{h:g}" / "gf")
+    sharp = gd.metric("sharpness")
+    row = {"h": h, "2/h": 2 / h, "λ_max(θ₀)": float(sharp[0]), "max λ_max": float(np.nanmax(sharp)),
+           "progressive sharpening": report.progressive_sharpening,
+           "first crossing (step)": report.first_crossing if report.first_crossing is not None else "none",
+           "hover fraction": round(report.hover_fraction, 2), "loss spikes": len(report.spikes),
+           "GD–GF separation (step)": report.separation_step if report.separation_step is not None else "none",
+           "final loss": float(gd.losses[-1]), "status": gd.status}
+    write_json(row_path, row)
+    return row
 
 
 def plot(out: Path, figures: Path) -> list[Path]:

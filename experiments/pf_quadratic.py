@@ -40,12 +40,17 @@ class Config:
 def run(config: Config, out: Path, ctx) -> None:
     obj = toys.get("pf-quadratic", device=ctx.device)
     for h in config.lrs:
-        folder = out / f"h{h:g}"
-        gradient_descent(obj, lr=h, steps=config.steps).save(folder / "gd")
-        times = torch.linspace(0, config.steps * h, config.steps * config.samples_per_step + 1)
-        for flow in config.flows:
-            integrate(obj, flow=flow, lr=h, times=times, rtol=config.rtol, atol=config.atol,
-                      progress=ctx.progress).save(folder / flow)
+        ctx.unit(f"h{h:g}", lambda h=h: _one_rate(obj, h, config, out / f"h{h:g}", ctx), lambda: None)
+
+
+def _one_rate(obj, h: float, config: Config, folder: Path, ctx) -> None:
+    gradient_descent(obj, lr=h, steps=config.steps).save(folder / "gd")
+    times = torch.linspace(0, config.steps * h, config.steps * config.samples_per_step + 1)
+    for flow in config.flows:
+        traj = integrate(obj, flow=flow, lr=h, times=times, rtol=config.rtol, atol=config.atol,
+                         progress=ctx.progress)
+        ctx.check()
+        traj.save(folder / flow)
 
 
 def _quadratic(x, y):

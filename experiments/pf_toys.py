@@ -61,24 +61,34 @@ class Config:
 def run(config: Config, out: Path, ctx) -> None:
     summary = {}
     for case in config.cases:
-        toy, h, start, steps = CASES[case]
-        steps = max(1, int(round(steps * config.step_scale)))
-        obj = toys.get(toy, device=ctx.device)
-        theta0 = torch.tensor(start, dtype=torch.float64, device=ctx.device)
-        gd = gradient_descent(obj, theta0, lr=h, steps=steps)
-        gd.save(out / case / "gd")
-        summary[case] = {"toy": toy, "h": h, "theta0": list(start), "steps": steps,
-                         "gd_end": gd.states[-1].tolist(), "status": {"gd": gd.status}}
-        for flow in config.flows:
-            traj = integrate(obj, theta0, flow=flow, lr=h, steps=steps, method="rk4", step_size=h / config.substeps,
-                             k=2, eig_tol=1e-8, progress=ctx.progress)
-            traj.save(out / case / flow)
-            n = min(len(traj), len(gd))
-            drift = np.linalg.norm(np.real(traj.states[:n]) - gd.states[:n], axis=1)
-            summary[case]["status"][flow] = traj.status
-            summary[case][f"{flow}_drift_max"] = float(drift.max())
-            summary[case][f"{flow}_steps_reached"] = n - 1
+        path = out / case / "summary.json"
+        summary[case] = ctx.unit(case, lambda case=case, path=path: _case(case, config, out, ctx, path),
+                                 lambda path=path: read_json(path))
     write_json(out / "summary.json", summary)
+
+
+def _case(case: str, config: Config, out: Path, ctx, path: Path) -> dict:
+    """GD and each flow from one start; saves the trajectories and a summary of distances."""
+    toy, h, start, steps = CASES[case]
+    steps = max(1, int(round(steps * config.step_scale)))
+    obj = toys.get(toy, device=ctx.device)
+    theta0 = torch.tensor(start, dtype=torch.float64, device=ctx.device)
+    gd = gradient_descent(obj, theta0, lr=h, steps=steps)
+    gd.save(out / case / "gd")
+    summary = {"toy": toy, "h": h, "theta0": list(start), "steps": steps,
+               "gd_end": gd.states[-1].tolist(), "status": {"gd": gd.status}}
+    for flow in config.flows:
+        traj = integrate(obj, theta0, flow=flow, lr=h, steps=steps, method="rk4", step_size=h / config.substeps,
+                         k=2, eig_tol=1e-8, progress=ctx.progress)
+        ctx.check()
+        traj.save(out / case / flow)
+        n = min(len(traj), len(gd))
+        drift = np.linalg.norm(np.real(traj.states[:n]) - gd.states[:n], axis=1)
+        summary["status"][flow] = traj.status
+        summary[f"{flow}_drift_max"] = float(drift.max())
+        summary[f"{flow}_steps_reached"] = n - 1
+    write_json(path, summary)
+    return summary
 
 
 def _contour_fn(toy: str):
