@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from flows import EigenTracker, Objective, StepContext, Trajectory, top_eigenpairs
+from flows.gd import check_count, check_positive
 
 from .events import Segment, segments_from_mask
 
@@ -114,14 +115,14 @@ class CorridorDetector:
     sharpness_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("score_threshold", "linearity_threshold"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number ≥ 0, got {value!r}")
-        if not -1 <= self.cos_threshold <= 1:
+        check_positive("score_threshold", self.score_threshold, allow_zero=True)
+        check_positive("linearity_threshold", self.linearity_threshold, allow_zero=True)
+        if isinstance(self.cos_threshold, bool) or not isinstance(self.cos_threshold, (int, float)) \
+                or not -1 <= self.cos_threshold <= 1:
             raise ValueError(f"cos_threshold must be in [-1, 1], got {self.cos_threshold!r}")
-        if self.min_length < 1 or self.window < 3 or self.sharpness_every < 1:
-            raise ValueError("min_length must be ≥ 1, window ≥ 3, sharpness_every ≥ 1")
+        check_count("min_length", self.min_length, minimum=1)
+        check_count("window", self.window, minimum=3)
+        check_count("sharpness_every", self.sharpness_every, minimum=1)
         self.score = math.nan
         self.in_corridor = False
         self._tracker = EigenTracker(k=1, which="LM", tol=1e-3)

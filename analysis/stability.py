@@ -20,6 +20,7 @@ import torch
 from scipy import stats
 
 from flows import EigenTracker, Objective, StepContext, Trajectory, pf_coefficient, sharpness
+from flows.gd import check_count, check_positive
 
 from .events import Event, Segment
 
@@ -31,8 +32,10 @@ SEPARATION_RELATIVE = 0.1  # GD and GF separate when their distance is 10% of th
 
 def stability_threshold(lr: float, momentum: float = 0.0) -> float:
     """2(1+β)/h, the largest stable curvature of GD (β = 0: 2/h)."""
-    if not (lr > 0 and 0 <= momentum < 1):
-        raise ValueError(f"need lr > 0 and momentum in [0, 1), got lr={lr!r}, momentum={momentum!r}")
+    lr = check_positive("lr", lr)
+    momentum = check_positive("momentum", momentum, allow_zero=True)
+    if momentum >= 1:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     return 2 * (1 + momentum) / lr
 
 
@@ -97,12 +100,14 @@ class EoSDetector:
 
     def __post_init__(self) -> None:
         for name in ("band", "spike_relative", "separation_relative"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not 0 < self.hover_fraction <= 1 or not 0 < self.sharpening_p < 1:
-            raise ValueError("hover_fraction must be in (0, 1] and sharpening_p in (0, 1)")
-        if self.sharpness_every < 1 or self.k < 1:
-            raise ValueError("sharpness_every and k must be ≥ 1")
+            check_positive(name, getattr(self, name))
+        check_positive("hover_fraction", self.hover_fraction)
+        check_positive("sharpening_p", self.sharpening_p)
+        if self.hover_fraction > 1 or self.sharpening_p >= 1:
+            raise ValueError(f"hover_fraction must be in (0, 1] and sharpening_p in (0, 1), got "
+                             f"{self.hover_fraction!r}, {self.sharpening_p!r}")
+        check_count("sharpness_every", self.sharpness_every, minimum=1)
+        check_count("k", self.k, minimum=1)
         self.sharpness = math.nan
         self.threshold = math.nan
         self.crossed_at: int | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import typing
@@ -176,6 +177,11 @@ def _run(args) -> int:
         module.run(config, out, ctx)
         if ctx.stop_requested:
             raise KeyboardInterrupt
+    except (ValueError, TypeError) as err:  # bad input that only the computation could detect
+        manifest("failed")
+        if os.environ.get("DRIFTLAB_DEBUG"):
+            raise
+        return _fail(f"{args.name}: {err} (the run stopped; DRIFTLAB_DEBUG=1 shows the traceback)".replace("\n", " "))
     except KeyboardInterrupt:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)

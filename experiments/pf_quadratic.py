@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from analysis import plots
-from flows import Trajectory, gradient_descent, integrate, toys
+from flows import FIELDS, Trajectory, gradient_descent, integrate, toys
 
 from .common import save_figure
 
@@ -35,6 +35,13 @@ class Config:
             raise ValueError(f"lrs must be positive, got {self.lrs}")
         if self.steps < 1 or self.samples_per_step < 1:
             raise ValueError("steps and samples_per_step must be ≥ 1")
+        if not self.flows:
+            raise ValueError(f"flows must name at least one flow of {', '.join(FIELDS)}")
+        for flow in self.flows:
+            if flow not in FIELDS:
+                raise ValueError(f"flows: unknown flow {flow!r}; valid choices: {', '.join(FIELDS)}")
+        if not (0 < self.rtol < 1 and 0 < self.atol < 1):
+            raise ValueError(f"rtol and atol must be in (0, 1), got {self.rtol}, {self.atol}")
 
 
 def run(config: Config, out: Path, ctx) -> None:

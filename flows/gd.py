@@ -131,8 +131,6 @@ def gradient_descent(
             row = {"loss": float(loss), "grad_norm": gnorm, "step": n}
             if n == 0:
                 max_loss = loss_bound(max_loss, row["loss"])
-            if sharpness_every and n % sharpness_every == 0:
-                row["sharpness"] = float(tracker.update(objective, theta).values[0])
             if not (math.isfinite(row["loss"]) and math.isfinite(gnorm)) or row["loss"] > max_loss:
                 rec.add(time, theta, **row)
                 rec.events.append({"kind": "divergence", "step": n, "time": time, "loss": row["loss"],
@@ -140,6 +138,8 @@ def gradient_descent(
                                    math.isfinite(row["loss"]) else f"loss > max_loss={max_loss}"})
                 status = "diverged"
                 break
+            if sharpness_every and n % sharpness_every == 0:  # after the divergence check: θ is sane here
+                row["sharpness"] = float(tracker.update(objective, theta).values[0])
             ctx = StepContext(n, time, theta, loss, grad, objective, lr, momentum)
             if n == steps:
                 rec.add(time, theta, **row)

@@ -26,7 +26,7 @@ from torchdiffeq import odeint
 from .fields import COMPLEX_FIELDS, FIELDS, get_field, pf_coefficient
 from .gd import _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
 from .objective import Objective
-from .spectrum import EigenTracker, top_eigenpairs
+from .spectrum import EigenTracker, NonFiniteSpectrumError, top_eigenpairs
 from .trajectory import Recorder, Trajectory
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
@@ -172,7 +172,10 @@ def integrate(
     def rhs(t: Tensor, y: Tensor) -> Tensor:
         counter["evals"] += 1
         counter["t"] = float(t)
-        out = pack(fieldfn(objective, unpack(y), lr, k=k, t=float(t), **options))
+        try:
+            out = pack(fieldfn(objective, unpack(y), lr, k=k, t=float(t), **options))
+        except (NonFiniteSpectrumError, torch.linalg.LinAlgError) as err:  # the state has blown up
+            raise _Diverged(f"eigendecomposition failed at t={float(t):.6g}: {err}") from None
         if not bool(torch.isfinite(out).all()):
             raise _Diverged(f"non-finite vector field at t={float(t):.6g}")
         return out

@@ -158,6 +158,9 @@ def _lanczos(
     iterations = 0
     while True:
         iterations += 1
+        if not bool(torch.isfinite(t).all()):
+            raise NonFiniteSpectrumError("Hessian-vector products overflowed at this θ (non-finite Rayleigh "
+                                         "quotients): the spectrum is undefined here")
         ritz, s = torch.linalg.eigh(0.5 * (t + t.T))
         order = _order(ritz, which)
         ritz, s = ritz[order], s[:, order]
@@ -191,6 +194,10 @@ def _lanczos(
 
 
 SOLVERS: dict[str, Callable[..., Eigenpairs]] = {"lanczos": _lanczos, "dense": _dense}
+
+
+class NonFiniteSpectrumError(ArithmeticError):
+    """The Hessian products at θ are not finite (θ has blown up), so no eigenpairs exist."""
 
 
 def top_eigenpairs(
@@ -289,6 +296,10 @@ class EigenTracker:
         extra = 2 if extra is None else extra
         if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
             raise ValueError(f"extra must be a non-negative int, got {extra!r}")
+        if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+            raise ValueError(f"tol must be a positive finite number, got {tol!r}")
+        if method not in ("auto", *SOLVERS):
+            raise ValueError(f"method must be one of {('auto', *SOLVERS)}, got {method!r}")
         self.k, self.which, self.tol, self.extra = k, which, tol, extra
         self.method, self.max_matvecs, self.seed = method, max_matvecs, seed
         self.last: Eigenpairs | None = None
