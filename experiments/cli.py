@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import typing
 import zlib
 from dataclasses import dataclass, field
@@ -156,9 +158,15 @@ def _run(args) -> int:
             seed, out = args.seed, args.out or Path("results") / args.name
     except (ConfigError, ValueError, TypeError, FileNotFoundError) as err:
         return _fail(str(err))
+    rank = _init_distributed(device)
+    figures_dir = args.figures
+    if rank != 0:  # only rank 0 writes results and figures and prints; the others compute into a scratch folder
+        out = Path(tempfile.mkdtemp(prefix=f"driftlab-rank{rank}-"))
+        figures_dir = out / "figures"
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as this rank's process
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    ctx = RunContext(device, seed, not args.quiet and sys.stderr.isatty(), args.figures,
+    ctx = RunContext(device, seed, rank == 0 and not args.quiet and sys.stderr.isatty(), figures_dir,
                      completed=list(previous.get("completed", [])), seeds=dict(previous.get("seeds", {})))
 
     def manifest(status: str) -> None:
@@ -182,6 +190,9 @@ def _run(args) -> int:
         if os.environ.get("DRIFTLAB_DEBUG"):
             raise
         return _fail(f"{args.name}: {err} (the run stopped; DRIFTLAB_DEBUG=1 shows the traceback)".replace("\n", " "))
+    except Exception:  # a bug or a failed rank: never leave results that look complete
+        manifest("failed")
+        raise
     except KeyboardInterrupt:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -193,11 +204,35 @@ def _run(args) -> int:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     manifest("complete")
-    figures = module.plot(out, args.figures)
+    if rank != 0:
+        shutil.rmtree(out, ignore_errors=True)
+        return 0
+    figures = module.plot(out, figures_dir)
     print(f"results: {out}")
     for path in figures:
         print(f"figure:  {path}")
     return 0
+
+
+def _init_distributed(device: torch.device) -> int:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group (gloo on CPU, nccl on CUDA) and return the rank.
+
+    Collectives time out after DRIFTLAB_DIST_TIMEOUT seconds (default 300), so a
+    failed rank makes the others fail with an error instead of hanging.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0
+    if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=float(os.environ.get("DRIFTLAB_DIST_TIMEOUT", "300")))
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend, timeout=timeout)
+    return dist.get_rank()
 
 
 def _plot(results: Path, figures: Path) -> int:

@@ -139,13 +139,29 @@ def half_mse(outputs: Tensor, targets: Tensor) -> Tensor:
     return 0.5 * ((outputs - targets) ** 2).sum(dim=-1).mean()
 
 
+def _rank_and_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def digits_objective(*, seed: int = 0, dtype: torch.dtype = torch.float32,
                      n_train: int | None = None, widths: tuple[int, ...] = (64, 200, 200, 10),
                      batch_size: int | None = None):
-    """The flagship objective: full-batch fc-tanh MSE on digits. Returns (objective, split, model)."""
+    """The flagship objective: full-batch fc-tanh MSE on digits. Returns (objective, split, model).
+
+    Under ``torch.distributed`` each rank takes every world-th training example
+    and the objective sums over ranks, so the numbers equal the one-process ones.
+    """
     from flows import Objective
 
     split = digits(seed=seed, dtype=dtype, n_train=n_train)
     model = fc_tanh(widths, seed=seed, dtype=dtype)
-    obj = Objective.from_module(model, half_mse, split.train, batch_size=batch_size, name="digits-fc-tanh")
+    x, y = split.train
+    rank, world = _rank_and_world()
+    if world > 1:  # data-parallel: this rank holds every world-th example; the objective sums the shards
+        x, y = x[rank::world], y[rank::world]
+    obj = Objective.from_module(model, half_mse, (x, y), batch_size=batch_size, name="digits-fc-tanh")
     return obj, split, model

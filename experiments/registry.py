@@ -23,6 +23,7 @@ EXPERIMENTS: dict[str, str] = {
     "bench-hvp": "experiments.bench_hvp",
     "bench-spectrum": "experiments.bench_spectrum",
     "bench-flows": "experiments.bench_flows",
+    "bench-scaling": "experiments.bench_scaling",
 }
 
 

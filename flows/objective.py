@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -124,6 +124,7 @@ class Objective:
         name: str | None = None,
         reduce: Callable[[Tensor], Tensor] = _identity_reduce,
         total_size: int | None = None,
+        process_group: Any = "auto",
     ) -> Objective:
         """The full-batch loss of ``model`` on ``data`` as a function of its flat parameters.
 
@@ -143,6 +144,14 @@ class Objective:
                 at each call; ``"eval"``/``"train"`` set that mode during each
                 evaluation only and restore the caller's mode afterwards.
             total_size: N, when ``data`` is one shard of a larger data set.
+            process_group: data-parallel full batch with ``torch.distributed``:
+                each rank passes its own shard as ``data``; N is the sum of the
+                shard sizes, and loss, gradient, HVPs and third derivatives are
+                summed over the group with ``all_reduce``, so every rank sees
+                the full-batch numbers. ``"auto"`` (default) uses the default
+                group when ``torch.distributed`` is initialised, ``None`` never
+                reduces. Shards must give the same D and example shapes on every
+                rank (checked here, with an error on every rank).
         """
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -158,6 +167,12 @@ class Objective:
             raise ValueError("model has no trainable parameters (none with requires_grad=True)")
         batches = _split_batches(data, batch_size)
         n_total = sum(len(x) for x, _ in batches)
+        group = _resolve_group(process_group)
+        if group is not None:
+            if total_size is not None or reduce is not _identity_reduce:
+                raise ValueError("process_group sums the shards itself: do not also pass total_size or reduce")
+            n_total = _check_shards(group, params, batches, n_total)
+            reduce = _all_reduce_sum(group)
         if total_size is not None:
             n_total = int(total_size)
         shapes = [p.shape for p in params]
@@ -199,6 +214,11 @@ class Objective:
 
         pieces = [make_piece(i, len(x)) for i, (x, _) in enumerate(batches)]
         theta0 = torch.cat([p.detach().reshape(-1) for p in params]).clone()
+        if group is not None:  # one starting point for all ranks, as DistributedDataParallel does
+            import torch.distributed as dist
+
+            dist.broadcast(theta0, src=dist.get_global_rank(group, 0) if group is not dist.group.WORLD else 0,
+                           group=group)
         obj = cls(pieces, theta0.numel(), theta0=theta0, hvp_method=hvp_method,
                   name=name or type(model).__name__, reduce=reduce)
         obj.parameter_names, obj.parameter_shapes = names, shapes
@@ -386,6 +406,55 @@ def _vjp(g: Tensor, theta: Tensor, v: Tensor, retain_graph: bool) -> Tensor:
         (hv,) = torch.autograd.grad(g, theta, grad_outputs=v, retain_graph=retain_graph,
                                     is_grads_batched=True, allow_unused=True)
     return torch.zeros_like(v) if hv is None else hv
+
+
+def _resolve_group(process_group: Any):
+    """The process group to reduce over, or None (one process)."""
+    import torch.distributed as dist
+
+    if process_group is None:
+        return None
+    if isinstance(process_group, str):
+        if process_group != "auto":
+            raise ValueError(f"process_group must be 'auto', None or a ProcessGroup, got {process_group!r}")
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return None
+        return dist.group.WORLD
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("process_group was given but torch.distributed is not initialised")
+    return process_group
+
+
+def _all_reduce_sum(group) -> Callable[[Tensor], Tensor]:
+    import torch.distributed as dist
+
+    def reduce(t: Tensor) -> Tensor:
+        out = torch.view_as_real(t).clone() if t.is_complex() else t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return torch.view_as_complex(out) if t.is_complex() else out
+
+    return reduce
+
+
+def _check_shards(group, params: list[Tensor], batches: list[tuple[Tensor, Tensor]], n_local: int) -> int:
+    """Same D and example shapes on every rank (else a ValueError on every rank); returns N = Σ shard sizes."""
+    import torch.distributed as dist
+
+    x0, y0 = batches[0]
+    sig = torch.tensor([sum(p.numel() for p in params), x0[0].numel(), y0[0].numel() if y0.ndim > 1 else 1],
+                       dtype=torch.float64)
+    lo, hi = sig.clone(), sig.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=group)
+    dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=group)
+    if not torch.equal(lo, hi):
+        what = [n for n, a, b in zip(("parameter count D", "input size per example", "target size per example"),
+                                     lo.tolist(), hi.tolist()) if a != b]
+        raise ValueError(f"data-parallel shards disagree across ranks on {', '.join(what)} "
+                         f"(min {lo.tolist()}, max {hi.tolist()} for [D, input, target]) on rank "
+                         f"{dist.get_rank(group)}")
+    n = torch.tensor([float(n_local)], dtype=torch.float64)
+    dist.all_reduce(n, op=dist.ReduceOp.SUM, group=group)
+    return int(n.item())
 
 
 def _check_scalar(value: Tensor, what: str) -> Tensor:

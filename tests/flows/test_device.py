@@ -1,0 +1,69 @@
+"""Hot paths stay on θ's device: no tensor is copied to the host inside HVPs, Lanczos or the PF fields."""
+import pytest
+import torch
+
+from experiments.datasets import fc_tanh, teacher_student
+from flows import EigenTracker, Objective, gradient_descent, integrate, top_eigenpairs
+from flows.fields import get_field
+
+
+@pytest.fixture
+def host_copies(monkeypatch):
+    """Counts Tensor.cpu / .numpy / .tolist / .to('cpu') calls."""
+    calls = []
+    for name in ("cpu", "numpy", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _name=name, _orig=original, **k):
+            calls.append(_name)
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    original_to = torch.Tensor.to
+
+    def to(self, *a, **k):
+        target = k.get("device", a[0] if a else None)
+        if (isinstance(target, str) and target.startswith("cpu")) or \
+                (isinstance(target, torch.device) and target.type == "cpu" and self.device.type != "cpu"):
+            calls.append("to(cpu)")
+        return original_to(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    return calls
+
+
+def _objective(device="cpu"):
+    x, y = teacher_student(n=64, d_in=6, d_out=2, width=8)
+    model = fc_tanh((6, 12, 2), dtype=torch.float64).to(device)
+    return Objective.from_module(model, torch.nn.functional.mse_loss, (x.to(device), y.to(device)), batch_size=32)
+
+
+def test_no_host_copies_in_hvp_lanczos_and_pf_fields(host_copies):
+    obj = _objective()
+    theta = obj.theta0
+    v = torch.randn(obj.dim, dtype=torch.float64)
+    host_copies.clear()  # only the hot paths below count
+    obj.hvp(theta, v)
+    obj.grad_and_hessian_grad(theta)
+    top_eigenpairs(obj, theta, k=3, method="lanczos", tol=1e-6)
+    tracker = EigenTracker(k=3, method="lanczos")
+    get_field("gf")(obj, theta, 0.1)
+    get_field("igr")(obj, theta, 0.1)
+    get_field("pf_topk")(obj, theta, 0.1, k=3, tracker=tracker)
+    assert host_copies == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_end_to_end():
+    obj = _objective("cuda")
+    theta = obj.theta0
+    assert theta.device.type == "cuda"
+    pairs = top_eigenpairs(obj, theta, k=3, method="lanczos", tol=1e-8)
+    assert pairs.values.device.type == "cuda" and pairs.converged
+    cpu = _objective("cpu")
+    ref = top_eigenpairs(cpu, cpu.theta0, k=3, method="dense")
+    torch.testing.assert_close(pairs.values.cpu(), ref.values, rtol=1e-6, atol=1e-8)
+    traj = gradient_descent(obj, lr=0.1, steps=5, sharpness_every=2)
+    flow = integrate(obj, flow="pf_topk", lr=0.1, steps=3, k=2)
+    assert traj.status == "complete" and flow.status == "complete"
+    assert traj.config["device"].startswith("cuda")
