@@ -56,6 +56,11 @@ class Objective:
         name: a label for plots and saved results.
         reduce: applied to every accumulated loss/grad/HVP (identity on one
             process; a sum over ranks in data-parallel runs).
+        compile: ``torch.compile`` the loss pieces used by ``loss`` and
+            ``loss_and_grad`` (``True`` for the default backend, or a backend
+            name). HVPs keep the eager pieces (compiled graphs do not support
+            double backward). If compiling or running a compiled piece fails,
+            a warning is issued once and the eager pieces are used from then on.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class Objective:
         hvp_method: str = "double_backward",
         name: str = "objective",
         reduce: Callable[[Tensor], Tensor] = _identity_reduce,
+        compile: bool | str = False,
     ) -> None:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
@@ -80,6 +86,10 @@ class Objective:
         self.name = name
         self._reduce = reduce
         self._for_warned = False
+        if compile not in (False, True) and not isinstance(compile, str):
+            raise ValueError(f"compile must be False, True or a torch.compile backend name, got {compile!r}")
+        self.compile = compile
+        self._fast_pieces: list[Piece] | None = None
         self.theta0 = None if theta0 is None else self.check_theta(theta0, "theta0").detach().clone()
 
     # ------------------------------------------------------------------ constructors
@@ -125,6 +135,7 @@ class Objective:
         reduce: Callable[[Tensor], Tensor] = _identity_reduce,
         total_size: int | None = None,
         process_group: Any = "auto",
+        compile: bool | str = False,
     ) -> Objective:
         """The full-batch loss of ``model`` on ``data`` as a function of its flat parameters.
 
@@ -220,7 +231,7 @@ class Objective:
             dist.broadcast(theta0, src=dist.get_global_rank(group, 0) if group is not dist.group.WORLD else 0,
                            group=group)
         obj = cls(pieces, theta0.numel(), theta0=theta0, hvp_method=hvp_method,
-                  name=name or type(model).__name__, reduce=reduce)
+                  name=name or type(model).__name__, reduce=reduce, compile=compile)
         obj.parameter_names, obj.parameter_shapes = names, shapes
         obj.model = model
         x0, y0 = batches[0]
@@ -249,23 +260,59 @@ class Objective:
         return v.to(device=theta.device, dtype=theta.dtype)
 
     # ------------------------------------------------------------------ evaluations
+    def _first_order_pieces(self) -> list[Piece]:
+        """The pieces for loss and gradient: compiled ones when ``compile`` is set (built lazily)."""
+        if not self.compile:
+            return self.pieces
+        if self._fast_pieces is None:
+            backend = self.compile if isinstance(self.compile, str) else "inductor"
+            try:
+                self._fast_pieces = [torch.compile(p, backend=backend, dynamic=False) for p in self.pieces]
+            except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
+                self._compile_failed(err)
+                return self.pieces
+        return self._fast_pieces
+
+    def _compile_failed(self, err: Exception) -> None:
+        warnings.warn(f"torch.compile of {self.name!r} failed ({type(err).__name__}: {str(err)[:200]}); "
+                      "using the eager loss from now on", RuntimeWarning, stacklevel=3)
+        self.compile, self._fast_pieces = False, None
+
+    def _with_fallback(self, compute: Callable[[list[Piece]], Any]) -> Any:
+        pieces = self._first_order_pieces()
+        if pieces is self.pieces:
+            return compute(pieces)
+        try:
+            return compute(pieces)
+        except Exception as err:  # noqa: BLE001 - a compiled piece failed at run time
+            self._compile_failed(err)
+            return compute(self.pieces)
+
     def loss(self, theta: Tensor) -> Tensor:
         """E(θ), a 0-d tensor on θ's device."""
         theta = self.check_theta(theta).detach()
-        with torch.no_grad():
-            total = sum(piece(theta) for piece in self.pieces)
-        return self._reduce(total)
+
+        def compute(pieces: list[Piece]) -> Tensor:
+            with torch.no_grad():
+                return sum(piece(theta) for piece in pieces)
+
+        return self._reduce(self._with_fallback(compute))
 
     def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
         """(E(θ), ∇E(θ)) from one forward and one backward pass per micro-batch."""
         theta = self.check_theta(theta).detach().requires_grad_(True)
-        loss = torch.zeros((), dtype=theta.dtype, device=theta.device)
-        grad = torch.zeros_like(theta)
-        with torch.enable_grad():
-            for piece in self.pieces:
-                value = piece(theta)
-                (g,) = torch.autograd.grad(value, theta, grad_outputs=torch.ones_like(value))
-                loss, grad = loss + value.detach(), grad + g
+
+        def compute(pieces: list[Piece]) -> tuple[Tensor, Tensor]:
+            loss = torch.zeros((), dtype=theta.dtype, device=theta.device)
+            grad = torch.zeros_like(theta)
+            with torch.enable_grad():
+                for piece in pieces:
+                    value = piece(theta)
+                    (g,) = torch.autograd.grad(value, theta, grad_outputs=torch.ones_like(value))
+                    loss, grad = loss + value.detach(), grad + g
+            return loss, grad
+
+        loss, grad = self._with_fallback(compute)
         if theta.is_complex():
             grad = grad.conj()
         return self._reduce(loss), self._reduce(grad)

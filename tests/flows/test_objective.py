@@ -198,3 +198,28 @@ def test_bad_inputs_raise_clear_errors():
         Objective.from_module(lambda z: z, _half_mse, (x, y))
     with pytest.raises(ValueError, match="dim must be a positive int"):
         Objective.from_function(lambda t: t.sum(), dim=0)
+
+
+def test_compiled_loss_matches_eager_and_failures_fall_back():
+    import warnings
+
+    from experiments.datasets import fc_tanh, teacher_student
+
+    x, y = teacher_student(n=32, d_in=4, d_out=2, width=6)
+    model = fc_tanh((4, 8, 2), dtype=torch.float64)
+    eager = Objective.from_module(model, torch.nn.functional.mse_loss, (x, y))
+    fast = Objective.from_module(model, torch.nn.functional.mse_loss, (x, y), compile="aot_eager")
+    theta = eager.theta0
+    l0, g0 = eager.loss_and_grad(theta)
+    l1, g1 = fast.loss_and_grad(theta)
+    torch.testing.assert_close(l1, l0, rtol=1e-12, atol=0)
+    torch.testing.assert_close(g1, g0, rtol=1e-12, atol=1e-15)
+    torch.testing.assert_close(fast.hvp(theta, g0), eager.hvp(theta, g0))  # HVPs stay eager
+    broken = Objective.from_module(model, torch.nn.functional.mse_loss, (x, y), compile="no-such-backend")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        l2, g2 = broken.loss_and_grad(theta)
+    assert any("torch.compile" in str(w.message) for w in caught) and broken.compile is False
+    torch.testing.assert_close(g2, g0)
+    with pytest.raises(ValueError, match="compile"):
+        Objective.from_module(model, torch.nn.functional.mse_loss, (x, y), compile=3)
