@@ -61,10 +61,6 @@ def _straightness_callback():
     return callback
 
 
-def _segments_summary(segments) -> list[dict]:
-    return [s.to_dict() for s in segments]
-
-
 def run(config: Config, out: Path, ctx) -> None:
     toy = toys.get("corridor-xy2", device=ctx.device)
     det = CorridorDetector(score_threshold=config.score_threshold)
@@ -83,8 +79,8 @@ def run(config: Config, out: Path, ctx) -> None:
     gd.save(out / "digits")
     scores = gd.metric("corridor_score")
     summary = {
-        "toy": {"segments": _segments_summary(toy_segments), "final_score": float(traj.metric("corridor_score")[-1])},
-        "digits": {"segments": _segments_summary(digits_segments), "min_score": float(np.nanmin(scores)),
+        "toy": {"segments": [s.to_dict() for s in toy_segments], "final_score": float(traj.metric("corridor_score")[-1])},
+        "digits": {"segments": [s.to_dict() for s in digits_segments], "min_score": float(np.nanmin(scores)),
                    "median_score": float(np.nanmedian(scores)),
                    "median_straightness": float(np.nanmedian(gd.metric("straightness")))},
     }

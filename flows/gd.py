@@ -94,8 +94,10 @@ def gradient_descent(
     every ``sharpness_every`` steps, λ_max (``sharpness``, from ``tracker`` or
     a warm-started top-1 tracker). A controller's ``info`` entries are recorded
     as metrics too. Divergence is an outcome: when the loss turns non-finite
-    or exceeds ``max_loss`` (default 1e12·max(1, |E(θ₀)|)) the run stops, records a ``divergence`` event, and
-    returns what it has (status ``"diverged"``).
+    or exceeds ``max_loss`` (default 1e12·max(1, |E(θ₀)|)) the run stops,
+    records a ``divergence`` event, and returns what it has (status
+    ``"diverged"``). A non-finite step proposed by the controller is refused
+    the same way (a ``refused_step`` event; θ stays at the last state).
 
     Returns:
         a :class:`Trajectory` with times t = Σ hᵢ.

@@ -488,8 +488,9 @@ def _check_shards(group, params: list[Tensor], batches: list[tuple[Tensor, Tenso
     import torch.distributed as dist
 
     x0, y0 = batches[0]
+    device = params[0].device  # nccl reduces CUDA tensors only; gloo takes CPU ones
     sig = torch.tensor([sum(p.numel() for p in params), x0[0].numel(), y0[0].numel() if y0.ndim > 1 else 1],
-                       dtype=torch.float64)
+                       dtype=torch.float64, device=device)
     lo, hi = sig.clone(), sig.clone()
     dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=group)
     dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=group)
@@ -499,7 +500,7 @@ def _check_shards(group, params: list[Tensor], batches: list[tuple[Tensor, Tenso
         raise ValueError(f"data-parallel shards disagree across ranks on {', '.join(what)} "
                          f"(min {lo.tolist()}, max {hi.tolist()} for [D, input, target]) on rank "
                          f"{dist.get_rank(group)}")
-    n = torch.tensor([float(n_local)], dtype=torch.float64)
+    n = torch.tensor([float(n_local)], dtype=torch.float64, device=device)
     dist.all_reduce(n, op=dist.ReduceOp.SUM, group=group)
     return int(n.item())
 

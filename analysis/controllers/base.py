@@ -177,8 +177,8 @@ class ControllerOptimizer(torch.optim.Optimizer):
     """Any :class:`StepController` as a ``torch.optim.Optimizer``.
 
     ``step(closure)`` flattens the parameters into θ, evaluates the loss and
-    gradient with ``closure`` (which zeroes nothing itself, returns the loss
-    and calls ``backward()``), asks the controller for (h, d), and writes
+    gradient with ``closure`` (the usual one: zero the gradients, compute the
+    loss, call ``backward()``, return the loss), asks the controller for (h, d), and writes
     θ − h d back. The controller may call the closure again (PAL, Alice, DAL
     with finite differences). All parameters form one flat θ, so a single
     parameter group is required. ``state_dict()`` carries the controller's
