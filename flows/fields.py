@@ -44,8 +44,12 @@ def principal_log(w: Tensor) -> Tensor:
     return torch.complex(torch.log(torch.clamp(w.abs(), min=KILL_FLOOR)), angle)
 
 
-def pf_coefficient(x: Tensor) -> Tensor:
+def pf_coefficient(x: Tensor, log_one_minus_x: Tensor | None = None) -> Tensor:
     """c(x) = log(1 − x)/x, complex, with c(0) = −1 (series near 0) and x = 1 floored (finite).
+
+    ``log_one_minus_x`` is the branch of log(1 − x) to use (from a
+    :class:`LogBranch` that continues it along a path); by default the branch
+    of :func:`principal_log`, whose cut lies on Re x = 1, Im x > 0.
 
     Regimes of Re c along real x: x < 0 growth (saddle escape), 0 < x < 1
     monotone decay, 1 < x < 2 oscillating decay (Re c < 0), x > 2 oscillating
@@ -56,7 +60,78 @@ def pf_coefficient(x: Tensor) -> Tensor:
     small = xc.abs() < 1e-4
     safe = torch.where(small, torch.ones_like(xc), xc)
     series = -1 - xc / 2 - xc ** 2 / 3 - xc ** 3 / 4
-    return torch.where(small, series, principal_log(1 - safe) / safe)
+    log = principal_log(1 - safe) if log_one_minus_x is None else log_one_minus_x.to(xc.dtype)
+    if log_one_minus_x is not None:  # another branch near x = 0 adds 2πik/x to the principal series
+        shift = log - principal_log(1 - xc)
+        series = series + torch.where(shift == 0, torch.zeros_like(xc), shift / torch.where(xc == 0, safe, xc))
+    return torch.where(small, series, log / safe)
+
+
+BRANCHES = ("principal", "continued")
+
+
+class LogBranch:
+    """log(1 − xᵢ) along a path of eigenvalue sets x(t) ∈ Cⁿ, watching the branch cut.
+
+    The complex PF state of a non-quadratic objective has a complex-symmetric
+    Hessian whose eigenvalues x = hλ leave the real axis and can cross the cut
+    of :func:`principal_log` (Re x = 1, Im x > 0), where log(1 − x) jumps by
+    2πi. Every branch log(1 − x) + 2πik reproduces GD at t = n·h on a
+    quadratic; they differ in how many turns the state makes between steps.
+
+    Each call matches the new eigenvalues to the previous call's (nearest
+    assignment) and detects a crossing of the cut (the principal value moved
+    by more than π since the previous call). ``mode``:
+
+    * ``"principal"`` (default): return the principal branch (the least
+      rotation per step, the best match to GD measured on the bundled toys);
+      the field then has a jump at the cut, and each crossing is counted.
+    * ``"continued"``: add the multiple of 2πi that keeps each log(1 − xᵢ)
+      continuous with the previous call (analytic continuation along the
+      path; the first call is principal, log|1 − x| + iπ for real x > 1).
+      Paths that wind around the branch point x = 1 then accumulate turns.
+
+    ``crossings`` counts cut crossings, ``first_crossing`` holds (t, x) of the
+    first. Colliding eigenvalues (an exceptional point) cannot be told apart.
+    """
+
+    def __init__(self, mode: str = "principal") -> None:
+        if mode not in BRANCHES:
+            raise ValueError(f"branch mode must be one of {BRANCHES}, got {mode!r}")
+        self.mode = mode
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the path (a new integration starts)."""
+        self._x: Tensor | None = None
+        self._log: Tensor | None = None
+        self._turns: Tensor | None = None
+        self.crossings = 0
+        self.first_crossing: tuple[float | None, complex] | None = None
+
+    def __call__(self, x: Tensor, t: float | None = None) -> Tensor:
+        """log(1 − x) for eigenvalues ``x`` (n,) on this path's branch; same order as ``x``."""
+        x = torch.as_tensor(x)
+        x = x.to(torch.promote_types(x.dtype, torch.complex64))
+        log = principal_log(1 - x)
+        turns = torch.zeros(x.shape, dtype=log.real.dtype, device=x.device)
+        if self._x is not None and self._x.shape == x.shape:
+            from scipy.optimize import linear_sum_assignment
+
+            cost = (x[:, None] - self._x[None, :]).abs().detach().cpu().numpy()
+            _, match = linear_sum_assignment(cost)
+            match_t = torch.as_tensor(match, device=x.device)
+            needed = torch.round((self._log[match_t].imag - log.imag) / (2 * math.pi))
+            crossed = needed != self._turns[match_t]
+            if bool(crossed.any()):
+                self.crossings += int(crossed.sum())
+                if self.first_crossing is None:
+                    self.first_crossing = (t, complex(x[crossed][0]))
+            if self.mode == "continued":
+                turns = needed
+                log = log + 2j * math.pi * turns
+        self._x, self._log, self._turns = x.detach().clone(), log.detach().clone(), turns
+        return log
 
 
 # ----------------------------------------------------------------- fields
@@ -82,21 +157,30 @@ def third_order(objective: Objective, theta: Tensor, lr: float, **_: object) -> 
     return -g - 0.5 * lr * hg - lr ** 2 * (h2g / 3 + t / 12)
 
 
-def pf(objective: Objective, theta: Tensor, lr: float, **_: object) -> Tensor:
+def pf(objective: Objective, theta: Tensor, lr: float, *, branch: LogBranch | None = None,
+       t: float | None = None, **_: object) -> Tensor:
     """Exact principal flow θ' = c(hH) g from the dense Hessian (small D).
 
     Real θ: H = U Λ Uᵀ (eigh), θ' = U c(hΛ) Uᵀ g, complex as soon as some
     hλ > 1. Complex θ: H is complex symmetric, H = V Λ V⁻¹ (eig), θ' = V c(hΛ) V⁻¹ g.
     The result is always complex (the PF state lives in Cᴰ).
+
+    Along a path, pass one ``branch`` (a :class:`LogBranch`) to every call:
+    it counts crossings of the branch cut (complex eigenvalues crossing
+    Re hλ = 1 with Im hλ > 0) and, in ``"continued"`` mode, continues
+    log(1 − hλᵢ) analytically so the field stays continuous there
+    (``integrate`` passes one). Without it each call uses the principal branch.
     """
     g = objective.grad(theta)
     h = objective.hessian(theta)
     if not theta.is_complex():
         lam, u = torch.linalg.eigh(h)
-        coeff = pf_coefficient(lr * lam)
+        x = lr * lam
+        coeff = pf_coefficient(x, None if branch is None else branch(x, t))
         return (u.to(coeff.dtype) * coeff) @ (u.T.to(coeff.dtype) @ g.to(coeff.dtype))
     lam, v = torch.linalg.eig(h)
-    coeff = pf_coefficient(lr * lam)
+    x = lr * lam
+    coeff = pf_coefficient(x, None if branch is None else branch(x, t))
     return v @ (coeff * torch.linalg.solve(v, g.to(v.dtype)))
 
 
@@ -155,6 +239,8 @@ FIELDS: dict[str, Callable[..., Tensor]] = {
     "pf_topk_igr": pf_topk_igr,
 }
 COMPLEX_FIELDS = frozenset({"pf"})
+# options a caller may pass to a field through ``integrate(..., flow_options=...)``
+FLOW_OPTIONS: dict[str, tuple[str, ...]] = {"pf": ("branch",), "pf_topk": ("rest",), "pf_topk_igr": ()}
 
 
 def get_field(name: str) -> Callable[..., Tensor]:

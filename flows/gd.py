@@ -7,6 +7,7 @@ constant rate), so GD and the flows share one time axis.
 from __future__ import annotations
 
 import math
+from time import monotonic
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -72,6 +73,22 @@ def check_count(name: str, value: int, *, minimum: int = 0) -> int:
     return value
 
 
+class Budget:
+    """A wall-clock allowance in seconds (None: unlimited); :meth:`exceeded` is checked between evaluations."""
+
+    def __init__(self, seconds: float | None) -> None:
+        if seconds is not None:
+            check_positive("time_budget", seconds)
+        self.seconds = seconds
+        self.start = monotonic()
+
+    def remaining(self) -> float | None:
+        return None if self.seconds is None else max(self.seconds - (monotonic() - self.start), 1e-9)
+
+    def exceeded(self) -> bool:
+        return self.seconds is not None and monotonic() - self.start > self.seconds
+
+
 def gradient_descent(
     objective: Objective,
     theta0: Tensor | None = None,
@@ -86,7 +103,8 @@ def gradient_descent(
     tracker: EigenTracker | None = None,
     max_loss: float | None = None,
     callbacks: Sequence[Callable[[StepContext, Recorder], None]] = (),
-    progress: bool = False,
+    time_budget: float | None = None,
+    progress: bool | None = None,
 ) -> Trajectory:
     """Run GD for ``steps`` steps from ``theta0`` (default ``objective.theta0``).
 
@@ -98,6 +116,9 @@ def gradient_descent(
     records a ``divergence`` event, and returns what it has (status
     ``"diverged"``). A non-finite step proposed by the controller is refused
     the same way (a ``refused_step`` event; θ stays at the last state).
+    ``time_budget`` (wall-clock seconds) stops the run with status
+    ``"stopped"`` and a ``time_budget`` event; ``progress`` shows a bar
+    (``None``: only when the run takes more than 2 s).
 
     Returns:
         a :class:`Trajectory` with times t = Σ hᵢ.
@@ -117,6 +138,7 @@ def gradient_descent(
         raise TypeError(f"controller must have a decide(ctx) method, got {type(controller).__name__}")
     if sharpness_every and tracker is None:
         tracker = EigenTracker(k=1, tol=1e-3)
+    budget = Budget(time_budget)
 
     rec = Recorder(objective.dim, states, projection_size)
     config = {"kind": "gd", "lr": lr, "steps": steps, "momentum": momentum, "objective": objective.name,
@@ -171,6 +193,12 @@ def gradient_descent(
             theta = new_theta
             time += decision.lr
             bar.update(1)
+            if budget.exceeded():
+                rec.add(time, theta, **_measure(objective, theta, n + 1))
+                rec.events.append({"kind": "time_budget", "step": n + 1, "time": time,
+                                   "reason": f"wall-clock budget of {budget.seconds} s used up"})
+                status = "stopped"
+                break
     except KeyboardInterrupt:
         status = "interrupted"
         rec.events.append({"kind": "interrupted", "step": len(rec.times) - 1, "time": time})
@@ -206,9 +234,15 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool, desc: str):
-    if not enabled:
+def _measure(objective: Objective, theta: Tensor, step: int) -> dict[str, float]:
+    loss, grad = objective.loss_and_grad(theta)
+    return {"loss": float(loss), "grad_norm": float(torch.linalg.vector_norm(grad)), "step": step}
+
+
+def _progress(total: float, enabled: bool | None, desc: str):
+    """A tqdm bar on stderr; ``enabled=None`` shows it only once the loop has run for 2 s."""
+    if enabled is False:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False)
+    return tqdm(total=total, desc=desc, leave=False, delay=2.0 if enabled is None else 0.0)

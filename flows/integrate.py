@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from .fields import COMPLEX_FIELDS, FIELDS, get_field, pf_coefficient
-from .gd import _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
+from .fields import COMPLEX_FIELDS, FIELDS, FLOW_OPTIONS, LogBranch, get_field, pf_coefficient
+from .gd import Budget, _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
 from .objective import Objective
-from .spectrum import EigenTracker, NonFiniteSpectrumError, top_eigenpairs
+from .spectrum import DENSE_MAX_DIM, EigenTracker, NonFiniteSpectrumError, top_eigenpairs
 from .trajectory import Recorder, Trajectory
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
@@ -69,19 +69,52 @@ def _time_grid(times, steps: int | None, lr: float, dtype: torch.dtype) -> Tenso
     return t
 
 
-def stiffness(objective: Objective, theta: Tensor, flow: str, lr: float) -> float:
+def stiffness(objective: Objective, theta: Tensor, flow: str, lr: float, *, floor: float = 0.0) -> float:
     """An estimate of the largest rate |∂F/∂θ| of the flow at θ (for explicit step-size bounds).
 
-    GF: |λ|max; IGR: |λ|max(1 + h|λ|max/2); PF: max |c(hλ)λ| over the extreme pair.
+    GF: |λ|max; IGR: |λ|max(1 + h|λ|max/2 + (h|λ|max)²/3); PF: max |c(hλ)λ| over
+    the extreme pair; |λ|max is taken as at least ``floor`` (e.g. 2/h, which
+    the sharpness reaches at the edge of stability).
     """
     theta_r = theta.real if theta.is_complex() else theta
     lam = float(top_eigenpairs(objective, theta_r.detach(), 1, "LM", tol=1e-2).values[0])
+    if abs(lam) < floor:
+        lam = math.copysign(floor, lam) if lam else floor
     a = abs(lam)
     if flow.startswith("pf"):
         return max(a, float(abs(pf_coefficient(torch.tensor(lr * lam)) * lam)))
-    if flow in ("igr", "third_order"):
+    if flow in ("igr", "third_order") or flow.endswith("_igr"):
         return a * (1 + lr * a / 2 + (lr * a) ** 2 / 3)
     return a
+
+
+def default_tolerances(dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol) for adaptive methods by precision: 1e-7/1e-9 in float64, 1e-4/1e-6 in float32.
+
+    Tighter than ~100·eps cannot be met and makes adaptive solvers crawl.
+    """
+    real = torch.empty(0, dtype=dtype).real.dtype
+    return (1e-7, 1e-9) if real == torch.float64 else (1e-4, 1e-6)
+
+
+def default_method(objective: Objective) -> str:
+    """``"dopri5"`` for small objectives (D ≤ 300: toys, dense spectra), ``"rk4"`` for networks.
+
+    On a network an adaptive solver at tight tolerances spends hundreds of field
+    evaluations per GD step; fixed-step RK4 at the stiffness bound needs 4 per
+    substep and its cost is known before the run.
+    """
+    return "dopri5" if objective.dim <= DENSE_MAX_DIM else "rk4"
+
+
+def _flow_options(flow: str, flow_options: dict | None) -> dict:
+    valid = FLOW_OPTIONS.get(flow, ())
+    options = dict(flow_options or {})
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown flow_options {unknown} for flow {flow!r}; valid choices: "
+                         f"{', '.join(valid) if valid else 'none'}")
+    return options
 
 
 def integrate(
@@ -90,168 +123,239 @@ def integrate(
     flow: str = "gf",
     lr: float = 0.1,
     times: Sequence[float] | Tensor | None = None,
-    method: str = "dopri5",
+    method: str = "auto",
     *,
     steps: int | None = None,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: float | None = None,
+    atol: float | None = None,
     step_size: float | None = None,
     max_num_steps: int = 5_000,
     k: int = 10,
     tracker: EigenTracker | None = None,
     eig_tol: float = 1e-3,
-    eig_refresh: float = 0.0,
+    eig_refresh: float | None = None,
+    flow_options: dict | None = None,
     states: str = "full",
     projection_size: int = 64,
     chunk: int = 16,
     max_loss: float | None = None,
-    progress: bool = False,
+    time_budget: float | None = None,
+    progress: bool | None = None,
 ) -> Trajectory:
     """Solve θ' = F_flow(θ; h=lr) from θ0 and record θ at ``times`` (or at t = n·lr, n ≤ steps).
 
     Args:
         flow: one of ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``, ``pf_topk_igr``.
-        method: a torchdiffeq method: adaptive ``dopri5`` (default), ``dopri8``,
-            ``bosh3``, ``adaptive_heun``, ``fehlberg2``; fixed ``rk4``, ``euler``,
-            ``midpoint``, ``explicit_adams``, ``implicit_adams``.
-        rtol, atol: tolerances of adaptive methods.
-        step_size: fixed-step size; default min(lr, 1/stiffness(θ0)) (a stability bound).
+        method: ``"auto"`` (default: :func:`default_method`, dopri5 for D ≤ 300,
+            rk4 at the stiffness bound for networks) or a torchdiffeq method:
+            adaptive ``dopri5``, ``dopri8``, ``bosh3``, ``adaptive_heun``,
+            ``fehlberg2``; fixed ``rk4``, ``euler``, ``midpoint``,
+            ``explicit_adams``, ``implicit_adams``.
+        rtol, atol: tolerances of adaptive methods; default by θ's precision
+            (:func:`default_tolerances`: 1e-7/1e-9 in float64, 1e-4/1e-6 in float32).
+        step_size: fixed-step size; default min(lr, 1/stiffness) with the
+            stiffness of :func:`stiffness` at θ0 and, for networks (D > 300),
+            λ_max taken as at least 2/lr, the value it reaches at the edge of stability.
         max_num_steps: solver steps allowed per chunk before it gives up.
         k, tracker: top-k eigenpairs for ``pf_topk`` (a warm-started EigenTracker).
         eig_tol: residual tolerance of that tracker (when integrate makes it).
         eig_refresh: re-solve the eigenpairs only after this much flow time
             (0: at every field evaluation; ``lr``: about once per GD step).
+            Default: 0 for D ≤ 300, ``lr`` for networks.
+        flow_options: extra options of the field, checked by name: for ``pf``,
+            ``branch`` = ``"principal"`` (default) or ``"continued"`` (see
+            :class:`~flows.fields.LogBranch`); for ``pf_topk``, ``rest``.
         states, projection_size: what to keep of θ (``full``, ``projection``, ``none``).
         max_loss: stop (status ``diverged``) past this loss; ``None`` means
             1e12·max(1, |E(θ₀)|), so a blow-up is caught before it overflows.
+        time_budget: wall-clock seconds; past it the run stops with status
+            ``"stopped"`` and a ``time_budget`` event, keeping what it reached.
+        progress: a progress bar over flow time (``None``: shown only when the
+            call takes more than 2 s).
 
     Returns:
         a :class:`Trajectory`; ``pf`` states are complex and its metrics hold
         the loss of the real part and ``imag_norm`` = ‖Im θ‖. A solver failure
         (step underflow, too many steps) returns what was computed with status
         ``"failed"`` and a ``solver_failure`` event saying where and what to try.
+        For ``pf``, crossings of the logarithm's branch cut are counted in
+        ``config["pf_branch_crossings"]`` and the first is a ``pf_branch_cut`` event.
     """
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
     fieldfn = get_field(flow)
+    if method == "auto":
+        method = default_method(objective)
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid choices: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {method!r}; valid choices: auto, {', '.join(METHODS)}")
     lr = check_positive("lr", lr)
-    rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     chunk = check_count("chunk", chunk, minimum=1)
     max_num_steps = check_count("max_num_steps", max_num_steps, minimum=1)
+    budget = Budget(time_budget)
+    options = _flow_options(flow, flow_options)
     theta = _initial(objective, theta0)
     if theta.is_complex() and flow not in COMPLEX_FIELDS:
         raise TypeError(f"flow {flow!r} needs a real θ0 (only {sorted(COMPLEX_FIELDS)} run in Cᴰ)")
+    default_rtol, default_atol = default_tolerances(theta.dtype)
+    rtol = check_positive("rtol", default_rtol if rtol is None else rtol)
+    atol = check_positive("atol", default_atol if atol is None else atol)
     grid = _time_grid(times, steps, lr, theta.real.dtype)
     is_complex = flow in COMPLEX_FIELDS
     if is_complex and not theta.is_complex():
         theta = theta.to(torch.complex128 if theta.dtype == torch.float64 else torch.complex64)
-    options: dict = {}
+    branch = None
+    if flow == "pf":
+        branch = LogBranch(options.pop("branch", "principal"))
+        options["branch"] = branch
     if flow in ("pf_topk", "pf_topk_igr"):
         k = check_count("k", k, minimum=1)
+        if eig_refresh is None:
+            eig_refresh = 0.0 if objective.dim <= DENSE_MAX_DIM else lr
         tracker = tracker or EigenTracker(k=min(k, objective.dim), tol=check_positive("eig_tol", eig_tol),
-                                          method="dense" if objective.dim <= 300 else "auto")
-        options = {"tracker": tracker, "refresh": check_positive("eig_refresh", eig_refresh, allow_zero=True)}
+                                          method="dense" if objective.dim <= DENSE_MAX_DIM else "auto")
+        options.update(tracker=tracker, refresh=check_positive("eig_refresh", eig_refresh, allow_zero=True))
     if method in FIXED_METHODS:
         if step_size is None:
-            step_size = min(lr, 1.0 / max(stiffness(objective, theta, flow, lr), 1e-12))
+            floor = 2.0 / lr if objective.dim > DENSE_MAX_DIM else 0.0
+            step_size = min(lr, 1.0 / max(stiffness(objective, theta, flow, lr, floor=floor), 1e-12))
         solver_options = {"step_size": check_positive("step_size", step_size)}
     else:
         solver_options = {"max_num_steps": max_num_steps}
-
-    dim = objective.dim
-    counter = {"evals": 0, "t": float(grid[0])}
-
-    def pack(z: Tensor) -> Tensor:
-        return torch.view_as_real(z).reshape(-1) if is_complex else z
-
-    def unpack(y: Tensor) -> Tensor:
-        return torch.view_as_complex(y.reshape(dim, 2)) if is_complex else y
-
-    def rhs(t: Tensor, y: Tensor) -> Tensor:
-        counter["evals"] += 1
-        counter["t"] = float(t)
-        try:
-            out = pack(fieldfn(objective, unpack(y), lr, k=k, t=float(t), **options))
-        except (NonFiniteSpectrumError, torch.linalg.LinAlgError) as err:  # the state has blown up
-            raise _Diverged(f"eigendecomposition failed at t={float(t):.6g}: {err}") from None
-        if not bool(torch.isfinite(out).all()):
-            raise _Diverged(f"non-finite vector field at t={float(t):.6g}")
-        return out
-
-    rec = Recorder(dim, states, projection_size)
-
-    def record(t: float, z: Tensor) -> float:
-        real = z.real.contiguous() if z.is_complex() else z
-        loss, grad = objective.loss_and_grad(real)
-        row = {"loss": float(loss), "grad_norm": float(torch.linalg.vector_norm(grad)),
-               "evals": counter["evals"]}
-        if is_complex:
-            row["imag_norm"] = float(torch.linalg.vector_norm(z.imag))
-        rec.add(t, z, **row)
-        return row["loss"]
-
     config = {"kind": "flow", "flow": flow, "lr": lr, "method": method, "rtol": rtol, "atol": atol,
               "step_size": step_size, "k": k if flow.startswith("pf_topk") else None,
               "eig_refresh": eig_refresh if flow.startswith("pf_topk") else None, "objective": objective.name,
-              "dtype": str(theta.dtype), "device": str(theta.device)}
-    status = "complete"
-    y = pack(theta)
-    loss0 = record(float(grid[0]), theta)
-    max_loss = loss_bound(max_loss, loss0)
-    bar = _progress(len(grid) - 1, progress, flow)
-    tgrid = grid.to(dtype=y.dtype if not is_complex else theta.real.dtype, device=y.device)
-    i = 0
-    step_chunk = chunk
-    try:
-        with torch.no_grad():
-            while i < len(grid) - 1:
-                seg = tgrid[i:i + step_chunk + 1]
-                try:
-                    sol = odeint(rhs, y, seg, method=method, rtol=rtol, atol=atol, options=solver_options)
-                except (_Diverged, AssertionError) as err:
-                    if len(seg) > 2:  # redo this chunk one grid interval at a time, keeping what can be reached
-                        step_chunk = 1
-                        continue
-                    if isinstance(err, _Diverged):
-                        rec.events.append({"kind": "divergence", "time": counter["t"], "step": i,
-                                           "reason": str(err)})
-                        status = "diverged"
-                        break
-                    # torchdiffeq asserts on 'underflow in dt' and 'max_num_steps exceeded'
-                    hint = ("the flow is stiff here: try method='rk4' with a smaller step_size, "
-                            "looser rtol/atol, or a smaller lr" if "underflow" in str(err)
-                            else "raise max_num_steps, loosen rtol/atol, or use a fixed-step method")
-                    rec.events.append({"kind": "solver_failure", "time": counter["t"], "step": i,
-                                       "reason": str(err), "suggestion": hint})
-                    warnings.warn(f"{flow} integration stopped at t={counter['t']:.6g}: {err}; {hint}",
-                                  RuntimeWarning, stacklevel=2)
-                    status = "failed"
-                    break
-                diverged = False
-                for t, yy in zip(seg[1:], sol[1:]):
-                    loss = record(float(t), unpack(yy))
-                    if not math.isfinite(loss) or loss > max_loss:
-                        rec.events.append({"kind": "divergence", "time": float(t), "step": len(rec.times) - 1,
-                                           "loss": loss, "reason": "loss non-finite or above max_loss"})
-                        diverged = True
-                        break
-                if diverged:
-                    status = "diverged"
-                    break
-                y = sol[-1]
-                bar.update(len(seg) - 1)
-                i += len(seg) - 1
-    except KeyboardInterrupt:
-        status = "interrupted"
-        rec.events.append({"kind": "interrupted", "time": rec.times[-1], "step": len(rec.times) - 1})
-    finally:
-        bar.close()
+              "dtype": str(theta.dtype), "device": str(theta.device), "time_budget": time_budget}
+    if branch is not None:
+        config["pf_branch"] = branch.mode
+    run = _FlowRun(objective, fieldfn, lr, k, options, is_complex, budget,
+                   Recorder(objective.dim, states, projection_size))
+    status = run.solve(theta, grid, method, rtol, atol, solver_options, chunk, max_loss, progress, flow)
     if tracker is not None:
         config["eigen_matvecs"] = tracker.total_matvecs
-    config["field_evaluations"] = counter["evals"]
-    return rec.build(config, status)
+        config["eigen_solves"] = tracker.updates
+    config["field_evaluations"] = run.evals
+    if branch is not None:
+        config["pf_branch_crossings"] = branch.crossings
+        if branch.first_crossing is not None:
+            t_cross, x_cross = branch.first_crossing
+            run.rec.events.append({"kind": "pf_branch_cut", "time": t_cross, "x": [x_cross.real, x_cross.imag],
+                                   "crossings": branch.crossings, "branch": branch.mode,
+                                   "reason": "a complex eigenvalue hλ crossed Re hλ = 1 with Im hλ > 0, where "
+                                             "log(1 − hλ) has its cut: past this time the exact PF depends on "
+                                             "the branch (flow_options={'branch': ...})"})
+            warnings.warn(f"pf: hλ = {x_cross:.4g} crossed the logarithm's branch cut at t ≈ {t_cross:.4g} "
+                          f"({branch.crossings} crossing(s), branch {branch.mode!r}); the complex PF is "
+                          "branch-dependent from there (see the pf_branch_cut event)", RuntimeWarning, stacklevel=2)
+    return run.rec.build(config, status)
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+class _FlowRun:
+    """One integration: the right-hand side, recording, and the chunked solve with its stop conditions."""
+
+    def __init__(self, objective: Objective, fieldfn, lr: float, k: int, options: dict, is_complex: bool,
+                 budget: Budget, rec: Recorder) -> None:
+        self.objective, self.fieldfn, self.lr, self.k, self.options = objective, fieldfn, lr, k, options
+        self.is_complex, self.budget, self.rec = is_complex, budget, rec
+        self.evals, self.t = 0, 0.0
+        self.bar = None
+
+    def pack(self, z: Tensor) -> Tensor:
+        return torch.view_as_real(z).reshape(-1) if self.is_complex else z
+
+    def unpack(self, y: Tensor) -> Tensor:
+        return torch.view_as_complex(y.reshape(self.objective.dim, 2)) if self.is_complex else y
+
+    def rhs(self, t: Tensor, y: Tensor) -> Tensor:
+        if self.budget.exceeded():
+            raise _OutOfTime()
+        self.evals += 1
+        self.t = float(t)
+        if self.bar is not None:
+            self.bar.set_postfix(t=f"{self.t:.4g}", evals=self.evals, refresh=False)
+        try:
+            out = self.pack(self.fieldfn(self.objective, self.unpack(y), self.lr, k=self.k, t=self.t,
+                                         **self.options))
+        except (NonFiniteSpectrumError, torch.linalg.LinAlgError) as err:  # the state has blown up
+            raise _Diverged(f"eigendecomposition failed at t={self.t:.6g}: {err}") from None
+        if not bool(torch.isfinite(out).all()):
+            raise _Diverged(f"non-finite vector field at t={self.t:.6g}")
+        return out
+
+    def record(self, t: float, z: Tensor) -> float:
+        real = z.real.contiguous() if z.is_complex() else z
+        loss, grad = self.objective.loss_and_grad(real)
+        row = {"loss": float(loss), "grad_norm": float(torch.linalg.vector_norm(grad)), "evals": self.evals}
+        if self.is_complex:
+            row["imag_norm"] = float(torch.linalg.vector_norm(z.imag))
+        self.rec.add(t, z, **row)
+        return row["loss"]
+
+    def solve(self, theta: Tensor, grid: Tensor, method: str, rtol: float, atol: float, solver_options: dict,
+              chunk: int, max_loss: float | None, progress: bool | None, flow: str) -> str:
+        """Advance ``chunk`` grid intervals per torchdiffeq call; the final status."""
+        rec, status = self.rec, "complete"
+        y = self.pack(theta)
+        max_loss = loss_bound(max_loss, self.record(float(grid[0]), theta))
+        tgrid = grid.to(dtype=theta.real.dtype, device=y.device)
+        self.bar = _progress(float(grid[-1] - grid[0]), progress, flow)
+        i, step_chunk = 0, chunk
+        try:
+            with torch.no_grad():
+                while i < len(grid) - 1:
+                    seg = tgrid[i:i + step_chunk + 1]
+                    try:
+                        sol = odeint(self.rhs, y, seg, method=method, rtol=rtol, atol=atol, options=solver_options)
+                    except _OutOfTime:
+                        rec.events.append({"kind": "time_budget", "time": rec.times[-1], "step": i,
+                                           "reason": f"wall-clock budget of {self.budget.seconds} s used up"})
+                        status = "stopped"
+                        break
+                    except (_Diverged, AssertionError) as err:
+                        if len(seg) > 2:  # redo this chunk one grid interval at a time, keeping what can be reached
+                            step_chunk = 1
+                            continue
+                        status = self._failure(err, i, flow)
+                        break
+                    n_ok = self._record_chunk(seg, sol, max_loss)
+                    if n_ok < len(seg) - 1:
+                        status = "diverged"
+                        break
+                    y = sol[-1]
+                    self.bar.update(float(seg[-1] - seg[0]))
+                    i += len(seg) - 1
+        except KeyboardInterrupt:
+            status = "interrupted"
+            rec.events.append({"kind": "interrupted", "time": rec.times[-1], "step": len(rec.times) - 1})
+        finally:
+            self.bar.close()
+        return status
+
+    def _record_chunk(self, seg: Tensor, sol: Tensor, max_loss: float) -> int:
+        """Record the chunk's points up to a divergence; how many were fine."""
+        for j, (t, yy) in enumerate(zip(seg[1:], sol[1:])):
+            loss = self.record(float(t), self.unpack(yy))
+            if not math.isfinite(loss) or loss > max_loss:
+                self.rec.events.append({"kind": "divergence", "time": float(t), "step": len(self.rec.times) - 1,
+                                        "loss": loss, "reason": "loss non-finite or above max_loss"})
+                return j
+        return len(seg) - 1
+
+    def _failure(self, err: Exception, step: int, flow: str) -> str:
+        if isinstance(err, _Diverged):
+            self.rec.events.append({"kind": "divergence", "time": self.t, "step": step, "reason": str(err)})
+            return "diverged"
+        # torchdiffeq asserts on 'underflow in dt' and 'max_num_steps exceeded'
+        hint = ("the flow is stiff here: try method='rk4' with a smaller step_size, "
+                "looser rtol/atol, or a smaller lr" if "underflow" in str(err)
+                else "raise max_num_steps, loosen rtol/atol, or use a fixed-step method")
+        self.rec.events.append({"kind": "solver_failure", "time": self.t, "step": step,
+                                "reason": str(err), "suggestion": hint})
+        warnings.warn(f"{flow} integration stopped at t={self.t:.6g}: {err}; {hint}", RuntimeWarning, stacklevel=4)
+        return "failed"
 
 
 def compare(
@@ -259,26 +363,44 @@ def compare(
     theta0: Tensor | None = None,
     lr: float = 0.1,
     steps: int = 50,
-    flows: Sequence[str] = ("gf", "igr", "pf_topk"),
+    flows: Sequence[str] | str = ("gf", "igr", "pf_topk"),
     *,
-    method: str = "dopri5",
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    method: str = "auto",
+    rtol: float | None = None,
+    atol: float | None = None,
     k: int = 10,
     states: str = "full",
-    progress: bool = False,
+    time_budget: float | None = None,
+    progress: bool | None = None,
     **kwargs,
 ) -> Comparison:
-    """GD and each flow on the grid t = n·lr, n = 0..steps, with drift and loss gaps per step."""
+    """GD and each flow on the grid t = n·lr, n = 0..steps, with drift and loss gaps per step.
+
+    ``flows`` is a flow name or a sequence of names. When GD diverges at step
+    m the flows are integrated only to t = m·lr (the drift is undefined past
+    it; ``config["horizon"]`` of each flow says so). ``time_budget`` (seconds)
+    bounds the whole call: each flow gets what GD and the earlier flows left.
+    Other keyword arguments go to :func:`integrate`.
+    """
+    if isinstance(flows, str):
+        flows = (flows,)
     for name in flows:
         if name not in FIELDS:
             raise ValueError(f"unknown flow {name!r}; valid choices: {', '.join(FIELDS)}")
+    budget = Budget(time_budget)
     theta = _initial(objective, theta0)
-    gd = gradient_descent(objective, theta, lr, steps, states="full", progress=progress)
+    gd = gradient_descent(objective, theta, lr, steps, states="full", progress=progress,
+                          time_budget=budget.remaining())
     result = Comparison(gd, {})
+    horizon = len(gd) - 1
     for name in flows:
-        traj = integrate(objective, theta, name, lr, steps=steps, method=method, rtol=rtol, atol=atol, k=k,
-                         states="full", progress=progress, **kwargs)
+        if horizon < 1 or budget.exceeded():
+            break
+        traj = integrate(objective, theta, name, lr, steps=horizon, method=method, rtol=rtol, atol=atol, k=k,
+                         states="full", progress=progress, time_budget=budget.remaining(), **kwargs)
+        traj.config["horizon"] = horizon
+        if horizon < steps:
+            traj.config["horizon_reason"] = f"GD {gd.status} at step {horizon}"
         n = min(len(traj), len(gd))
         diff = np.real(traj.states[:n]) - gd.states[:n]
         result.drift[name] = np.linalg.norm(diff, axis=1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
@@ -136,6 +137,7 @@ class Objective:
         total_size: int | None = None,
         process_group: Any = "auto",
         compile: bool | str = False,
+        stochastic_seed: int | None = None,
     ) -> Objective:
         """The full-batch loss of ``model`` on ``data`` as a function of its flat parameters.
 
@@ -151,9 +153,32 @@ class Objective:
             loss_fn: ``(outputs, targets) -> 0-d tensor``.
             data: ``(inputs, targets)`` tensors, split into ``batch_size``
                 chunks; or an iterable of ``(inputs, targets)`` micro-batches.
-            mode: ``"current"`` uses the module in the train/eval mode it has
-                at each call; ``"eval"``/``"train"`` set that mode during each
-                evaluation only and restore the caller's mode afterwards.
+            mode: ``"current"`` uses the module (and each submodule) in the
+                train/eval mode it has at each call; ``"eval"``/``"train"`` set
+                that mode during each evaluation only and restore every
+                submodule's own mode afterwards.
+            stochastic_seed: the objective is a deterministic function of θ.
+                Dropout layers (``nn.Dropout*``, ``nn.AlphaDropout``…) in train
+                mode are switched off during evaluations (a warning says so)
+                unless ``stochastic_seed`` is an int: then every evaluation
+                runs under a fixed random state (seed + micro-batch index, the
+                global RNG left untouched), i.e. one fixed dropout mask per
+                micro-batch. A loss that still differs between two identical
+                evaluations is refused at construction.
+
+        BatchNorm (and other layers with running statistics): running
+        statistics are never read in train mode and never written in any
+        mode; the module's buffers stay as they are. In train mode each
+        micro-batch is normalised by its own statistics: with ``batch_size``
+        None (the default, one micro-batch) these are the full-batch
+        statistics; with smaller micro-batches the loss depends on
+        ``batch_size`` ("ghost" batch norm; a warning says so), and in
+        data-parallel runs each rank normalises by its shard's statistics.
+
+        Parameters must be real: a complex parameter is refused (a real loss of
+        complex parameters has no holomorphic gradient; split it into real and
+        imaginary parts). Non-finite inputs or targets are refused, naming the
+        micro-batch.
             total_size: N, when ``data`` is one shard of a larger data set.
             process_group: data-parallel full batch with ``torch.distributed``:
                 each rank passes its own shard as ``data``; N is the sum of the
@@ -172,11 +197,19 @@ class Objective:
             raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if stochastic_seed is not None and (isinstance(stochastic_seed, bool) or not isinstance(stochastic_seed, int)):
+            raise ValueError(f"stochastic_seed must be None or an int, got {stochastic_seed!r}")
         names = [n for n, p in model.named_parameters() if p.requires_grad]
         params = [p for _, p in model.named_parameters() if p.requires_grad]
         if not params:
             raise ValueError("model has no trainable parameters (none with requires_grad=True)")
+        complex_params = [n for n, p in zip(names, params) if p.is_complex()]
+        if complex_params:
+            raise ValueError(f"model has complex parameters ({', '.join(complex_params[:3])}): driftlab's θ is "
+                             "real and a real loss of complex parameters has no holomorphic gradient; "
+                             "parametrize them by their real and imaginary parts (torch.view_as_real)")
         batches = _split_batches(data, batch_size)
+        _check_finite(batches)
         n_total = sum(len(x) for x, _ in batches)
         group = _resolve_group(process_group)
         if group is not None:
@@ -207,18 +240,15 @@ class Objective:
             out.update(buffers)
             return out
 
+        layers = _StatefulLayers(model, mode, stochastic_seed)
+
         def make_piece(i: int, n_b: int) -> Piece:
             w = n_b / n_total if loss_reduction == "mean" else 1.0 / n_total
 
             def piece(theta: Tensor) -> Tensor:
                 x, y = on(theta)[i]
-                previous = model.training
-                if mode != "current":
-                    model.train(mode == "train")
-                try:
-                    out = torch.func.functional_call(model, unflatten(theta), (x,))
-                finally:
-                    model.train(previous)
+                with layers.evaluation(theta.device, i) as no_stats:
+                    out = torch.func.functional_call(model, {**unflatten(theta), **no_stats}, (x,))
                 return w * _check_scalar(loss_fn(out, y), "loss_fn")
 
             return piece
@@ -234,11 +264,22 @@ class Objective:
                   name=name or type(model).__name__, reduce=reduce, compile=compile)
         obj.parameter_names, obj.parameter_shapes = names, shapes
         obj.model = model
+        layers.warn_once(len(batches))
         x0, y0 = batches[0]
-        with torch.no_grad():  # fail early on a non-scalar loss, on a two-example slice
-            real = theta0.dtype
-            out = torch.func.functional_call(model, unflatten(theta0), (_to(x0[:2], theta0.device, real),))
-            _check_scalar(loss_fn(out, _to(y0[:2], theta0.device, real)), "loss_fn")
+        with torch.no_grad():  # fail early on a non-scalar or random loss, on a slice of the first micro-batch
+            real, n_probe = theta0.dtype, min(len(x0), 8)
+            x0, y0 = _to(x0[:n_probe], theta0.device, real), _to(y0[:n_probe], theta0.device, real)
+            values = []
+            with torch.random.fork_rng(devices=[theta0.device] if theta0.device.type == "cuda" else []):
+                for _ in range(2):
+                    with layers.evaluation(theta0.device, 0) as no_stats:
+                        out = torch.func.functional_call(model, {**unflatten(theta0), **no_stats}, (x0,))
+                    values.append(_check_scalar(loss_fn(out, y0), "loss_fn"))
+            if not torch.equal(values[0], values[1]) and not bool(values[0].isnan()):
+                raise ValueError("the loss of this model is random (two identical evaluations gave "
+                                 f"{float(values[0]):.6g} and {float(values[1]):.6g}): driftlab needs a deterministic "
+                                 "E(θ); random layers other than nn.Dropout* must be switched off, or pass "
+                                 "stochastic_seed=N to evaluate under a fixed random state")
         return obj
 
     # ------------------------------------------------------------------ checks
@@ -357,7 +398,7 @@ class Objective:
                 g_b, hv_b = torch.func.jvp(gfun, (theta,), (v,))
             else:
                 g_b, hv_b = torch.func.vmap(lambda u: torch.func.jvp(gfun, (theta,), (u,)),
-                                            out_dims=(None, 0))(v)
+                                            out_dims=(None, 0), randomness="same")(v)
             grad, hv = grad + g_b, hv + hv_b
         return self._reduce(grad), self._reduce(hv)
 
@@ -503,6 +544,78 @@ def _check_shards(group, params: list[Tensor], batches: list[tuple[Tensor, Tenso
     n = torch.tensor([float(n_local)], dtype=torch.float64, device=device)
     dist.all_reduce(n, op=dist.ReduceOp.SUM, group=group)
     return int(n.item())
+
+
+_DROPOUT = (torch.nn.modules.dropout._DropoutNd,)
+_RUNNING_STATS = (torch.nn.modules.batchnorm._NormBase,)
+
+
+class _StatefulLayers:
+    """Train/eval modes, dropout and running statistics of a module during one evaluation.
+
+    ``evaluation(device, index)`` is a context manager that sets the modes
+    (per ``mode``; dropout off unless a seed is given; every submodule's own
+    flag restored afterwards) and yields the buffers to substitute: None for
+    the running statistics of normalisation layers in train mode, so that
+    their forward pass uses batch statistics and writes nothing.
+    """
+
+    def __init__(self, model: torch.nn.Module, mode: str, seed: int | None) -> None:
+        self.model, self.mode, self.seed = model, mode, seed
+        self.modules = list(model.named_modules())
+        self.dropouts = [m for _, m in self.modules if isinstance(m, _DROPOUT)]
+        self.norms = [(name, m) for name, m in self.modules
+                      if isinstance(m, _RUNNING_STATS) and m.track_running_stats]
+
+    def _training(self, module: torch.nn.Module) -> bool:
+        return module.training if self.mode == "current" else self.mode == "train"
+
+    def warn_once(self, n_batches: int) -> None:
+        if self.seed is None and any(self._training(m) for m in self.dropouts):
+            warnings.warn("the model has dropout layers in train mode: they are switched off in every evaluation "
+                          "so that E(θ) is deterministic (pass stochastic_seed=N for fixed random masks, or "
+                          "mode='eval' to silence this)", RuntimeWarning, stacklevel=3)
+        if n_batches > 1 and any(self._training(m) for _, m in self.norms):
+            warnings.warn(f"train-mode normalisation layers with {n_batches} micro-batches: each micro-batch is "
+                          "normalised by its own statistics, so the loss depends on batch_size (batch_size=None "
+                          "uses full-batch statistics; mode='eval' uses the running statistics)",
+                          RuntimeWarning, stacklevel=3)
+
+    @contextmanager
+    def evaluation(self, device: torch.device, index: int):
+        saved = [(m, m.training) for _, m in self.modules]
+        rng = None
+        try:
+            if self.mode != "current":
+                for _, m in self.modules:
+                    m.training = self.mode == "train"
+            if self.seed is None:
+                for m in self.dropouts:
+                    m.training = False
+            else:
+                rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+                rng.__enter__()
+                torch.manual_seed(self.seed + index)
+            no_stats = {}
+            for name, m in self.norms:
+                if m.training:
+                    prefix = f"{name}." if name else ""
+                    no_stats.update({prefix + b: None for b in ("running_mean", "running_var", "num_batches_tracked")})
+            yield no_stats
+        finally:
+            if rng is not None:
+                rng.__exit__(None, None, None)
+            for m, flag in saved:
+                m.training = flag
+
+
+def _check_finite(batches: list[tuple[Tensor, Tensor]]) -> None:
+    for i, (x, y) in enumerate(batches):
+        for what, t in (("inputs", x), ("targets", y)):
+            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(f"data: the {what} of micro-batch {i} hold {bad} NaN/Inf entries; "
+                                 "clean the data before building the objective")
 
 
 def _check_scalar(value: Tensor, what: str) -> Tensor:

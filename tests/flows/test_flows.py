@@ -85,7 +85,7 @@ def test_bad_inputs_list_choices():
     obj = toys.get("cubic")
     with pytest.raises(ValueError, match="unknown flow 'nope'; valid choices: gf, igr"):
         integrate(obj, flow="nope", steps=2)
-    with pytest.raises(ValueError, match="unknown method 'rk45'; valid choices: dopri5"):
+    with pytest.raises(ValueError, match="unknown method 'rk45'; valid choices: auto, dopri5"):
         integrate(obj, method="rk45", steps=2)
     with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         integrate(obj, lr=0.0, steps=2)
