@@ -134,8 +134,11 @@ def test_mode_is_explicit_and_restored():
     a, b = obj.loss(obj.theta0), obj.loss(obj.theta0)
     assert model.training, "the caller's mode must be restored"
     assert a == b, "eval mode: dropout off, deterministic"
-    current = Objective.from_module(model, _half_mse, (x, y))
-    assert current.loss(obj.theta0) != current.loss(obj.theta0)  # train-mode dropout, as the user has it
+    with pytest.warns(RuntimeWarning, match="switched off"):
+        current = Objective.from_module(model, _half_mse, (x, y))
+    assert current.loss(obj.theta0) == current.loss(obj.theta0) == a  # train-mode dropout is switched off
+    seeded = Objective.from_module(model, _half_mse, (x, y), stochastic_seed=0)
+    assert seeded.loss(obj.theta0) == seeded.loss(obj.theta0) != a  # a fixed mask, on request
     model.eval()
     assert current.loss(obj.theta0) == a
 
