@@ -227,7 +227,10 @@ def _initial(objective: Objective, theta0: Tensor | None) -> Tensor:
 
 
 class _NoBar:
-    def update(self, n: int = 1) -> None:
+    def update(self, n: float = 1) -> None:
+        pass
+
+    def set_postfix(self, **_: object) -> None:
         pass
 
     def close(self) -> None:
@@ -245,4 +248,4 @@ def _progress(total: float, enabled: bool | None, desc: str):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, delay=2.0 if enabled is None else 0.0)
+    return tqdm(total=round(total, 6), desc=desc, leave=False, delay=2.0 if enabled is None else 0.0)

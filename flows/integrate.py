@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from time import monotonic
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -262,6 +263,7 @@ class _FlowRun:
         self.is_complex, self.budget, self.rec = is_complex, budget, rec
         self.evals, self.t = 0, 0.0
         self.bar = None
+        self._shown = 0.0
 
     def pack(self, z: Tensor) -> Tensor:
         return torch.view_as_real(z).reshape(-1) if self.is_complex else z
@@ -274,8 +276,10 @@ class _FlowRun:
             raise _OutOfTime()
         self.evals += 1
         self.t = float(t)
-        if self.bar is not None:
-            self.bar.set_postfix(t=f"{self.t:.4g}", evals=self.evals, refresh=False)
+        now = monotonic()
+        if self.bar is not None and now - self._shown > 1.0:  # visible progress inside a long chunk too
+            self._shown = now
+            self.bar.set_postfix(t=f"{self.t:.4g}", evals=self.evals, refresh=now - self.budget.start > 2.0)
         try:
             out = self.pack(self.fieldfn(self.objective, self.unpack(y), self.lr, k=self.k, t=self.t,
                                          **self.options))
