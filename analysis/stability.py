@@ -26,7 +26,7 @@ from .events import Event, Segment
 
 BAND = 0.1  # hovering: |λ_max − 2/h| ≤ 10% of 2/h
 HOVER_FRACTION = 0.5  # … for at least half of the measured steps after the crossing
-SPIKE_RELATIVE = 1e-3  # a loss increase of > 0.1% counts as a spike
+SPIKE_RELATIVE = 0.01  # a rise of the two-step-averaged loss by > 1% counts as a spike
 SEPARATION_RELATIVE = 0.1  # GD and GF separate when their distance is 10% of the way GD travelled
 
 
@@ -84,10 +84,15 @@ class EoSDetector:
     Attributes:
         band: hovering band, relative to the threshold (default 0.1).
         hover_fraction: minimal fraction of measured steps after the crossing inside the band.
-        spike_relative: relative loss increase that counts as a spike.
+        spike_relative: a loss spike is a run of consecutive rises of the
+            two-step average (Eₙ₋₁ + Eₙ)/2 (geometric) whose total relative
+            rise exceeds this; the average removes GD's period-2 oscillation at
+            the edge of stability, whatever its amplitude, so only the loss
+            level rising counts (once per run, at its first step).
         separation_relative: GD–GF separation when drift ≥ this × ‖θ_GD(n) − θ_GD(0)‖.
         sharpening_p: significance of the rising trend (Kendall's τ, one-sided).
-        sharpness_every, k: online measurement period and how many top eigenvalues to track.
+        sharpness_every, k: online measurement period and how many top eigenvalues to track
+            (all k are recorded, as metrics ``eigenvalue_0`` … ``eigenvalue_{k-1}``).
     """
 
     band: float = BAND
@@ -133,6 +138,8 @@ class EoSDetector:
         self.observe(ctx)
         row = len(recorder.times) - 1
         recorder.set_metric("sharpness", row, self.sharpness)
+        for i, value in enumerate(self.eigenvalues):
+            recorder.set_metric(f"eigenvalue_{i}", row, float(value))
         if ctx.lr > 0:
             view = pf_stability(self.eigenvalues, ctx.lr)
             for i, rc in enumerate(view.re_c):
@@ -194,10 +201,9 @@ class EoSDetector:
                 events.append(Segment("hovering", int(after[0]), int(after[-1]), float(times[after[0]]),
                                       float(times[after[-1]]), {"fraction_in_band": hover_frac, "band": self.band,
                                                                 "mean_sharpness": float(np.mean(sharp[after]))}))
-        rel = np.diff(losses) / np.maximum(np.abs(losses[:-1]), 1e-300)
-        spikes = [int(i + 1) for i in np.flatnonzero(rel > self.spike_relative)]
-        for s in spikes:
-            events.append(Event("loss_spike", s, float(times[s]), {"relative_increase": float(rel[s - 1])}))
+        spikes, rises = loss_spikes(losses, self.spike_relative)
+        for s, rise in zip(spikes, rises):
+            events.append(Event("loss_spike", s, float(times[s]), {"relative_increase": rise}))
         separation = None
         if drift is not None:
             if trajectory.states is not None:
@@ -218,10 +224,40 @@ class EoSDetector:
         return EoSReport(threshold, rising, slope, first, hovering, hover_frac, spikes, separation, events)
 
 
+def loss_spikes(losses: np.ndarray, relative: float = SPIKE_RELATIVE) -> tuple[list[int], list[float]]:
+    """Steps where the loss level starts a rise of more than ``relative``, and each rise.
+
+    With aₙ = ½(log Eₙ + log Eₙ₊₁) (the geometric two-step average, blind to a
+    period-2 oscillation), a spike is a maximal run aⱼ < aⱼ₊₁ < … < a_k with
+    exp(a_k − aⱼ) − 1 > ``relative``, reported at step j + 2 (the first loss
+    above Eⱼ that made the level rise). Non-positive or
+    non-finite losses end the series.
+    """
+    losses = np.asarray(losses, dtype=float)
+    bad = np.flatnonzero(~(np.isfinite(losses) & (losses > 0)))
+    logs = np.log(losses[:bad[0]] if len(bad) else losses)
+    level = 0.5 * (logs[1:] + logs[:-1])
+    steps, rises = [], []
+    j = 0
+    while j < len(level) - 1:
+        if level[j + 1] <= level[j]:
+            j += 1
+            continue
+        k = j + 1
+        while k + 1 < len(level) and level[k + 1] > level[k]:
+            k += 1
+        rise = float(np.expm1(level[k] - level[j]))
+        if rise > relative:
+            steps.append(j + 2)
+            rises.append(rise)
+        j = k
+    return steps, rises
+
+
 def detect_edge_of_stability(trajectory: Trajectory, **kwargs) -> EoSReport:
     """``EoSDetector().detect(trajectory, **kwargs)`` with default thresholds."""
     return EoSDetector().detect(trajectory, **kwargs)
 
 
-__all__ = ["EoSDetector", "EoSReport", "PFStability", "detect_edge_of_stability", "pf_stability",
+__all__ = ["EoSDetector", "EoSReport", "PFStability", "detect_edge_of_stability", "loss_spikes", "pf_stability",
            "stability_threshold"]

@@ -5,8 +5,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -153,10 +151,8 @@ def save_figure(fig, figures: Path, stem: str) -> list[Path]:
     paths = []
     for ext in ("png", "pdf"):
         final = figures / f"{stem}.{ext}"
-        fd, tmp = tempfile.mkstemp(dir=figures, prefix=f".{stem}.", suffix=f".{ext}")
-        os.close(fd)
-        fig.savefig(tmp, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None)
-        os.replace(tmp, final)
+        atomic_write(final, lambda fh, ext=ext: fig.savefig(
+            fh, format=ext, metadata={"CreationDate": None} if ext == "pdf" else None))
         paths.append(final)
     plt.close(fig)
     return paths

@@ -248,4 +248,6 @@ def _progress(total: float, enabled: bool | None, desc: str):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=round(total, 6), desc=desc, leave=False, delay=2.0 if enabled is None else 0.0)
+    auto = enabled is None  # quiet for short calls, and at most one line a second in a log
+    return tqdm(total=round(total, 6), desc=desc, leave=False, delay=2.0 if auto else 0.0,
+                mininterval=1.0 if auto else 0.1)

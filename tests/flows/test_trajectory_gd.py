@@ -106,3 +106,28 @@ def test_controller_protocol():
     np.testing.assert_allclose(traj.metric("note")[:3], [0.0, 1.0, 2.0])
     with pytest.raises(TypeError, match="decide"):
         gradient_descent(obj, lr=0.1, steps=1, controller=object())
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    from experiments.common import save_figure
+
+    old = os.umask(0o022)
+    try:
+        traj = gradient_descent(toys.get("cubic"), lr=0.1, steps=2)
+        npz = traj.save(tmp_path / "run")
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        paths = save_figure(plt.figure(), tmp_path / "figs", "f")
+        for path in [npz, npz.with_suffix(".json"), *paths]:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+        os.umask(0o077)
+        private = traj.save(tmp_path / "private")
+        assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
