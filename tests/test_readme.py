@@ -13,3 +13,15 @@ def test_readme_example_runs(capsys):
     pf_drift = float(re.search(r"PF drift (\S+),", out).group(1))
     gf_drift = float(re.search(r"GF drift (\S+)", out).group(1))
     assert pf_drift < 1e-5 < gf_drift
+
+
+def test_readme_network_example_runs(capsys):
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2, "README has no network example"
+    exec(compile(blocks[1], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    for name in ("gf", "pf_topk"):
+        line = re.search(rf"^{name}: (\w+), rk4 step (\S+), (\d+) field evaluations", out, flags=re.M)
+        assert line and line.group(1) == "complete", out
+        assert int(line.group(3)) <= 4 * 10 * round(0.1 / float(line.group(2)) + 0.5)
