@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-DEMO := pf-quadratic pf-toys bea-order corridors eos-digits controllers-digits drift-digits
+DEMO := pf-quadratic pf-toys pf-branch bea-order corridors eos-digits controllers-digits drift-digits
 
 demo: install
 	@for name in $(DEMO); do $(BIN)/driftlab run $$name --out results/$$name || exit 1; done

@@ -15,6 +15,7 @@ from types import ModuleType
 EXPERIMENTS: dict[str, str] = {
     "pf-quadratic": "experiments.pf_quadratic",
     "pf-toys": "experiments.pf_toys",
+    "pf-branch": "experiments.pf_branch",
     "drift-digits": "experiments.drift_digits",
     "eos-digits": "experiments.eos_digits",
     "corridors": "experiments.corridors",

@@ -18,6 +18,7 @@ TINY = {
                    "widths=64,16,10"],
     "corridors": ["toy_steps=5", "steps=4", "n_train=100", "widths=64,16,10"],
     "bea-order": ["toys=cubic", "points=2", "flows=gf,igr"],
+    "pf-branch": ["steps=2", "solvers=rk4/20", "budget=5"],
     "bench-scaling": ["n_train=100", "widths=64,8,10", "rounds=1", "gd_steps=2", "k=2"],
     "bench-hvp": ["rounds=3", "widths=64,16,10", "n_train=100"],
     "bench-spectrum": ["widths=64,16,10", "n_train=100", "k=2", "warmup_steps=3", "track_steps=2",
