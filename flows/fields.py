@@ -116,11 +116,12 @@ class LogBranch:
         log = principal_log(1 - x)
         turns = torch.zeros(x.shape, dtype=log.real.dtype, device=x.device)
         if self._x is not None and self._x.shape == x.shape:
-            from scipy.optimize import linear_sum_assignment
+            cost = (x[:, None] - self._x[None, :]).abs()
+            match_t = cost.argmin(dim=1)
+            if torch.unique(match_t).numel() != match_t.numel():  # nearest is not one-to-one: assign
+                from scipy.optimize import linear_sum_assignment
 
-            cost = (x[:, None] - self._x[None, :]).abs().detach().cpu().numpy()
-            _, match = linear_sum_assignment(cost)
-            match_t = torch.as_tensor(match, device=x.device)
+                match_t = torch.as_tensor(linear_sum_assignment(cost.detach().cpu().numpy())[1], device=x.device)
             needed = torch.round((self._log[match_t].imag - log.imag) / (2 * math.pi))
             crossed = needed != self._turns[match_t]
             if bool(crossed.any()):

@@ -329,7 +329,9 @@ class _FlowRun:
                         status = "diverged"
                         break
                     y = sol[-1]
-                    self.bar.update(float(seg[-1] - seg[0]))
+                    done = float(seg[-1] - tgrid[0])  # flow time reached, clamped against round-off
+                    total = getattr(self.bar, "total", None) or math.inf
+                    self.bar.update(max(0.0, min(done, total) - getattr(self.bar, "n", 0.0)))
                     i += len(seg) - 1
         except KeyboardInterrupt:
             status = "interrupted"

@@ -108,7 +108,9 @@ class Objective:
 
         ``fn`` must be written with torch operations (so that autograd, and
         analytic continuation to complex θ, work). Its output is checked to be
-        a scalar at θ0 (or at zeros) right away.
+        a scalar right away: at θ0, or without θ0 at zeros in the default
+        dtype and, if ``fn`` fails there (e.g. it closes over float64
+        constants), in the other real precision.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
@@ -116,10 +118,23 @@ class Objective:
             theta0 = torch.as_tensor(theta0, dtype=torch.get_default_dtype())
         obj = cls([fn], dim, theta0=theta0, name=name or getattr(fn, "__name__", "function"),
                   hvp_method=hvp_method)
-        probe = obj.theta0 if obj.theta0 is not None else torch.zeros(dim)
-        with torch.no_grad():
-            _check_scalar(fn(probe), "fn")
-        return obj
+        if obj.theta0 is not None:
+            with torch.no_grad():
+                _check_scalar(fn(obj.theta0), "fn")
+            return obj
+        # no θ0: probe at zeros in the default dtype, then in the other real precision, so that a function
+        # closed over float64 (or float32) constants is accepted; report the first failure if none works
+        errors: list[Exception] = []
+        for dtype in dict.fromkeys((torch.get_default_dtype(), torch.float64, torch.float32)):
+            try:
+                with torch.no_grad():
+                    _check_scalar(fn(torch.zeros(dim, dtype=dtype)), "fn")
+                return obj
+            except (TypeError, ValueError):
+                raise
+            except RuntimeError as err:
+                errors.append(err)
+        raise RuntimeError(f"fn failed on zeros({dim}) in every real precision: {errors[0]}") from errors[0]
 
     @classmethod
     def from_module(

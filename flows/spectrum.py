@@ -88,6 +88,9 @@ def _orthonormalize_against(v: Tensor, q: Tensor | None) -> tuple[Tensor, float]
 
 def _dense(objective: Objective, theta: Tensor, k: int, which: str, **_: object) -> Eigenpairs:
     h = objective.hessian(theta)
+    if not bool(torch.isfinite(h).all()):
+        raise NonFiniteSpectrumError("the Hessian at this θ has non-finite entries (NaN/Inf in the loss, the data "
+                                     "or θ): the spectrum is undefined here")
     values, vectors = torch.linalg.eigh(h)
     idx = _order(values, which)[:k]
     values, vectors = values[idx], vectors[:, idx]

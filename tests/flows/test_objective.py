@@ -226,3 +226,13 @@ def test_compiled_loss_matches_eager_and_failures_fall_back():
     torch.testing.assert_close(g2, g0)
     with pytest.raises(ValueError, match="compile"):
         Objective.from_module(model, torch.nn.functional.mse_loss, (x, y), compile=3)
+
+
+@pytest.mark.parametrize("const_dtype", [torch.float64, torch.float32])
+def test_from_function_without_theta0_accepts_the_functions_own_dtype(const_dtype):
+    a = torch.randn(3, 3, dtype=const_dtype)
+    obj = Objective.from_function(lambda t: t @ a @ t, 3)
+    theta = torch.ones(3, dtype=const_dtype)
+    assert torch.allclose(obj.grad(theta), (a + a.T) @ theta)
+    with pytest.raises(ValueError, match="must return a scalar"):
+        Objective.from_function(lambda t: a @ t, 3)

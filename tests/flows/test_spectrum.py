@@ -140,3 +140,13 @@ def test_bad_inputs():
         top_eigenpairs(obj, theta, 2, tol=-1.0)
     with pytest.raises(ValueError, match="v0 must be"):
         top_eigenpairs(obj, theta, 2, v0=torch.ones(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("dim", [5, 400])
+def test_a_non_finite_hessian_is_an_error_on_both_paths(dim):
+    from flows.spectrum import NonFiniteSpectrumError
+
+    obj = Objective.from_function(lambda t: (t ** 2).sum() * torch.tensor(float("nan"), dtype=t.dtype), dim,
+                                  theta0=torch.ones(dim, dtype=torch.float64))
+    with pytest.raises(NonFiniteSpectrumError, match="undefined here"):
+        top_eigenpairs(obj, obj.theta0, 2)
