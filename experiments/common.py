@@ -16,6 +16,15 @@ from flows.trajectory import atomic_write, versions
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
 
+def number_key(value: float) -> str:
+    """A short text for a number that round-trips exactly: ``f"{x:g}"`` where that is exact, else ``repr``.
+
+    Used in unit keys and folder names, so that 0.1 and 0.1000001 never share a result.
+    """
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
 class ConfigError(ValueError):
     """A bad ``--set key=value`` (unknown key, or a value of the wrong type)."""
 

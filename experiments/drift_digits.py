@@ -15,7 +15,7 @@ import numpy as np
 from analysis import plots
 from flows import Trajectory, compare, sharpness
 
-from .common import read_json, save_figure, write_json, write_table
+from .common import number_key, read_json, save_figure, write_json, write_table
 from .datasets import digits_objective
 
 DESCRIPTION = "drift of GF, IGR, PF top-k from GD on the digits MLP at h·λ_max ≈ 0.8 and 1.5"
@@ -45,8 +45,8 @@ def run(config: Config, out: Path, ctx) -> None:
     lam0 = sharpness(obj, theta0)
     summary = []
     for target in config.targets:
-        path = out / f"target{target:g}" / "row.json"
-        summary.append(ctx.unit(f"target{target:g}",
+        path = out / f"target{number_key(target)}" / "row.json"
+        summary.append(ctx.unit(f"target{number_key(target)}",
                                 lambda target=target, path=path: _one_target(obj, theta0, lam0, target, config, out,
                                                                              ctx, path),
                                 lambda path=path: read_json(path)))
@@ -60,7 +60,7 @@ def _one_target(obj, theta0, lam0: float, target: float, config: Config, out: Pa
     cmp = compare(obj, theta0, h, config.steps, flows=config.flows, method="rk4", step_size=h / config.substeps,
                   k=config.k, eig_refresh=h / config.eig_refresh_per_step, progress=ctx.progress)
     ctx.check()
-    folder = out / f"target{target:g}"
+    folder = out / f"target{number_key(target)}"
     cmp.gd.save(folder / "gd")
     for name, traj in cmp.flows.items():
         traj.metrics["drift"] = cmp.drift[name]

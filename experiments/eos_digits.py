@@ -19,7 +19,7 @@ import torch
 from analysis import EoSDetector, plots
 from flows import Trajectory, gradient_descent, integrate
 
-from .common import read_json, save_figure, write_json, write_table
+from .common import number_key, read_json, save_figure, write_json, write_table
 from .datasets import digits_objective
 
 DESCRIPTION = "edge of stability on digits: loss, sharpness vs 2/h, GD–GF distance, PF coefficients"
@@ -51,8 +51,8 @@ def run(config: Config, out: Path, ctx) -> None:
     theta0 = obj.theta0.to(ctx.device)
     rows = []
     for h in config.lrs:
-        row_path = out / f"h{h:g}" / "row.json"
-        rows.append(ctx.unit(f"h{h:g}", lambda h=h, row_path=row_path: _one_rate(obj, theta0, h, config, out, ctx,
+        row_path = out / f"h{number_key(h)}" / "row.json"
+        rows.append(ctx.unit(f"h{number_key(h)}", lambda h=h, row_path=row_path: _one_rate(obj, theta0, h, config, out, ctx,
                                                                                   row_path),
                              lambda row_path=row_path: read_json(row_path)))
     write_json(out / "eos_summary.json", rows)
@@ -81,8 +81,8 @@ def _one_rate(obj, theta0, h: float, config: Config, out: Path, ctx, row_path: P
     report = det.detect(gd, drift=gd.metric("gf_distance"))
     gd.events.extend(e.to_dict() for e in report.events)
     gf.states, gf.state_mode = None, "none"
-    gd.save(out / f"h{h:g}" / "gd")
-    gf.save(out / f"h{h:g}" / "gf")
+    gd.save(out / f"h{number_key(h)}" / "gd")
+    gf.save(out / f"h{number_key(h)}" / "gf")
     sharp = gd.metric("sharpness")
     row = {"h": h, "2/h": 2 / h, "λ_max(θ₀)": float(sharp[0]), "max λ_max": float(np.nanmax(sharp)),
            "progressive sharpening": report.progressive_sharpening,
@@ -100,7 +100,7 @@ def plot(out: Path, figures: Path) -> list[Path]:
         fig, axes = plots.subplots(4, ncols=2, width=4.2, height=3.0)
         for i, row in enumerate(rows):
             h = row["h"]
-            gd = Trajectory.load(out / f"h{h:g}" / "gd")
+            gd = Trajectory.load(out / f"h{number_key(h)}" / "gd")
             colour = plots.CYCLE[i % len(plots.CYCLE)]
             steps = np.arange(len(gd))
             axes[0].semilogy(steps, gd.losses, color=colour, label=f"GD h={h:g}")
@@ -118,7 +118,7 @@ def plot(out: Path, figures: Path) -> list[Path]:
         top_sharp = max(r["max λ_max"] for r in rows)
         axes[1].set_ylim(0, 1.5 * top_sharp)  # 2/h lines above this are off the chart (listed in the table)
         top = rows[-1]
-        gd = Trajectory.load(out / f"h{top['h']:g}" / "gd")
+        gd = Trajectory.load(out / f"h{number_key(top['h'])}" / "gd")
         steps = np.arange(len(gd))
         for j in range(10):
             name = f"pf_re_c_{j}"

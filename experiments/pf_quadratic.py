@@ -16,7 +16,7 @@ import torch
 from analysis import plots
 from flows import FIELDS, Trajectory, gradient_descent, integrate, toys
 
-from .common import save_figure
+from .common import number_key, save_figure
 
 DESCRIPTION = "PF paper quadratic: GD iterates with GF, IGR and PF paths at h = 0.5, 0.9, 1.05"
 
@@ -47,7 +47,7 @@ class Config:
 def run(config: Config, out: Path, ctx) -> None:
     obj = toys.get("pf-quadratic", device=ctx.device)
     for h in config.lrs:
-        ctx.unit(f"h{h:g}", lambda h=h: _one_rate(obj, h, config, out / f"h{h:g}", ctx), lambda: None)
+        ctx.unit(f"h{number_key(h)}", lambda h=h: _one_rate(obj, h, config, out / f"h{number_key(h)}", ctx), lambda: None)
 
 
 def _one_rate(obj, h: float, config: Config, folder: Path, ctx) -> None:

@@ -78,3 +78,17 @@ def test_list_names_every_experiment(capsys):
     text = capsys.readouterr().out
     for name in registry.names():
         assert name in text
+
+
+def test_close_rates_get_their_own_units(tmp_path):
+    from experiments.common import number_key
+
+    assert number_key(0.1) == "0.1" and number_key(0.1000001) == "0.1000001" and number_key(2.0) == "2"
+    assert number_key(1 / 3) == repr(1 / 3)
+    out = tmp_path / "out"
+    args = ["run", "pf-quadratic", "--out", str(out), "--figures", str(tmp_path / "f"), "--quiet",
+            "--set", "steps=2", "--set", "samples_per_step=2", "--set", "lrs=0.9,0.9000001"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.glob("h*")) == ["h0.9", "h0.9000001"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["seeds"]) == {"h0.9", "h0.9000001"}
