@@ -170,7 +170,7 @@ def gradient_descent(
                 for cb in callbacks:
                     cb(ctx, rec)
                 break
-            decision = _decide(controller, ctx)
+            decision = decide(controller, ctx)
             direction = grad if decision.direction is None else decision.direction
             if momentum:
                 velocity = momentum * velocity + direction
@@ -207,7 +207,11 @@ def gradient_descent(
     return rec.build(config, status)
 
 
-def _decide(controller: Controller | None, ctx: StepContext) -> StepDecision:
+def decide(controller: Controller | None, ctx: StepContext) -> StepDecision:
+    """The controller's decision at ``ctx`` as a :class:`StepDecision` (a bare float is a rate; None: ``ctx.lr``).
+
+    A negative rate is refused with a ValueError naming the controller.
+    """
     if controller is None:
         return StepDecision(ctx.lr)
     out = controller.decide(ctx)

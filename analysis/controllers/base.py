@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from flows import StepContext, StepDecision
-from flows.gd import check_positive
+from flows.gd import check_positive, decide
 
 
 class StepController:
@@ -220,7 +220,7 @@ class ControllerOptimizer(torch.optim.Optimizer):
             return self._refuse(obj, theta, loss, "non-finite loss or gradient")
         base = getattr(self.controller, "lr", None) or getattr(self.controller, "base_lr", None) or 0.0
         ctx = StepContext(self.steps, float(self.steps), theta, loss, grad, obj, base)
-        decision = self.controller.decide(ctx)
+        decision = decide(self.controller, ctx)  # the runner's rules: a float is a rate, a negative rate is refused
         direction = grad if decision.direction is None else decision.direction
         new = theta - decision.lr * direction
         if not (math.isfinite(decision.lr) and torch.isfinite(new).all()):

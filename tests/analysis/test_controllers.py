@@ -315,3 +315,32 @@ def test_non_finite_steps_are_refused():
     with pytest.raises(ValueError, match="single parameter group"):
         ControllerOptimizer([{"params": [before[0].requires_grad_()]}, {"params": [before[1].requires_grad_()]}],
                             Constant())
+
+
+def test_the_optimizer_form_reads_decisions_as_the_runner_does():
+    from analysis.controllers.base import ControllerOptimizer, StepController
+
+    class Bare(StepController):
+        rate = 0.1
+
+        def decide(self, ctx):
+            return self.rate  # a bare float, which gradient_descent accepts as the rate
+
+        def hyperparameters(self):
+            return {}
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    ctrl = Bare()
+    opt = ControllerOptimizer([w], ctrl)
+
+    def closure():
+        opt.zero_grad()
+        loss = (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert torch.allclose(w.detach(), torch.tensor([0.8, -1.6]))
+    ctrl.rate = -0.1
+    with pytest.raises(ValueError, match="negative rate"):
+        opt.step(closure)
