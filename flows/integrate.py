@@ -236,18 +236,25 @@ def integrate(
         config["eigen_solves"] = tracker.updates
     config["field_evaluations"] = run.evals
     if branch is not None:
-        config["pf_branch_crossings"] = branch.crossings
-        if branch.first_crossing is not None:
-            t_cross, x_cross = branch.first_crossing
-            run.rec.events.append({"kind": "pf_branch_cut", "time": t_cross, "x": [x_cross.real, x_cross.imag],
-                                   "crossings": branch.crossings, "branch": branch.mode,
-                                   "reason": "a complex eigenvalue hλ crossed Re hλ = 1 with Im hλ > 0, where "
-                                             "log(1 − hλ) has its cut: past this time the exact PF depends on "
-                                             "the branch (flow_options={'branch': ...})"})
-            warnings.warn(f"pf: hλ = {x_cross:.4g} crossed the logarithm's branch cut at t ≈ {t_cross:.4g} "
-                          f"({branch.crossings} crossing(s), branch {branch.mode!r}); the complex PF is "
-                          "branch-dependent from there (see the pf_branch_cut event)", RuntimeWarning, stacklevel=2)
+        _report_branch(branch, config, run.rec)
     return run.rec.build(config, status)
+
+
+def _report_branch(branch: LogBranch, config: dict, rec: Recorder) -> None:
+    """Record the PF's crossings of the logarithm's cut: a config count, a ``pf_branch_cut`` event, a warning."""
+    config["pf_branch_crossings"] = branch.crossings
+    if branch.first_crossing is None:
+        return
+    t_cross, x_cross = branch.first_crossing
+    rec.events.append({"kind": "pf_branch_cut", "time": t_cross, "x": [x_cross.real, x_cross.imag],
+                       "crossings": branch.crossings, "branch": branch.mode,
+                       "reason": "a complex eigenvalue hλ crossed Re hλ = 1 with Im hλ > 0, where log(1 − hλ) "
+                                 "has its cut: past this time the exact PF depends on the branch "
+                                 "(flow_options={'branch': ...}); many crossings mean the state chatters across "
+                                 "the cut, where an adaptive solver stalls: try the other branch"})
+    warnings.warn(f"pf: hλ = {x_cross:.4g} crossed the logarithm's branch cut at t ≈ {t_cross:.4g} "
+                  f"({branch.crossings} crossing(s), branch {branch.mode!r}); the complex PF is branch-dependent "
+                  "from there (see the pf_branch_cut event)", RuntimeWarning, stacklevel=3)
 
 
 class _OutOfTime(Exception):
@@ -315,7 +322,10 @@ class _FlowRun:
                         sol = odeint(self.rhs, y, seg, method=method, rtol=rtol, atol=atol, options=solver_options)
                     except _OutOfTime:
                         rec.events.append({"kind": "time_budget", "time": rec.times[-1], "step": i,
-                                           "reason": f"wall-clock budget of {self.budget.seconds} s used up"})
+                                           "reached_time": self.t,
+                                           "reason": f"wall-clock budget of {self.budget.seconds} s used up at flow "
+                                                     f"time {self.t:.6g}, inside a chunk of output times: states "
+                                                     "are kept up to the last output time"})
                         status = "stopped"
                         break
                     except (_Diverged, AssertionError) as err:

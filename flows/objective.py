@@ -130,9 +130,7 @@ class Objective:
                 with torch.no_grad():
                     _check_scalar(fn(torch.zeros(dim, dtype=dtype)), "fn")
                 return obj
-            except (TypeError, ValueError):
-                raise
-            except RuntimeError as err:
+            except RuntimeError as err:  # a dtype clash; a non-scalar output (ValueError) is raised at once
                 errors.append(err)
         raise RuntimeError(f"fn failed on zeros({dim}) in every real precision: {errors[0]}") from errors[0]
 
