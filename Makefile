@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 DEMO := pf-quadratic pf-toys pf-branch bea-order corridors eos-digits controllers-digits drift-digits
 
 demo: install
-	@for name in $(DEMO); do $(BIN)/driftlab run $$name --out results/$$name || exit 1; done
+	@for name in $(DEMO); do $(BIN)/driftlab run $$name --out results/$$name --overwrite || exit 1; done
 	@echo "gallery written to figures/; results in results/"
 
 test: install

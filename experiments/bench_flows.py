@@ -10,6 +10,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import torch
 from flows import EigenTracker, gradient_descent, integrate
 
 from .common import print_benchmark, write_benchmark
-from .datasets import digits_objective
+from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "cost per unit flow time: GF, IGR, PF top-k (k=1, 10) vs GD on the digits MLP"
 
@@ -35,11 +36,15 @@ class Config:
     n_train: int = 1500
 
     def validate(self) -> None:
+        check_digits_widths(self.widths)
         if self.span_steps < 1 or self.substeps < 1:
             raise ValueError("span_steps and substeps must be ≥ 1")
 
 
-def measure(config: Config, device: torch.device) -> tuple[list[dict], float]:
+def measure(config: Config, device: torch.device, check: Callable[[], None] = lambda: None
+            ) -> tuple[list[dict], float]:
+    """The table's rows and the seconds per gradient; ``check()`` runs after every timed call (it raises to stop:
+    GD and the flows return on Ctrl-C with status "interrupted", and a row must never time a cut-short run)."""
     obj, _, _ = digits_objective(widths=config.widths, n_train=config.n_train)
     theta = obj.theta0.to(device)
     for _ in range(config.warmup_steps):
@@ -62,6 +67,7 @@ def measure(config: Config, device: torch.device) -> tuple[list[dict], float]:
 
     t0 = time.perf_counter()
     gradient_descent(obj, theta, h, config.span_steps, states="none")
+    check()
     add(f"GD (h = {h:g})", time.perf_counter() - t0, config.span_steps + 1, 0)
     variants = [("gf", {}, "GF"), ("igr", {}, "IGR")]
     for k in config.ks:
@@ -79,6 +85,7 @@ def measure(config: Config, device: torch.device) -> tuple[list[dict], float]:
                          states="none", tracker=tracker, eig_refresh=extra.get("eig_refresh", 0.0),
                          k=extra.get("k", 10))
         seconds = time.perf_counter() - t0
+        check()
         hvps = tracker.total_matvecs - warm if tracker is not None else (
             traj.config["field_evaluations"] if flow == "igr" else 0)
         add(name, seconds, traj.config["field_evaluations"], hvps)
@@ -89,7 +96,7 @@ def measure(config: Config, device: torch.device) -> tuple[list[dict], float]:
 
 
 def run(config: Config, out: Path, ctx) -> None:
-    rows, t_grad = measure(config, ctx.device)
+    rows, t_grad = measure(config, ctx.device, ctx.check)
     header = (f"digits fc-tanh {'-'.join(map(str, config.widths))} MLP, {config.n_train} examples, from GD step {config.warmup_steps} at h = {config.lr:g}, "
               f"span {config.span_steps} h, RK4 step h/{config.substeps}; one gradient = {t_grad * 1e3:.1f} ms; "
               f"{ctx.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")

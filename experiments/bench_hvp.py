@@ -18,7 +18,7 @@ import torch
 from flows import Objective
 
 from .common import print_benchmark, write_benchmark
-from .datasets import digits_objective, fc_tanh, half_mse
+from .datasets import check_digits_widths, digits_objective, fc_tanh, half_mse
 
 DESCRIPTION = "time per loss, gradient and HVP (fresh, retained graph, batched) on the digits MLP"
 
@@ -32,6 +32,7 @@ class Config:
     n_train: int = 1500
 
     def validate(self) -> None:
+        check_digits_widths(self.widths)
         if self.rounds < 3:
             raise ValueError("rounds must be ≥ 3")
         if self.dtype not in ("float32", "float64"):

@@ -21,7 +21,7 @@ import torch
 from flows import EigenTracker, Objective, top_eigenpairs
 
 from .common import print_benchmark, write_benchmark
-from .datasets import digits_objective
+from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "top-10 eigenpairs at an EoS point: Lanczos cold/warm vs scipy eigsh vs power iteration"
 
@@ -40,6 +40,7 @@ class Config:
     n_train: int = 1500
 
     def validate(self) -> None:
+        check_digits_widths(self.widths)
         if self.k < 1 or self.track_steps < 1 or self.warmup_steps < 0:
             raise ValueError("k and track_steps must be ≥ 1, warmup_steps ≥ 0")
 

@@ -1,22 +1,31 @@
 """The `driftlab` command line: list, run and plot experiments.
 
     driftlab list
-    driftlab run NAME [--set key=value ...] [--out DIR] [--device cpu|cuda] [--seed N] [--quiet]
+    driftlab run NAME [--set key=value ...] [--out DIR] [--overwrite] [--device cpu|cuda] [--seed N] [--quiet]
     driftlab run NAME --resume DIR
     driftlab plot RESULTS_DIR
 
 Experiments save their work in units (one learning rate, one method, …); the
-manifest lists the finished units and the seed each one used. Ctrl-C or SIGTERM
-stops the run after saving what is finished (status ``interrupted``);
-``--resume DIR`` skips the finished units and computes the rest, with the same
-config and seeds, so the final results equal an uninterrupted run's.
+manifest lists the finished units, the seed each one used and the SHA-256 of
+every file each wrote. Ctrl-C, SIGTERM or SIGHUP stops the run after saving
+what is finished (status ``interrupted``; later signals only repeat the request,
+and never cut a manifest write in half); ``--resume DIR`` checks the finished
+units (a damaged one is computed again), skips the intact ones and computes
+the rest with the same config and seeds, so the final results equal an
+uninterrupted run's. Resume works with the same launch command under torchrun.
+
+A results folder has one owner: a run holds a lock on it, and a fresh run
+refuses a non-empty folder unless ``--overwrite`` is given. Temporary files left
+by a killed write are removed by the next run or resume.
 
 Exit status 0 on success, 2 on bad input (one line on stderr, no traceback).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import math
 import os
 import shutil
 import signal
@@ -26,11 +35,11 @@ import typing
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
-from . import registry
+from . import folder, registry
 from .common import FIGURES, ConfigError, apply_overrides, read_json, resolve_device, write_manifest
 
 
@@ -39,7 +48,11 @@ T = TypeVar("T")
 
 @dataclass
 class RunContext:
-    """How an experiment runs: device, seed, progress bars, where figures go, and its finished units."""
+    """How an experiment runs: device, seed, progress bars, where figures go, and its finished units.
+
+    ``files`` maps each finished unit to the SHA-256 of every file it wrote
+    under ``out``; a resume recomputes the units whose files were damaged.
+    """
 
     device: torch.device
     seed: int
@@ -49,13 +62,15 @@ class RunContext:
     seeds: dict[str, int] = field(default_factory=dict)
     stop_requested: bool = False
     on_progress: Callable[[], None] | None = None
+    out: Path | None = None
+    files: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def unit_seed(self, key: str) -> int:
         """The seed of unit ``key``: the run's seed and the key, so a unit's result does not depend on order."""
         return (self.seed * 1_000_003 + zlib.crc32(key.encode())) % 2 ** 31
 
     def check(self) -> None:
-        """Raise KeyboardInterrupt when Ctrl-C/SIGTERM arrived (GD and flows return on it; the run must stop)."""
+        """Raise KeyboardInterrupt when a stop signal arrived (GD and flows return on it; the run must stop)."""
         if self.stop_requested:
             raise KeyboardInterrupt
 
@@ -63,19 +78,79 @@ class RunContext:
         """``load()`` when unit ``key`` finished in an earlier (interrupted) run, else seed, ``compute()``, record.
 
         A unit that was stopped part-way (GD and flows return on Ctrl-C with status
-        "interrupted") is not recorded as finished: the run stops here.
+        "interrupted") is not recorded as finished: the run stops here. A finished
+        unit whose files no longer load is recomputed (with a warning).
         """
+        self.check()
         if key in self.completed:
-            return load()
+            try:
+                return load()
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                print(f"driftlab: warning: finished unit {key} does not load ({err}); computing it again",
+                      file=sys.stderr)
+                self.completed.remove(key)
+                self.files.pop(key, None)
         seed = self.unit_seed(key)
         self.seeds[key] = seed
         torch.manual_seed(seed)
+        before = folder.snapshot(self.out) if self.out is not None else {}
         result = compute()
         self.check()
+        if self.out is not None:
+            written = folder.written_since(self.out, before)
+            for other in self.files.values():  # the last unit to write a file owns it
+                for rel in written:
+                    other.pop(rel, None)
+            self.files[key] = written
         self.completed.append(key)
         if self.on_progress is not None:
             self.on_progress()
         return result
+
+    def verify(self) -> list[str]:
+        """Drop the finished units whose recorded files are missing or changed; one warning line each."""
+        dropped = []
+        for key in list(self.completed):
+            why = folder.damaged(self.out, self.files.get(key, {})) if self.out is not None else None
+            if why is not None:
+                print(f"driftlab: warning: finished unit {key} is damaged ({why}); it will be computed again",
+                      file=sys.stderr)
+                self.completed.remove(key)
+                self.files.pop(key, None)
+                dropped.append(key)
+        return dropped
+
+
+class _Stop:
+    """The handler of SIGINT, SIGTERM and SIGHUP: the first signal unwinds (KeyboardInterrupt), later ones only
+    record; inside :meth:`shield` (manifest writes) nothing unwinds, so a write is never cut in half."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx, self.shielded, self.raised = ctx, 0, False
+        self.previous: dict[int, Any] = {}
+
+    def __call__(self, signum, frame) -> None:
+        self.ctx.stop_requested = True
+        if not self.raised and not self.shielded:
+            self.raised = True
+            raise KeyboardInterrupt
+
+    def install(self) -> None:
+        self.previous = {sig: signal.signal(sig, self) for sig in self.SIGNALS}
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        self.shielded += 1
+        try:
+            yield
+        finally:
+            self.shielded -= 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,10 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=None, help="results folder (default results/NAME)")
     run.add_argument("--figures", type=Path, default=FIGURES, help="where figures go (default figures/)")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
-    run.add_argument("--seed", type=int, default=0, help="random seed (recorded in the manifest)")
+    run.add_argument("--seed", type=_seed_argument, default=None,
+                     help="random seed in [0, 2**32 - 1] (default 0; recorded in the manifest)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--resume", type=Path, default=None, metavar="DIR",
                      help="continue an interrupted run in DIR (its config and seed are reused)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the results in a non-empty --out folder (default: refuse)")
     plot = sub.add_parser("plot", help="redraw figures from a results folder without recomputing")
     plot.add_argument("results", type=Path)
     plot.add_argument("--figures", type=Path, default=FIGURES)
@@ -144,80 +222,187 @@ def _run(args) -> int:
     try:
         module = registry.get(args.name)
         device = resolve_device(args.device)
+        timeout = _dist_timeout()
         if args.resume is not None:
-            if args.overrides or args.out is not None:
-                raise ConfigError("--resume reuses the saved config and folder: drop --set and --out")
-            previous = read_json(args.resume / "manifest.json")
-            if previous.get("experiment") != args.name:
-                raise ConfigError(f"--resume {args.resume}: it holds a {previous.get('experiment')!r} run, "
+            if args.overrides or args.out is not None or args.seed is not None or args.overwrite:
+                raise ConfigError("--resume reuses the saved config, seed and folder: "
+                                  "drop --set, --out, --seed and --overwrite")
+            path = args.resume / "manifest.json"
+            previous = folder.validate_manifest(read_json(path), path, for_resume=True)
+            if previous["experiment"] != args.name:
+                raise ConfigError(f"--resume {args.resume}: it holds a {previous['experiment']!r} run, "
                                   f"not {args.name!r}")
-            config = _config_from(module, previous.get("config", {}))
-            seed, out = int(previous.get("seed", 0)), args.resume
+            config = _config_from(module, previous["config"])
+            seed, out = _check_seed(previous["seed"], f"{path}: seed"), args.resume
         else:
             config = apply_overrides(module.Config(), args.overrides)
-            seed, out = args.seed, args.out or Path("results") / args.name
+            seed, out = (0 if args.seed is None else args.seed), args.out or Path("results") / args.name
     except (ConfigError, ValueError, TypeError, FileNotFoundError) as err:
         return _fail(str(err))
-    rank = _init_distributed(device)
-    figures_dir = args.figures
+    rank = _init_distributed(device, timeout)
+    ctx = RunContext(device, seed, rank == 0 and not args.quiet and sys.stderr.isatty(), args.figures,
+                     completed=list(previous.get("completed", [])), seeds=dict(previous.get("seeds", {})),
+                     out=out, files={k: dict(v) for k, v in previous.get("files", {}).items()})
+    lock = folder.FolderLock(out)
+    refusal = None
+    if rank == 0:
+        refusal = _take_folder(args, out, lock, ctx)
+    if not _agree(rank, ctx, refusal):
+        return _fail(refusal) if refusal else 2
     if rank != 0:  # only rank 0 writes results and figures and prints; the others compute into a scratch folder
-        out = Path(tempfile.mkdtemp(prefix=f"driftlab-rank{rank}-"))
-        figures_dir = out / "figures"
+        out = ctx.out = _scratch_copy(rank, out if args.resume is not None else None)
+        ctx.figures = out / "figures"
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as this rank's process
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    ctx = RunContext(device, seed, rank == 0 and not args.quiet and sys.stderr.isatty(), figures_dir,
-                     completed=list(previous.get("completed", [])), seeds=dict(previous.get("seeds", {})))
+    stop = _Stop(ctx)
 
     def manifest(status: str) -> None:
-        write_manifest(out, args.name, config, status, seed, device=str(device), completed=ctx.completed,
-                       seeds=ctx.seeds)
+        with stop.shield():
+            write_manifest(out, args.name, config, status, seed, device=str(device), completed=ctx.completed,
+                           seeds=ctx.seeds, files=ctx.files)
 
     ctx.on_progress = lambda: manifest("running")
+    stop.install()
+    try:
+        status, error = _compute(module, config, out, ctx, manifest)
+        try:
+            manifest(status)
+        except OSError as err:
+            return _fail(f"{args.name}: could not record the run's status in {out}: {err}")
+        if rank != 0:
+            shutil.rmtree(out, ignore_errors=True)
+            return 0 if status == "complete" else (130 if status == "interrupted" else 2)
+        if status == "interrupted":
+            print(f"driftlab: interrupted; finished units saved in {out}; continue with "
+                  f"`driftlab run {args.name} --resume {out}`", file=sys.stderr)
+            return 130
+        if error is not None:
+            if os.environ.get("DRIFTLAB_DEBUG") or not isinstance(error, (ValueError, TypeError, OSError)):
+                raise error  # a bug or a failed rank: the manifest says failed, the traceback says where
+            return _fail(f"{args.name}: {error} (the run stopped; DRIFTLAB_DEBUG=1 shows the traceback)"
+                         .replace("\n", " "))
+        return _draw(module, args.name, out, ctx)
+    finally:
+        stop.restore()
+        lock.release()
 
-    def stop(signum, frame) -> None:  # Ctrl-C and SIGTERM: finish writing, then unwind
-        ctx.stop_requested = True
-        raise KeyboardInterrupt
 
-    handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+def _compute(module, config, out: Path, ctx: RunContext, manifest: Callable[[str], None]
+             ) -> tuple[str, BaseException | None]:
+    """Run the experiment; its final status and the error that ended it (None when it completed)."""
     try:
         manifest("running")
+        ctx.check()
         module.run(config, out, ctx)
-        if ctx.stop_requested:
-            raise KeyboardInterrupt
-    except (ValueError, TypeError) as err:  # bad input that only the computation could detect
-        manifest("failed")
-        if os.environ.get("DRIFTLAB_DEBUG"):
-            raise
-        return _fail(f"{args.name}: {err} (the run stopped; DRIFTLAB_DEBUG=1 shows the traceback)".replace("\n", " "))
-    except Exception:  # a bug or a failed rank: never leave results that look complete
-        manifest("failed")
-        raise
+        ctx.check()
+        return "complete", None
     except KeyboardInterrupt:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        manifest("interrupted")
-        print(f"driftlab: interrupted; finished units saved in {out}; continue with "
-              f"`driftlab run {args.name} --resume {out}`", file=sys.stderr)
+        return "interrupted", None
+    except Exception as err:  # noqa: BLE001 - reported by the caller, after the manifest says failed
+        # an error raised while a stop signal unwinds the run is that signal's doing, not a failure
+        return ("interrupted", None) if ctx.stop_requested else ("failed", err)
+
+
+def _draw(module, name: str, out: Path, ctx: RunContext) -> int:
+    """Draw the figures of a complete run; an interrupt or a write error here leaves the results complete."""
+    redraw = f"the results in {out} are complete; draw the figures with `driftlab plot {out}`"
+    try:
+        ctx.check()
+        figures = module.plot(out, ctx.figures)
+    except KeyboardInterrupt:
+        print(f"driftlab: interrupted while drawing figures; {redraw}", file=sys.stderr)
         return 130
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-    manifest("complete")
-    if rank != 0:
-        shutil.rmtree(out, ignore_errors=True)
-        return 0
-    figures = module.plot(out, figures_dir)
+    except (OSError, ValueError, KeyError) as err:
+        return _fail(f"{name}: cannot draw figures ({err}); {redraw}".replace("\n", " "))
     print(f"results: {out}")
     for path in figures:
         print(f"figure:  {path}")
     return 0
 
 
-def _init_distributed(device: torch.device) -> int:
+def _take_folder(args, out: Path, lock: folder.FolderLock, ctx: RunContext) -> str | None:
+    """Rank 0: check the folders, lock ``out``, empty or verify it, clear litter; a one-line refusal or None."""
+    try:
+        folder.check_writable_folder(out, "--resume" if args.resume is not None else "--out")
+        folder.check_writable_folder(args.figures, "--figures")
+        lock.acquire()
+        if args.resume is None:
+            folder.prepare_fresh(out, args.overwrite)
+        folder.remove_litter(out, recursive=True)
+        folder.remove_litter(args.figures, recursive=False, min_age=folder.TEMP_AGE_S)
+        ctx.verify()
+    except (ConfigError, OSError) as err:
+        lock.release()
+        return str(err)
+    return None
+
+
+def _agree(rank: int, ctx: RunContext, refusal: str | None) -> bool:
+    """Under torchrun, rank 0's verdict on the folder and its list of finished units reach every rank."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return refusal is None
+    box = [refusal, ctx.completed, ctx.files]
+    dist.broadcast_object_list(box, src=0)
+    refusal, ctx.completed, ctx.files = box
+    return refusal is None
+
+
+def _scratch_copy(rank: int, results: Path | None) -> Path:
+    """A private folder for a rank ≥ 1; on resume a copy of rank 0's results, so finished units load there too."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"driftlab-rank{rank}-"))
+    if results is None:
+        return scratch
+
+    def copy(src: str, dst: str) -> None:
+        try:
+            shutil.copy2(src, dst)
+        except FileNotFoundError:  # a temporary file renamed by rank 0 meanwhile
+            pass
+
+    if not results.is_dir():
+        raise SystemExit(_fail(f"rank {rank} cannot see the results folder {results} to resume from; "
+                               f"resume needs a folder every rank can read"))
+    target = scratch / "results"
+    shutil.copytree(results, target, copy_function=copy,
+                    ignore=shutil.ignore_patterns("*.tmp", folder.LOCK_NAME))
+    return target
+
+
+def _check_seed(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2 ** 32:
+        raise ConfigError(f"{name} must be an integer in [0, 2**32 - 1], got {value!r}")
+    return value
+
+
+def _seed_argument(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {text!r}") from None
+    try:
+        return _check_seed(value, "--seed")
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {text}") from None
+
+
+def _dist_timeout() -> float:
+    """DRIFTLAB_DIST_TIMEOUT (seconds, default 300): a finite number > 0, else a ConfigError."""
+    text = os.environ.get("DRIFTLAB_DIST_TIMEOUT", "300")
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"DRIFTLAB_DIST_TIMEOUT must be a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def _init_distributed(device: torch.device, timeout: float) -> int:
     """Under ``torchrun`` (WORLD_SIZE > 1): join the process group (gloo on CPU, nccl on CUDA) and return the rank.
 
-    Collectives time out after DRIFTLAB_DIST_TIMEOUT seconds (default 300), so a
+    Collectives time out after ``timeout`` seconds (DRIFTLAB_DIST_TIMEOUT), so a
     failed rank makes the others fail with an error instead of hanging.
     """
     import datetime
@@ -227,24 +412,25 @@ def _init_distributed(device: torch.device) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0
     if not dist.is_initialized():
-        timeout = datetime.timedelta(seconds=float(os.environ.get("DRIFTLAB_DIST_TIMEOUT", "300")))
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend, timeout=timeout)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     return dist.get_rank()
 
 
 def _plot(results: Path, figures: Path) -> int:
     try:
-        manifest = read_json(results / "manifest.json")
+        path = results / "manifest.json"
+        manifest = folder.validate_manifest(read_json(path), path, for_resume=False)
         module = registry.get(manifest["experiment"])
-    except (FileNotFoundError, ValueError, KeyError) as err:
+        folder.check_writable_folder(figures, "--figures")
+    except (FileNotFoundError, ValueError, KeyError, ConfigError) as err:
         return _fail(f"cannot read results in {results}: {err}")
     try:
         paths = module.plot(results, figures)
-    except (FileNotFoundError, ValueError) as err:
-        return _fail(f"cannot plot {results}: {err}")
+    except (OSError, ValueError, KeyError) as err:
+        return _fail(f"cannot plot {results}: {err}".replace("\n", " "))
     for path in paths:
         print(f"figure:  {path}")
     return 0

@@ -5,6 +5,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import typing
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,10 @@ def _parse(value: str, kind: Any, key: str) -> Any:
         if kind is int:
             return int(value)
         if kind is float:
-            return float(value)
+            number = float(value)
+            if math.isnan(number):  # no config field means anything by NaN; it would only poison comparisons
+                raise ValueError(value)
+            return number
         if kind is str:
             return value
         if origin is tuple:

@@ -23,7 +23,7 @@ from analysis.controllers import ControllerOptimizer
 from flows import Trajectory, gradient_descent, toys
 
 from .common import read_json, read_table, save_figure, write_json, write_table
-from .datasets import digits_objective, half_mse
+from .datasets import check_digits_widths, digits_objective, half_mse
 
 DESCRIPTION = "controllers (GD, CLR, DAL-p, WNGrad, PAL, Alice) on digits full/mini-batch and two toys"
 
@@ -71,6 +71,7 @@ class Config:
     widths: tuple[int, ...] = (64, 200, 200, 10)
 
     def validate(self) -> None:
+        check_digits_widths(self.widths)
         for spec in self.methods + self.minibatch_methods:
             parse_method(spec)
         if not self.methods:

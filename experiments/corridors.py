@@ -10,6 +10,7 @@ GD steps and a sliding-window loss linearity.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from analysis import CorridorDetector, loss_linearity, plots
 from flows import Trajectory, gradient_descent, toys
 
 from .common import read_json, save_figure, write_json
-from .datasets import digits_objective
+from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "corridor score, straightness and loss linearity along GD on a corridor toy and the digits MLP"
 
@@ -37,12 +38,13 @@ class Config:
     score_threshold: float = 1e-3
 
     def validate(self) -> None:
+        check_digits_widths(self.widths)
         if not (self.toy_lr > 0 and self.lr > 0 and self.score_threshold > 0):
             raise ValueError("toy_lr, lr and score_threshold must be > 0")
         if self.toy_steps < 3 or self.steps < 3:
             raise ValueError("toy_steps and steps must be ≥ 3")
-        if len(self.toy_start) != 2:
-            raise ValueError(f"toy_start must be two numbers, got {self.toy_start}")
+        if len(self.toy_start) != 2 or not all(math.isfinite(v) for v in self.toy_start):
+            raise ValueError(f"toy_start must be two finite numbers, got {self.toy_start}")
 
 
 def _straightness_callback():
@@ -66,6 +68,7 @@ def run(config: Config, out: Path, ctx) -> None:
     det = CorridorDetector(score_threshold=config.score_threshold)
     start = torch.tensor(config.toy_start, dtype=torch.float64, device=ctx.device)
     traj = gradient_descent(toy, start, lr=config.toy_lr, steps=config.toy_steps, callbacks=[det])
+    ctx.check()
     toy_segments = det.detect(traj)
     traj.events.extend(s.to_dict() for s in toy_segments)
     traj.save(out / "toy")
@@ -74,6 +77,7 @@ def run(config: Config, out: Path, ctx) -> None:
     det = CorridorDetector(score_threshold=config.score_threshold)
     gd = gradient_descent(obj, obj.theta0.to(ctx.device), lr=config.lr, steps=config.steps, states="none",
                           callbacks=[det, _straightness_callback()], progress=ctx.progress)
+    ctx.check()
     digits_segments = det.detect(gd)
     gd.events.extend(s.to_dict() for s in digits_segments)
     gd.save(out / "digits")

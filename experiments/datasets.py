@@ -134,6 +134,17 @@ def fc_tanh(widths: tuple[int, ...] = (64, 200, 200, 10), seed: int = 0,
     return model
 
 
+DIGITS_FEATURES, DIGITS_CLASSES = 64, 10
+
+
+def check_digits_widths(widths: tuple[int, ...]) -> None:
+    """Layer widths of an MLP on digits: 64 inputs, 10 outputs, every width a positive int (else ValueError)."""
+    if len(widths) < 2 or widths[0] != DIGITS_FEATURES or widths[-1] != DIGITS_CLASSES \
+            or any(w < 1 for w in widths):
+        raise ValueError(f"widths must start with {DIGITS_FEATURES} (the digits' pixels), end with "
+                         f"{DIGITS_CLASSES} (the classes) and be ≥ 1 in between, got {','.join(map(str, widths))}")
+
+
 def half_mse(outputs: Tensor, targets: Tensor) -> Tensor:
     """½‖f − y‖² summed over outputs, averaged over examples (the EoS papers' MSE)."""
     return 0.5 * ((outputs - targets) ** 2).sum(dim=-1).mean()

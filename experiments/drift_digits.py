@@ -16,7 +16,7 @@ from analysis import plots
 from flows import Trajectory, compare, sharpness
 
 from .common import number_key, read_json, save_figure, write_json, write_table
-from .datasets import digits_objective
+from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "drift of GF, IGR, PF top-k from GD on the digits MLP at h·λ_max ≈ 0.8 and 1.5"
 
@@ -33,6 +33,7 @@ class Config:
     widths: tuple[int, ...] = (64, 200, 200, 10)
 
     def validate(self) -> None:
+        check_digits_widths(self.widths)
         if not self.targets or any(t <= 0 for t in self.targets):
             raise ValueError(f"targets must be positive, got {self.targets}")
         if self.steps < 1 or self.substeps < 1 or self.k < 1 or self.eig_refresh_per_step < 1:

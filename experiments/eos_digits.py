@@ -20,7 +20,7 @@ from analysis import EoSDetector, plots
 from flows import Trajectory, gradient_descent, integrate
 
 from .common import number_key, read_json, save_figure, write_json, write_table
-from .datasets import digits_objective
+from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "edge of stability on digits: loss, sharpness vs 2/h, GD–GF distance, PF coefficients"
 
@@ -37,6 +37,7 @@ class Config:
     widths: tuple[int, ...] = (64, 200, 200, 10)
 
     def validate(self) -> None:
+        check_digits_widths(self.widths)
         if not self.lrs or any(h <= 0 for h in self.lrs):
             raise ValueError(f"lrs must be positive, got {self.lrs}")
         for name in ("steps", "sharpness_every", "k", "gf_every"):

@@ -15,6 +15,7 @@ import torch
 
 from analysis import plots
 from flows import FIELDS, Trajectory, gradient_descent, integrate, toys
+from flows.trajectory import check_memory, record_bytes
 
 from .common import number_key, save_figure
 
@@ -40,6 +41,8 @@ class Config:
         for flow in self.flows:
             if flow not in FIELDS:
                 raise ValueError(f"flows: unknown flow {flow!r}; valid choices: {', '.join(FIELDS)}")
+        rows = self.steps * self.samples_per_step + 1  # each flow's output grid, allocated before it runs
+        check_memory(f"{rows:,} output times (steps × samples_per_step + 1)", record_bytes(rows, 2, itemsize=16))
         if not (0 < self.rtol < 1 and 0 < self.atol < 1):
             raise ValueError(f"rtol and atol must be in (0, 1), got {self.rtol}, {self.atol}")
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .objective import Objective
 from .spectrum import EigenTracker
-from .trajectory import Recorder, Trajectory
+from .trajectory import Recorder, Trajectory, reserve_rows
 
 
 @dataclass
@@ -140,6 +140,7 @@ def gradient_descent(
         tracker = EigenTracker(k=1, tol=1e-3)
     budget = Budget(time_budget)
 
+    reserve_rows(steps + 1, objective.dim, states, projection_size, theta.element_size())
     rec = Recorder(objective.dim, states, projection_size)
     config = {"kind": "gd", "lr": lr, "steps": steps, "momentum": momentum, "objective": objective.name,
               "controller": type(controller).__name__ if controller is not None else None,

@@ -28,7 +28,7 @@ from .fields import COMPLEX_FIELDS, FIELDS, FLOW_OPTIONS, LogBranch, get_field, 
 from .gd import Budget, _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
 from .objective import Objective
 from .spectrum import DENSE_MAX_DIM, EigenTracker, NonFiniteSpectrumError, top_eigenpairs
-from .trajectory import Recorder, Trajectory
+from .trajectory import Recorder, Trajectory, reserve_rows
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 FIXED_METHODS = ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams")
@@ -200,6 +200,9 @@ def integrate(
     default_rtol, default_atol = default_tolerances(theta.dtype)
     rtol = check_positive("rtol", default_rtol if rtol is None else rtol)
     atol = check_positive("atol", default_atol if atol is None else atol)
+    itemsize = theta.element_size() * (2 if flow in COMPLEX_FIELDS and not theta.is_complex() else 1)
+    rows = len(times) if times is not None else steps + 1 if isinstance(steps, int) and steps > 0 else 0
+    reserve_rows(rows, objective.dim, states, projection_size, itemsize)  # before the grid is allocated
     grid = _time_grid(times, steps, lr, theta.real.dtype)
     is_complex = flow in COMPLEX_FIELDS
     if is_complex and not theta.is_complex():
@@ -449,6 +452,8 @@ def local_error(
     theta = _initial(objective, theta)
     gd_step = theta - lr * objective.grad(theta)
     traj = integrate(objective, theta, flow, lr, times=[0.0, lr], method=method, rtol=rtol, atol=atol, **kwargs)
+    if traj.status == "interrupted":  # Ctrl-C reached the integrator: the caller asked to stop, so stop
+        raise KeyboardInterrupt
     if traj.status != "complete":
         raise RuntimeError(f"the {flow} flow did not reach t = h = {lr}: status {traj.status}")
     return float(np.linalg.norm(np.real(traj.states[-1]) - gd_step.detach().cpu().numpy()))

@@ -537,23 +537,29 @@ def _all_reduce_sum(group) -> Callable[[Tensor], Tensor]:
     return reduce
 
 
+_DTYPE_CODES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
 def _check_shards(group, params: list[Tensor], batches: list[tuple[Tensor, Tensor]], n_local: int) -> int:
     """Same D and example shapes on every rank (else a ValueError on every rank); returns N = Σ shard sizes."""
     import torch.distributed as dist
 
     x0, y0 = batches[0]
     device = params[0].device  # nccl reduces CUDA tensors only; gloo takes CPU ones
-    sig = torch.tensor([sum(p.numel() for p in params), x0[0].numel(), y0[0].numel() if y0.ndim > 1 else 1],
+    codes = {dtype: i for i, dtype in enumerate(_DTYPE_CODES)}
+    sig = torch.tensor([sum(p.numel() for p in params), x0[0].numel(), y0[0].numel() if y0.ndim > 1 else 1,
+                        codes.get(params[0].dtype, -1), codes.get(x0.dtype, -1)],
                        dtype=torch.float64, device=device)
     lo, hi = sig.clone(), sig.clone()
     dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=group)
     dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=group)
     if not torch.equal(lo, hi):
-        what = [n for n, a, b in zip(("parameter count D", "input size per example", "target size per example"),
-                                     lo.tolist(), hi.tolist()) if a != b]
+        what = [n for n, a, b in zip(("parameter count D", "input size per example", "target size per example",
+                                      "parameter dtype", "input dtype"), lo.tolist(), hi.tolist()) if a != b]
         raise ValueError(f"data-parallel shards disagree across ranks on {', '.join(what)} "
-                         f"(min {lo.tolist()}, max {hi.tolist()} for [D, input, target]) on rank "
-                         f"{dist.get_rank(group)}")
+                         f"(min {lo.tolist()}, max {hi.tolist()} for [D, input, target, parameter dtype, input "
+                         f"dtype], dtypes coded {', '.join(f'{i}={d}' for i, d in enumerate(_DTYPE_CODES))}) "
+                         f"on rank {dist.get_rank(group)}")
     n = torch.tensor([float(n_local)], dtype=torch.float64, device=device)
     dist.all_reduce(n, op=dist.ReduceOp.SUM, group=group)
     return int(n.item())

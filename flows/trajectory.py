@@ -142,6 +142,56 @@ class Trajectory:
                    meta.get("status", "complete"))
 
 
+LIST_FLOAT_BYTES = 32  # one float in a Python list: an 8-byte pointer and a 24-byte float object
+ARRAY_OVERHEAD_BYTES = 112  # the header of one small numpy array (one recorded state)
+
+
+class MemoryEstimateError(MemoryError, ValueError):
+    """A run refused before it starts: what it would record does not fit in the memory available."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``; else physical memory; else None)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def record_bytes(rows: int, dim: int, states: str = "full", projection_size: int = 64, itemsize: int = 8,
+                 metrics: int = 4) -> int:
+    """A lower estimate of the memory a :class:`Recorder` of ``rows`` rows holds.
+
+    bytes ≈ rows · ((1 + metrics)·32 + state), state = D·itemsize + 112 (``full``),
+    P·itemsize + 112 (``projection``), 0 (``none``); the time grid adds 8 per row.
+    """
+    state = {"full": dim * itemsize + ARRAY_OVERHEAD_BYTES,
+             "projection": projection_size * itemsize + ARRAY_OVERHEAD_BYTES}.get(states, 0)
+    return int(rows) * ((1 + metrics) * LIST_FLOAT_BYTES + 8 + state)
+
+
+def check_memory(what: str, nbytes: int, hint: str = "") -> None:
+    """Refuse (MemoryEstimateError, a ValueError) when ``nbytes`` exceeds the memory available now."""
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise MemoryEstimateError(f"{what} needs about {nbytes / 2 ** 30:.3g} GiB, more than the "
+                                  f"{free / 2 ** 30:.3g} GiB of memory available{'; ' + hint if hint else ''}")
+
+
+def reserve_rows(rows: int, dim: int, states: str, projection_size: int, itemsize: int) -> None:
+    """Check before allocating that recording ``rows`` rows fits in memory (see :func:`record_bytes`)."""
+    check_memory(f"recording {rows:,} rows (states={states!r}, D = {dim:,})",
+                 record_bytes(rows, dim, states, projection_size, itemsize),
+                 "record fewer steps or output times" + ("" if states == "none" else ", or states='none'"))
+
+
 class Recorder:
     """Accumulates a :class:`Trajectory` row by row (used by the GD runner and the integrator)."""
 

@@ -35,7 +35,8 @@ def _bad_worker(rank, world, port, mode, queue):
         if mode == "crash" and rank == 1:
             raise RuntimeError("rank 1 failed before building its objective")
         width = 6 + (rank if mode == "mismatch" else 0)
-        Objective.from_module(fc_tanh((4, width, 2), dtype=torch.float64), half_mse, (x, y))
+        dtype = torch.float32 if mode == "dtype" and rank == 1 else torch.float64
+        Objective.from_module(fc_tanh((4, width, 2), dtype=dtype), half_mse, (x.to(dtype), y.to(dtype)))
         queue.put((rank, "ok", time.perf_counter() - start))
     except Exception as err:  # report every rank's error
         queue.put((rank, f"{type(err).__name__}: {err}", time.perf_counter() - start))
@@ -43,7 +44,7 @@ def _bad_worker(rank, world, port, mode, queue):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("mode", ["mismatch", "crash"])
+@pytest.mark.parametrize("mode", ["mismatch", "dtype", "crash"])
 def test_bad_shards_fail_on_every_rank_without_hanging(mode):
     ctx = torch.multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -54,9 +55,10 @@ def test_bad_shards_fail_on_every_rank_without_hanging(mode):
     reports = dict((r, (msg, t)) for r, msg, t in (queue.get(timeout=60) for _ in procs))
     for p in procs:
         p.join(timeout=30)
-    if mode == "mismatch":
+    if mode in ("mismatch", "dtype"):  # a float32/float64 mix used to abort a rank with SIGABRT
+        what = "parameter count D" if mode == "mismatch" else "parameter dtype, input dtype"
         for rank in (0, 1):
-            assert "disagree across ranks on parameter count D" in reports[rank][0], reports
+            assert f"disagree across ranks on {what}" in reports[rank][0], reports
     else:
         assert "rank 1 failed" in reports[1][0]
         assert reports[0][0] != "ok" and reports[0][1] < 30, reports  # rank 0 gets an error, not a hang
