@@ -193,7 +193,12 @@ def _describe(module) -> str:
     return f"{module.DESCRIPTION}\n    config: {fields}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, restore_signals: bool | None = None) -> int:
+    """The CLI. ``argv=None`` reads ``sys.argv`` as a program does: then the signal handlers stay installed (recording
+    only) until the process exits, so a late signal of a storm cannot kill it after its work is saved; a call with
+    ``argv`` (from Python) restores the caller's handlers, unless ``restore_signals`` says otherwise."""
+    if restore_signals is None:
+        restore_signals = argv is not None
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
@@ -204,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "plot":
         return _plot(args.results, args.figures)
-    return _run(args)
+    return _run(args, restore_signals)
 
 
 def _config_from(module, saved: dict[str, Any]):
@@ -217,7 +222,7 @@ def _config_from(module, saved: dict[str, Any]):
     return config
 
 
-def _run(args) -> int:
+def _run(args, restore_signals: bool) -> int:
     previous: dict[str, Any] = {}
     try:
         module = registry.get(args.name)
@@ -270,7 +275,7 @@ def _run(args) -> int:
         except OSError as err:
             return _fail(f"{args.name}: could not record the run's status in {out}: {err}")
         if rank != 0:
-            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(out.parent, ignore_errors=True)  # the rank's whole scratch folder
             return 0 if status == "complete" else (130 if status == "interrupted" else 2)
         if status == "interrupted":
             print(f"driftlab: interrupted; finished units saved in {out}; continue with "
@@ -283,7 +288,9 @@ def _run(args) -> int:
                          .replace("\n", " "))
         return _draw(module, args.name, out, ctx)
     finally:
-        stop.restore()
+        stop.raised = True  # from here on a signal is only recorded
+        if restore_signals:
+            stop.restore()
         lock.release()
 
 
@@ -329,7 +336,7 @@ def _take_folder(args, out: Path, lock: folder.FolderLock, ctx: RunContext) -> s
         if args.resume is None:
             folder.prepare_fresh(out, args.overwrite)
         folder.remove_litter(out, recursive=True)
-        folder.remove_litter(args.figures, recursive=False, min_age=folder.TEMP_AGE_S)
+        folder.remove_litter(args.figures, recursive=False)
         ctx.verify()
     except (ConfigError, OSError) as err:
         lock.release()
@@ -351,9 +358,13 @@ def _agree(rank: int, ctx: RunContext, refusal: str | None) -> bool:
 
 def _scratch_copy(rank: int, results: Path | None) -> Path:
     """A private folder for a rank ≥ 1; on resume a copy of rank 0's results, so finished units load there too."""
-    scratch = Path(tempfile.mkdtemp(prefix=f"driftlab-rank{rank}-"))
+    if results is not None and not results.is_dir():
+        raise SystemExit(_fail(f"rank {rank} cannot see the results folder {results} to resume from; "
+                               f"resume needs a folder every rank can read"))
+    target = Path(tempfile.mkdtemp(prefix=f"driftlab-rank{rank}-")) / "results"
     if results is None:
-        return scratch
+        target.mkdir()
+        return target
 
     def copy(src: str, dst: str) -> None:
         try:
@@ -361,10 +372,6 @@ def _scratch_copy(rank: int, results: Path | None) -> Path:
         except FileNotFoundError:  # a temporary file renamed by rank 0 meanwhile
             pass
 
-    if not results.is_dir():
-        raise SystemExit(_fail(f"rank {rank} cannot see the results folder {results} to resume from; "
-                               f"resume needs a folder every rank can read"))
-    target = scratch / "results"
     shutil.copytree(results, target, copy_function=copy,
                     ignore=shutil.ignore_patterns("*.tmp", folder.LOCK_NAME))
     return target

@@ -21,14 +21,12 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from .common import ConfigError
 
 LOCK_NAME = ".driftlab.lock"
-TEMP_AGE_S = 60.0  # a temporary file older than this in a shared figures folder is litter, not a write in flight
 
 
 def check_writable_folder(path: Path, option: str) -> None:
@@ -103,18 +101,39 @@ def prepare_fresh(out: Path, overwrite: bool) -> None:
             path.unlink()
 
 
-def remove_litter(folder: Path, *, recursive: bool, min_age: float = 0.0) -> list[Path]:
-    """Delete the temporary files (``.NAME.*.tmp``) that an atomic write killed mid-way left behind."""
+def _writer_alive(path: Path) -> bool:
+    """Whether the process named in a temporary file ``.NAME.PID.XXXX.tmp`` is still running (not this one)."""
+    parts = path.name.split(".")
+    try:
+        pid = int(parts[-3])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_litter(folder: Path, *, recursive: bool) -> list[Path]:
+    """Delete the temporary files (``.NAME.PID.XXXX.tmp``) that a write killed mid-way left behind.
+
+    A file whose writer is still alive is a write in flight (another run sharing
+    a figures folder) and is left alone.
+    """
     if not folder.is_dir():
         return []
-    pattern = "**/.*.tmp" if recursive else ".*.tmp"
-    now, removed = time.time(), []
-    for path in folder.glob(pattern):
+    removed = []
+    for path in folder.glob("**/.*.tmp" if recursive else ".*.tmp"):
         try:
-            if path.is_file() and now - path.stat().st_mtime >= min_age:
+            if path.is_file() and not _writer_alive(path):
                 path.unlink()
                 removed.append(path)
-        except FileNotFoundError:  # another writer finished its rename meanwhile
+        except FileNotFoundError:  # its writer renamed it meanwhile
             pass
     return removed
 

@@ -292,7 +292,8 @@ def atomic_write(path: Path, write) -> None:
     The file gets the permissions an ordinary ``open(path, "w")`` would give
     (0o666 less the umask), not the temporary file's private 0o600.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid in the name lets a later run tell a killed writer's litter from a write in flight
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
