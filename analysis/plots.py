@@ -1,17 +1,18 @@
 """One plotting style for every driftlab figure: colour-blind-safe colours, labelled axes.
 
 Functions here build and return matplotlib figures; they never write files
-(the experiments save them). Colours follow Okabe & Ito (2008).
+(the experiments save them) and never choose a backend (matplotlib picks a
+non-interactive one on a machine without a display). Colours follow Okabe & Ito (2008).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from flows import FLOWS
 
 OKABE_ITO = {
     "black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73",
@@ -21,8 +22,7 @@ METHOD_COLORS = {
     "gd": OKABE_ITO["black"], "gf": OKABE_ITO["blue"], "igr": OKABE_ITO["orange"],
     "third_order": OKABE_ITO["purple"], "pf": OKABE_ITO["vermillion"], "pf_topk": OKABE_ITO["green"], "pf_topk_igr": OKABE_ITO["sky"],
 }
-METHOD_LABELS = {"gd": "GD", "gf": "GF", "igr": "IGR (1st-order BEA)", "third_order": "3rd-order BEA",
-                 "pf": "PF", "pf_topk": "PF top-k", "pf_topk_igr": "PF top-k + IGR rest"}
+METHOD_LABELS = {"gd": "GD", **{name: flow.label for name, flow in FLOWS.items()}}
 CYCLE = [OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
 
 STYLE = {

@@ -16,12 +16,12 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from analysis import plots
-from flows import local_error, toys
+from flows import FLOWS, local_error, toys
 
 from .common import read_table, save_figure, write_table
 
 DESCRIPTION = "log-log local error of GF, IGR, third order and PF against h, with fitted slopes"
-EXPECTED = {"gf": 2, "igr": 3, "third_order": 4, "pf": 3}
+EXPECTED = {name: FLOWS[name].order for name in ("gf", "igr", "third_order", "pf")}
 
 
 @dataclass

@@ -6,7 +6,7 @@ from . import toys
 from .objective import HVP_METHODS, Objective
 from .operators import HessianOperator
 from .spectrum import Eigenpairs, EigenTracker, sharpness, top_eigenpairs
-from .fields import FIELDS, gf, igr, pf, pf_coefficient, pf_topk, third_order
+from .fields import FIELDS, FLOWS, Flow, get_flow, gf, igr, pf, pf_coefficient, pf_topk, third_order
 from .trajectory import Recorder, Trajectory, TrajectoryFileError
 from .gd import Controller, StepContext, StepDecision, gradient_descent
 from .integrate import METHODS, Comparison, compare, integrate, local_error
@@ -14,7 +14,7 @@ from .integrate import METHODS, Comparison, compare, integrate, local_error
 __all__ = [
     "Objective", "HessianOperator", "HVP_METHODS", "toys",
     "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs",
-    "FIELDS", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
+    "FIELDS", "FLOWS", "Flow", "get_flow", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
     "Trajectory", "Recorder", "TrajectoryFileError",
     "Controller", "StepContext", "StepDecision", "gradient_descent",
     "METHODS", "Comparison", "compare", "integrate", "local_error",

@@ -1,7 +1,9 @@
 """Vector fields dθ/dt = F(θ) of the continuous models of gradient descent with learning rate h.
 
-Every field has the signature ``field(objective, θ, lr, **options) -> dθ/dt`` and
-lives in :data:`FIELDS`, keyed by name. Notation: g = ∇E(θ), H = ∇²E(θ) with
+Every field has the signature ``field(objective, θ, lr, *, options) -> dθ/dt`` and is
+described by a :class:`Flow` record in :data:`FLOWS`, keyed by name (what the
+integrator, the plots and the experiments need to know, so none of them tests
+names); :data:`FIELDS` maps the names to the bare functions. Notation: g = ∇E(θ), H = ∇²E(θ) with
 eigenpairs (λᵢ, uᵢ), h = lr.
 
 ====================== =============================================================== ==========
@@ -20,8 +22,11 @@ The principal flow (PF) is complex when some hλ > 1: log(1−x) = log|1−x| + 
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -136,18 +141,18 @@ class LogBranch:
 
 
 # ----------------------------------------------------------------- fields
-def gf(objective: Objective, theta: Tensor, lr: float, **_: object) -> Tensor:
+def gf(objective: Objective, theta: Tensor, lr: float) -> Tensor:
     """Gradient flow: θ' = −∇E(θ)."""
     return -objective.grad(theta)
 
 
-def igr(objective: Objective, theta: Tensor, lr: float, **_: object) -> Tensor:
+def igr(objective: Objective, theta: Tensor, lr: float) -> Tensor:
     """Implicit gradient regularization flow: θ' = −g − (h/2) H g."""
     g, hg = objective.grad_and_hessian_grad(theta)
     return -g - 0.5 * lr * hg
 
 
-def third_order(objective: Objective, theta: Tensor, lr: float, **_: object) -> Tensor:
+def third_order(objective: Objective, theta: Tensor, lr: float) -> Tensor:
     """Third-order modified flow: θ' = −g − (h/2)Hg − h²[(1/3)H²g + (1/12)∇(gᵀH(θ)g)|_{g fixed}]."""
     op = objective.hessian_operator(theta)
     g = op.gradient
@@ -159,7 +164,7 @@ def third_order(objective: Objective, theta: Tensor, lr: float, **_: object) -> 
 
 
 def pf(objective: Objective, theta: Tensor, lr: float, *, branch: LogBranch | None = None,
-       t: float | None = None, **_: object) -> Tensor:
+       t: float | None = None) -> Tensor:
     """Exact principal flow θ' = c(hH) g from the dense Hessian (small D).
 
     Real θ: H = U Λ Uᵀ (eigh), θ' = U c(hΛ) Uᵀ g, complex as soon as some
@@ -199,7 +204,7 @@ def _top_pairs(objective: Objective, theta: Tensor, k: int, tracker: EigenTracke
 
 def pf_topk(objective: Objective, theta: Tensor, lr: float, *, k: int = 10,
             tracker: EigenTracker | None = None, tol: float = 1e-4, t: float | None = None,
-            refresh: float = 0.0, rest: str = "gf", **_: object) -> Tensor:
+            refresh: float = 0.0, rest: str = "gf") -> Tensor:
     """Top-k principal flow θ' = −g + Σ_{i≤k} Re(c(hλᵢ)+1)(gᵀuᵢ)uᵢ (real θ).
 
     The top-k eigenpairs come from ``tracker`` (warm-started along the path)
@@ -229,23 +234,102 @@ def pf_topk(objective: Objective, theta: Tensor, lr: float, *, k: int = 10,
     return base + u @ (coeff.to(theta.dtype) * (u.T @ g))
 
 
-def pf_topk_igr(objective: Objective, theta: Tensor, lr: float, **options: object) -> Tensor:
+def pf_topk_igr(objective: Objective, theta: Tensor, lr: float, *, k: int = 10,
+                tracker: EigenTracker | None = None, tol: float = 1e-4, t: float | None = None,
+                refresh: float = 0.0) -> Tensor:
     """Top-k PF with the rest of the spectrum as IGR: :func:`pf_topk` with ``rest="igr"``."""
-    options.pop("rest", None)
-    return pf_topk(objective, theta, lr, rest="igr", **options)
+    return pf_topk(objective, theta, lr, k=k, tracker=tracker, tol=tol, t=t, refresh=refresh, rest="igr")
 
 
-FIELDS: dict[str, Callable[..., Tensor]] = {
-    "gf": gf, "igr": igr, "third_order": third_order, "pf": pf, "pf_topk": pf_topk,
-    "pf_topk_igr": pf_topk_igr,
-}
-COMPLEX_FIELDS = frozenset({"pf"})
-# options a caller may pass to a field through ``integrate(..., flow_options=...)``
-FLOW_OPTIONS: dict[str, tuple[str, ...]] = {"pf": ("branch",), "pf_topk": ("rest",), "pf_topk_igr": ()}
+# ----------------------------------------------------------------- the flow records
+STIFFNESS_MODELS = ("gradient", "igr", "principal")
 
 
-def get_field(name: str) -> Callable[..., Tensor]:
-    """The vector field registered under ``name``."""
-    if name not in FIELDS:
-        raise ValueError(f"unknown flow {name!r}; valid choices: {', '.join(FIELDS)}")
-    return FIELDS[name]
+def _branch_option(options: dict) -> dict:
+    """pf: ``branch`` is a mode name for the user, a :class:`LogBranch` (one per path) for the field."""
+    options = dict(options)
+    options["branch"] = LogBranch(options.get("branch", "principal"))
+    return options
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A continuous model of GD with rate h: its field and what integrating and drawing it needs.
+
+    Attributes:
+        name: registry key (``integrate(..., flow=name)``).
+        field: ``field(objective, θ, lr, **kwargs) -> dθ/dt``.
+        label: legend text.
+        order: p in ‖θ_flow(h) − θ_GD(h)‖ = O(hᵖ) for one step on a general objective
+            (backward error analysis; the PF is exact on quadratics and at least third order).
+        complex_state: the state lives in Cᴰ (θ is promoted to complex).
+        eigenpairs: the field takes top-k eigenpairs (``k``, ``tracker``, ``tol``, ``refresh``).
+        timed: the field takes the flow time ``t`` (eigenpair refresh, branch tracking).
+        options: what a caller may set through ``integrate(..., flow_options=...)``.
+        stiffness: the model of the largest rate |∂F/∂θ| given |λ|max (see :meth:`rate`).
+        prepare: turns the caller's ``flow_options`` into the field's keywords, once per path.
+    """
+
+    name: str
+    field: Callable[..., Tensor]
+    label: str
+    order: int
+    complex_state: bool = False
+    eigenpairs: bool = False
+    timed: bool = False
+    options: tuple[str, ...] = ()
+    stiffness: str = "gradient"
+    prepare: Callable[[dict], dict] = dict
+
+    def __post_init__(self) -> None:
+        if self.stiffness not in STIFFNESS_MODELS:
+            raise ValueError(f"stiffness must be one of {STIFFNESS_MODELS}, got {self.stiffness!r}")
+
+    @functools.cached_property
+    def keywords(self) -> tuple[str, ...]:
+        """Every keyword the field accepts."""
+        return tuple(n for n, p in inspect.signature(self.field).parameters.items() if p.kind is p.KEYWORD_ONLY)
+
+    def __call__(self, objective: Objective, theta: Tensor, lr: float, **kwargs: object) -> Tensor:
+        """The field at θ; an unknown keyword raises a TypeError naming the valid ones."""
+        unknown = sorted(set(kwargs) - set(self.keywords))
+        if unknown:
+            raise TypeError(f"flow {self.name!r} takes no option(s) {unknown}; valid: "
+                            f"{', '.join(self.keywords) or 'none'}")
+        return self.field(objective, theta, lr, **kwargs)
+
+    def rate(self, lam: float, lr: float) -> float:
+        """Largest rate of the field for an extreme eigenvalue λ: |λ| (gradient),
+        |λ|(1 + h|λ|/2 + (h|λ|)²/3) (igr and higher BEA), max(|λ|, |c(hλ)λ|) (principal)."""
+        a = abs(lam)
+        if self.stiffness == "principal":
+            return max(a, float(abs(pf_coefficient(torch.tensor(lr * lam)) * lam)))
+        if self.stiffness == "igr":
+            return a * (1 + lr * a / 2 + (lr * a) ** 2 / 3)
+        return a
+
+
+FLOWS: dict[str, Flow] = {flow.name: flow for flow in (
+    Flow("gf", gf, "GF", 2),
+    Flow("igr", igr, "IGR (1st-order BEA)", 3, stiffness="igr"),
+    Flow("third_order", third_order, "3rd-order BEA", 4, stiffness="igr"),
+    Flow("pf", pf, "PF", 3, complex_state=True, timed=True, options=("branch",), stiffness="principal",
+         prepare=_branch_option),
+    Flow("pf_topk", pf_topk, "PF top-k", 2, eigenpairs=True, timed=True, options=("rest",),
+         stiffness="principal"),
+    Flow("pf_topk_igr", pf_topk_igr, "PF top-k + IGR rest", 3, eigenpairs=True, timed=True,
+         stiffness="principal"),
+)}
+FIELDS: dict[str, Callable[..., Tensor]] = {name: flow.field for name, flow in FLOWS.items()}
+
+
+def get_flow(name: str) -> Flow:
+    """The flow registered under ``name`` (ValueError naming the valid choices otherwise)."""
+    if name not in FLOWS:
+        raise ValueError(f"unknown flow {name!r}; valid choices: {', '.join(FLOWS)}")
+    return FLOWS[name]
+
+
+def get_field(name: str) -> Flow:
+    """The vector field registered under ``name``: its :class:`Flow`, called like the field (strict keywords)."""
+    return get_flow(name)

@@ -1,7 +1,7 @@
 """Integrate a flow with torchdiffeq on an output grid, and run GD beside it.
 
 ``integrate(objective, θ0, flow="gf", lr=h, times=...)`` solves θ' = F(θ) from
-:data:`flows.fields.FIELDS`; ``compare(objective, θ0, lr, steps, flows=...)``
+:data:`flows.fields.FLOWS`; ``compare(objective, θ0, lr, steps, flows=...)``
 runs GD and each flow on the grid t = n·h and measures their drift
 ‖θ_GD(n) − θ_flow(n·h)‖ and loss gaps per step.
 
@@ -13,6 +13,7 @@ interrupted between chunks without losing what it computed.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from time import monotonic
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from .fields import COMPLEX_FIELDS, FIELDS, FLOW_OPTIONS, LogBranch, get_field, pf_coefficient
+from .fields import FLOWS, Flow, LogBranch, get_flow
 from .gd import Budget, _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
 from .objective import Objective
 from .spectrum import DENSE_MAX_DIM, EigenTracker, NonFiniteSpectrumError, top_eigenpairs
@@ -70,23 +71,19 @@ def _time_grid(times, steps: int | None, lr: float, dtype: torch.dtype) -> Tenso
     return t
 
 
-def stiffness(objective: Objective, theta: Tensor, flow: str, lr: float, *, floor: float = 0.0) -> float:
+def stiffness(objective: Objective, theta: Tensor, flow: str | Flow, lr: float, *, floor: float = 0.0) -> float:
     """An estimate of the largest rate |∂F/∂θ| of the flow at θ (for explicit step-size bounds).
 
-    GF: |λ|max; IGR: |λ|max(1 + h|λ|max/2 + (h|λ|max)²/3); PF: max |c(hλ)λ| over
-    the extreme pair; |λ|max is taken as at least ``floor`` (e.g. 2/h, which
-    the sharpness reaches at the edge of stability).
+    :meth:`Flow.rate` of |λ|max (GF: |λ|max; IGR: |λ|max(1 + h|λ|max/2 + (h|λ|max)²/3); PF: max |c(hλ)λ|
+    over the extreme pair); |λ|max is taken as at least ``floor`` (e.g. 2/h, which the sharpness reaches
+    at the edge of stability).
     """
+    record = flow if isinstance(flow, Flow) else get_flow(flow)
     theta_r = theta.real if theta.is_complex() else theta
     lam = float(top_eigenpairs(objective, theta_r.detach(), 1, "LM", tol=1e-2).values[0])
     if abs(lam) < floor:
         lam = math.copysign(floor, lam) if lam else floor
-    a = abs(lam)
-    if flow.startswith("pf"):
-        return max(a, float(abs(pf_coefficient(torch.tensor(lr * lam)) * lam)))
-    if flow in ("igr", "third_order") or flow.endswith("_igr"):
-        return a * (1 + lr * a / 2 + (lr * a) ** 2 / 3)
-    return a
+    return record.rate(lam, lr)
 
 
 def default_tolerances(dtype: torch.dtype) -> tuple[float, float]:
@@ -108,14 +105,37 @@ def default_method(objective: Objective) -> str:
     return "dopri5" if objective.dim <= DENSE_MAX_DIM else "rk4"
 
 
-def _flow_options(flow: str, flow_options: dict | None) -> dict:
-    valid = FLOW_OPTIONS.get(flow, ())
+def _flow_options(record: Flow, flow_options: dict | None) -> dict:
+    """The caller's ``flow_options``, checked against the flow's record and prepared for its field."""
     options = dict(flow_options or {})
-    unknown = sorted(set(options) - set(valid))
+    unknown = sorted(set(options) - set(record.options))
     if unknown:
-        raise ValueError(f"unknown flow_options {unknown} for flow {flow!r}; valid choices: "
-                         f"{', '.join(valid) if valid else 'none'}")
-    return options
+        raise ValueError(f"unknown flow_options {unknown} for flow {record.name!r}; valid choices: "
+                         f"{', '.join(record.options) if record.options else 'none'}")
+    return record.prepare(options)
+
+
+def _eigen_options(objective: Objective, lr: float, k: int, tracker: EigenTracker | None, eig_tol: float,
+                   eig_refresh: float | None) -> tuple[dict, EigenTracker]:
+    """The eigenpair keywords of a top-k flow: a (warm-started) tracker and its refresh interval."""
+    k = check_count("k", k, minimum=1)
+    if eig_refresh is None:
+        eig_refresh = 0.0 if objective.dim <= DENSE_MAX_DIM else lr
+    tracker = tracker or EigenTracker(k=min(k, objective.dim), tol=check_positive("eig_tol", eig_tol),
+                                      method="dense" if objective.dim <= DENSE_MAX_DIM else "auto")
+    return {"k": k, "tracker": tracker, "refresh": check_positive("eig_refresh", eig_refresh, allow_zero=True)}, \
+        tracker
+
+
+def _solver_options(objective: Objective, theta: Tensor, record: Flow, lr: float, method: str,
+                    step_size: float | None, max_num_steps: int) -> tuple[dict, float | None]:
+    """torchdiffeq options: a fixed step (default: the stiffness bound) or the adaptive step limit."""
+    if method not in FIXED_METHODS:
+        return {"max_num_steps": check_count("max_num_steps", max_num_steps, minimum=1)}, step_size
+    if step_size is None:
+        floor = 2.0 / lr if objective.dim > DENSE_MAX_DIM else 0.0
+        step_size = min(lr, 1.0 / max(stiffness(objective, theta, record, lr, floor=floor), 1e-12))
+    return {"step_size": check_positive("step_size", step_size)}, step_size
 
 
 def integrate(
@@ -184,61 +204,46 @@ def integrate(
     """
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
-    fieldfn = get_field(flow)
+    record = get_flow(flow)
     if method == "auto":
         method = default_method(objective)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid choices: auto, {', '.join(METHODS)}")
     lr = check_positive("lr", lr)
     chunk = check_count("chunk", chunk, minimum=1)
-    max_num_steps = check_count("max_num_steps", max_num_steps, minimum=1)
     budget = Budget(time_budget)
-    options = _flow_options(flow, flow_options)
+    options = _flow_options(record, flow_options)
     theta = _initial(objective, theta0)
-    if theta.is_complex() and flow not in COMPLEX_FIELDS:
-        raise TypeError(f"flow {flow!r} needs a real θ0 (only {sorted(COMPLEX_FIELDS)} run in Cᴰ)")
+    if theta.is_complex() and not record.complex_state:
+        complex_flows = sorted(name for name, f in FLOWS.items() if f.complex_state)
+        raise TypeError(f"flow {flow!r} needs a real θ0 (only {complex_flows} run in Cᴰ)")
     default_rtol, default_atol = default_tolerances(theta.dtype)
     rtol = check_positive("rtol", default_rtol if rtol is None else rtol)
     atol = check_positive("atol", default_atol if atol is None else atol)
-    itemsize = theta.element_size() * (2 if flow in COMPLEX_FIELDS and not theta.is_complex() else 1)
+    itemsize = theta.element_size() * (2 if record.complex_state and not theta.is_complex() else 1)
     rows = len(times) if times is not None else steps + 1 if isinstance(steps, int) and steps > 0 else 0
     reserve_rows(rows, objective.dim, states, projection_size, itemsize)  # before the grid is allocated
     grid = _time_grid(times, steps, lr, theta.real.dtype)
-    is_complex = flow in COMPLEX_FIELDS
-    if is_complex and not theta.is_complex():
+    if record.complex_state and not theta.is_complex():
         theta = theta.to(torch.complex128 if theta.dtype == torch.float64 else torch.complex64)
-    branch = None
-    if flow == "pf":
-        branch = LogBranch(options.pop("branch", "principal"))
-        options["branch"] = branch
-    if flow in ("pf_topk", "pf_topk_igr"):
-        k = check_count("k", k, minimum=1)
-        if eig_refresh is None:
-            eig_refresh = 0.0 if objective.dim <= DENSE_MAX_DIM else lr
-        tracker = tracker or EigenTracker(k=min(k, objective.dim), tol=check_positive("eig_tol", eig_tol),
-                                          method="dense" if objective.dim <= DENSE_MAX_DIM else "auto")
-        options.update(tracker=tracker, refresh=check_positive("eig_refresh", eig_refresh, allow_zero=True))
-    if method in FIXED_METHODS:
-        if step_size is None:
-            floor = 2.0 / lr if objective.dim > DENSE_MAX_DIM else 0.0
-            step_size = min(lr, 1.0 / max(stiffness(objective, theta, flow, lr, floor=floor), 1e-12))
-        solver_options = {"step_size": check_positive("step_size", step_size)}
-    else:
-        solver_options = {"max_num_steps": max_num_steps}
+    if record.eigenpairs:
+        eigen, tracker = _eigen_options(objective, lr, k, tracker, eig_tol, eig_refresh)
+        options.update(eigen)
+    solver_options, step_size = _solver_options(objective, theta, record, lr, method, step_size, max_num_steps)
     config = {"kind": "flow", "flow": flow, "lr": lr, "method": method, "rtol": rtol, "atol": atol,
-              "step_size": step_size, "k": k if flow.startswith("pf_topk") else None,
-              "eig_refresh": eig_refresh if flow.startswith("pf_topk") else None, "objective": objective.name,
-              "dtype": str(theta.dtype), "device": str(theta.device), "time_budget": time_budget}
-    if branch is not None:
+              "step_size": step_size, "k": options.get("k"), "eig_refresh": options.get("refresh"),
+              "objective": objective.name, "dtype": str(theta.dtype), "device": str(theta.device),
+              "time_budget": time_budget}
+    branch = options.get("branch")
+    if isinstance(branch, LogBranch):
         config["pf_branch"] = branch.mode
-    run = _FlowRun(objective, fieldfn, lr, k, options, is_complex, budget,
-                   Recorder(objective.dim, states, projection_size))
+    run = _FlowRun(objective, record, lr, options, budget, Recorder(objective.dim, states, projection_size))
     status = run.solve(theta, grid, method, rtol, atol, solver_options, chunk, max_loss, progress, flow)
-    if tracker is not None:
-        config["eigen_matvecs"] = tracker.total_matvecs
-        config["eigen_solves"] = tracker.updates
+    if record.eigenpairs:
+        config["eigen_matvecs"] = options["tracker"].total_matvecs
+        config["eigen_solves"] = options["tracker"].updates
     config["field_evaluations"] = run.evals
-    if branch is not None:
+    if isinstance(branch, LogBranch):
         _report_branch(branch, config, run.rec)
     return run.rec.build(config, status)
 
@@ -267,10 +272,10 @@ class _OutOfTime(Exception):
 class _FlowRun:
     """One integration: the right-hand side, recording, and the chunked solve with its stop conditions."""
 
-    def __init__(self, objective: Objective, fieldfn, lr: float, k: int, options: dict, is_complex: bool,
-                 budget: Budget, rec: Recorder) -> None:
-        self.objective, self.fieldfn, self.lr, self.k, self.options = objective, fieldfn, lr, k, options
-        self.is_complex, self.budget, self.rec = is_complex, budget, rec
+    def __init__(self, objective: Objective, record: Flow, lr: float, options: dict, budget: Budget,
+                 rec: Recorder) -> None:
+        self.objective, self.flow, self.lr, self.options = objective, record, lr, options
+        self.is_complex, self.budget, self.rec = record.complex_state, budget, rec
         self.evals, self.t = 0, 0.0
         self.bar = None
         self._shown = 0.0
@@ -291,8 +296,8 @@ class _FlowRun:
             self._shown = now
             self.bar.set_postfix(t=f"{self.t:.4g}", evals=self.evals, refresh=now - self.budget.start > 2.0)
         try:
-            out = self.pack(self.fieldfn(self.objective, self.unpack(y), self.lr, k=self.k, t=self.t,
-                                         **self.options))
+            timed = {"t": self.t} if self.flow.timed else {}
+            out = self.pack(self.flow(self.objective, self.unpack(y), self.lr, **timed, **self.options))
         except (NonFiniteSpectrumError, torch.linalg.LinAlgError) as err:  # the state has blown up
             raise _Diverged(f"eigendecomposition failed at t={self.t:.6g}: {err}") from None
         if not bool(torch.isfinite(out).all()):
@@ -404,8 +409,8 @@ def compare(
     if isinstance(flows, str):
         flows = (flows,)
     for name in flows:
-        if name not in FIELDS:
-            raise ValueError(f"unknown flow {name!r}; valid choices: {', '.join(FIELDS)}")
+        get_flow(name)  # a ValueError naming the valid choices
+    _check_keywords("compare", kwargs)
     budget = Budget(time_budget)
     theta = _initial(objective, theta0)
     gd = gradient_descent(objective, theta, lr, steps, states="full", progress=progress,
@@ -429,6 +434,18 @@ def compare(
             traj.state_mode = "none"
         result.flows[name] = traj
     return result
+
+
+def _check_keywords(caller: str, kwargs: dict) -> None:
+    """Keywords passed on to :func:`integrate` must be its own, checked before any work is done."""
+    valid = [n for n in inspect.signature(integrate).parameters if n not in _FIXED_BY_CALLERS]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"{caller}() got unknown keyword argument(s) {unknown}; the keywords it passes on to "
+                        f"integrate() are: {', '.join(valid)}")
+
+
+_FIXED_BY_CALLERS = ("objective", "theta0", "flow", "lr", "times", "steps", "states")
 
 
 def local_error(
