@@ -147,7 +147,8 @@ class EoSDetector:
         if self.crossed_at is None and self.sharpness >= self.threshold:
             self.crossed_at = ctx.step
             recorder.events.append(Event("eos_crossing", ctx.step, ctx.time,
-                                         {"sharpness": self.sharpness, "threshold": self.threshold}).to_dict())
+                                         {"sharpness": self.sharpness, "threshold": self.threshold,
+                                          "lr": ctx.lr}).to_dict())
 
     @property
     def at_edge(self) -> bool:
@@ -157,11 +158,14 @@ class EoSDetector:
     # ------------------------------------------------------------------ offline
     def detect(self, trajectory: Trajectory, *, lr: float | None = None, momentum: float | None = None,
                objective: Objective | None = None, drift: np.ndarray | None = None) -> EoSReport:
-        """Read the EoS story off ``trajectory`` (needs a ``sharpness`` metric, or ``objective`` + full states)."""
-        lr = lr if lr is not None else trajectory.config.get("lr")
+        """Read the EoS story off ``trajectory`` (needs a ``sharpness`` metric, or ``objective`` + full states).
+
+        The threshold at step n is 2(1+β)/hₙ with hₙ the rate recorded at that step (metric ``lr``, as
+        under a controller; the last row, where no step is taken, keeps the last rate used), so offline
+        detection agrees with the online callback; ``lr=`` imposes one constant rate instead.
+        """
         momentum = momentum if momentum is not None else trajectory.config.get("momentum", 0.0) or 0.0
-        if lr is None:
-            raise ValueError("the learning rate is unknown: pass lr= (the trajectory's config has none)")
+        thresholds = stability_thresholds(trajectory, lr, momentum)
         sharp = trajectory.metrics.get("sharpness")
         if sharp is None or np.all(np.isnan(sharp)):
             if objective is None or trajectory.states is None or trajectory.state_mode != "full":
@@ -172,12 +176,13 @@ class EoSDetector:
             dtype = objective.theta0.dtype if objective.theta0 is not None else torch.float64
             for i in range(0, len(trajectory), self.sharpness_every):
                 sharp[i] = sharpness(objective, torch.as_tensor(np.real(trajectory.states[i]), dtype=dtype))
-        threshold = stability_threshold(lr, momentum)
         times, losses = trajectory.times, trajectory.losses
         measured = np.flatnonzero(np.isfinite(sharp))
         events: list[Event | Segment] = []
-        above = measured[sharp[measured] >= threshold]
+        above = measured[sharp[measured] >= thresholds[measured]]
         first = int(above[0]) if len(above) else None
+        # the threshold the report quotes: at the crossing, else at the last measurement
+        threshold = float(thresholds[first if first is not None else (measured[-1] if len(measured) else 0)])
         pre = measured[measured <= (first if first is not None else measured[-1])] if len(measured) else measured
         slope, rising = math.nan, False
         if len(pre) >= 4:
@@ -190,11 +195,12 @@ class EoSDetector:
                                                           "from": float(sharp[pre[0]]), "to": float(sharp[pre[-1]])}))
         if first is not None:
             events.append(Event("eos_crossing", first, float(times[first]),
-                                {"sharpness": float(sharp[first]), "threshold": threshold}))
+                                {"sharpness": float(sharp[first]), "threshold": threshold,
+                                 "lr": 2 * (1 + momentum) / threshold}))
         hover_frac, hovering = 0.0, False
         if first is not None:
             after = measured[measured >= first]
-            inside = np.abs(sharp[after] - threshold) <= self.band * threshold
+            inside = np.abs(sharp[after] - thresholds[after]) <= self.band * thresholds[after]
             hover_frac = float(inside.mean()) if len(after) else 0.0
             hovering = hover_frac >= self.hover_fraction and len(after) >= 3
             if hovering:
@@ -222,6 +228,28 @@ class EoSDetector:
                 events.append(Event("gd_gf_separation", separation, float(times[separation]),
                                     {"drift": float(drift[separation]), "ratio": float(ratio[separation])}))
         return EoSReport(threshold, rising, slope, first, hovering, hover_frac, spikes, separation, events)
+
+
+def stability_thresholds(trajectory: Trajectory, lr: float | None = None, momentum: float = 0.0) -> np.ndarray:
+    """2(1+β)/hₙ per row of ``trajectory``: hₙ from ``lr`` if given, else the recorded metric ``lr`` (rows
+    without one, such as the last, keep the rate before them), else ``config["lr"]``; rate 0 gives +inf."""
+    n = len(trajectory)
+    if lr is not None:
+        rates = np.full(n, check_positive("lr", lr))
+    elif "lr" in trajectory.metrics and np.isfinite(trajectory.metrics["lr"]).any():
+        rates = np.asarray(trajectory.metrics["lr"], dtype=float).copy()
+        known = np.isfinite(rates)
+        first = int(np.flatnonzero(known)[0])
+        rates[:first] = rates[first]
+        index = np.where(known, np.arange(n), 0)
+        rates = rates[np.maximum.accumulate(index)]  # forward fill
+    elif trajectory.config.get("lr") is not None:
+        rates = np.full(n, float(trajectory.config["lr"]))
+    else:
+        raise ValueError("the learning rate is unknown: pass lr= (the trajectory records no 'lr' metric and its "
+                         "config has none)")
+    with np.errstate(divide="ignore"):
+        return np.where(rates > 0, 2 * (1 + momentum) / np.where(rates > 0, rates, 1.0), np.inf)
 
 
 def loss_spikes(losses: np.ndarray, relative: float = SPIKE_RELATIVE) -> tuple[list[int], list[float]]:
@@ -260,4 +288,4 @@ def detect_edge_of_stability(trajectory: Trajectory, **kwargs) -> EoSReport:
 
 
 __all__ = ["EoSDetector", "EoSReport", "PFStability", "detect_edge_of_stability", "loss_spikes", "pf_stability",
-           "stability_threshold"]
+           "stability_threshold", "stability_thresholds"]

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from .events import Event
 from .objective import Objective
 from .spectrum import EigenTracker
 from .trajectory import Recorder, Trajectory, reserve_rows
@@ -147,7 +148,7 @@ def gradient_descent(
               "controller_settings": controller.hyperparameters() if hasattr(controller, "hyperparameters") else None,
               "dtype": str(theta.dtype), "device": str(theta.device)}
     velocity = torch.zeros_like(theta)
-    time, status = 0.0, "complete"
+    time, status, last_lr = 0.0, "complete", lr
     bar = _progress(steps, progress, "GD")
     try:
         for n in range(steps + 1):
@@ -158,14 +159,16 @@ def gradient_descent(
                 max_loss = loss_bound(max_loss, row["loss"])
             if not (math.isfinite(row["loss"]) and math.isfinite(gnorm)) or row["loss"] > max_loss:
                 rec.add(time, theta, **row)
-                rec.events.append({"kind": "divergence", "step": n, "time": time, "loss": row["loss"],
-                                   "last_finite_step": n - 1, "reason": "non-finite" if not
-                                   math.isfinite(row["loss"]) else f"loss > max_loss={max_loss}"})
+                rec.events.append(Event("divergence", n, time, {
+                    "loss": row["loss"], "last_finite_step": n - 1,
+                    "reason": "non-finite" if not math.isfinite(row["loss"]) else f"loss > max_loss={max_loss}"}
+                ).to_dict())
                 status = "diverged"
                 break
             if sharpness_every and n % sharpness_every == 0:  # after the divergence check: θ is sane here
                 row["sharpness"] = float(tracker.update(objective, theta).values[0])
-            ctx = StepContext(n, time, theta, loss, grad, objective, lr, momentum)
+            # at the last row no step is taken: callbacks see the last rate actually used (lr before any step)
+            ctx = StepContext(n, time, theta, loss, grad, objective, last_lr, momentum)
             if n == steps:
                 rec.add(time, theta, **row)
                 for cb in callbacks:
@@ -184,11 +187,12 @@ def gradient_descent(
             rec.add(time, theta, **row)
             if not (math.isfinite(decision.lr) and bool(torch.isfinite(new_theta).all())):
                 # refuse the step: θₙ stays the last recorded state
-                rec.events.append({"kind": "refused_step", "step": n, "time": time, "lr": decision.lr,
-                                   "reason": "non-finite rate or update proposed by the controller"})
+                rec.events.append(Event("refused_step", n, time, {
+                    "lr": decision.lr, "reason": "non-finite rate or update proposed by the controller"}).to_dict())
                 status = "diverged"
                 break
             ctx.lr, ctx.info = decision.lr, dict(decision.info)  # callbacks see the rate actually used
+            last_lr = decision.lr
             for cb in callbacks:
                 cb(ctx, rec)
             theta = new_theta
@@ -196,13 +200,13 @@ def gradient_descent(
             bar.update(1)
             if budget.exceeded():
                 rec.add(time, theta, **_measure(objective, theta, n + 1))
-                rec.events.append({"kind": "time_budget", "step": n + 1, "time": time,
-                                   "reason": f"wall-clock budget of {budget.seconds} s used up"})
+                rec.events.append(Event("time_budget", n + 1, time, {
+                    "reason": f"wall-clock budget of {budget.seconds} s used up"}).to_dict())
                 status = "stopped"
                 break
     except KeyboardInterrupt:
         status = "interrupted"
-        rec.events.append({"kind": "interrupted", "step": len(rec.times) - 1, "time": time})
+        rec.events.append(Event("interrupted", len(rec.times) - 1, time).to_dict())
     finally:
         bar.close()
     return rec.build(config, status)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from .events import Event
 from .fields import FLOWS, Flow, LogBranch, get_flow
 from .gd import Budget, _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
 from .objective import Objective
@@ -254,12 +255,13 @@ def _report_branch(branch: LogBranch, config: dict, rec: Recorder) -> None:
     if branch.first_crossing is None:
         return
     t_cross, x_cross = branch.first_crossing
-    rec.events.append({"kind": "pf_branch_cut", "time": t_cross, "x": [x_cross.real, x_cross.imag],
-                       "crossings": branch.crossings, "branch": branch.mode,
-                       "reason": "a complex eigenvalue hλ crossed Re hλ = 1 with Im hλ > 0, where log(1 − hλ) "
-                                 "has its cut: past this time the exact PF depends on the branch "
-                                 "(flow_options={'branch': ...}); many crossings mean the state chatters across "
-                                 "the cut, where an adaptive solver stalls: try the other branch"})
+    step = int(np.searchsorted(np.asarray(rec.times), t_cross))  # the first output row at or after the crossing
+    rec.events.append(Event("pf_branch_cut", step, t_cross, {
+        "x": [x_cross.real, x_cross.imag], "crossings": branch.crossings, "branch": branch.mode,
+        "reason": "a complex eigenvalue hλ crossed Re hλ = 1 with Im hλ > 0, where log(1 − hλ) has its cut: past "
+                  "this time the exact PF depends on the branch (flow_options={'branch': ...}); many crossings "
+                  "mean the state chatters across the cut, where an adaptive solver stalls: try the other branch"}
+    ).to_dict())
     warnings.warn(f"pf: hλ = {x_cross:.4g} crossed the logarithm's branch cut at t ≈ {t_cross:.4g} "
                   f"({branch.crossings} crossing(s), branch {branch.mode!r}); the complex PF is branch-dependent "
                   "from there (see the pf_branch_cut event)", RuntimeWarning, stacklevel=3)
@@ -329,11 +331,11 @@ class _FlowRun:
                     try:
                         sol = odeint(self.rhs, y, seg, method=method, rtol=rtol, atol=atol, options=solver_options)
                     except _OutOfTime:
-                        rec.events.append({"kind": "time_budget", "time": rec.times[-1], "step": i,
+                        rec.events.append(Event("time_budget", i, rec.times[-1], {
                                            "reached_time": self.t,
                                            "reason": f"wall-clock budget of {self.budget.seconds} s used up at flow "
                                                      f"time {self.t:.6g}, inside a chunk of output times: states "
-                                                     "are kept up to the last output time"})
+                                                     "are kept up to the last output time"}).to_dict())
                         status = "stopped"
                         break
                     except (_Diverged, AssertionError) as err:
@@ -353,7 +355,7 @@ class _FlowRun:
                     i += len(seg) - 1
         except KeyboardInterrupt:
             status = "interrupted"
-            rec.events.append({"kind": "interrupted", "time": rec.times[-1], "step": len(rec.times) - 1})
+            rec.events.append(Event("interrupted", len(rec.times) - 1, rec.times[-1]).to_dict())
         finally:
             self.bar.close()
         return status
@@ -363,21 +365,22 @@ class _FlowRun:
         for j, (t, yy) in enumerate(zip(seg[1:], sol[1:])):
             loss = self.record(float(t), self.unpack(yy))
             if not math.isfinite(loss) or loss > max_loss:
-                self.rec.events.append({"kind": "divergence", "time": float(t), "step": len(self.rec.times) - 1,
-                                        "loss": loss, "reason": "loss non-finite or above max_loss"})
+                self.rec.events.append(Event("divergence", len(self.rec.times) - 1, float(t), {
+                    "loss": loss, "last_finite_step": len(self.rec.times) - 2,
+                    "reason": "loss non-finite or above max_loss"}).to_dict())
                 return j
         return len(seg) - 1
 
     def _failure(self, err: Exception, step: int, flow: str) -> str:
         if isinstance(err, _Diverged):
-            self.rec.events.append({"kind": "divergence", "time": self.t, "step": step, "reason": str(err)})
+            self.rec.events.append(Event("divergence", step, self.t, {"reason": str(err)}).to_dict())
             return "diverged"
         # torchdiffeq asserts on 'underflow in dt' and 'max_num_steps exceeded'
         hint = ("the flow is stiff here: try method='rk4' with a smaller step_size, "
                 "looser rtol/atol, or a smaller lr" if "underflow" in str(err)
                 else "raise max_num_steps, loosen rtol/atol, or use a fixed-step method")
-        self.rec.events.append({"kind": "solver_failure", "time": self.t, "step": step,
-                                "reason": str(err), "suggestion": hint})
+        self.rec.events.append(Event("solver_failure", step, self.t, {"reason": str(err), "suggestion": hint}
+                                     ).to_dict())
         warnings.warn(f"{flow} integration stopped at t={self.t:.6g}: {err}; {hint}", RuntimeWarning, stacklevel=4)
         return "failed"
 

@@ -85,3 +85,28 @@ def test_gd_gf_separation_on_the_quadratic():
     assert ratio >= 0.1
     calm = compare(obj, lr=0.01, steps=10, flows=("gf",), rtol=1e-10, atol=1e-12)
     assert EoSDetector().detect(calm.gd, objective=obj, drift=calm.drift["gf"]).separation_step is None
+
+
+class _GrowingRate:
+    """hₙ = 0.01·1.1ⁿ: the threshold 2/hₙ falls past λ_max = 2 of the pf-quadratic toy at n = 49."""
+
+    def decide(self, ctx):
+        return 0.01 * 1.1 ** ctx.step
+
+
+def test_offline_detection_uses_the_rate_recorded_at_each_step(tmp_path):
+    from flows import Trajectory, gradient_descent, toys
+
+    seen = []
+    online = EoSDetector(sharpness_every=1)
+    traj = gradient_descent(toys.get("pf-quadratic"), lr=0.01, steps=55, controller=_GrowingRate(),
+                            callbacks=[online, lambda ctx, rec: seen.append((ctx.step, ctx.lr))])
+    traj.save(tmp_path / "run")
+    offline = EoSDetector(sharpness_every=1).detect(Trajectory.load(tmp_path / "run"))
+    assert online.crossed_at == offline.first_crossing == 49
+    crossing = next(e for e in offline.events if e.kind == "eos_crossing")
+    assert crossing.evidence["lr"] == pytest.approx(0.01 * 1.1 ** 49)
+    # the last row takes no step: callbacks see the last rate used, not the runner's base rate
+    assert seen[-1] == (55, pytest.approx(0.01 * 1.1 ** 54))
+    # an explicit lr= still imposes one constant rate
+    assert EoSDetector(sharpness_every=1).detect(traj, lr=0.01).first_crossing is None
