@@ -167,8 +167,9 @@ def gradient_descent(
                 break
             if sharpness_every and n % sharpness_every == 0:  # after the divergence check: θ is sane here
                 row["sharpness"] = float(tracker.update(objective, theta).values[0])
-            # at the last row no step is taken: callbacks see the last rate actually used (lr before any step)
-            ctx = StepContext(n, time, theta, loss, grad, objective, last_lr, momentum)
+            # a controller sees the runner's rate; at the last row no step is taken, so callbacks see the last
+            # rate actually used (lr when no step was taken)
+            ctx = StepContext(n, time, theta, loss, grad, objective, last_lr if n == steps else lr, momentum)
             if n == steps:
                 rec.add(time, theta, **row)
                 for cb in callbacks:

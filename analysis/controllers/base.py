@@ -181,8 +181,16 @@ class ControllerOptimizer(torch.optim.Optimizer):
     loss, call ``backward()``, return the loss), asks the controller for (h, d), and writes
     θ − h d back. The controller may call the closure again (PAL, Alice, DAL
     with finite differences). All parameters form one flat θ, so a single
-    parameter group is required. ``state_dict()`` carries the controller's
-    state; ``last_info`` holds what the controller reported for the last step.
+    parameter group is required (several raise a ValueError).
+
+    The group holds the controller's hyperparameters (``param_groups[0]["lr"]``
+    for the controllers that have a rate, ``"max_lr"``, ``"scale"``, … for the
+    others) and, as in ``torch.optim.SGD``, is read at every step: a
+    ``torch.optim.lr_scheduler`` or a hand edit of the group changes the next
+    step (the new values are validated as the constructor would). Schedulers
+    act on ``"lr"``, so they need a controller that has one. ``state_dict()``
+    carries the controller's state; ``last_info`` holds what the controller
+    reported for the last step.
 
     A step with a non-finite loss, gradient or proposed update is refused:
     the parameters keep their values, a ``RuntimeWarning`` is issued,
@@ -212,6 +220,7 @@ class ControllerOptimizer(torch.optim.Optimizer):
         if closure is None or not callable(closure):
             raise TypeError(f"{type(self).__name__}.step needs a closure that re-evaluates the model, calls "
                             "loss.backward() and returns the loss")
+        self._sync_hyperparameters()
         params = self._params()
         obj = ClosureObjective(params, closure)
         theta = obj.flat()
@@ -231,6 +240,24 @@ class ControllerOptimizer(torch.optim.Optimizer):
         self.steps += 1
         self.last_info = {"lr": decision.lr, **decision.info}
         return loss
+
+    def _sync_hyperparameters(self) -> None:
+        """Apply the group's hyperparameters that differ from the controller's (a scheduler changed them)."""
+        current = self.controller.hyperparameters()
+        group = self.param_groups[0]
+        changed = {k: group[k] for k in current if k in group and _differs(group[k], current[k])}
+        if not changed:
+            return
+        settings = {**current, **changed}
+        try:
+            checked = type(self.controller)(**settings)  # the constructor's validation, on the new values
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{type(self).__name__}: param_groups[0] set {changed}, which "
+                             f"{type(self.controller).__name__} refuses: {err}") from None
+        for key in changed:
+            setattr(self.controller, key, getattr(checked, key))
+        for key, value in self.controller.hyperparameters().items():
+            group[key] = value  # normalised as the controller holds them (e.g. betas as a list)
 
     def _refuse(self, obj: ClosureObjective, theta: Tensor, loss: Tensor, why: str) -> Tensor:
         obj.write(theta)
@@ -253,7 +280,14 @@ class ControllerOptimizer(torch.optim.Optimizer):
         if ctrl is None:
             raise ValueError("this state dict has no 'controller' entry: it was not saved by a driftlab optimizer")
         super().load_state_dict(state_dict)
+        self._sync_hyperparameters()  # the group's saved values (a scheduler's) before the controller's state
         self.controller.load_state_dict(ctrl)
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) != list(b)
+    return a != b
 
 
 def optimizer_class(controller_cls: type[StepController]) -> type[ControllerOptimizer]:

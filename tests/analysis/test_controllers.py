@@ -344,3 +344,60 @@ def test_the_optimizer_form_reads_decisions_as_the_runner_does():
     ctrl.rate = -0.1
     with pytest.raises(ValueError, match="negative rate"):
         opt.step(closure)
+
+
+def _regression(seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(32, 3, generator=gen, dtype=torch.float64), torch.randn(32, 2, generator=gen,
+                                                                                dtype=torch.float64)
+    model = fc_tanh((3, 5, 2), seed=seed, dtype=torch.float64)
+
+    def closure_for(opt):
+        def closure():
+            opt.zero_grad()
+            loss = half_mse(model(x), y)
+            loss.backward()
+            return loss
+        return closure
+    return model, closure_for
+
+
+def _train(opt_factory, steps: int, restart_at: int | None = None):
+    """Steps under a StepLR schedule; with ``restart_at``, optimizer and scheduler are rebuilt from state_dicts."""
+    model, closure_for = _regression()
+    opt = opt_factory(model.parameters())
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    for n in range(steps):
+        if n == restart_at:
+            saved_opt, saved_sched = copy.deepcopy(opt.state_dict()), copy.deepcopy(sched.state_dict())
+            opt = opt_factory(model.parameters())
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+            opt.load_state_dict(saved_opt)
+            sched.load_state_dict(saved_sched)
+        opt.step(closure_for(opt))
+        sched.step()
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), opt
+
+
+def test_an_lr_scheduler_drives_the_controller_rate_as_it_drives_sgd():
+    sgd, _ = _train(lambda p: torch.optim.SGD(p, lr=0.3), 7)
+    ours, opt = _train(lambda p: ConstantOptimizer(p, lr=0.3), 7)
+    torch.testing.assert_close(ours, sgd, rtol=1e-12, atol=1e-14)
+    assert opt.controller.lr == pytest.approx(0.3 * 0.5 ** 3)  # the schedule reached the controller
+    assert opt.last_info["lr"] == pytest.approx(0.3 * 0.5 ** 3)
+    resumed, _ = _train(lambda p: ConstantOptimizer(p, lr=0.3), 7, restart_at=3)
+    torch.testing.assert_close(resumed, ours, rtol=0, atol=0)
+
+
+def test_param_group_edits_are_validated_and_several_groups_refused():
+    model, closure_for = _regression()
+    opt = AliceOptimizer(model.parameters(), lr=0.01)
+    opt.param_groups[0]["betas"] = (0.5, 0.9)
+    opt.step(closure_for(opt))
+    assert opt.controller.betas == (0.5, 0.9)
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"param_groups\[0\] set \{'lr': -1.0\}.*lr must be a finite number > 0"):
+        opt.step(closure_for(opt))
+    first, second = list(model.parameters())[:2], list(model.parameters())[2:]
+    with pytest.raises(ValueError, match="single parameter group"):
+        ConstantOptimizer([{"params": first}, {"params": second, "lr": 0.01}], lr=0.1)
