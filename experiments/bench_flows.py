@@ -18,6 +18,7 @@ import torch
 
 from flows import EigenTracker, gradient_descent, integrate
 
+from .threads import pinned_threads
 from .common import print_benchmark, write_benchmark
 from .datasets import check_digits_widths, digits_objective
 
@@ -33,10 +34,13 @@ class Config:
     ks: tuple[int, ...] = (1, 10)
 
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    threads: int = 0  # torch and BLAS threads, pinned for the measurement (0: torch's current count)
     n_train: int = 1500
 
     def validate(self) -> None:
         check_digits_widths(self.widths)
+        if self.threads < 0:
+            raise ValueError(f"threads must be ≥ 0, got {self.threads}")
         if self.span_steps < 1 or self.substeps < 1:
             raise ValueError("span_steps and substeps must be ≥ 1")
 
@@ -96,10 +100,11 @@ def measure(config: Config, device: torch.device, check: Callable[[], None] = la
 
 
 def run(config: Config, out: Path, ctx) -> None:
-    rows, t_grad = measure(config, ctx.device, ctx.check)
+    with pinned_threads(config.threads) as threads:
+        rows, t_grad = measure(config, ctx.device, ctx.check)
     header = (f"digits fc-tanh {'-'.join(map(str, config.widths))} MLP, {config.n_train} examples, from GD step {config.warmup_steps} at h = {config.lr:g}, "
               f"span {config.span_steps} h, RK4 step h/{config.substeps}; one gradient = {t_grad * 1e3:.1f} ms; "
-              f"{ctx.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+              f"{ctx.device}, torch {torch.__version__}, {threads}")
     write_benchmark(out, "bench_flows", header, rows)
 
 

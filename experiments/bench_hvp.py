@@ -17,6 +17,7 @@ import torch
 
 from flows import Objective
 
+from .threads import pinned_threads
 from .common import print_benchmark, write_benchmark
 from .datasets import check_digits_widths, digits_objective, fc_tanh, half_mse
 
@@ -26,6 +27,7 @@ DESCRIPTION = "time per loss, gradient and HVP (fresh, retained graph, batched) 
 @dataclass
 class Config:
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    threads: int = 0  # torch and BLAS threads, pinned for the measurement (0: torch's current count)
     rounds: int = 25
     batch_vectors: int = 10
     dtype: str = "float32"
@@ -33,6 +35,8 @@ class Config:
 
     def validate(self) -> None:
         check_digits_widths(self.widths)
+        if self.threads < 0:
+            raise ValueError(f"threads must be ≥ 0, got {self.threads}")
         if self.rounds < 3:
             raise ValueError("rounds must be ≥ 3")
         if self.dtype not in ("float32", "float64"):
@@ -93,11 +97,12 @@ def measure(config: Config, device: torch.device) -> list[dict]:
 
 
 def run(config: Config, out: Path, ctx) -> None:
-    rows = measure(config, ctx.device)
+    with pinned_threads(config.threads) as threads:
+        rows = measure(config, ctx.device)
     dims = "-".join(map(str, config.widths))
     n_params = sum(a * b + b for a, b in zip(config.widths[:-1], config.widths[1:]))
     header = (f"digits fc-tanh {dims} ({n_params} parameters), full batch {config.n_train}, {config.dtype}, "
-              f"{ctx.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"{ctx.device}, torch {torch.__version__}, {threads}, "
               f"median of {config.rounds} interleaved rounds")
     write_benchmark(out, "bench_hvp", header, rows)
 

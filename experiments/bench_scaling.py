@@ -62,7 +62,13 @@ def worker(rank: int, world: int, port: int, cfg: dict, queue) -> None:
 
     from .datasets import digits, fc_tanh, half_mse
 
+    from threadpoolctl import threadpool_limits
+
+    from .threads import describe_threads, load_thread_pools
+
+    load_thread_pools()
     torch.set_num_threads(max(1, cfg["cores"] // world))
+    threadpool_limits(limits=max(1, cfg["cores"] // world))  # BLAS pools too: no rank oversubscribes the cores
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=cfg["timeout"]))
@@ -93,7 +99,8 @@ def worker(rank: int, world: int, port: int, cfg: dict, queue) -> None:
         if rank == 0:
             queue.put({"loss": float(loss), "grad": grad.numpy(), "hvp": hv.numpy(), "eigenvalues": eig.values.numpy(),
                        "gd_losses": gd.losses, "theta_after_gd": final.numpy(),
-                       "hvp_ms": 1e3 * statistics.median(hvp_t), "gd_step_ms": 1e3 * statistics.median(step_t)})
+                       "hvp_ms": 1e3 * statistics.median(hvp_t), "gd_step_ms": 1e3 * statistics.median(step_t),
+                       "threads": describe_threads()})
     finally:
         dist.destroy_process_group()
 
@@ -139,7 +146,8 @@ def run(config: Config, out: Path, ctx) -> None:
     write_json(out / "scaling_raw.json", {str(w): {k: (v.tolist() if isinstance(v, np.ndarray) else v)
                                                   for k, v in r.items()} for w, r in results.items()})
     write_benchmark(out, "scaling", f"digits fc-tanh {config.widths}, full batch {config.n_train}, float64, "
-                                    f"gloo on {config.cores} cores", rows)
+                                    f"gloo on {config.cores} cores; per process: "
+                                    + "; ".join(f"{w} process(es): {r['threads']}" for w, r in results.items()), rows)
 
 
 def plot(out: Path, figures: Path) -> list[Path]:

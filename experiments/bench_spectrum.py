@@ -20,6 +20,7 @@ import torch
 
 from flows import EigenTracker, Objective, top_eigenpairs
 
+from .threads import pinned_threads
 from .common import print_benchmark, write_benchmark
 from .datasets import check_digits_widths, digits_objective
 
@@ -37,10 +38,13 @@ class Config:
     power_max_iter: int = 100
 
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    threads: int = 0  # torch and BLAS threads, pinned for the measurement (0: torch's current count)
     n_train: int = 1500
 
     def validate(self) -> None:
         check_digits_widths(self.widths)
+        if self.threads < 0:
+            raise ValueError(f"threads must be ≥ 0, got {self.threads}")
         if self.k < 1 or self.track_steps < 1 or self.warmup_steps < 0:
             raise ValueError("k and track_steps must be ≥ 1, warmup_steps ≥ 0")
 
@@ -163,12 +167,13 @@ def measure(config: Config, device: torch.device, progress: bool = False) -> tup
 
 
 def run(config: Config, out: Path, ctx) -> None:
-    rows, info = measure(config, ctx.device, ctx.progress)
+    with pinned_threads(config.threads) as threads:
+        rows, info = measure(config, ctx.device, ctx.progress)
     header = (f"top-{config.k} eigenpairs, digits fc-tanh {'-'.join(map(str, config.widths))} ({info['dim']} parameters, "
               f"{config.n_train} examples), "
               f"after {config.warmup_steps} GD steps at h={config.lr:g} (λ_max = {info['lambda_max']:.3f}, "
               f"2/h = {info['two_over_h']:g}), tol {config.tol:g} (‖Hu−λu‖ ≤ tol·|λ|), {ctx.device}, "
-              f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+              f"torch {torch.__version__}, {threads}")
     write_benchmark(out, "bench_spectrum", header, rows)
 
 
