@@ -126,7 +126,7 @@ class CorridorDetector:
         self.score = math.nan
         self.in_corridor = False
         self._tracker = EigenTracker(k=1, which="LM", tol=1e-3)
-        self._lam = None
+        self._lam: float | None = None
         self._seen: int | None = None
 
     # ------------------------------------------------------------------ online

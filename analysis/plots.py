@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import matplotlib
 import matplotlib.pyplot as plt
+from cycler import cycler
 import numpy as np
 
 from flows import FLOWS
@@ -20,7 +20,8 @@ OKABE_ITO = {
 }
 METHOD_COLORS = {
     "gd": OKABE_ITO["black"], "gf": OKABE_ITO["blue"], "igr": OKABE_ITO["orange"],
-    "third_order": OKABE_ITO["purple"], "pf": OKABE_ITO["vermillion"], "pf_topk": OKABE_ITO["green"], "pf_topk_igr": OKABE_ITO["sky"],
+    "third_order": OKABE_ITO["purple"], "pf": OKABE_ITO["vermillion"], "pf_topk": OKABE_ITO["green"],
+    "pf_topk_igr": OKABE_ITO["sky"],
 }
 METHOD_LABELS = {"gd": "GD", **{name: flow.label for name, flow in FLOWS.items()}}
 CYCLE = [OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
@@ -29,7 +30,7 @@ STYLE = {
     "figure.dpi": 110, "savefig.dpi": 200, "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9,
     "legend.fontsize": 8, "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": True, "grid.alpha": 0.25, "lines.linewidth": 1.4, "figure.constrained_layout.use": True,
-    "axes.prop_cycle": matplotlib.cycler(color=CYCLE),
+    "axes.prop_cycle": cycler(color=CYCLE),
 }
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -61,7 +62,7 @@ def measure(config: Config, device: torch.device, check: Callable[[], None] = la
     t_grad = statistics.median(grad_times)
     h, span = config.lr, config.lr * config.span_steps
     step = h / config.substeps
-    rows = []
+    rows: list[dict[str, Any]] = []
 
     def add(name: str, seconds: float, evals: int, hvps: int | str) -> None:
         per_unit = seconds / span
@@ -73,21 +74,21 @@ def measure(config: Config, device: torch.device, check: Callable[[], None] = la
     gradient_descent(obj, theta, h, config.span_steps, states="none")
     check()
     add(f"GD (h = {h:g})", time.perf_counter() - t0, config.span_steps + 1, 0)
-    variants = [("gf", {}, "GF"), ("igr", {}, "IGR")]
+    variants: list[tuple[str, dict[str, float], str]] = [("gf", {}, "GF"), ("igr", {}, "IGR")]
     for k in config.ks:
         variants.append(("pf_topk", {"k": k, "eig_refresh": 0.0}, f"PF top-{k}, eigenpairs every evaluation"))
     if config.ks:
         k = max(config.ks)
         variants.append(("pf_topk", {"k": k, "eig_refresh": h}, f"PF top-{k}, eigenpairs once per h"))
     for flow, extra, name in variants:
-        tracker = EigenTracker(k=extra["k"], tol=1e-3) if flow == "pf_topk" else None
+        tracker = EigenTracker(k=int(extra["k"]), tol=1e-3) if flow == "pf_topk" else None
         if tracker is not None:
             tracker.update(obj, theta)  # the warm start is not charged to the flow
             warm = tracker.total_matvecs
         t0 = time.perf_counter()
         traj = integrate(obj, theta, flow, h, steps=config.span_steps, method="rk4", step_size=step,
                          states="none", tracker=tracker, eig_refresh=extra.get("eig_refresh", 0.0),
-                         k=extra.get("k", 10))
+                         k=int(extra.get("k", 10)))
         seconds = time.perf_counter() - t0
         check()
         hvps = tracker.total_matvecs - warm if tracker is not None else (
@@ -102,7 +103,8 @@ def measure(config: Config, device: torch.device, check: Callable[[], None] = la
 def run(config: Config, out: Path, ctx) -> None:
     with pinned_threads(config.threads) as threads:
         rows, t_grad = measure(config, ctx.device, ctx.check)
-    header = (f"digits fc-tanh {'-'.join(map(str, config.widths))} MLP, {config.n_train} examples, from GD step {config.warmup_steps} at h = {config.lr:g}, "
+    header = (f"digits fc-tanh {'-'.join(map(str, config.widths))} MLP, {config.n_train} examples, "
+              f"from GD step {config.warmup_steps} at h = {config.lr:g}, "
               f"span {config.span_steps} h, RK4 step h/{config.substeps}; one gradient = {t_grad * 1e3:.1f} ms; "
               f"{ctx.device}, torch {torch.__version__}, {threads}")
     write_benchmark(out, "bench_flows", header, rows)

@@ -78,6 +78,7 @@ def worker(rank: int, world: int, port: int, cfg: dict, queue) -> None:
         model = fc_tanh(tuple(cfg["widths"]), dtype=torch.float64)
         obj = Objective.from_module(model, half_mse, (x[rank::world], y[rank::world]))
         theta = obj.theta0
+        assert theta is not None  # from_module takes θ0 from the model
         v = torch.randn(obj.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         loss, grad = obj.loss_and_grad(theta)
         hv = obj.hvp(theta, v)

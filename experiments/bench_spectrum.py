@@ -10,6 +10,7 @@ recomputed independently with fresh HVPs.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ def power_iteration(obj: Objective, theta: torch.Tensor, k: int, tol: float, max
     the found vectors until the Rayleigh quotient changes by < tol relatively (or max_iter)."""
     hvp = CountingHVP(obj, theta)
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    values, vectors = [], []
+    values: list[float] = []
+    vectors: list[torch.Tensor] = []
     for _ in range(k):
         v = torch.randn(obj.dim, generator=gen, dtype=theta.dtype).to(theta.device)
         v = v / torch.linalg.vector_norm(v)
@@ -107,7 +109,7 @@ def power_iteration(obj: Objective, theta: torch.Tensor, k: int, tol: float, max
                 lam = new
                 break
             lam = new
-        values.append(lam)
+        values.append(math.nan if lam is None else lam)
         vectors.append(v)
     vecs = torch.stack(vectors, dim=1)
     vals = torch.tensor(values, dtype=theta.dtype, device=theta.device)
@@ -169,7 +171,8 @@ def measure(config: Config, device: torch.device, progress: bool = False) -> tup
 def run(config: Config, out: Path, ctx) -> None:
     with pinned_threads(config.threads) as threads:
         rows, info = measure(config, ctx.device, ctx.progress)
-    header = (f"top-{config.k} eigenpairs, digits fc-tanh {'-'.join(map(str, config.widths))} ({info['dim']} parameters, "
+    header = (f"top-{config.k} eigenpairs, digits fc-tanh {'-'.join(map(str, config.widths))} "
+              f"({info['dim']} parameters, "
               f"{config.n_train} examples), "
               f"after {config.warmup_steps} GD steps at h={config.lr:g} (λ_max = {info['lambda_max']:.3f}, "
               f"2/h = {info['two_over_h']:g}), tol {config.tol:g} (‖Hu−λu‖ ≤ tol·|λ|), {ctx.device}, "

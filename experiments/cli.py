@@ -35,7 +35,7 @@ import typing
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 import torch
 
@@ -154,7 +154,7 @@ class _Stop:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         raise SystemExit(_fail(f"{self.prog}: {message}"))
 
 
@@ -350,7 +350,7 @@ def _agree(rank: int, ctx: RunContext, refusal: str | None) -> bool:
 
     if not dist.is_initialized():
         return refusal is None
-    box = [refusal, ctx.completed, ctx.files]
+    box: list[Any] = [refusal, ctx.completed, ctx.files]
     dist.broadcast_object_list(box, src=0)
     refusal, ctx.completed, ctx.files = box
     return refusal is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,7 +193,8 @@ def _minibatch(spec: str, config: Config, ctx) -> dict:
     opt = ControllerOptimizer(model.parameters(), get_controller(name, **kw))
     gen = torch.Generator().manual_seed(ctx.seed)
     calls = [0]
-    result = {"label": label, "status": "complete", "train_loss": [], "test_acc": [], "lr": [], "epoch_steps": []}
+    result: dict[str, Any] = {"label": label, "status": "complete", "train_loss": [], "test_acc": [], "lr": [],
+                              "epoch_steps": []}
 
     def record() -> None:
         with torch.no_grad():
@@ -271,7 +273,7 @@ def plot(out: Path, figures: Path) -> list[Path]:
                 axes[4].semilogy(steps[m], sharp[m] * lr[m] / 2, marker="o", ms=2, **st)
             axes[5].plot(evals[ok], acc[ok], **st)
         axes[4].axhline(1.0, color="0.3", lw=0.8)
-        for spec, res in minibatch.items():
+        for res in minibatch.values():
             st = _style(index[res["label"]])
             epochs = np.arange(len(res["train_loss"]))
             axes[6].semilogy(epochs, res["train_loss"], label=res["label"], **st)

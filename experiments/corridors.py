@@ -49,7 +49,7 @@ class Config:
 
 def _straightness_callback():
     """Records cos∠(θₙ − θₙ₋₁, θₙ₋₁ − θₙ₋₂) online, without keeping the states."""
-    memory: dict[str, torch.Tensor] = {}
+    memory: dict[str, torch.Tensor | None] = {}
 
     def callback(ctx, rec) -> None:
         prev = memory.get("theta")
@@ -83,7 +83,8 @@ def run(config: Config, out: Path, ctx) -> None:
     gd.save(out / "digits")
     scores = gd.metric("corridor_score")
     summary = {
-        "toy": {"segments": [s.to_dict() for s in toy_segments], "final_score": float(traj.metric("corridor_score")[-1])},
+        "toy": {"segments": [s.to_dict() for s in toy_segments],
+                "final_score": float(traj.metric("corridor_score")[-1])},
         "digits": {"segments": [s.to_dict() for s in digits_segments], "min_score": float(np.nanmin(scores)),
                    "median_score": float(np.nanmedian(scores)),
                    "median_straightness": float(np.nanmedian(gd.metric("straightness")))},
@@ -109,7 +110,7 @@ def plot(out: Path, figures: Path) -> list[Path]:
     gd = Trajectory.load(out / "digits")
     with plots.style():
         fig, axes = plots.subplots(4, ncols=2, width=4.2, height=3.0)
-        xy = toy.states
+        xy = toy.state_matrix()
         plots.contour(axes[0], lambda x, y: x + y ** 2, (xy[:, 0].min() - 0.3, xy[:, 0].max() + 0.3),
                       (-0.8, 0.8), log=False)
         score = toy.metric("corridor_score")
@@ -140,7 +141,8 @@ def plot(out: Path, figures: Path) -> list[Path]:
         resid, slope = loss_linearity(gd.times, gd.losses, window=5)
         gn2 = gd.grad_norms ** 2
         axes[3].semilogy(steps, gd.losses, color=plots.color("gd"), label="loss")
-        axes[3].semilogy(steps, np.abs(resid), color=plots.OKABE_ITO["orange"], label="loss-linearity residual (5 steps)")
+        axes[3].semilogy(steps, np.abs(resid), color=plots.OKABE_ITO["orange"],
+                         label="loss-linearity residual (5 steps)")
         with np.errstate(invalid="ignore", divide="ignore"):
             axes[3].semilogy(steps, np.abs(slope / -gn2), color=plots.OKABE_ITO["purple"],
                              label="fitted slope / (−‖g‖²)  (1 in a corridor)")

@@ -53,8 +53,8 @@ def run(config: Config, out: Path, ctx) -> None:
     rows = []
     for h in config.lrs:
         row_path = out / f"h{number_key(h)}" / "row.json"
-        rows.append(ctx.unit(f"h{number_key(h)}", lambda h=h, row_path=row_path: _one_rate(obj, theta0, h, config, out, ctx,
-                                                                                  row_path),
+        rows.append(ctx.unit(f"h{number_key(h)}",
+                             lambda h=h, row_path=row_path: _one_rate(obj, theta0, h, config, out, ctx, row_path),
                              lambda row_path=row_path: read_json(row_path)))
     write_json(out / "eos_summary.json", rows)
     print(write_table(out / "eos_summary.csv", rows))
@@ -67,7 +67,7 @@ def _one_rate(obj, theta0, h: float, config: Config, out: Path, ctx, row_path: P
                    step_size=min(h, config.gf_step), progress=ctx.progress)
     ctx.check()
     gf_states = {int(n): torch.as_tensor(s, dtype=theta0.dtype, device=theta0.device)
-                 for n, s in zip(grid, gf.states)}
+                 for n, s in zip(grid, gf.state_matrix())}
 
     def distances(c, rec):
         row = len(rec.times) - 1

@@ -64,7 +64,7 @@ def run(config: Config, out: Path, ctx) -> None:
     gd = gradient_descent(obj, theta0, config.lr, config.steps, progress=False)
     gd.save(out / "gd")
     rows = []
-    runs = [(f"pf ({branch})", "pf", {"branch": branch}, solver)
+    runs: list[tuple[str, str, dict[str, str] | None, str]] = [(f"pf ({branch})", "pf", {"branch": branch}, solver)
             for branch in ("principal", "continued") for solver in config.solvers]
     runs += [(flow, flow, None, "dopri5") for flow in ("gf", "igr", "third_order")]
     for label, flow, options, solver in runs:
@@ -76,7 +76,7 @@ def run(config: Config, out: Path, ctx) -> None:
         seconds = time.perf_counter() - start
         ctx.check()
         n = len(traj)
-        drift = np.linalg.norm(np.real(traj.states) - gd.states[:n], axis=1)
+        drift = np.linalg.norm(np.real(traj.state_matrix()) - gd.state_matrix()[:n], axis=1)
         traj.metrics["drift"] = drift
         traj.save(out / f"{label.replace(' ', '_').replace('(', '').replace(')', '')}_{solver.replace('/', '_')}")
         rows.append({"flow": label, "solver": solver, "status": traj.status,
@@ -92,10 +92,11 @@ def plot(out: Path, figures: Path) -> list[Path]:
     with plots.style():
         fig, axes = plots.subplots(2, width=4.2, height=3.2)
         axes[0].semilogy(gd.times / gd.config["lr"], gd.losses, "k.-", label="GD")
-        palette = plt.get_cmap("tab10").colors
+        palette = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
         for i, row in enumerate(rows):
             style = {"color": palette[i % 10], "ls": "--" if "continued" in row["flow"] else "-"}
-            stem = f"{row['flow'].replace(' ', '_').replace('(', '').replace(')', '')}_{row['solver'].replace('/', '_')}"
+            flow = row["flow"].replace(" ", "_").replace("(", "").replace(")", "")
+            stem = f"{flow}_{row['solver'].replace('/', '_')}"
             traj = Trajectory.load(out / stem)
             steps = traj.times / gd.config["lr"]
             name = f"{row['flow']}, {row['solver']} ({row['status']})"
@@ -110,5 +111,6 @@ def plot(out: Path, figures: Path) -> list[Path]:
         axes[1].set_ylabel("‖θ_flow(n·h) − θ_GD(n)‖")
         for ax in axes:
             ax.legend(fontsize=6)
-        fig.suptitle(f"Exact PF across the branch cut of log(1 − hλ): {gd.config['objective']}, h = {gd.config['lr']:g}")
+        fig.suptitle(f"Exact PF across the branch cut of log(1 − hλ): {gd.config['objective']}, "
+                     f"h = {gd.config['lr']:g}")
         return save_figure(fig, figures, "pf_branch")

@@ -50,7 +50,8 @@ class Config:
 def run(config: Config, out: Path, ctx) -> None:
     obj = toys.get("pf-quadratic", device=ctx.device)
     for h in config.lrs:
-        ctx.unit(f"h{number_key(h)}", lambda h=h: _one_rate(obj, h, config, out / f"h{number_key(h)}", ctx), lambda: None)
+        key = f"h{number_key(h)}"
+        ctx.unit(key, lambda h=h, key=key: _one_rate(obj, h, config, out / key, ctx), lambda: None)
 
 
 def _one_rate(obj, h: float, config: Config, folder: Path, ctx) -> None:
@@ -78,17 +79,17 @@ def plot(out: Path, figures: Path) -> list[Path]:
             gd = Trajectory.load(folder / "gd")
             flows = {p.stem: Trajectory.load(p) for p in sorted(folder.glob("*.npz")) if p.stem != "gd"}
             ax, axt = axes[col], axes[len(folders) + col]
-            span = max(0.4, 1.1 * float(np.abs(gd.states[:, 0]).max()))
+            span = max(0.4, 1.1 * float(np.abs(gd.state_matrix()[:, 0]).max()))
             plots.contour(ax, _quadratic, (-span, span), (-0.25, 0.05))
             for name, traj in flows.items():
-                xy = np.real(traj.states)
+                xy = np.real(traj.state_matrix())
                 ax.plot(xy[:, 0], xy[:, 1], color=plots.color(name), label=plots.label(name),
                         ls="--" if name == "igr" else "-")
                 axt.plot(traj.times, xy[:, 0], color=plots.color(name), label=plots.label(name),
                          ls="--" if name == "igr" else "-")
-            ax.plot(gd.states[:, 0], gd.states[:, 1], "o", color=plots.color("gd"), ms=3.5, label="GD iterates",
-                    zorder=5)
-            axt.plot(gd.times, gd.states[:, 0], "o", color=plots.color("gd"), ms=3.5, label="GD", zorder=5)
+            gd_xy = gd.state_matrix()
+            ax.plot(gd_xy[:, 0], gd_xy[:, 1], "o", color=plots.color("gd"), ms=3.5, label="GD iterates", zorder=5)
+            axt.plot(gd.times, gd.state_matrix()[:, 0], "o", color=plots.color("gd"), ms=3.5, label="GD", zorder=5)
             ax.set_title(f"h = {h:g}  (hλ_max = {2 * h:g})")
             ax.set_xlabel("θ₁ (sharp, λ = 2)")
             ax.set_ylabel("θ₂ (flat, λ = 0.02)")

@@ -76,14 +76,14 @@ def _case(case: str, config: Config, out: Path, ctx, path: Path) -> dict:
     gd = gradient_descent(obj, theta0, lr=h, steps=steps)
     gd.save(out / case / "gd")
     summary = {"toy": toy, "h": h, "theta0": list(start), "steps": steps,
-               "gd_end": gd.states[-1].tolist(), "status": {"gd": gd.status}}
+               "gd_end": gd.state_matrix()[-1].tolist(), "status": {"gd": gd.status}}
     for flow in config.flows:
         traj = integrate(obj, theta0, flow=flow, lr=h, steps=steps, method="rk4", step_size=h / config.substeps,
                          k=2, eig_tol=1e-8, progress=ctx.progress)
         ctx.check()
         traj.save(out / case / flow)
         n = min(len(traj), len(gd))
-        drift = np.linalg.norm(np.real(traj.states[:n]) - gd.states[:n], axis=1)
+        drift = np.linalg.norm(np.real(traj.state_matrix()[:n]) - gd.state_matrix()[:n], axis=1)
         summary["status"][flow] = traj.status
         summary[f"{flow}_drift_max"] = float(drift.max())
         summary[f"{flow}_steps_reached"] = n - 1
@@ -113,22 +113,22 @@ def plot(out: Path, figures: Path) -> list[Path]:
             flows = {p.stem: Trajectory.load(p) for p in sorted((out / case).glob("*.npz")) if p.stem != "gd"}
             ax, axt = axes[col], axes[len(cases) + col]
             # frame GD and the flows that completed (a diverged flow would squash the picture)
-            pts = [gd.states] + [np.real(t.states) for t in flows.values() if t.status == "complete"]
+            pts = [gd.state_matrix()] + [np.real(t.state_matrix()) for t in flows.values() if t.status == "complete"]
             allp = np.concatenate(pts)
             lo, hi = allp.min(0), allp.max(0)
             pad = 0.15 * max(float((hi - lo).max()), 0.1) * np.ones(2)
             plots.contour(ax, _contour_fn(toy), (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
             for name, traj in flows.items():
-                xy = np.real(traj.states)
+                xy = np.real(traj.state_matrix())
                 keep = np.all(np.abs(xy) < 10, axis=1)
                 ls = "--" if name in ("igr", "pf_topk") else "-"
                 ax.plot(xy[keep, 0], xy[keep, 1], color=plots.color(name), ls=ls, label=plots.label(name))
                 dist = np.linalg.norm(xy, axis=1)
                 axt.semilogy(traj.times, np.maximum(dist, 1e-16), color=plots.color(name), ls=ls,
                              label=f"{plots.label(name)} ({traj.status})")
-            ax.plot(gd.states[:, 0], gd.states[:, 1], "o-", lw=0.6, ms=3, color=plots.color("gd"),
+            ax.plot(gd.state_matrix()[:, 0], gd.state_matrix()[:, 1], "o-", lw=0.6, ms=3, color=plots.color("gd"),
                     label=plots.label("gd", h), zorder=5)
-            axt.semilogy(gd.times, np.maximum(np.linalg.norm(gd.states, axis=1), 1e-16), "o", ms=3,
+            axt.semilogy(gd.times, np.maximum(np.linalg.norm(gd.state_matrix(), axis=1), 1e-16), "o", ms=3,
                          color=plots.color("gd"), label=plots.label("gd", h), zorder=5)
             ax.set_title(f"{TITLES[case]}, h = {h:g}", fontsize=9)
             ax.set_xlabel("x")

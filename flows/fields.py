@@ -120,7 +120,7 @@ class LogBranch:
         x = x.to(torch.promote_types(x.dtype, torch.complex64))
         log = principal_log(1 - x)
         turns = torch.zeros(x.shape, dtype=log.real.dtype, device=x.device)
-        if self._x is not None and self._x.shape == x.shape:
+        if self._x is not None and self._log is not None and self._turns is not None and self._x.shape == x.shape:
             cost = (x[:, None] - self._x[None, :]).abs()
             match_t = cost.argmin(dim=1)
             if torch.unique(match_t).numel() != match_t.numel():  # nearest is not one-to-one: assign
@@ -195,9 +195,9 @@ def _top_pairs(objective: Objective, theta: Tensor, k: int, tracker: EigenTracke
     if tracker is None:
         return top_eigenpairs(objective, theta, k, tol=tol)
     stale = (tracker.last is None or t is None or refresh <= 0
-             or abs(t - getattr(tracker, "stamp", -math.inf)) >= refresh)
+             or abs(t - tracker.stamp) >= refresh)
     if stale:
-        tracker.stamp = t
+        tracker.stamp = -math.inf if t is None else t
         return tracker.update(objective, theta)
     return tracker.last
 

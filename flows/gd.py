@@ -124,11 +124,8 @@ def gradient_descent(
     Returns:
         a :class:`Trajectory` with times t = Σ hᵢ.
     """
-    if not isinstance(objective, Objective):
-        raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
-    theta = _initial(objective, theta0)
-    lr = check_positive("lr", lr)
-    steps = check_count("steps", steps)
+    theta = _initial(_check_objective(objective), theta0)
+    lr, steps = check_positive("lr", lr), check_count("steps", steps)
     momentum = check_positive("momentum", momentum, allow_zero=True)
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
@@ -139,78 +136,101 @@ def gradient_descent(
         raise TypeError(f"controller must have a decide(ctx) method, got {type(controller).__name__}")
     if sharpness_every and tracker is None:
         tracker = EigenTracker(k=1, tol=1e-3)
-    budget = Budget(time_budget)
-
     reserve_rows(steps + 1, objective.dim, states, projection_size, theta.element_size())
-    rec = Recorder(objective.dim, states, projection_size)
+    run = _GDRun(objective, lr, controller, momentum, sharpness_every, tracker, max_loss, list(callbacks),
+                 Budget(time_budget), Recorder(objective.dim, states, projection_size))
     config = {"kind": "gd", "lr": lr, "steps": steps, "momentum": momentum, "objective": objective.name,
               "controller": type(controller).__name__ if controller is not None else None,
-              "controller_settings": controller.hyperparameters() if hasattr(controller, "hyperparameters") else None,
+              "controller_settings": getattr(controller, "hyperparameters", lambda: None)(),
               "dtype": str(theta.dtype), "device": str(theta.device)}
-    velocity = torch.zeros_like(theta)
-    time, status, last_lr = 0.0, "complete", lr
-    bar = _progress(steps, progress, "GD")
-    try:
-        for n in range(steps + 1):
-            loss, grad = objective.loss_and_grad(theta)
-            gnorm = float(torch.linalg.vector_norm(grad))
-            row = {"loss": float(loss), "grad_norm": gnorm, "step": n}
-            if n == 0:
-                max_loss = loss_bound(max_loss, row["loss"])
-            if not (math.isfinite(row["loss"]) and math.isfinite(gnorm)) or row["loss"] > max_loss:
-                rec.add(time, theta, **row)
-                rec.events.append(Event("divergence", n, time, {
-                    "loss": row["loss"], "last_finite_step": n - 1,
-                    "reason": "non-finite" if not math.isfinite(row["loss"]) else f"loss > max_loss={max_loss}"}
-                ).to_dict())
-                status = "diverged"
-                break
-            if sharpness_every and n % sharpness_every == 0:  # after the divergence check: θ is sane here
-                row["sharpness"] = float(tracker.update(objective, theta).values[0])
-            # a controller sees the runner's rate; at the last row no step is taken, so callbacks see the last
-            # rate actually used (lr when no step was taken)
-            ctx = StepContext(n, time, theta, loss, grad, objective, last_lr if n == steps else lr, momentum)
-            if n == steps:
-                rec.add(time, theta, **row)
-                for cb in callbacks:
-                    cb(ctx, rec)
-                break
-            decision = decide(controller, ctx)
-            direction = grad if decision.direction is None else decision.direction
-            if momentum:
-                velocity = momentum * velocity + direction
-                direction = velocity
-            row["lr"] = decision.lr
-            row.update(decision.info)
-            # cumulative objective evaluations: the runner's one per step plus the controller's extra ones
-            row["evaluations"] = float(n + 1 + getattr(controller, "evaluations", 0))
-            new_theta = theta - decision.lr * direction
-            rec.add(time, theta, **row)
-            if not (math.isfinite(decision.lr) and bool(torch.isfinite(new_theta).all())):
-                # refuse the step: θₙ stays the last recorded state
-                rec.events.append(Event("refused_step", n, time, {
-                    "lr": decision.lr, "reason": "non-finite rate or update proposed by the controller"}).to_dict())
-                status = "diverged"
-                break
-            ctx.lr, ctx.info = decision.lr, dict(decision.info)  # callbacks see the rate actually used
-            last_lr = decision.lr
-            for cb in callbacks:
-                cb(ctx, rec)
-            theta = new_theta
-            time += decision.lr
-            bar.update(1)
-            if budget.exceeded():
-                rec.add(time, theta, **_measure(objective, theta, n + 1))
-                rec.events.append(Event("time_budget", n + 1, time, {
-                    "reason": f"wall-clock budget of {budget.seconds} s used up"}).to_dict())
-                status = "stopped"
-                break
-    except KeyboardInterrupt:
-        status = "interrupted"
-        rec.events.append(Event("interrupted", len(rec.times) - 1, time).to_dict())
-    finally:
-        bar.close()
-    return rec.build(config, status)
+    return run.rec.build(config, run.loop(theta, steps, progress))
+
+
+def _check_objective(objective: Objective) -> Objective:
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
+    return objective
+
+
+class _GDRun:
+    """One GD run: the step with its checks, the callbacks, and the stop conditions."""
+
+    def __init__(self, objective: Objective, lr: float, controller: Controller | None, momentum: float,
+                 sharpness_every: int, tracker: EigenTracker | None, max_loss: float | None,
+                 callbacks: list[Callable[[StepContext, Recorder], None]], budget: Budget, rec: Recorder) -> None:
+        self.objective, self.lr, self.controller, self.momentum = objective, lr, controller, momentum
+        self.sharpness_every, self.tracker, self.max_loss = sharpness_every, tracker, max_loss
+        self.callbacks, self.budget, self.rec = callbacks, budget, rec
+        self.time, self.last_lr, self.bound = 0.0, lr, math.inf
+        self.velocity: Tensor | None = None
+
+    def loop(self, theta: Tensor, steps: int, progress: bool | None) -> str:
+        """Steps 0..steps; the final status (``complete``, ``diverged``, ``stopped`` or ``interrupted``)."""
+        bar = _progress(steps, progress, "GD")
+        try:
+            for n in range(steps + 1):
+                theta, status = self.step(n, theta, last=n == steps)
+                if status is not None:
+                    return status
+                bar.update(1)
+                if n < steps and self.budget.exceeded():
+                    self.rec.add(self.time, theta, **_measure(self.objective, theta, n + 1))
+                    self.event("time_budget", n + 1, reason=f"wall-clock budget of {self.budget.seconds} s used up")
+                    return "stopped"
+            return "complete"
+        except KeyboardInterrupt:
+            self.event("interrupted", len(self.rec.times) - 1)
+            return "interrupted"
+        finally:
+            bar.close()
+
+    def event(self, kind: str, step: int, **evidence: Any) -> None:
+        self.rec.events.append(Event(kind, step, self.time, evidence).to_dict())
+
+    def step(self, n: int, theta: Tensor, last: bool) -> tuple[Tensor, str | None]:
+        """Record row n and take step n (none at the last row); θₙ₊₁ and a status when the run ends here."""
+        loss, grad = self.objective.loss_and_grad(theta)
+        row: dict[str, float] = {"loss": float(loss), "grad_norm": float(torch.linalg.vector_norm(grad)), "step": n}
+        if n == 0:
+            self.bound = loss_bound(self.max_loss, row["loss"])
+        if not (math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])) or row["loss"] > self.bound:
+            self.rec.add(self.time, theta, **row)
+            self.event("divergence", n, loss=row["loss"], last_finite_step=n - 1,
+                       reason="non-finite" if not math.isfinite(row["loss"]) else f"loss > max_loss={self.bound}")
+            return theta, "diverged"
+        if self.tracker is not None and self.sharpness_every and n % self.sharpness_every == 0:
+            row["sharpness"] = float(self.tracker.update(self.objective, theta).values[0])  # θ is sane here
+        # a controller sees the runner's rate; at the last row no step is taken, so callbacks see the last
+        # rate actually used (lr when no step was taken)
+        ctx = StepContext(n, self.time, theta, loss, grad, self.objective, self.last_lr if last else self.lr,
+                          self.momentum)
+        if last:
+            self.rec.add(self.time, theta, **row)
+            self.notify(ctx)
+            return theta, None
+        decision = decide(self.controller, ctx)
+        direction = grad if decision.direction is None else decision.direction
+        if self.momentum:
+            self.velocity = direction if self.velocity is None else self.momentum * self.velocity + direction
+            direction = self.velocity
+        row.update(lr=decision.lr, **decision.info)
+        # cumulative objective evaluations: the runner's one per step plus the controller's extra ones
+        row["evaluations"] = float(n + 1 + getattr(self.controller, "evaluations", 0))
+        new_theta = theta - decision.lr * direction
+        self.rec.add(self.time, theta, **row)
+        if not (math.isfinite(decision.lr) and bool(torch.isfinite(new_theta).all())):
+            self.event("refused_step", n, lr=decision.lr,  # θₙ stays the last recorded state
+                       reason="non-finite rate or update proposed by the controller")
+            return theta, "diverged"
+        ctx.lr, ctx.info = decision.lr, dict(decision.info)  # callbacks see the rate actually used
+        self.last_lr = decision.lr
+        self.notify(ctx)
+        self.time += decision.lr
+        return new_theta, None
+
+    def notify(self, ctx: StepContext) -> None:
+        for callback in self.callbacks:
+            callback(ctx, self.rec)
 
 
 def decide(controller: Controller | None, ctx: StepContext) -> StepDecision:

@@ -19,6 +19,7 @@ import warnings
 from time import monotonic
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -254,7 +255,8 @@ def _report_branch(branch: LogBranch, config: dict, rec: Recorder) -> None:
     config["pf_branch_crossings"] = branch.crossings
     if branch.first_crossing is None:
         return
-    t_cross, x_cross = branch.first_crossing
+    t_first, x_cross = branch.first_crossing
+    t_cross = rec.times[-1] if t_first is None else t_first  # None only for a call without t
     step = int(np.searchsorted(np.asarray(rec.times), t_cross))  # the first output row at or after the crossing
     rec.events.append(Event("pf_branch_cut", step, t_cross, {
         "x": [x_cross.real, x_cross.imag], "crossings": branch.crossings, "branch": branch.mode,
@@ -279,7 +281,7 @@ class _FlowRun:
         self.objective, self.flow, self.lr, self.options = objective, record, lr, options
         self.is_complex, self.budget, self.rec = record.complex_state, budget, rec
         self.evals, self.t = 0, 0.0
-        self.bar = None
+        self.bar: Any = None
         self._shown = 0.0
 
     def pack(self, z: Tensor) -> Tensor:
@@ -429,6 +431,7 @@ def compare(
         if horizon < steps:
             traj.config["horizon_reason"] = f"GD {gd.status} at step {horizon}"
         n = min(len(traj), len(gd))
+        assert traj.states is not None and gd.states is not None  # both recorded in full above
         diff = np.real(traj.states[:n]) - gd.states[:n]
         result.drift[name] = np.linalg.norm(diff, axis=1)
         result.loss_gap[name] = traj.losses[:n] - gd.losses[:n]
@@ -476,4 +479,5 @@ def local_error(
         raise KeyboardInterrupt
     if traj.status != "complete":
         raise RuntimeError(f"the {flow} flow did not reach t = h = {lr}: status {traj.status}")
+    assert traj.states is not None  # integrate records states in full by default
     return float(np.linalg.norm(np.real(traj.states[-1]) - gd_step.detach().cpu().numpy()))

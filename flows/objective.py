@@ -91,6 +91,10 @@ class Objective:
             raise ValueError(f"compile must be False, True or a torch.compile backend name, got {compile!r}")
         self.compile = compile
         self._fast_pieces: list[Piece] | None = None
+        # set by from_module: the layout of θ over the named parameters, and the module itself
+        self.parameter_names: list[str] = []
+        self.parameter_shapes: list[torch.Size] = []
+        self.model: torch.nn.Module | None = None
         self.theta0 = None if theta0 is None else self.check_theta(theta0, "theta0").detach().clone()
 
     # ------------------------------------------------------------------ constructors
@@ -116,7 +120,7 @@ class Objective:
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         if theta0 is not None and not isinstance(theta0, Tensor):
             theta0 = torch.as_tensor(theta0, dtype=torch.get_default_dtype())
-        obj = cls([fn], dim, theta0=theta0, name=name or getattr(fn, "__name__", "function"),
+        obj = cls([fn], dim, theta0=theta0, name=name or str(getattr(fn, "__name__", "function")),
                   hvp_method=hvp_method)
         if obj.theta0 is not None:
             with torch.no_grad():
@@ -348,7 +352,7 @@ class Objective:
 
         def compute(pieces: list[Piece]) -> Tensor:
             with torch.no_grad():
-                return sum(piece(theta) for piece in pieces)
+                return torch.stack([piece(theta) for piece in pieces]).sum()
 
         return self._reduce(self._with_fallback(compute))
 
@@ -408,10 +412,11 @@ class Objective:
         for piece in self.pieces:
             gfun = torch.func.grad(piece)
             if v.ndim == 1:
-                g_b, hv_b = torch.func.jvp(gfun, (theta,), (v,))
+                g_b, hv_b = torch.func.jvp(gfun, (theta,), (v,))  # type: ignore[misc]  # stubs: has_aux
             else:
-                g_b, hv_b = torch.func.vmap(lambda u: torch.func.jvp(gfun, (theta,), (u,)),
-                                            out_dims=(None, 0), randomness="same")(v)
+                g_b, hv_b = torch.func.vmap(  # type: ignore[misc]
+                    lambda u, gfun=gfun: torch.func.jvp(gfun, (theta,), (u,)),
+                    out_dims=(None, 0), randomness="same")(v)  # type: ignore[arg-type]  # None: not batched
             grad, hv = grad + g_b, hv + hv_b
         return self._reduce(grad), self._reduce(hv)
 
@@ -540,7 +545,7 @@ def _all_reduce_sum(group) -> Callable[[Tensor], Tensor]:
 _DTYPE_CODES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
-def _check_shards(group, params: list[Tensor], batches: list[tuple[Tensor, Tensor]], n_local: int) -> int:
+def _check_shards(group, params: Sequence[Tensor], batches: list[tuple[Tensor, Tensor]], n_local: int) -> int:
     """Same D and example shapes on every rank (else a ValueError on every rank); returns N = Σ shard sizes."""
     import torch.distributed as dist
 
@@ -615,7 +620,7 @@ class _StatefulLayers:
                 rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
                 rng.__enter__()
                 torch.manual_seed(self.seed + index)
-            no_stats = {}
+            no_stats: dict[str, Any] = {}
             for name, m in self.norms:
                 if m.training:
                     prefix = f"{name}." if name else ""

@@ -30,7 +30,7 @@ class HessianOperator:
         self.dtype, self.device = self.theta.dtype, self.theta.device
         self.matvecs = 0
         self._retain = retain_graph
-        self._leaf = None
+        self._leaf: Tensor | None = None
         self._grads: list[Tensor] = []
         self.gradient: Tensor | None = None
         if retain_graph:
@@ -64,12 +64,14 @@ class HessianOperator:
         if self._leaf is None:
             self._build()
         out = torch.zeros_like(rows)
-        cplx = self._leaf.is_complex()
+        leaf = self._leaf
+        assert leaf is not None  # built just above
+        cplx = leaf.is_complex()
         for g in self._grads:
             if cplx:
-                out = out + _vjp(g, self._leaf, rows.conj(), True).conj()
+                out = out + _vjp(g, leaf, rows.conj(), True).conj()
             else:
-                out = out + _vjp(g, self._leaf, rows, True)
+                out = out + _vjp(g, leaf, rows, True)
         return self.objective._reduce(out)
 
     def __matmul__(self, x: Tensor) -> Tensor:

@@ -278,7 +278,8 @@ class EigenTracker:
 
     Each :meth:`update` starts from the previous eigenvectors plus ``extra``
     spare Ritz directions (default 2: on the digits EoS benchmark 0, 2, 5 and 8
-    spares cost 29.3, 28.9, 30.7 and 33.2 HVPs per step for k = 10), so that a small move of θ costs fewer HVPs than a cold start at
+    spares cost 29.3, 28.9, 30.7 and 33.2 HVPs per step for k = 10), so that a small move of θ costs fewer HVPs
+    than a cold start at
     moderate tolerances (≈1e-3). At very tight tolerances (1e-8) a cold
     Lanczos run can be cheaper: its Krylov space converges superlinearly. Results are
     ordered like a cold solve (by ``which``); the sign of each vector is
@@ -308,6 +309,7 @@ class EigenTracker:
         self.last: Eigenpairs | None = None
         self._basis: Tensor | None = None
         self.total_matvecs = 0
+        self.stamp = -math.inf  # flow time of the last solve, for callers that refresh on a clock
         self.updates = 0
 
     def update(self, objective: Objective, theta: Tensor) -> Eigenpairs:

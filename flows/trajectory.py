@@ -77,6 +77,13 @@ class Trajectory:
             raise KeyError(f"metric {name!r} was not recorded; this trajectory has: {sorted(self.metrics)}")
         return self.metrics[name]
 
+    def state_matrix(self) -> np.ndarray:
+        """The recorded states, (n, D) or (n, P) for projections; a ValueError when none were kept."""
+        if self.states is None:
+            raise ValueError("this trajectory kept no states (state_mode='none'): record it with states='full' "
+                             "or 'projection'")
+        return self.states
+
     def final_state(self) -> np.ndarray:
         if self.states is None:
             raise ValueError("this trajectory kept no states (state_mode='none')")
@@ -109,7 +116,7 @@ class Trajectory:
             "versions": versions(),
         }
         npz_path, json_path = _with(base, ".npz"), _with(base, ".json")
-        atomic_write(npz_path, lambda fh: np.savez(fh, **arrays))
+        atomic_write(npz_path, lambda fh: np.savez(fh, **arrays))  # type: ignore[arg-type]  # numpy stubs: kwds
         atomic_write(json_path, lambda fh: fh.write(json.dumps(meta, indent=1, default=_json_default).encode()))
         return npz_path
 

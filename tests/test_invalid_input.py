@@ -6,11 +6,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis import (CONTROLLERS, PAL, Alice, Constant, CorridorDetector, CorridorLR, DriftAdjustedLR, EoSDetector, WNGrad,
-                      get_controller, stability_threshold)
+from analysis import (CONTROLLERS, PAL, Alice, Constant, CorridorDetector, CorridorLR, DriftAdjustedLR, EoSDetector,
+                      WNGrad, get_controller, stability_threshold)
 from experiments.cli import main
-from flows import (FIELDS, METHODS, EigenTracker, Objective, compare, gradient_descent, integrate, local_error, sharpness, top_eigenpairs,
-                   toys)
+from flows import (FIELDS, METHODS, EigenTracker, Objective, compare, gradient_descent, integrate, local_error,
+                   sharpness, top_eigenpairs, toys)
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 OBJ = toys.get("pf-quadratic")
@@ -19,7 +19,8 @@ not_positive = st.one_of(st.floats(max_value=0.0, allow_nan=False), st.just(math
                          st.just(-math.inf))
 not_a_number = st.one_of(st.text(max_size=5), st.none(), st.lists(st.integers(), max_size=2), st.just(True))
 bad_rate = st.one_of(not_positive, not_a_number)
-bad_count = st.one_of(st.integers(max_value=-1), st.floats(allow_nan=True), not_a_number.filter(lambda v: v is not True))
+bad_count = st.one_of(st.integers(max_value=-1), st.floats(allow_nan=True),
+                      not_a_number.filter(lambda v: v is not True))
 VALID = {*FIELDS, *METHODS, *CONTROLLERS, *toys.names(), "LA", "SA", "LM", "exact", "finite_difference", "fixed",
          "sgdm", "adam"}
 unknown_name = st.text(min_size=1, max_size=12).filter(lambda s: s not in VALID)
@@ -98,8 +99,8 @@ def test_controller_and_detector_settings(p, value):
 def test_objective_constructors():
     _raises(lambda: Objective.from_function("not callable", 2), "fn")
     _raises(lambda: Objective.from_function(lambda t: t, 2, theta0=[0.0, 1.0]), "scalar")
-    _raises(lambda: Objective.from_module("model", torch.nn.functional.mse_loss, (torch.zeros(2, 1), torch.zeros(2, 1))),
-            "model")
+    _raises(lambda: Objective.from_module("model", torch.nn.functional.mse_loss,
+                                          (torch.zeros(2, 1), torch.zeros(2, 1))), "model")
     _raises(lambda: Objective.from_module(torch.nn.Linear(1, 1), torch.nn.functional.mse_loss,
                                           (torch.zeros(2, 1), torch.zeros(2, 1)), mode="sideways"), "mode")
 

@@ -167,7 +167,8 @@ class ClosureObjective:
             raise ValueError("an exact Hessian-gradient product in the torch.optim form needs a closure that "
                              "calls loss.backward(create_graph=True); or use hvp='finite_difference'")
         g = self._flat_grad(grads)
-        hg = torch.autograd.grad(grads, self.params, grad_outputs=[x.detach() for x in grads], allow_unused=True)
+        present = [x for x in grads if x is not None]  # all of them: checked above
+        hg = torch.autograd.grad(present, self.params, grad_outputs=[x.detach() for x in present], allow_unused=True)
         for p in self.params:
             p.grad = None
         return g, self._flat_grad(list(hg))
@@ -228,7 +229,8 @@ class ControllerOptimizer(torch.optim.Optimizer):
         if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
             return self._refuse(obj, theta, loss, "non-finite loss or gradient")
         base = getattr(self.controller, "lr", None) or getattr(self.controller, "base_lr", None) or 0.0
-        ctx = StepContext(self.steps, float(self.steps), theta, loss, grad, obj, base)
+        # ClosureObjective implements the part of Objective that controllers use
+        ctx = StepContext(self.steps, float(self.steps), theta, loss, grad, obj, base)  # type: ignore[arg-type]
         decision = decide(self.controller, ctx)  # the runner's rules: a float is a rate, a negative rate is refused
         direction = grad if decision.direction is None else decision.direction
         new = theta - decision.lr * direction

@@ -68,7 +68,7 @@ class CorridorLR(StepController):
             self.detector.observe(ctx)
             info["in_corridor"] = float(self.detector.in_corridor)
             info["corridor_score"] = self.detector.score
-            if self.outside == "fallback" and not self.detector.in_corridor:
+            if self.outside == "fallback" and not self.detector.in_corridor and self.fallback_lr is not None:
                 lr = self.fallback_lr
         return StepDecision(lr, None, info)
 
@@ -137,7 +137,8 @@ class DriftAdjustedLR(StepController):
             self.detector.observe(ctx)
             info["sharpness"] = self.detector.sharpness
         if not active:
-            return StepDecision(self.base_lr if self.base_lr is not None else ctx.lr, None, {**info, "v": math.nan, "dal": math.nan})
+            return StepDecision(self.base_lr if self.base_lr is not None else ctx.lr, None,
+                                {**info, "v": math.nan, "dal": math.nan})
         gnorm = float(torch.linalg.vector_norm(ctx.grad))
         if gnorm == 0.0:
             return StepDecision(0.0, None, {**info, "v": math.nan, "dal": 0.0})

@@ -78,7 +78,8 @@ def test_dal_steps_by_hand_with_window_and_cap():
 
 def test_dal_logs_sharpness_from_the_eos_detector():
     obj = toys.get("pf-quadratic")
-    traj = gradient_descent(obj, lr=0.1, steps=3, controller=DriftAdjustedLR(1.0, detector=EoSDetector(sharpness_every=1)))
+    dal = DriftAdjustedLR(1.0, detector=EoSDetector(sharpness_every=1))
+    traj = gradient_descent(obj, lr=0.1, steps=3, controller=dal)
     np.testing.assert_allclose(traj.metric("sharpness")[:3], 2.0, rtol=1e-6)
 
 
@@ -140,7 +141,7 @@ def test_pal_conjugate_direction_by_hand():
     a = np.diag([1.0, 0.01])
     e = lambda v: v @ a @ v  # noqa: E731
     th, d = obj.theta0.numpy().copy(), np.zeros(2)
-    for n in range(3):
+    for _ in range(3):
         g = 2 * a @ th
         d = g + 0.4 * d
         nd = np.linalg.norm(d)

@@ -10,7 +10,8 @@ from flows import Trajectory
 TINY = {
     "pf-quadratic": ["steps=2", "samples_per_step=2", "lrs=0.9,1.05"],
     "pf-toys": ["cases=saddle-escape", "step_scale=0.1", "substeps=2", "flows=gf,pf"],
-    "drift-digits": ["n_train=60", "widths=64,16,10", "steps=2", "targets=0.8", "k=2", "substeps=1", "flows=gf,pf_topk"],
+    "drift-digits": ["n_train=60", "widths=64,16,10", "steps=2", "targets=0.8", "k=2", "substeps=1",
+                     "flows=gf,pf_topk"],
     "controllers-digits": ["steps=3", "epochs=1", "batch_size=400", "toy_steps=2", "n_train=100", "widths=64,16,10",
                            "sharpness_every=2", "eval_every=2", "methods=constant:0.1,dal:1,alice:0.01",
                            "minibatch_methods=pal,wngrad:1"],

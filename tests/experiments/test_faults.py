@@ -122,7 +122,7 @@ def test_kill9_at_random_moments_then_resume_equals_uninterrupted(tmp_path, stra
     proc = _start(*_eos(out, figs))
     kills = 0
     for _ in range(4):
-        _wait_until(lambda: (out / "manifest.json").exists() or proc.poll() is not None)
+        _wait_until(lambda proc=proc: (out / "manifest.json").exists() or proc.poll() is not None)
         time.sleep(rng.uniform(0.0, 3.0))
         if proc.poll() is not None:
             break

@@ -28,7 +28,8 @@ def _interrupt_at_step_3(ctx, rec):
 def test_gd_events_round_trip_every_field():
     cubic = toys.get("cubic")
     diverged = gradient_descent(cubic, lr=50.0, steps=50)
-    refused = gradient_descent(cubic, lr=0.1, steps=5, controller=type("C", (), {"decide": staticmethod(_nan_controller)})())
+    nan_rate = type("NanRate", (), {"decide": staticmethod(_nan_controller)})()
+    refused = gradient_descent(cubic, lr=0.1, steps=5, controller=nan_rate)
     stopped = gradient_descent(cubic, lr=1e-6, steps=10 ** 6, time_budget=0.2, states="none")
     interrupted = gradient_descent(cubic, lr=0.1, steps=10, callbacks=[_interrupt_at_step_3])
     kinds = {}
