@@ -22,6 +22,7 @@ import torch
 from analysis import EoSDetector, get_controller, plots
 from analysis.controllers import ControllerOptimizer
 from flows import Trajectory, gradient_descent, toys
+from flows.layout import ParameterLayout
 
 from .common import read_json, read_table, save_figure, write_json, write_table
 from .datasets import check_digits_widths, digits_objective, half_mse
@@ -97,8 +98,7 @@ class _Timed:
 
 
 def _accuracy(model, names, shapes, theta, x, labels) -> float:
-    sizes = [math.prod(s) for s in shapes]
-    params = {n: c.view(s) for n, c, s in zip(names, torch.split(theta, sizes), shapes)}
+    params = ParameterLayout(tuple(names), tuple(shapes)).unflatten(theta)
     with torch.no_grad():
         out = torch.func.functional_call(model, params, (x,))
     return float((out.argmax(1) == labels).float().mean())

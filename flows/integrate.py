@@ -117,6 +117,22 @@ def _flow_options(record: Flow, flow_options: dict | None) -> dict:
     return record.prepare(options)
 
 
+def _start(objective: Objective, theta0: Tensor | None, record: Flow, lr: float, times, steps: int | None,
+           states: str, projection_size: int) -> tuple[Tensor, Tensor]:
+    """θ0 in the flow's state space (complex for a complex flow) and the output grid, memory checked first."""
+    theta = _initial(objective, theta0)
+    if theta.is_complex() and not record.complex_state:
+        complex_flows = sorted(name for name, f in FLOWS.items() if f.complex_state)
+        raise TypeError(f"flow {record.name!r} needs a real θ0 (only {complex_flows} run in Cᴰ)")
+    itemsize = theta.element_size() * (2 if record.complex_state and not theta.is_complex() else 1)
+    rows = len(times) if times is not None else steps + 1 if isinstance(steps, int) and steps > 0 else 0
+    reserve_rows(rows, objective.dim, states, projection_size, itemsize)  # before the grid is allocated
+    grid = _time_grid(times, steps, lr, theta.real.dtype)
+    if record.complex_state and not theta.is_complex():
+        theta = theta.to(torch.complex128 if theta.dtype == torch.float64 else torch.complex64)
+    return theta, grid
+
+
 def _eigen_options(objective: Objective, lr: float, k: int, tracker: EigenTracker | None, eig_tol: float,
                    eig_refresh: float | None) -> tuple[dict, EigenTracker]:
     """The eigenpair keywords of a top-k flow: a (warm-started) tracker and its refresh interval."""
@@ -207,27 +223,16 @@ def integrate(
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
     record = get_flow(flow)
-    if method == "auto":
-        method = default_method(objective)
+    method = default_method(objective) if method == "auto" else method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid choices: auto, {', '.join(METHODS)}")
-    lr = check_positive("lr", lr)
-    chunk = check_count("chunk", chunk, minimum=1)
+    lr, chunk = check_positive("lr", lr), check_count("chunk", chunk, minimum=1)
     budget = Budget(time_budget)
     options = _flow_options(record, flow_options)
-    theta = _initial(objective, theta0)
-    if theta.is_complex() and not record.complex_state:
-        complex_flows = sorted(name for name, f in FLOWS.items() if f.complex_state)
-        raise TypeError(f"flow {flow!r} needs a real θ0 (only {complex_flows} run in Cᴰ)")
+    theta, grid = _start(objective, theta0, record, lr, times, steps, states, projection_size)
     default_rtol, default_atol = default_tolerances(theta.dtype)
     rtol = check_positive("rtol", default_rtol if rtol is None else rtol)
     atol = check_positive("atol", default_atol if atol is None else atol)
-    itemsize = theta.element_size() * (2 if record.complex_state and not theta.is_complex() else 1)
-    rows = len(times) if times is not None else steps + 1 if isinstance(steps, int) and steps > 0 else 0
-    reserve_rows(rows, objective.dim, states, projection_size, itemsize)  # before the grid is allocated
-    grid = _time_grid(times, steps, lr, theta.real.dtype)
-    if record.complex_state and not theta.is_complex():
-        theta = theta.to(torch.complex128 if theta.dtype == torch.float64 else torch.complex64)
     if record.eigenpairs:
         eigen, tracker = _eigen_options(objective, lr, k, tracker, eig_tol, eig_refresh)
         options.update(eigen)

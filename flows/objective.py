@@ -23,15 +23,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from .autodiff import graph_hvp
+from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
+from .layout import ParameterLayout
+from .modules import (Piece, StatefulLayers, check_deterministic, check_finite, check_scalar, module_pieces,
+                      split_batches)
+from .operators import HessianOperator
+
 HVP_METHODS = ("double_backward", "forward_over_reverse")
 MODES = ("current", "eval", "train")
-Piece = Callable[[Tensor], Tensor]
 
 
 def _identity_reduce(t: Tensor) -> Tensor:
@@ -95,6 +100,7 @@ class Objective:
         self.parameter_names: list[str] = []
         self.parameter_shapes: list[torch.Size] = []
         self.model: torch.nn.Module | None = None
+        self.layout: ParameterLayout | None = None
         self.theta0 = None if theta0 is None else self.check_theta(theta0, "theta0").detach().clone()
 
     # ------------------------------------------------------------------ constructors
@@ -124,7 +130,7 @@ class Objective:
                   hvp_method=hvp_method)
         if obj.theta0 is not None:
             with torch.no_grad():
-                _check_scalar(fn(obj.theta0), "fn")
+                check_scalar(fn(obj.theta0), "fn")
             return obj
         # no θ0: probe at zeros in the default dtype, then in the other real precision, so that a function
         # closed over float64 (or float32) constants is accepted; report the first failure if none works
@@ -132,7 +138,7 @@ class Objective:
         for dtype in dict.fromkeys((torch.get_default_dtype(), torch.float64, torch.float32)):
             try:
                 with torch.no_grad():
-                    _check_scalar(fn(torch.zeros(dim, dtype=dtype)), "fn")
+                    check_scalar(fn(torch.zeros(dim, dtype=dtype)), "fn")
                 return obj
             except RuntimeError as err:  # a dtype clash; a non-scalar output (ValueError) is raised at once
                 errors.append(err)
@@ -206,97 +212,31 @@ class Objective:
                 reduces. Shards must give the same D and example shapes on every
                 rank (checked here, with an error on every rank).
         """
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-        if loss_reduction not in ("mean", "sum"):
-            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if stochastic_seed is not None and (isinstance(stochastic_seed, bool) or not isinstance(stochastic_seed, int)):
-            raise ValueError(f"stochastic_seed must be None or an int, got {stochastic_seed!r}")
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
-        params = [p for _, p in model.named_parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("model has no trainable parameters (none with requires_grad=True)")
-        complex_params = [n for n, p in zip(names, params) if p.is_complex()]
-        if complex_params:
-            raise ValueError(f"model has complex parameters ({', '.join(complex_params[:3])}): driftlab's θ is "
-                             "real and a real loss of complex parameters has no holomorphic gradient; "
-                             "parametrize them by their real and imaginary parts (torch.view_as_real)")
-        batches = _split_batches(data, batch_size)
-        _check_finite(batches)
+        _check_module_arguments(model, loss_fn, loss_reduction, mode, stochastic_seed)
+        layout = ParameterLayout.of(model)
+        params = [p for p in model.parameters() if p.requires_grad]
+        batches = split_batches(data, batch_size)
+        check_finite(batches)
         n_total = sum(len(x) for x, _ in batches)
-        group = _resolve_group(process_group)
+        group = resolve_group(process_group)
         if group is not None:
             if total_size is not None or reduce is not _identity_reduce:
                 raise ValueError("process_group sums the shards itself: do not also pass total_size or reduce")
-            n_total = _check_shards(group, params, batches, n_total)
-            reduce = _all_reduce_sum(group)
+            n_total = check_shards(group, params, batches, n_total)
+            reduce = all_reduce_sum(group)
         if total_size is not None:
             n_total = int(total_size)
-        shapes = [p.shape for p in params]
-        sizes = [p.numel() for p in params]
-        frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-        buffers = dict(model.named_buffers())
-        cache: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
-
-        def on(theta: Tensor) -> list[tuple[Tensor, Tensor]]:
-            # data follows θ's device, and its dtype when the data are floating point
-            key = (theta.device, theta.dtype)
-            if key not in cache:
-                real = theta.real.dtype if theta.is_complex() else theta.dtype
-                cache[key] = [(_to(x, theta.device, real), _to(y, theta.device, real))
-                              for x, y in batches]
-            return cache[key]
-
-        def unflatten(theta: Tensor) -> dict[str, Tensor]:
-            out = dict(zip(names, (c.view(s) for c, s in zip(torch.split(theta, sizes), shapes))))
-            out.update(frozen)
-            out.update(buffers)
-            return out
-
-        layers = _StatefulLayers(model, mode, stochastic_seed)
-
-        def make_piece(i: int, n_b: int) -> Piece:
-            w = n_b / n_total if loss_reduction == "mean" else 1.0 / n_total
-
-            def piece(theta: Tensor) -> Tensor:
-                x, y = on(theta)[i]
-                with layers.evaluation(theta.device, i) as no_stats:
-                    out = torch.func.functional_call(model, {**unflatten(theta), **no_stats}, (x,))
-                return w * _check_scalar(loss_fn(out, y), "loss_fn")
-
-            return piece
-
-        pieces = [make_piece(i, len(x)) for i, (x, _) in enumerate(batches)]
-        theta0 = torch.cat([p.detach().reshape(-1) for p in params]).clone()
+        layers = StatefulLayers(model, mode, stochastic_seed)
+        pieces = module_pieces(model, loss_fn, batches, layout, n_total, loss_reduction, layers)
+        theta0 = layout.flatten(params).clone()
         if group is not None:  # one starting point for all ranks, as DistributedDataParallel does
-            import torch.distributed as dist
-
-            dist.broadcast(theta0, src=dist.get_global_rank(group, 0) if group is not dist.group.WORLD else 0,
-                           group=group)
+            broadcast_from_first(theta0, group)
         obj = cls(pieces, theta0.numel(), theta0=theta0, hvp_method=hvp_method,
                   name=name or type(model).__name__, reduce=reduce, compile=compile)
-        obj.parameter_names, obj.parameter_shapes = names, shapes
-        obj.model = model
+        obj.parameter_names, obj.parameter_shapes = list(layout.names), list(layout.shapes)
+        obj.model, obj.layout = model, layout
         layers.warn_once(len(batches))
-        x0, y0 = batches[0]
-        with torch.no_grad():  # fail early on a non-scalar or random loss, on a slice of the first micro-batch
-            real, n_probe = theta0.dtype, min(len(x0), 8)
-            x0, y0 = _to(x0[:n_probe], theta0.device, real), _to(y0[:n_probe], theta0.device, real)
-            values = []
-            with torch.random.fork_rng(devices=[theta0.device] if theta0.device.type == "cuda" else []):
-                for _ in range(2):
-                    with layers.evaluation(theta0.device, 0) as no_stats:
-                        out = torch.func.functional_call(model, {**unflatten(theta0), **no_stats}, (x0,))
-                    values.append(_check_scalar(loss_fn(out, y0), "loss_fn"))
-            if not torch.equal(values[0], values[1]) and not bool(values[0].isnan()):
-                raise ValueError("the loss of this model is random (two identical evaluations gave "
-                                 f"{float(values[0]):.6g} and {float(values[1]):.6g}): driftlab needs a deterministic "
-                                 "E(θ); random layers other than nn.Dropout* must be switched off, or pass "
-                                 "stochastic_seed=N to evaluate under a fixed random state")
+        check_deterministic(model, loss_fn, batches[0], layout, theta0, layers)
         return obj
 
     # ------------------------------------------------------------------ checks
@@ -403,7 +343,7 @@ class Objective:
         grad, hv = torch.zeros_like(theta), torch.zeros_like(v)
         with torch.enable_grad():
             for piece in self.pieces:
-                g_b, hv_b = _graph_hvp(piece(theta), theta, v, retain_graph=False)
+                g_b, hv_b = graph_hvp(piece(theta), theta, v, retain_graph=False)
                 grad, hv = grad + g_b, hv + hv_b
         return self._reduce(grad), self._reduce(hv)
 
@@ -471,8 +411,6 @@ class Objective:
         The gradient graph is built once and reused by every product, which is
         the cheap way to apply H many times at one point (eigensolvers).
         """
-        from .operators import HessianOperator
-
         return HessianOperator(self, self.check_theta(theta))
 
     def __repr__(self) -> str:
@@ -484,200 +422,28 @@ class Objective:
         model = getattr(self, "model", None)
         if model is None:
             raise ValueError("assign_to_module needs an objective built by Objective.from_module")
-        theta = self.check_theta(theta).detach()
-        params = [p for p in model.parameters() if p.requires_grad]
-        with torch.no_grad():
-            for p, chunk in zip(params, torch.split(theta, [p.numel() for p in params])):
-                p.copy_(chunk.view_as(p))
+        layout = self.layout or ParameterLayout.of(model)
+        layout.write([p for p in model.parameters() if p.requires_grad], self.check_theta(theta).detach())
 
 
-def _graph_hvp(value: Tensor, theta: Tensor, v: Tensor, *, retain_graph: bool) -> tuple[Tensor, Tensor]:
-    """(∇value, ∇²value · v) by double backward; handles complex (holomorphic) θ."""
-    (g,) = torch.autograd.grad(value, theta, grad_outputs=torch.ones_like(value), create_graph=True)
-    if theta.is_complex():
-        g = g.conj()  # holomorphic gradient; its vJp is conjugated again below
-        hv = _vjp(g, theta, v.conj(), retain_graph).conj()
-    else:
-        hv = _vjp(g, theta, v, retain_graph)
-    return g.detach(), hv
-
-
-def _vjp(g: Tensor, theta: Tensor, v: Tensor, retain_graph: bool) -> Tensor:
-    if not g.requires_grad:  # E is affine in θ: H = 0
-        return torch.zeros_like(v)
-    if v.ndim == 1:
-        (hv,) = torch.autograd.grad(g, theta, grad_outputs=v, retain_graph=retain_graph,
-                                    allow_unused=True)
-    else:
-        (hv,) = torch.autograd.grad(g, theta, grad_outputs=v, retain_graph=retain_graph,
-                                    is_grads_batched=True, allow_unused=True)
-    return torch.zeros_like(v) if hv is None else hv
-
-
-def _resolve_group(process_group: Any):
-    """The process group to reduce over, or None (one process)."""
-    import torch.distributed as dist
-
-    if process_group is None:
-        return None
-    if isinstance(process_group, str):
-        if process_group != "auto":
-            raise ValueError(f"process_group must be 'auto', None or a ProcessGroup, got {process_group!r}")
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return None
-        return dist.group.WORLD
-    if not (dist.is_available() and dist.is_initialized()):
-        raise ValueError("process_group was given but torch.distributed is not initialised")
-    return process_group
-
-
-def _all_reduce_sum(group) -> Callable[[Tensor], Tensor]:
-    import torch.distributed as dist
-
-    def reduce(t: Tensor) -> Tensor:
-        out = torch.view_as_real(t).clone() if t.is_complex() else t.clone()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
-        return torch.view_as_complex(out) if t.is_complex() else out
-
-    return reduce
-
-
-_DTYPE_CODES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
-
-
-def _check_shards(group, params: Sequence[Tensor], batches: list[tuple[Tensor, Tensor]], n_local: int) -> int:
-    """Same D and example shapes on every rank (else a ValueError on every rank); returns N = Σ shard sizes."""
-    import torch.distributed as dist
-
-    x0, y0 = batches[0]
-    device = params[0].device  # nccl reduces CUDA tensors only; gloo takes CPU ones
-    codes = {dtype: i for i, dtype in enumerate(_DTYPE_CODES)}
-    sig = torch.tensor([sum(p.numel() for p in params), x0[0].numel(), y0[0].numel() if y0.ndim > 1 else 1,
-                        codes.get(params[0].dtype, -1), codes.get(x0.dtype, -1)],
-                       dtype=torch.float64, device=device)
-    lo, hi = sig.clone(), sig.clone()
-    dist.all_reduce(lo, op=dist.ReduceOp.MIN, group=group)
-    dist.all_reduce(hi, op=dist.ReduceOp.MAX, group=group)
-    if not torch.equal(lo, hi):
-        what = [n for n, a, b in zip(("parameter count D", "input size per example", "target size per example",
-                                      "parameter dtype", "input dtype"), lo.tolist(), hi.tolist()) if a != b]
-        raise ValueError(f"data-parallel shards disagree across ranks on {', '.join(what)} "
-                         f"(min {lo.tolist()}, max {hi.tolist()} for [D, input, target, parameter dtype, input "
-                         f"dtype], dtypes coded {', '.join(f'{i}={d}' for i, d in enumerate(_DTYPE_CODES))}) "
-                         f"on rank {dist.get_rank(group)}")
-    n = torch.tensor([float(n_local)], dtype=torch.float64, device=device)
-    dist.all_reduce(n, op=dist.ReduceOp.SUM, group=group)
-    return int(n.item())
-
-
-_DROPOUT = (torch.nn.modules.dropout._DropoutNd,)
-_RUNNING_STATS = (torch.nn.modules.batchnorm._NormBase,)
-
-
-class _StatefulLayers:
-    """Train/eval modes, dropout and running statistics of a module during one evaluation.
-
-    ``evaluation(device, index)`` is a context manager that sets the modes
-    (per ``mode``; dropout off unless a seed is given; every submodule's own
-    flag restored afterwards) and yields the buffers to substitute: None for
-    the running statistics of normalisation layers in train mode, so that
-    their forward pass uses batch statistics and writes nothing.
-    """
-
-    def __init__(self, model: torch.nn.Module, mode: str, seed: int | None) -> None:
-        self.model, self.mode, self.seed = model, mode, seed
-        self.modules = list(model.named_modules())
-        self.dropouts = [m for _, m in self.modules if isinstance(m, _DROPOUT)]
-        self.norms = [(name, m) for name, m in self.modules
-                      if isinstance(m, _RUNNING_STATS) and m.track_running_stats]
-
-    def _training(self, module: torch.nn.Module) -> bool:
-        return module.training if self.mode == "current" else self.mode == "train"
-
-    def warn_once(self, n_batches: int) -> None:
-        if self.seed is None and any(self._training(m) for m in self.dropouts):
-            warnings.warn("the model has dropout layers in train mode: they are switched off in every evaluation "
-                          "so that E(θ) is deterministic (pass stochastic_seed=N for fixed random masks, or "
-                          "mode='eval' to silence this)", RuntimeWarning, stacklevel=3)
-        if n_batches > 1 and any(self._training(m) for _, m in self.norms):
-            warnings.warn(f"train-mode normalisation layers with {n_batches} micro-batches: each micro-batch is "
-                          "normalised by its own statistics, so the loss depends on batch_size (batch_size=None "
-                          "uses full-batch statistics; mode='eval' uses the running statistics)",
-                          RuntimeWarning, stacklevel=3)
-
-    @contextmanager
-    def evaluation(self, device: torch.device, index: int):
-        saved = [(m, m.training) for _, m in self.modules]
-        rng = None
-        try:
-            if self.mode != "current":
-                for _, m in self.modules:
-                    m.training = self.mode == "train"
-            if self.seed is None:
-                for m in self.dropouts:
-                    m.training = False
-            else:
-                rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-                rng.__enter__()
-                torch.manual_seed(self.seed + index)
-            no_stats: dict[str, Any] = {}
-            for name, m in self.norms:
-                if m.training:
-                    prefix = f"{name}." if name else ""
-                    no_stats.update({prefix + b: None for b in ("running_mean", "running_var", "num_batches_tracked")})
-            yield no_stats
-        finally:
-            if rng is not None:
-                rng.__exit__(None, None, None)
-            for m, flag in saved:
-                m.training = flag
-
-
-def _check_finite(batches: list[tuple[Tensor, Tensor]]) -> None:
-    for i, (x, y) in enumerate(batches):
-        for what, t in (("inputs", x), ("targets", y)):
-            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
-                bad = int((~torch.isfinite(t)).sum())
-                raise ValueError(f"data: the {what} of micro-batch {i} hold {bad} NaN/Inf entries; "
-                                 "clean the data before building the objective")
-
-
-def _check_scalar(value: Tensor, what: str) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{what} must return a torch.Tensor, got {type(value).__name__}")
-    if value.numel() != 1 or value.ndim > 1:
-        raise ValueError(f"{what} must return a scalar loss, got shape {tuple(value.shape)}")
-    return value.reshape(())
-
-
-def _to(t: Tensor, device: torch.device, real_dtype: torch.dtype) -> Tensor:
-    if t.is_floating_point():
-        return t.to(device=device, dtype=real_dtype)
-    return t.to(device=device)
-
-
-def _split_batches(data, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                   or batch_size <= 0):
-        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        x, y = data
-        if len(x) != len(y):
-            raise ValueError(f"data inputs and targets differ in length: {len(x)} vs {len(y)}")
-        n = len(x)
-        step = n if batch_size is None else batch_size
-        batches = [(x[i:i + step], y[i:i + step]) for i in range(0, n, max(step, 1))]
-    elif isinstance(data, Iterable):
-        batches = [tuple(b) for b in data]
-        for b in batches:
-            if len(b) != 2 or not all(isinstance(t, Tensor) for t in b):
-                raise TypeError("each micro-batch in data must be an (inputs, targets) pair of tensors")
-            if len(b[0]) != len(b[1]):
-                raise ValueError(f"a micro-batch's inputs and targets differ in length: "
-                                 f"{len(b[0])} vs {len(b[1])}")
-    else:
-        raise TypeError("data must be an (inputs, targets) tuple of tensors or an iterable of such pairs")
-    batches = [b for b in batches if len(b[0]) > 0]
-    if not batches:
-        raise ValueError("data is empty: an objective needs at least one example")
-    return batches
+def _check_module_arguments(model: Any, loss_fn: Any, loss_reduction: str, mode: str,
+                            stochastic_seed: int | None) -> None:
+    """from_module's arguments, each checked with an error naming it and its valid values."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    if loss_reduction not in ("mean", "sum"):
+        raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if stochastic_seed is not None and (isinstance(stochastic_seed, bool) or not isinstance(stochastic_seed, int)):
+        raise ValueError(f"stochastic_seed must be None or an int, got {stochastic_seed!r}")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (none with requires_grad=True)")
+    complex_params = [n for n, p in params if p.is_complex()]
+    if complex_params:
+        raise ValueError(f"model has complex parameters ({', '.join(complex_params[:3])}): driftlab's θ is "
+                         "real and a real loss of complex parameters has no holomorphic gradient; "
+                         "parametrize them by their real and imaginary parts (torch.view_as_real)")

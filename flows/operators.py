@@ -1,11 +1,16 @@
 """Matrix-like Hessian operators (curvlinops style): ``H @ v``, ``H @ V``, ``to_scipy()``."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from .objective import Objective, _vjp
+from .autodiff import vjp
+
+if TYPE_CHECKING:  # objective imports this module; the type is for hints only
+    from .objective import Objective
 
 
 class HessianOperator:
@@ -69,9 +74,9 @@ class HessianOperator:
         cplx = leaf.is_complex()
         for g in self._grads:
             if cplx:
-                out = out + _vjp(g, leaf, rows.conj(), True).conj()
+                out = out + vjp(g, leaf, rows.conj(), True).conj()
             else:
-                out = out + _vjp(g, leaf, rows, True)
+                out = out + vjp(g, leaf, rows, True)
         return self.objective._reduce(out)
 
     def __matmul__(self, x: Tensor) -> Tensor:

@@ -100,6 +100,43 @@ def _dense(objective: Objective, theta: Tensor, k: int, which: str, **_: object)
                       converged=True, method="dense")
 
 
+class _KrylovBasis:
+    """An orthonormal basis Q (D, m), HQ and T = QᵀHQ, grown a block at a time (O(mD) per new column)."""
+
+    def __init__(self, op, dim: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.op, self.dtype, self.device = op, dtype, device
+        self.q = torch.empty(dim, 0, dtype=dtype, device=device)
+        self.hq = torch.empty(dim, 0, dtype=dtype, device=device)
+        self.t = torch.empty(0, 0, dtype=dtype, device=device)
+
+    @property
+    def size(self) -> int:
+        return self.q.shape[1]
+
+    def add(self, vectors: Tensor) -> None:
+        """Orthonormalize the columns of ``vectors`` against the basis (dropping those in its span), apply H
+        to the new ones in one block product, and border T with their new rows and columns."""
+        fresh = []
+        basis = self.q
+        for col in vectors.T:
+            v, kept = _orthonormalize_against(col, basis)
+            if kept < 1e-8:  # already in the span (or zero): skip it
+                continue
+            fresh.append(v)
+            basis = torch.cat([basis, v[:, None]], dim=1)
+        if not fresh:
+            return
+        block = torch.stack(fresh, dim=1)
+        hblock = self.op @ block
+        m0 = self.size
+        border = basis.T @ hblock  # (m0 + b, b): new columns of QᵀHQ
+        grown = torch.zeros(m0 + len(fresh), m0 + len(fresh), dtype=self.dtype, device=self.device)
+        grown[:m0, :m0] = self.t
+        grown[:, m0:] = border
+        grown[m0:, :m0] = border[:m0].T
+        self.t, self.q, self.hq = grown, basis, torch.cat([self.hq, hblock], dim=1)
+
+
 def _lanczos(
     objective: Objective,
     theta: Tensor,
@@ -124,50 +161,26 @@ def _lanczos(
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(0)
 
-    q = torch.empty(dim, 0, dtype=dtype, device=device)
-    hq = torch.empty(dim, 0, dtype=dtype, device=device)
-    t = torch.empty(0, 0, dtype=dtype, device=device)  # QᵀHQ, grown a border at a time (O(mD) per step)
+    basis = _KrylovBasis(op, dim, dtype, device)
 
     def random_vector() -> Tensor:
         return torch.randn(dim, generator=generator, dtype=dtype, device=device)
 
-    def add(vectors: Tensor) -> None:
-        nonlocal q, hq, t
-        fresh = []
-        basis = q
-        for col in vectors.T:
-            v, kept = _orthonormalize_against(col, basis)
-            if kept < 1e-8:  # already in the span (or zero): skip it
-                continue
-            fresh.append(v)
-            basis = torch.cat([basis, v[:, None]], dim=1)
-        if fresh:
-            block = torch.stack(fresh, dim=1)
-            hblock = op @ block
-            m0 = q.shape[1]
-            border = basis.T @ hblock  # (m0 + b, b): new columns of QᵀHQ
-            grown = torch.zeros(m0 + len(fresh), m0 + len(fresh), dtype=dtype, device=device)
-            grown[:m0, :m0] = t
-            grown[:, m0:] = border
-            grown[m0:, :m0] = border[:m0].T
-            t = grown
-            q, hq = basis, torch.cat([hq, hblock], dim=1)
-
     start = random_vector()[:, None] if v0 is None else v0.to(dtype=dtype, device=device).reshape(dim, -1)
-    add(start[:, : max_basis - 1])
-    if q.shape[1] == 0:
-        add(random_vector()[:, None])
+    basis.add(start[:, : max_basis - 1])
+    if basis.size == 0:
+        basis.add(random_vector()[:, None])
 
     iterations = 0
     while True:
         iterations += 1
-        if not bool(torch.isfinite(t).all()):
+        if not bool(torch.isfinite(basis.t).all()):
             raise NonFiniteSpectrumError("Hessian-vector products overflowed at this θ (non-finite Rayleigh "
                                          "quotients): the spectrum is undefined here")
-        ritz, s = torch.linalg.eigh(0.5 * (t + t.T))
+        ritz, s = torch.linalg.eigh(0.5 * (basis.t + basis.t.T))
         order = _order(ritz, which)
         ritz, s = ritz[order], s[:, order]
-        m = q.shape[1]
+        q, hq, m = basis.q, basis.hq, basis.size
         kk = min(k, m)
         u, hu = q @ s[:, :kk], hq @ s[:, :kk]
         r = hu - u * ritz[:kk]
@@ -184,16 +197,15 @@ def _lanczos(
                               method="lanczos", iterations=iterations, extras=extras)
         if m >= max_basis:  # thick restart onto the best Ritz vectors; no HVP needed
             keep = min(m - 1, max(k + (max_basis - k) // 2, k + 1))
-            q, hq = q @ s[:, :keep], hq @ s[:, :keep]
-            t = torch.diag(ritz[:keep])
+            basis.q, basis.hq, basis.t = q @ s[:, :keep], hq @ s[:, :keep], torch.diag(ritz[:keep])
             continue
         # extend with the residual of the least converged wanted pair
         worst = int(torch.argmax(torch.where(rel <= tol, torch.zeros_like(rel), rel)))
         direction = r[:, worst] if kk == k else hq[:, -1]
-        before = q.shape[1]
-        add(direction[:, None])
-        if q.shape[1] == before:  # the residual lay in the span (invariant subspace): go random
-            add(random_vector()[:, None])
+        before = basis.size
+        basis.add(direction[:, None])
+        if basis.size == before:  # the residual lay in the span (invariant subspace): go random
+            basis.add(random_vector()[:, None])
 
 
 SOLVERS: dict[str, Callable[..., Eigenpairs]] = {"lanczos": _lanczos, "dense": _dense}

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from flows import StepContext, StepDecision
 from flows.gd import check_positive, decide
+from flows.layout import ParameterLayout
 
 
 class StepController:
@@ -115,23 +116,19 @@ class ClosureObjective:
     def __init__(self, params: list[Tensor], closure: Callable[[], Tensor]) -> None:
         self.params = params
         self.closure = closure
-        self.dim = sum(p.numel() for p in params)
-        self.parameter_shapes = [p.shape for p in params]
+        self.layout = ParameterLayout.of_tensors(params)
+        self.dim = self.layout.dim
+        self.parameter_shapes = list(self.layout.shapes)
         self.name = "closure"
         self.theta0 = None
         self._rng = torch.random.get_rng_state()
         self._cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
 
     def flat(self) -> Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in self.params])
+        return self.layout.flatten(self.params)
 
     def write(self, theta: Tensor) -> None:
-        with torch.no_grad():
-            offset = 0
-            for p in self.params:
-                n = p.numel()
-                p.copy_(theta[offset:offset + n].view_as(p))
-                offset += n
+        self.layout.write(self.params, theta)
 
     def _evaluate(self, theta: Tensor, create_graph: bool = False) -> tuple[Tensor, list[Tensor | None]]:
         self.write(theta)
@@ -237,8 +234,8 @@ class ControllerOptimizer(torch.optim.Optimizer):
         if not (math.isfinite(decision.lr) and torch.isfinite(new).all()):
             return self._refuse(obj, theta, loss, f"non-finite update (rate {decision.lr!r})")
         obj.write(new)
-        for p, g in zip(params, torch.split(grad, [p.numel() for p in params])):
-            p.grad = g.view_as(p).clone()  # leave the gradient at θₙ, as a plain optimizer would
+        for p, g in zip(params, obj.layout.split(grad)):
+            p.grad = g.clone()  # leave the gradient at θₙ, as a plain optimizer would
         self.steps += 1
         self.last_info = {"lr": decision.lr, **decision.info}
         return loss

@@ -1,0 +1,188 @@
+"""The module adapter: a ``torch.nn.Module``, a loss and data as the pieces of a full-batch objective.
+
+E(θ) = Σ_b w_b · loss_fn(model_θ(x_b), y_b) over micro-batches b, with w_b = n_b/N
+for a mean-reduced loss and 1/N for a summed one; θ is substituted with
+``torch.func.functional_call`` (the module is never modified), and
+:class:`StatefulLayers` keeps dropout and running statistics out of E.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .layout import ParameterLayout
+
+Piece = Callable[[Tensor], Tensor]
+
+
+def module_pieces(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                  batches: list[tuple[Tensor, Tensor]], layout: ParameterLayout, n_total: int,
+                  loss_reduction: str, layers: StatefulLayers) -> list[Piece]:
+    """One loss piece per micro-batch: θ ↦ w_b · loss_fn(model_θ(x_b), y_b), data on θ's device and dtype."""
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+    cache: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
+
+    def on(theta: Tensor) -> list[tuple[Tensor, Tensor]]:
+        # data follows θ's device, and its dtype when the data are floating point
+        key = (theta.device, theta.dtype)
+        if key not in cache:
+            real = theta.real.dtype if theta.is_complex() else theta.dtype
+            cache[key] = [(to_device(x, theta.device, real), to_device(y, theta.device, real)) for x, y in batches]
+        return cache[key]
+
+    def make_piece(i: int, n_b: int) -> Piece:
+        w = n_b / n_total if loss_reduction == "mean" else 1.0 / n_total
+
+        def piece(theta: Tensor) -> Tensor:
+            x, y = on(theta)[i]
+            with layers.evaluation(theta.device, i) as no_stats:
+                values = {**layout.unflatten(theta), **frozen, **buffers, **no_stats}
+                out = torch.func.functional_call(model, values, (x,))
+            return w * check_scalar(loss_fn(out, y), "loss_fn")
+
+        return piece
+
+    return [make_piece(i, len(x)) for i, (x, _) in enumerate(batches)]
+
+
+def check_deterministic(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                        batch: tuple[Tensor, Tensor], layout: ParameterLayout, theta0: Tensor,
+                        layers: StatefulLayers) -> None:
+    """Fail early on a non-scalar or random loss: two evaluations on a slice of the first micro-batch."""
+    x0, y0 = batch
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        real, n_probe = theta0.dtype, min(len(x0), 8)
+        x0, y0 = to_device(x0[:n_probe], theta0.device, real), to_device(y0[:n_probe], theta0.device, real)
+        values = []
+        with torch.random.fork_rng(devices=[theta0.device] if theta0.device.type == "cuda" else []):
+            for _ in range(2):
+                with layers.evaluation(theta0.device, 0) as no_stats:
+                    params = {**layout.unflatten(theta0), **frozen, **buffers, **no_stats}
+                    out = torch.func.functional_call(model, params, (x0,))
+                values.append(check_scalar(loss_fn(out, y0), "loss_fn"))
+        if not torch.equal(values[0], values[1]) and not bool(values[0].isnan()):
+            raise ValueError("the loss of this model is random (two identical evaluations gave "
+                             f"{float(values[0]):.6g} and {float(values[1]):.6g}): driftlab needs a deterministic "
+                             "E(θ); random layers other than nn.Dropout* must be switched off, or pass "
+                             "stochastic_seed=N to evaluate under a fixed random state")
+
+
+_DROPOUT = (torch.nn.modules.dropout._DropoutNd,)
+_RUNNING_STATS = (torch.nn.modules.batchnorm._NormBase,)
+
+
+class StatefulLayers:
+    """Train/eval modes, dropout and running statistics of a module during one evaluation.
+
+    ``evaluation(device, index)`` is a context manager that sets the modes
+    (per ``mode``; dropout off unless a seed is given; every submodule's own
+    flag restored afterwards) and yields the buffers to substitute: None for
+    the running statistics of normalisation layers in train mode, so that
+    their forward pass uses batch statistics and writes nothing.
+    """
+
+    def __init__(self, model: torch.nn.Module, mode: str, seed: int | None) -> None:
+        self.model, self.mode, self.seed = model, mode, seed
+        self.modules = list(model.named_modules())
+        self.dropouts = [m for _, m in self.modules if isinstance(m, _DROPOUT)]
+        self.norms = [(name, m) for name, m in self.modules
+                      if isinstance(m, _RUNNING_STATS) and m.track_running_stats]
+
+    def _training(self, module: torch.nn.Module) -> bool:
+        return module.training if self.mode == "current" else self.mode == "train"
+
+    def warn_once(self, n_batches: int) -> None:
+        if self.seed is None and any(self._training(m) for m in self.dropouts):
+            warnings.warn("the model has dropout layers in train mode: they are switched off in every evaluation "
+                          "so that E(θ) is deterministic (pass stochastic_seed=N for fixed random masks, or "
+                          "mode='eval' to silence this)", RuntimeWarning, stacklevel=3)
+        if n_batches > 1 and any(self._training(m) for _, m in self.norms):
+            warnings.warn(f"train-mode normalisation layers with {n_batches} micro-batches: each micro-batch is "
+                          "normalised by its own statistics, so the loss depends on batch_size (batch_size=None "
+                          "uses full-batch statistics; mode='eval' uses the running statistics)",
+                          RuntimeWarning, stacklevel=3)
+
+    @contextmanager
+    def evaluation(self, device: torch.device, index: int):
+        saved = [(m, m.training) for _, m in self.modules]
+        rng = None
+        try:
+            if self.mode != "current":
+                for _, m in self.modules:
+                    m.training = self.mode == "train"
+            if self.seed is None:
+                for m in self.dropouts:
+                    m.training = False
+            else:
+                rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+                rng.__enter__()
+                torch.manual_seed(self.seed + index)
+            no_stats: dict[str, Any] = {}
+            for name, m in self.norms:
+                if m.training:
+                    prefix = f"{name}." if name else ""
+                    no_stats.update({prefix + b: None for b in ("running_mean", "running_var", "num_batches_tracked")})
+            yield no_stats
+        finally:
+            if rng is not None:
+                rng.__exit__(None, None, None)
+            for m, flag in saved:
+                m.training = flag
+
+
+def check_finite(batches: list[tuple[Tensor, Tensor]]) -> None:
+    for i, (x, y) in enumerate(batches):
+        for what, t in (("inputs", x), ("targets", y)):
+            if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ValueError(f"data: the {what} of micro-batch {i} hold {bad} NaN/Inf entries; "
+                                 "clean the data before building the objective")
+
+
+def check_scalar(value: Tensor, what: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{what} must return a torch.Tensor, got {type(value).__name__}")
+    if value.numel() != 1 or value.ndim > 1:
+        raise ValueError(f"{what} must return a scalar loss, got shape {tuple(value.shape)}")
+    return value.reshape(())
+
+
+def to_device(t: Tensor, device: torch.device, real_dtype: torch.dtype) -> Tensor:
+    if t.is_floating_point():
+        return t.to(device=device, dtype=real_dtype)
+    return t.to(device=device)
+
+
+def split_batches(data, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                   or batch_size <= 0):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        x, y = data
+        if len(x) != len(y):
+            raise ValueError(f"data inputs and targets differ in length: {len(x)} vs {len(y)}")
+        n = len(x)
+        step = n if batch_size is None else batch_size
+        batches = [(x[i:i + step], y[i:i + step]) for i in range(0, n, max(step, 1))]
+    elif isinstance(data, Iterable):
+        batches = [tuple(b) for b in data]
+        for b in batches:
+            if len(b) != 2 or not all(isinstance(t, Tensor) for t in b):
+                raise TypeError("each micro-batch in data must be an (inputs, targets) pair of tensors")
+            if len(b[0]) != len(b[1]):
+                raise ValueError(f"a micro-batch's inputs and targets differ in length: "
+                                 f"{len(b[0])} vs {len(b[1])}")
+    else:
+        raise TypeError("data must be an (inputs, targets) tuple of tensors or an iterable of such pairs")
+    batches = [b for b in batches if len(b[0]) > 0]
+    if not batches:
+        raise ValueError("data is empty: an objective needs at least one example")
+    return batches
