@@ -115,3 +115,29 @@ class HessianOperator:
 
 
 __all__ = ["HessianOperator"]
+
+
+class MatrixOperator:
+    """A dense symmetric matrix A (D, D) as an operator: ``A @ v``, ``A @ V``, a ``matvecs`` counter.
+
+    For testing eigensolvers against matrices with constructed spectra, and for
+    curvature matrices small enough to hold (D ≲ 10⁴).
+    """
+
+    def __init__(self, matrix: Tensor) -> None:
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"matrix must be square, got shape {tuple(matrix.shape)}")
+        self.matrix = matrix
+        self.shape = tuple(matrix.shape)
+        self.dtype, self.device = matrix.dtype, matrix.device
+        self.matvecs = 0
+
+    def __matmul__(self, x: Tensor) -> Tensor:
+        self.matvecs += 1 if x.ndim == 1 else x.shape[1]
+        return self.matrix @ x
+
+    def to_dense(self) -> Tensor:
+        return self.matrix
+
+    def release(self) -> None:
+        """Nothing to free (the matrix is the caller's)."""

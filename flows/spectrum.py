@@ -23,6 +23,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -137,11 +139,19 @@ class _KrylovBasis:
         self.t, self.q, self.hq = grown, basis, torch.cat([self.hq, hblock], dim=1)
 
 
-def _lanczos(
-    objective: Objective,
-    theta: Tensor,
+def _lanczos(objective: Objective, theta: Tensor, k: int, which: str, **options: Any) -> Eigenpairs:
+    """:func:`symmetric_eigenpairs` on the Hessian operator at θ (its graph built once, freed after)."""
+    op = objective.hessian_operator(theta)
+    try:
+        return symmetric_eigenpairs(op, k, which, **options)
+    finally:
+        op.release()
+
+
+def symmetric_eigenpairs(
+    op: Any,
     k: int,
-    which: str,
+    which: str = "LA",
     *,
     v0: Tensor | None = None,
     tol: float = 1e-3,
@@ -149,13 +159,17 @@ def _lanczos(
     max_matvecs: int | None = None,
     max_basis: int | None = None,
     generator: torch.Generator | None = None,
-    operator=None,
     spare: int = 0,
 ) -> Eigenpairs:
-    dim = objective.dim
-    op = operator if operator is not None else objective.hessian_operator(theta)
+    """The k extreme eigenpairs of any symmetric operator (block Lanczos with thick restarts).
+
+    ``op`` behaves like a (D, D) matrix: ``op.shape``, ``op.dtype``, ``op.device``, ``op @ V`` for V of
+    shape (D, m), and a ``matvecs`` counter (a :class:`~flows.operators.HessianOperator`, or a
+    :class:`~flows.operators.MatrixOperator` for a dense matrix). Options as in :func:`top_eigenpairs`.
+    """
+    dim = op.shape[0]
     start_matvecs = op.matvecs
-    dtype, device = theta.dtype, theta.device
+    dtype, device = op.dtype, op.device
     max_basis = min(dim, max_basis or max(2 * k + 20, 40))
     max_matvecs = max_matvecs or max(30 * k, 300)
     if generator is None:
@@ -190,8 +204,6 @@ def _lanczos(
         done = kk == k and bool(torch.all((rel <= tol) | (res <= atol)))
         spent = op.matvecs - start_matvecs
         if done or m == dim or spent >= max_matvecs:
-            if operator is None:
-                op.release()
             extras = {"spare": q @ s[:, kk:kk + spare]} if spare else {}
             return Eigenpairs(ritz[:kk], u, res, rel, matvecs=spent, converged=done or m == dim,
                               method="lanczos", iterations=iterations, extras=extras)

@@ -1,4 +1,5 @@
 """Lanczos eigenpairs against dense float64 eigendecompositions."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -150,3 +151,48 @@ def test_a_non_finite_hessian_is_an_error_on_both_paths(dim):
                                   theta0=torch.ones(dim, dtype=torch.float64))
     with pytest.raises(NonFiniteSpectrumError, match="undefined here"):
         top_eigenpairs(obj, obj.theta0, 2)
+
+
+def _constructed(eigenvalues, seed: int = 0) -> torch.Tensor:
+    """Q diag(λ) Qᵀ with a random orthogonal Q (float64): a matrix whose spectrum is known exactly."""
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
+    return (q * lam) @ q.T
+
+
+@pytest.mark.parametrize("name,eigenvalues,k,which", [
+    ("decaying, D = 1500", 50.0 * 0.97 ** np.arange(1500), 10, "LA"),
+    ("clustered top (gap 1e-4)", np.r_[[10.0, 10.0 - 1e-4, 10.0 - 2e-4], np.linspace(-1, 5, 497)], 3, "LA"),
+    ("negative curvature", np.r_[[-7.0, -6.5], np.linspace(-1, 3, 398)], 2, "SA"),
+    ("largest magnitude is negative", np.r_[[-9.0], np.linspace(-2, 4, 299), [8.5]], 2, "LM"),
+    ("repeated eigenvalue", np.r_[[4.0, 4.0, 4.0], np.linspace(0, 2, 397)], 3, "LA"),
+])
+def test_lanczos_recovers_constructed_spectra(name, eigenvalues, k, which):
+    from flows.operators import MatrixOperator
+    from flows.spectrum import symmetric_eigenpairs
+
+    a = _constructed(eigenvalues)
+    op = MatrixOperator(a)
+    pairs = symmetric_eigenpairs(op, k, which, tol=1e-8, max_matvecs=3000)
+    lam = np.asarray(eigenvalues, dtype=float)
+    key = {"LA": -lam, "SA": lam, "LM": -np.abs(lam)}[which]
+    expected = lam[np.argsort(key, kind="stable")][:k]
+    assert pairs.converged, name
+    np.testing.assert_allclose(pairs.values.numpy(), expected, rtol=1e-7, atol=1e-9, err_msg=name)
+    # the residuals it reports are the true ones, and the vectors are orthonormal
+    true_res = torch.linalg.vector_norm(a @ pairs.vectors - pairs.vectors * pairs.values, dim=0)
+    np.testing.assert_allclose(pairs.residuals.numpy(), true_res.numpy(), rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose((pairs.vectors.T @ pairs.vectors).numpy(), np.eye(k), atol=1e-8)
+    assert pairs.matvecs == op.matvecs
+
+
+def test_an_exhausted_budget_reports_honest_residuals():
+    from flows.operators import MatrixOperator
+    from flows.spectrum import symmetric_eigenpairs
+
+    a = _constructed(np.r_[[1.0, 1.0 - 1e-6], np.linspace(0, 0.999, 998)])
+    pairs = symmetric_eigenpairs(MatrixOperator(a), 2, "LA", tol=1e-12, max_matvecs=40)
+    true_res = torch.linalg.vector_norm(a @ pairs.vectors - pairs.vectors * pairs.values, dim=0)
+    assert not pairs.converged
+    np.testing.assert_allclose(pairs.residuals.numpy(), true_res.numpy(), rtol=1e-6, atol=1e-12)
