@@ -9,6 +9,8 @@ import torch
 
 from experiments.bench_scaling import _free_port, measure
 
+pytestmark = pytest.mark.distributed
+
 CFG = {"n_train": 240, "widths": (64, 16, 10), "k": 3, "gd_steps": 20, "rounds": 1, "cores": 2, "timeout": 60.0}
 
 

@@ -24,6 +24,8 @@ import pytest
 
 from flows import Trajectory
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 EOS = ["lrs=0.2,0.1,0.05,0.02", "steps=40", "sharpness_every=10", "k=2", "gf_every=10", "n_train=100",
        "widths=64,16,10"]

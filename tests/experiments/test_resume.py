@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from flows import Trajectory
+
+pytestmark = pytest.mark.slow
 
 SETTINGS = ["steps=120", "n_train=300", "widths=64,32,10", "sharpness_every=20", "eval_every=20",
             "methods=constant:0.1,dal:1,pal,wngrad:1", "minibatch_methods=constant:0.1,pal", "epochs=3",

@@ -5,13 +5,8 @@ import time
 import pytest
 import torch
 
-from flows import FLOWS, Flow, compare, get_flow, integrate, local_error, toys
+from flows import FLOWS, Flow, compare, get_flow, integrate, local_error
 from flows.fields import pf_coefficient
-
-
-@pytest.fixture
-def cubic():
-    return toys.get("cubic")
 
 
 @pytest.mark.parametrize("name", sorted(FLOWS))
