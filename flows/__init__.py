@@ -10,6 +10,7 @@ from .fields import FIELDS, FLOWS, Flow, get_flow, gf, igr, pf, pf_coefficient, 
 from .trajectory import Recorder, Trajectory, TrajectoryFileError
 from .gd import Controller, StepContext, StepDecision, gradient_descent
 from .integrate import METHODS, Comparison, compare, integrate, local_error
+from .options import Recording, Solver, Spectrum
 
 __all__ = [
     "Objective", "HessianOperator", "HVP_METHODS", "toys",
@@ -17,5 +18,5 @@ __all__ = [
     "FIELDS", "FLOWS", "Flow", "get_flow", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
     "Trajectory", "Recorder", "TrajectoryFileError",
     "Controller", "StepContext", "StepDecision", "gradient_descent",
-    "METHODS", "Comparison", "compare", "integrate", "local_error",
+    "METHODS", "Comparison", "compare", "integrate", "local_error", "Solver", "Spectrum", "Recording",
 ]

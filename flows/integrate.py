@@ -13,7 +13,6 @@ interrupted between chunks without losing what it computed.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from time import monotonic
@@ -30,6 +29,7 @@ from .events import Event
 from .fields import FLOWS, Flow, LogBranch, get_flow
 from .gd import Budget, _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
 from .objective import Objective
+from .options import Recording, Solver, Spectrum, resolve
 from .spectrum import DENSE_MAX_DIM, EigenTracker, NonFiniteSpectrumError, top_eigenpairs
 from .trajectory import Recorder, Trajectory, reserve_rows
 
@@ -118,7 +118,7 @@ def _flow_options(record: Flow, flow_options: dict | None) -> dict:
 
 
 def _start(objective: Objective, theta0: Tensor | None, record: Flow, lr: float, times, steps: int | None,
-           states: str, projection_size: int) -> tuple[Tensor, Tensor]:
+           recording: Recording) -> tuple[Tensor, Tensor]:
     """θ0 in the flow's state space (complex for a complex flow) and the output grid, memory checked first."""
     theta = _initial(objective, theta0)
     if theta.is_complex() and not record.complex_state:
@@ -126,34 +126,34 @@ def _start(objective: Objective, theta0: Tensor | None, record: Flow, lr: float,
         raise TypeError(f"flow {record.name!r} needs a real θ0 (only {complex_flows} run in Cᴰ)")
     itemsize = theta.element_size() * (2 if record.complex_state and not theta.is_complex() else 1)
     rows = len(times) if times is not None else steps + 1 if isinstance(steps, int) and steps > 0 else 0
-    reserve_rows(rows, objective.dim, states, projection_size, itemsize)  # before the grid is allocated
+    # before the grid is allocated
+    reserve_rows(rows, objective.dim, recording.states, recording.projection_size, itemsize)
     grid = _time_grid(times, steps, lr, theta.real.dtype)
     if record.complex_state and not theta.is_complex():
         theta = theta.to(torch.complex128 if theta.dtype == torch.float64 else torch.complex64)
     return theta, grid
 
 
-def _eigen_options(objective: Objective, lr: float, k: int, tracker: EigenTracker | None, eig_tol: float,
-                   eig_refresh: float | None) -> tuple[dict, EigenTracker]:
-    """The eigenpair keywords of a top-k flow: a (warm-started) tracker and its refresh interval."""
-    k = check_count("k", k, minimum=1)
-    if eig_refresh is None:
-        eig_refresh = 0.0 if objective.dim <= DENSE_MAX_DIM else lr
-    tracker = tracker or EigenTracker(k=min(k, objective.dim), tol=check_positive("eig_tol", eig_tol),
-                                      method="dense" if objective.dim <= DENSE_MAX_DIM else "auto")
-    return {"k": k, "tracker": tracker, "refresh": check_positive("eig_refresh", eig_refresh, allow_zero=True)}, \
-        tracker
+def _eigen_options(objective: Objective, lr: float, spectrum: Spectrum) -> dict:
+    """The eigenpair keywords of a top-k flow: k, a (warm-started) tracker and its refresh interval."""
+    refresh = spectrum.refresh
+    if refresh is None:
+        refresh = 0.0 if objective.dim <= DENSE_MAX_DIM else lr
+    tracker = spectrum.tracker or EigenTracker(k=min(spectrum.k, objective.dim), tol=spectrum.tol,
+                                               method="dense" if objective.dim <= DENSE_MAX_DIM else "auto")
+    return {"k": spectrum.k, "tracker": tracker, "refresh": refresh}
 
 
 def _solver_options(objective: Objective, theta: Tensor, record: Flow, lr: float, method: str,
-                    step_size: float | None, max_num_steps: int) -> tuple[dict, float | None]:
+                    solver: Solver) -> tuple[dict, float | None]:
     """torchdiffeq options: a fixed step (default: the stiffness bound) or the adaptive step limit."""
     if method not in FIXED_METHODS:
-        return {"max_num_steps": check_count("max_num_steps", max_num_steps, minimum=1)}, step_size
+        return {"max_num_steps": solver.max_num_steps}, solver.step_size
+    step_size = solver.step_size
     if step_size is None:
         floor = 2.0 / lr if objective.dim > DENSE_MAX_DIM else 0.0
         step_size = min(lr, 1.0 / max(stiffness(objective, theta, record, lr, floor=floor), 1e-12))
-    return {"step_size": check_positive("step_size", step_size)}, step_size
+    return {"step_size": step_size}, step_size
 
 
 def integrate(
@@ -162,49 +162,34 @@ def integrate(
     flow: str = "gf",
     lr: float = 0.1,
     times: Sequence[float] | Tensor | None = None,
-    method: str = "auto",
+    method: str | None = None,
     *,
     steps: int | None = None,
-    rtol: float | None = None,
-    atol: float | None = None,
-    step_size: float | None = None,
-    max_num_steps: int = 5_000,
-    k: int = 10,
-    tracker: EigenTracker | None = None,
-    eig_tol: float = 1e-3,
-    eig_refresh: float | None = None,
+    solver: Solver | None = None,
+    spectrum: Spectrum | None = None,
+    recording: Recording | None = None,
     flow_options: dict | None = None,
-    states: str = "full",
-    projection_size: int = 64,
-    chunk: int = 16,
     max_loss: float | None = None,
     time_budget: float | None = None,
     progress: bool | None = None,
+    **shorthands: Any,
 ) -> Trajectory:
     """Solve θ' = F_flow(θ; h=lr) from θ0 and record θ at ``times`` (or at t = n·lr, n ≤ steps).
 
     Args:
-        flow: one of ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``, ``pf_topk_igr``.
-        method: ``"auto"`` (default: :func:`default_method`, dopri5 for D ≤ 300,
-            rk4 at the stiffness bound for networks) or a torchdiffeq method:
-            adaptive ``dopri5``, ``dopri8``, ``bosh3``, ``adaptive_heun``,
-            ``fehlberg2``; fixed ``rk4``, ``euler``, ``midpoint``,
-            ``explicit_adams``, ``implicit_adams``.
-        rtol, atol: tolerances of adaptive methods; default by θ's precision
-            (:func:`default_tolerances`: 1e-7/1e-9 in float64, 1e-4/1e-6 in float32).
-        step_size: fixed-step size; default min(lr, 1/stiffness) with the
-            stiffness of :func:`stiffness` at θ0 and, for networks (D > 300),
-            λ_max taken as at least 2/lr, the value it reaches at the edge of stability.
-        max_num_steps: solver steps allowed per chunk before it gives up.
-        k, tracker: top-k eigenpairs for ``pf_topk`` (a warm-started EigenTracker).
-        eig_tol: residual tolerance of that tracker (when integrate makes it).
-        eig_refresh: re-solve the eigenpairs only after this much flow time
-            (0: at every field evaluation; ``lr``: about once per GD step).
-            Default: 0 for D ≤ 300, ``lr`` for networks.
-        flow_options: extra options of the field, checked by name: for ``pf``,
-            ``branch`` = ``"principal"`` (default) or ``"continued"`` (see
-            :class:`~flows.fields.LogBranch`); for ``pf_topk``, ``rest``.
-        states, projection_size: what to keep of θ (``full``, ``projection``, ``none``).
+        flow: a name in :data:`~flows.fields.FLOWS`: ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``,
+            ``pf_topk_igr``.
+        solver: a :class:`~flows.options.Solver` (method, rtol/atol, step_size, max_num_steps, chunk);
+            ``method`` (also positional) and the other fields are accepted as keyword shorthands.
+            ``"auto"``: dopri5 for D ≤ 300, rk4 at the stiffness bound for networks (:func:`default_method`);
+            tolerances default by θ's precision (:func:`default_tolerances`); the fixed step defaults to
+            min(lr, 1/:func:`stiffness`), with λ_max taken ≥ 2/lr for networks (D > 300).
+        spectrum: a :class:`~flows.options.Spectrum` for the top-k flows (shorthands ``k``, ``tracker``,
+            ``eig_tol``, ``eig_refresh``).
+        recording: a :class:`~flows.options.Recording` (shorthands ``states``, ``projection_size``).
+        flow_options: options of the field, checked against its record: for ``pf``, ``branch`` =
+            ``"principal"`` (default) or ``"continued"`` (:class:`~flows.fields.LogBranch`); for ``pf_topk``,
+            ``rest``.
         max_loss: stop (status ``diverged``) past this loss; ``None`` means
             1e12·max(1, |E(θ₀)|), so a blow-up is caught before it overflows.
         time_budget: wall-clock seconds; past it the run stops with status
@@ -222,21 +207,24 @@ def integrate(
     """
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
+    if method is not None:
+        shorthands["method"] = method
+    opts = resolve("integrate", {"solver": solver, "spectrum": spectrum, "recording": recording}, shorthands)
+    solver, spectrum, recording = opts["solver"], opts["spectrum"], opts["recording"]
     record = get_flow(flow)
-    method = default_method(objective) if method == "auto" else method
+    method = default_method(objective) if solver.method == "auto" else solver.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid choices: auto, {', '.join(METHODS)}")
-    lr, chunk = check_positive("lr", lr), check_count("chunk", chunk, minimum=1)
+    lr = check_positive("lr", lr)
     budget = Budget(time_budget)
     options = _flow_options(record, flow_options)
-    theta, grid = _start(objective, theta0, record, lr, times, steps, states, projection_size)
+    theta, grid = _start(objective, theta0, record, lr, times, steps, recording)
     default_rtol, default_atol = default_tolerances(theta.dtype)
-    rtol = check_positive("rtol", default_rtol if rtol is None else rtol)
-    atol = check_positive("atol", default_atol if atol is None else atol)
+    rtol = default_rtol if solver.rtol is None else solver.rtol
+    atol = default_atol if solver.atol is None else solver.atol
     if record.eigenpairs:
-        eigen, tracker = _eigen_options(objective, lr, k, tracker, eig_tol, eig_refresh)
-        options.update(eigen)
-    solver_options, step_size = _solver_options(objective, theta, record, lr, method, step_size, max_num_steps)
+        options.update(_eigen_options(objective, lr, spectrum))
+    solver_options, step_size = _solver_options(objective, theta, record, lr, method, solver)
     config = {"kind": "flow", "flow": flow, "lr": lr, "method": method, "rtol": rtol, "atol": atol,
               "step_size": step_size, "k": options.get("k"), "eig_refresh": options.get("refresh"),
               "objective": objective.name, "dtype": str(theta.dtype), "device": str(theta.device),
@@ -244,8 +232,9 @@ def integrate(
     branch = options.get("branch")
     if isinstance(branch, LogBranch):
         config["pf_branch"] = branch.mode
-    run = _FlowRun(objective, record, lr, options, budget, Recorder(objective.dim, states, projection_size))
-    status = run.solve(theta, grid, method, rtol, atol, solver_options, chunk, max_loss, progress, flow)
+    run = _FlowRun(objective, record, lr, options, budget,
+                   Recorder(objective.dim, recording.states, recording.projection_size))
+    status = run.solve(theta, grid, method, rtol, atol, solver_options, solver.chunk, max_loss, progress, flow)
     if record.eigenpairs:
         config["eigen_matvecs"] = options["tracker"].total_matvecs
         config["eigen_solves"] = options["tracker"].updates
@@ -399,28 +388,28 @@ def compare(
     steps: int = 50,
     flows: Sequence[str] | str = ("gf", "igr", "pf_topk"),
     *,
-    method: str = "auto",
-    rtol: float | None = None,
-    atol: float | None = None,
-    k: int = 10,
-    states: str = "full",
+    solver: Solver | None = None,
+    spectrum: Spectrum | None = None,
+    recording: Recording | None = None,
+    flow_options: dict | None = None,
     time_budget: float | None = None,
     progress: bool | None = None,
-    **kwargs,
+    **shorthands: Any,
 ) -> Comparison:
     """GD and each flow on the grid t = n·lr, n = 0..steps, with drift and loss gaps per step.
 
-    ``flows`` is a flow name or a sequence of names. When GD diverges at step
-    m the flows are integrated only to t = m·lr (the drift is undefined past
-    it; ``config["horizon"]`` of each flow says so). ``time_budget`` (seconds)
-    bounds the whole call: each flow gets what GD and the earlier flows left.
-    Other keyword arguments go to :func:`integrate`.
+    ``flows`` is a flow name or a sequence of names; ``solver``, ``spectrum`` and their keyword
+    shorthands go to every :func:`integrate` call; ``recording`` says what each flow's trajectory keeps
+    (the drift needs full states, so they are recorded in full and dropped afterwards). When GD
+    diverges at step m the flows are integrated only to t = m·lr (the drift is undefined past it;
+    ``config["horizon"]`` of each flow says so). ``time_budget`` (seconds) bounds the whole call:
+    each flow gets what GD and the earlier flows left. Everything is checked before GD runs.
     """
     if isinstance(flows, str):
         flows = (flows,)
     for name in flows:
         get_flow(name)  # a ValueError naming the valid choices
-    _check_keywords("compare", kwargs)
+    opts = resolve("compare", {"solver": solver, "spectrum": spectrum, "recording": recording}, shorthands)
     budget = Budget(time_budget)
     theta = _initial(objective, theta0)
     gd = gradient_descent(objective, theta, lr, steps, states="full", progress=progress,
@@ -430,33 +419,19 @@ def compare(
     for name in flows:
         if horizon < 1 or budget.exceeded():
             break
-        traj = integrate(objective, theta, name, lr, steps=horizon, method=method, rtol=rtol, atol=atol, k=k,
-                         states="full", progress=progress, time_budget=budget.remaining(), **kwargs)
+        traj = integrate(objective, theta, name, lr, steps=horizon, solver=opts["solver"], spectrum=opts["spectrum"],
+                         flow_options=flow_options, progress=progress, time_budget=budget.remaining())
         traj.config["horizon"] = horizon
         if horizon < steps:
             traj.config["horizon_reason"] = f"GD {gd.status} at step {horizon}"
         n = min(len(traj), len(gd))
-        assert traj.states is not None and gd.states is not None  # both recorded in full above
-        diff = np.real(traj.states[:n]) - gd.states[:n]
-        result.drift[name] = np.linalg.norm(diff, axis=1)
+        states = traj.state_matrix()
+        result.drift[name] = np.linalg.norm(np.real(states[:n]) - gd.state_matrix()[:n], axis=1)
         result.loss_gap[name] = traj.losses[:n] - gd.losses[:n]
-        if states != "full":
-            traj.states = None
-            traj.state_mode = "none"
+        if opts["recording"].states != "full":
+            traj.states, traj.state_mode = None, "none"
         result.flows[name] = traj
     return result
-
-
-def _check_keywords(caller: str, kwargs: dict) -> None:
-    """Keywords passed on to :func:`integrate` must be its own, checked before any work is done."""
-    valid = [n for n in inspect.signature(integrate).parameters if n not in _FIXED_BY_CALLERS]
-    unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
-        raise TypeError(f"{caller}() got unknown keyword argument(s) {unknown}; the keywords it passes on to "
-                        f"integrate() are: {', '.join(valid)}")
-
-
-_FIXED_BY_CALLERS = ("objective", "theta0", "flow", "lr", "times", "steps", "states")
 
 
 def local_error(
@@ -465,24 +440,28 @@ def local_error(
     flow: str = "gf",
     lr: float = 0.1,
     *,
-    method: str = "dopri8",
-    rtol: float = 1e-13,
-    atol: float = 1e-15,
-    **kwargs,
+    solver: Solver | None = None,
+    spectrum: Spectrum | None = None,
+    flow_options: dict | None = None,
+    **shorthands: Any,
 ) -> float:
     """‖θ_flow(h) − (θ − h∇E(θ))‖: how far one GD step lands from the flow after time h.
 
     Backward error analysis predicts O(h²) for GF, O(h³) for IGR and O(h⁴)
-    for the third-order flow; on a quadratic the PF error is zero. Use float64
-    and tight tolerances, or the solver error hides the O(h⁴) terms.
+    for the third-order flow; on a quadratic the PF error is zero. The default
+    solver is dopri8 at rtol 1e-13, atol 1e-15 (float64): looser tolerances hide the O(h⁴) terms.
     """
     lr = check_positive("lr", lr)
+    if solver is None:
+        defaults = {"method": "dopri8", "rtol": 1e-13, "atol": 1e-15}
+        shorthands = {**defaults, **shorthands}
+    opts = resolve("local_error", {"solver": solver, "spectrum": spectrum, "recording": None}, shorthands)
     theta = _initial(objective, theta)
     gd_step = theta - lr * objective.grad(theta)
-    traj = integrate(objective, theta, flow, lr, times=[0.0, lr], method=method, rtol=rtol, atol=atol, **kwargs)
+    traj = integrate(objective, theta, flow, lr, times=[0.0, lr], solver=opts["solver"], spectrum=opts["spectrum"],
+                     recording=opts["recording"], flow_options=flow_options)
     if traj.status == "interrupted":  # Ctrl-C reached the integrator: the caller asked to stop, so stop
         raise KeyboardInterrupt
     if traj.status != "complete":
         raise RuntimeError(f"the {flow} flow did not reach t = h = {lr}: status {traj.status}")
-    assert traj.states is not None  # integrate records states in full by default
-    return float(np.linalg.norm(np.real(traj.states[-1]) - gd_step.detach().cpu().numpy()))
+    return float(np.linalg.norm(np.real(traj.state_matrix()[-1]) - gd_step.detach().cpu().numpy()))
