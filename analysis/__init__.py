@@ -1,4 +1,4 @@
-"""driftlab.analysis — what we read off trajectories: corridor and edge-of-stability detectors,
+"""analysis — what driftlab reads off trajectories: corridor and edge-of-stability detectors,
 the learning-rate controllers they feed, plots.
 
 ``analysis`` reads ``flows`` objects; ``flows`` never imports ``analysis``.

@@ -1,1 +1,1 @@
-"""driftlab.experiments — reproduced figures, benchmarks, data sets, the registry and the `driftlab` CLI."""
+"""experiments — driftlab's reproduced figures, benchmarks, data sets, the registry and the `driftlab` CLI."""

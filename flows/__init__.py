@@ -1,4 +1,4 @@
-"""driftlab.flows — the dynamics: objective, Hessian spectra, vector fields, integration, GD, trajectories.
+"""flows — driftlab's dynamics: objective, Hessian spectra, vector fields, integration, GD, trajectories.
 
 ``flows`` never imports ``analysis`` or ``experiments``.
 """
