@@ -190,20 +190,15 @@ def integrate(
         flow_options: options of the field, checked against its record: for ``pf``, ``branch`` =
             ``"principal"`` (default) or ``"continued"`` (:class:`~flows.fields.LogBranch`); for ``pf_topk``,
             ``rest``.
-        max_loss: stop (status ``diverged``) past this loss; ``None`` means
-            1e12·max(1, |E(θ₀)|), so a blow-up is caught before it overflows.
-        time_budget: wall-clock seconds; past it the run stops with status
-            ``"stopped"`` and a ``time_budget`` event, keeping what it reached.
-        progress: a progress bar over flow time (``None``: shown only when the
-            call takes more than 2 s).
+        max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
+        time_budget: wall-clock seconds; then status ``"stopped"``, a ``time_budget`` event, work kept.
+        progress: a bar over flow time (None: shown once the call has run for 2 s).
 
     Returns:
-        a :class:`Trajectory`; ``pf`` states are complex and its metrics hold
-        the loss of the real part and ``imag_norm`` = ‖Im θ‖. A solver failure
-        (step underflow, too many steps) returns what was computed with status
-        ``"failed"`` and a ``solver_failure`` event saying where and what to try.
-        For ``pf``, crossings of the logarithm's branch cut are counted in
-        ``config["pf_branch_crossings"]`` and the first is a ``pf_branch_cut`` event.
+        a :class:`Trajectory` (``pf`` states complex; metrics: loss of the real part, ``imag_norm`` = ‖Im θ‖).
+        A solver failure returns the work done, status ``"failed"`` and a ``solver_failure`` event saying
+        what to try; ``pf`` branch-cut crossings are counted in ``config["pf_branch_crossings"]`` and the
+        first is a ``pf_branch_cut`` event.
     """
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
@@ -215,9 +210,7 @@ def integrate(
     method = default_method(objective) if solver.method == "auto" else solver.method
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid choices: auto, {', '.join(METHODS)}")
-    lr = check_positive("lr", lr)
-    budget = Budget(time_budget)
-    options = _flow_options(record, flow_options)
+    lr, budget, options = check_positive("lr", lr), Budget(time_budget), _flow_options(record, flow_options)
     theta, grid = _start(objective, theta0, record, lr, times, steps, recording)
     default_rtol, default_atol = default_tolerances(theta.dtype)
     rtol = default_rtol if solver.rtol is None else solver.rtol

@@ -4,6 +4,18 @@ E(θ) = Σ_b w_b · loss_fn(model_θ(x_b), y_b) over micro-batches b, with w_b =
 for a mean-reduced loss and 1/N for a summed one; θ is substituted with
 ``torch.func.functional_call`` (the module is never modified), and
 :class:`StatefulLayers` keeps dropout and running statistics out of E.
+
+BatchNorm (and other layers with running statistics): running statistics are
+never read in train mode and never written in any mode; the module's buffers
+stay as they are. In train mode each micro-batch is normalised by its own
+statistics: with ``batch_size`` None (one micro-batch) these are the full-batch
+statistics; with smaller micro-batches the loss depends on ``batch_size``
+("ghost" batch norm; a warning says so), and in data-parallel runs each rank
+normalises by its shard's statistics.
+
+Parameters must be real: a complex parameter is refused (a real loss of complex
+parameters has no holomorphic gradient; split it into real and imaginary
+parts). Non-finite inputs or targets are refused, naming the micro-batch.
 """
 from __future__ import annotations
 

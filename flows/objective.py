@@ -180,37 +180,17 @@ class Objective:
                 train/eval mode it has at each call; ``"eval"``/``"train"`` set
                 that mode during each evaluation only and restore every
                 submodule's own mode afterwards.
-            stochastic_seed: the objective is a deterministic function of θ.
-                Dropout layers (``nn.Dropout*``, ``nn.AlphaDropout``…) in train
-                mode are switched off during evaluations (a warning says so)
-                unless ``stochastic_seed`` is an int: then every evaluation
-                runs under a fixed random state (seed + micro-batch index, the
-                global RNG left untouched), i.e. one fixed dropout mask per
-                micro-batch. A loss that still differs between two identical
-                evaluations is refused at construction.
-
-        BatchNorm (and other layers with running statistics): running
-        statistics are never read in train mode and never written in any
-        mode; the module's buffers stay as they are. In train mode each
-        micro-batch is normalised by its own statistics: with ``batch_size``
-        None (the default, one micro-batch) these are the full-batch
-        statistics; with smaller micro-batches the loss depends on
-        ``batch_size`` ("ghost" batch norm; a warning says so), and in
-        data-parallel runs each rank normalises by its shard's statistics.
-
-        Parameters must be real: a complex parameter is refused (a real loss of
-        complex parameters has no holomorphic gradient; split it into real and
-        imaginary parts). Non-finite inputs or targets are refused, naming the
-        micro-batch.
+            stochastic_seed: E is a deterministic function of θ: train-mode dropout is switched off
+                (with a warning) unless this is an int, which fixes one dropout mask per micro-batch
+                (seed + index; the global RNG untouched). A loss still random is refused.
             total_size: N, when ``data`` is one shard of a larger data set.
-            process_group: data-parallel full batch with ``torch.distributed``:
-                each rank passes its own shard as ``data``; N is the sum of the
-                shard sizes, and loss, gradient, HVPs and third derivatives are
-                summed over the group with ``all_reduce``, so every rank sees
-                the full-batch numbers. ``"auto"`` (default) uses the default
-                group when ``torch.distributed`` is initialised, ``None`` never
-                reduces. Shards must give the same D and example shapes on every
-                rank (checked here, with an error on every rank).
+            process_group: data-parallel full batch with ``torch.distributed`` (``"auto"``: the default
+                group when initialised; None: never reduce): each rank passes its shard, N is the sum
+                of the shard sizes, and every sum is all-reduced, so every rank sees full-batch numbers.
+
+        BatchNorm's running statistics (never read in train mode, never written), ghost batch norm,
+        shard checks: see :mod:`flows.modules` and :mod:`flows.distributed`. Complex parameters and
+        non-finite data are refused, naming them.
         """
         _check_module_arguments(model, loss_fn, loss_reduction, mode, stochastic_seed)
         layout = ParameterLayout.of(model)

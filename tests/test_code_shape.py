@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_LINES = 80
+MAX_LINES = 80  # lines of code; the docstring is not counted (every public function here is also ≤ 80 with it)
 
 
 def _imports(path: Path) -> set[str]:
