@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import math
 import os
 import shutil
@@ -186,11 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("results", type=Path)
     plot.add_argument("--figures", type=Path, default=FIGURES)
     return parser
-
-
-def _describe(module) -> str:
-    fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(module.Config))
-    return f"{module.DESCRIPTION}\n    config: {fields}"
 
 
 def main(argv: list[str] | None = None, *, restore_signals: bool | None = None) -> int:

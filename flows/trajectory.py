@@ -85,9 +85,8 @@ class Trajectory:
         return self.states
 
     def final_state(self) -> np.ndarray:
-        if self.states is None:
-            raise ValueError("this trajectory kept no states (state_mode='none')")
-        return self.states[-1]
+        """The last recorded state (a ValueError when none were kept)."""
+        return self.state_matrix()[-1]
 
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
