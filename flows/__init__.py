@@ -5,16 +5,18 @@
 from . import toys
 from .objective import HVP_METHODS, Objective
 from .operators import HessianOperator
-from .spectrum import Eigenpairs, EigenTracker, sharpness, top_eigenpairs
+from .spectrum import Eigenpairs, EigenTracker, parameter_eigenpairs, sharpness, top_eigenpairs
 from .fields import FIELDS, FLOWS, Flow, get_flow, gf, igr, pf, pf_coefficient, pf_topk, third_order
 from .trajectory import Recorder, Trajectory, TrajectoryFileError
 from .gd import Controller, StepContext, StepDecision, gradient_descent
 from .integrate import METHODS, Comparison, compare, integrate, local_error
 from .options import Recording, Solver, Spectrum
+from .trace import TraceEstimate, hessian_trace, trace
 
 __all__ = [
     "Objective", "HessianOperator", "HVP_METHODS", "toys",
-    "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs",
+    "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs", "parameter_eigenpairs",
+    "TraceEstimate", "trace", "hessian_trace",
     "FIELDS", "FLOWS", "Flow", "get_flow", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
     "Trajectory", "Recorder", "TrajectoryFileError",
     "Controller", "StepContext", "StepDecision", "gradient_descent",

@@ -141,3 +141,46 @@ class MatrixOperator:
 
     def release(self) -> None:
         """Nothing to free (the matrix is the caller's)."""
+
+
+class SubsetOperator:
+    """The block H_SS = Eₛᵀ H Eₛ of an operator for a subset S of the coordinates of θ (|S| × |S|).
+
+    ``SubsetOperator.of_parameters(H, layout, names)`` takes S = the coordinates of the named parameters (a
+    layer's weights and biases, say), so any estimator (top eigenpairs, trace) gives that layer's curvature.
+    A product pads v_S with zeros to (D,), applies the full operator and keeps the S rows: one full HVP each,
+    and the model is never copied.
+    """
+
+    def __init__(self, op, index: Tensor) -> None:
+        self.op, self.index = op, index.to(op.device)
+        self.shape = (int(index.numel()), int(index.numel()))
+        self.dtype, self.device = op.dtype, op.device
+
+    @classmethod
+    def of_parameters(cls, op, layout, names) -> SubsetOperator:
+        """The coordinates of the parameters ``names`` (exact names, or prefixes such as ``"0."`` for a module)."""
+        offsets, start = {}, 0
+        for name, size in zip(layout.names, layout.sizes):
+            offsets[name] = (start, start + size)
+            start += size
+        chosen = [n for n in layout.names if any(n == want or n.startswith(want) for want in names)]
+        unknown = [want for want in names if not any(n == want or n.startswith(want) for n in layout.names)]
+        if unknown or not chosen:
+            raise ValueError(f"no parameter matches {unknown or list(names)}; parameters: {', '.join(layout.names)}")
+        index = torch.cat([torch.arange(*offsets[n]) for n in chosen])
+        return cls(op, index)
+
+    @property
+    def matvecs(self) -> int:
+        return self.op.matvecs
+
+    def __matmul__(self, v: Tensor) -> Tensor:
+        full = torch.zeros((self.op.shape[0],) + tuple(v.shape[1:]), dtype=v.dtype, device=v.device)
+        full[self.index] = v
+        return (self.op @ full)[self.index]
+
+    def release(self) -> None:
+        release = getattr(self.op, "release", None)
+        if release is not None:
+            release()

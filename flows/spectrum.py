@@ -223,6 +223,27 @@ def symmetric_eigenpairs(
 SOLVERS: dict[str, Callable[..., Eigenpairs]] = {"lanczos": _lanczos, "dense": _dense}
 
 
+def parameter_eigenpairs(objective: Objective, theta: Tensor, parameters: Any, k: int = 1, which: str = "LA",
+                         tol: float = 1e-3, **options: Any) -> Eigenpairs:
+    """Top eigenpairs of the Hessian block H_SS of the named ``parameters`` (exact names or module prefixes):
+    the curvature of one layer, say (``values[0]`` is that layer's sharpness). Vectors have |S| entries.
+    Lanczos on :class:`~flows.operators.SubsetOperator` (one full HVP per product, the model never copied)."""
+    from .operators import SubsetOperator
+
+    if objective.layout is None:
+        raise ValueError("parameters need an objective built by Objective.from_module")
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    op = objective.hessian_operator(objective.check_theta(theta))
+    try:
+        sub = SubsetOperator.of_parameters(op, objective.layout, list(parameters))
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 < k < sub.shape[0]:
+            raise ValueError(f"k must be an int in [1, {sub.shape[0] - 1}] for these parameters, got {k!r}")
+        return symmetric_eigenpairs(sub, k, which, tol=tol, **options)
+    finally:
+        op.release()
+
+
 class NonFiniteSpectrumError(ArithmeticError):
     """The Hessian products at θ are not finite (θ has blown up), so no eigenpairs exist."""
 
