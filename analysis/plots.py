@@ -72,3 +72,31 @@ def subplots(n: int, ncols: int | None = None, width: float = 3.4, height: float
 def close(figs: Iterable) -> None:
     for fig in figs:
         plt.close(fig)
+
+
+def spectral_density(ax, density, *, lr: float | None = None, eigenvalues=None, width: float | None = None,
+                     points: int = 1000) -> None:
+    """The smoothed Hessian spectral density (log scale) of a :class:`flows.density.SpectralDensity`.
+
+    With ``lr`` the stability edge 2/h is drawn; ``eigenvalues`` (the top-k, say) are marked and coloured by
+    their principal-flow regime: Re c(hλ) < 0 (the PF contracts that direction, blue) or > 0 (it grows,
+    vermillion), c(x) = log(1 − x)/x.
+    """
+    import torch
+
+    from flows import pf_coefficient
+
+    w = density.default_width() if width is None else width
+    grid = np.linspace(density.nodes.min() - 5 * w, density.nodes.max() + 5 * w, points)
+    ax.semilogy(grid, np.maximum(density.smoothed(grid, w), 1e-12), color=OKABE_ITO["black"], lw=1.0,
+                label="density (SLQ)")
+    if lr is not None:
+        ax.axvline(2.0 / lr, color=OKABE_ITO["orange"], ls="--", lw=1.0, label="2/h")
+    if eigenvalues is not None:
+        lam = np.asarray(eigenvalues, dtype=float)
+        grows = (np.zeros_like(lam, dtype=bool) if lr is None else
+                 pf_coefficient(torch.as_tensor(lr * lam, dtype=torch.float64)).real.numpy() > 0)
+        for value, up in zip(lam, grows):
+            ax.axvline(value, color=OKABE_ITO["vermillion" if up else "blue"], lw=0.8, alpha=0.8)
+    ax.set_xlabel("eigenvalue λ")
+    ax.set_ylabel("spectral density")

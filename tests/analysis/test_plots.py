@@ -24,3 +24,17 @@ def test_helpers_draw_on_axes_and_write_nothing(tmp_path, monkeypatch):
     plots.close([fig])
     assert not plt.fignum_exists(fig.number)
     assert not list(tmp_path.iterdir())
+
+
+def test_spectral_density_plot_marks_the_edge_and_the_regimes(mlp_objective):
+    from flows.density import spectral_density
+
+    density = spectral_density(mlp_objective, mlp_objective.theta0, starts=2, steps=10)
+    lam = [density.nodes.max(), 0.1 * density.nodes.max()]
+    fig, axes = plots.subplots(1)
+    plots.spectral_density(axes[0], density, lr=3.0 / lam[0], eigenvalues=lam)  # hλ = 3 and 0.3
+    colours = [line.get_color() for line in axes[0].get_lines()[1:]]
+    assert colours[0] == plots.OKABE_ITO["orange"]  # 2/h
+    # Re c(3) = log(2)/3 > 0: the PF grows that direction; Re c(0.3) < 0: it contracts
+    assert colours[1:] == [plots.OKABE_ITO["vermillion"], plots.OKABE_ITO["blue"]]
+    plots.close([fig])
