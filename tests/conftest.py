@@ -39,3 +39,17 @@ def cnn_objective() -> Objective:
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Tanh(),
                                 torch.nn.Flatten(), torch.nn.Linear(2 * 4 * 4, 3)).to(torch.float64)
     return Objective.from_module(model, torch.nn.functional.cross_entropy, (x, labels))
+
+
+def _constructed_matrix(eigenvalues, seed: int = 0) -> torch.Tensor:
+    """Q diag(λ) Qᵀ with a seeded random orthogonal Q (float64): a symmetric matrix whose spectrum is known."""
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
+    return (q * lam) @ q.T
+
+
+@pytest.fixture
+def constructed():
+    """``constructed(eigenvalues, seed=0)``: a dense float64 matrix with exactly that spectrum."""
+    return _constructed_matrix

@@ -153,14 +153,6 @@ def test_a_non_finite_hessian_is_an_error_on_both_paths(dim):
         top_eigenpairs(obj, obj.theta0, 2)
 
 
-def _constructed(eigenvalues, seed: int = 0) -> torch.Tensor:
-    """Q diag(λ) Qᵀ with a random orthogonal Q (float64): a matrix whose spectrum is known exactly."""
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=gen, dtype=torch.float64))
-    return (q * lam) @ q.T
-
-
 @pytest.mark.parametrize("name,eigenvalues,k,which", [
     ("decaying, D = 1500", 50.0 * 0.97 ** np.arange(1500), 10, "LA"),
     ("clustered top (gap 1e-4)", np.r_[[10.0, 10.0 - 1e-4, 10.0 - 2e-4], np.linspace(-1, 5, 497)], 3, "LA"),
@@ -168,11 +160,11 @@ def _constructed(eigenvalues, seed: int = 0) -> torch.Tensor:
     ("largest magnitude is negative", np.r_[[-9.0], np.linspace(-2, 4, 299), [8.5]], 2, "LM"),
     ("repeated eigenvalue", np.r_[[4.0, 4.0, 4.0], np.linspace(0, 2, 397)], 3, "LA"),
 ])
-def test_lanczos_recovers_constructed_spectra(name, eigenvalues, k, which):
+def test_lanczos_recovers_constructed_spectra(name, eigenvalues, k, which, constructed):
     from flows.operators import MatrixOperator
     from flows.spectrum import symmetric_eigenpairs
 
-    a = _constructed(eigenvalues)
+    a = constructed(eigenvalues)
     op = MatrixOperator(a)
     pairs = symmetric_eigenpairs(op, k, which, tol=1e-8, max_matvecs=3000)
     lam = np.asarray(eigenvalues, dtype=float)
@@ -187,11 +179,11 @@ def test_lanczos_recovers_constructed_spectra(name, eigenvalues, k, which):
     assert pairs.matvecs == op.matvecs
 
 
-def test_an_exhausted_budget_reports_honest_residuals():
+def test_an_exhausted_budget_reports_honest_residuals(constructed):
     from flows.operators import MatrixOperator
     from flows.spectrum import symmetric_eigenpairs
 
-    a = _constructed(np.r_[[1.0, 1.0 - 1e-6], np.linspace(0, 0.999, 998)])
+    a = constructed(np.r_[[1.0, 1.0 - 1e-6], np.linspace(0, 0.999, 998)])
     pairs = symmetric_eigenpairs(MatrixOperator(a), 2, "LA", tol=1e-12, max_matvecs=40)
     true_res = torch.linalg.vector_norm(a @ pairs.vectors - pairs.vectors * pairs.values, dim=0)
     assert not pairs.converged

@@ -7,17 +7,11 @@ from flows import hessian_trace, parameter_eigenpairs, trace
 from flows.operators import MatrixOperator, SubsetOperator
 
 
-def _constructed(eigenvalues, seed=0):
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
-    q, _ = torch.linalg.qr(torch.randn(len(lam), len(lam), generator=torch.Generator().manual_seed(seed),
-                                       dtype=torch.float64))
-    return (q * lam) @ q.T
-
 
 @pytest.mark.parametrize("method", ["hutchinson", "hutch++"])
-def test_trace_is_unbiased_within_its_standard_error(method):
+def test_trace_is_unbiased_within_its_standard_error(method, constructed):
     """Over 40 seeds the estimates centre on tr A and the reported standard error matches their spread."""
-    a = _constructed(np.r_[np.linspace(1, 5, 200), [-2.0] * 50])
+    a = constructed(np.r_[np.linspace(1, 5, 200), [-2.0] * 50])
     truth = float(torch.trace(a))
     runs = [trace(MatrixOperator(a), 60, method, seed=s) for s in range(40)]
     values = np.array([r.value for r in runs])
@@ -27,9 +21,9 @@ def test_trace_is_unbiased_within_its_standard_error(method):
     assert all(r.matvecs == 60 for r in runs)
 
 
-def test_hutch_plus_plus_beats_hutchinson_on_a_decaying_spectrum():
+def test_hutch_plus_plus_beats_hutchinson_on_a_decaying_spectrum(constructed):
     """Meyer et al.'s case: a few large eigenvalues dominate, as in network Hessians."""
-    a = _constructed(100.0 * 0.8 ** np.arange(400))
+    a = constructed(100.0 * 0.8 ** np.arange(400))
     truth = float(torch.trace(a))
     err = {m: np.median([abs(trace(MatrixOperator(a), 60, m, seed=s).value - truth) for s in range(10)])
            for m in ("hutchinson", "hutch++")}
