@@ -32,35 +32,44 @@ from .layout import ParameterLayout
 Piece = Callable[[Tensor], Tensor]
 
 
-def module_pieces(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
-                  batches: list[tuple[Tensor, Tensor]], layout: ParameterLayout, n_total: int,
-                  loss_reduction: str, layers: StatefulLayers) -> list[Piece]:
-    """One loss piece per micro-batch: θ ↦ w_b · loss_fn(model_θ(x_b), y_b), data on θ's device and dtype."""
-    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
-    buffers = dict(model.named_buffers())
-    cache: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
+class ModuleParts:
+    """The pieces of E split at the model's output, for products that need it (Gauss–Newton):
+    ``outputs(θ, i)`` = model_θ(x_i) and ``loss(out, i, θ)`` = w_i · loss_fn(out, y_i), so
+    E(θ) = Σᵢ loss(outputs(θ, i), i, θ)."""
 
-    def on(theta: Tensor) -> list[tuple[Tensor, Tensor]]:
-        # data follows θ's device, and its dtype when the data are floating point
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                 batches: list[tuple[Tensor, Tensor]], layout: ParameterLayout, n_total: int,
+                 loss_reduction: str, layers: StatefulLayers) -> None:
+        self.model, self.loss_fn, self.batches, self.layout, self.layers = model, loss_fn, batches, layout, layers
+        self.weights = [len(x) / n_total if loss_reduction == "mean" else 1.0 / n_total for x, _ in batches]
+        self.frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+        self.buffers = dict(model.named_buffers())
+        self._cache: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
+
+    def data(self, theta: Tensor, i: int) -> tuple[Tensor, Tensor]:
+        """Micro-batch i on θ's device, in θ's (real) dtype when the data are floating point."""
         key = (theta.device, theta.dtype)
-        if key not in cache:
+        if key not in self._cache:
             real = theta.real.dtype if theta.is_complex() else theta.dtype
-            cache[key] = [(to_device(x, theta.device, real), to_device(y, theta.device, real)) for x, y in batches]
-        return cache[key]
+            self._cache[key] = [(to_device(x, theta.device, real), to_device(y, theta.device, real))
+                                for x, y in self.batches]
+        return self._cache[key][i]
 
-    def make_piece(i: int, n_b: int) -> Piece:
-        w = n_b / n_total if loss_reduction == "mean" else 1.0 / n_total
+    def outputs(self, theta: Tensor, i: int) -> Tensor:
+        x, _ = self.data(theta, i)
+        with self.layers.evaluation(theta.device, i) as no_stats:
+            values = {**self.layout.unflatten(theta), **self.frozen, **self.buffers, **no_stats}
+            return torch.func.functional_call(self.model, values, (x,))
 
-        def piece(theta: Tensor) -> Tensor:
-            x, y = on(theta)[i]
-            with layers.evaluation(theta.device, i) as no_stats:
-                values = {**layout.unflatten(theta), **frozen, **buffers, **no_stats}
-                out = torch.func.functional_call(model, values, (x,))
-            return w * check_scalar(loss_fn(out, y), "loss_fn")
+    def loss(self, out: Tensor, i: int, theta: Tensor) -> Tensor:
+        _, y = self.data(theta, i)
+        return self.weights[i] * check_scalar(self.loss_fn(out, y), "loss_fn")
 
-        return piece
-
-    return [make_piece(i, len(x)) for i, (x, _) in enumerate(batches)]
+    def pieces(self) -> list[Piece]:
+        """One loss piece per micro-batch: θ ↦ w_b · loss_fn(model_θ(x_b), y_b)."""
+        def make(i: int) -> Piece:
+            return lambda theta: self.loss(self.outputs(theta, i), i, theta)
+        return [make(i) for i in range(len(self.batches))]
 
 
 def check_deterministic(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],

@@ -31,7 +31,7 @@ from torch import Tensor
 from .autodiff import graph_hvp
 from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
 from .layout import ParameterLayout
-from .modules import (Piece, StatefulLayers, check_deterministic, check_finite, check_scalar, module_pieces,
+from .modules import (ModuleParts, Piece, StatefulLayers, check_deterministic, check_finite, check_scalar,
                       split_batches)
 from .operators import HessianOperator
 
@@ -101,6 +101,7 @@ class Objective:
         self.parameter_shapes: list[torch.Size] = []
         self.model: torch.nn.Module | None = None
         self.layout: ParameterLayout | None = None
+        self.module_parts: ModuleParts | None = None
         self.theta0 = None if theta0 is None else self.check_theta(theta0, "theta0").detach().clone()
 
     # ------------------------------------------------------------------ constructors
@@ -207,14 +208,15 @@ class Objective:
         if total_size is not None:
             n_total = int(total_size)
         layers = StatefulLayers(model, mode, stochastic_seed)
-        pieces = module_pieces(model, loss_fn, batches, layout, n_total, loss_reduction, layers)
+        parts = ModuleParts(model, loss_fn, batches, layout, n_total, loss_reduction, layers)
+        pieces = parts.pieces()
         theta0 = layout.flatten(params).clone()
         if group is not None:  # one starting point for all ranks, as DistributedDataParallel does
             broadcast_from_first(theta0, group)
         obj = cls(pieces, theta0.numel(), theta0=theta0, hvp_method=hvp_method,
                   name=name or type(model).__name__, reduce=reduce, compile=compile)
         obj.parameter_names, obj.parameter_shapes = list(layout.names), list(layout.shapes)
-        obj.model, obj.layout = model, layout
+        obj.model, obj.layout, obj.module_parts = model, layout, parts
         layers.warn_once(len(batches))
         check_deterministic(model, loss_fn, batches[0], layout, theta0, layers)
         return obj

@@ -184,3 +184,52 @@ class SubsetOperator:
         release = getattr(self.op, "release", None)
         if release is not None:
             release()
+
+
+class GGNOperator:
+    """The generalised Gauss–Newton matrix G = Σᵢ Jᵢᵀ Hᵢ Jᵢ at θ, shape (D, D), acting on (D,) or (D, m).
+
+    Jᵢ = ∂ model_θ(xᵢ)/∂θ is the Jacobian of micro-batch i's outputs and Hᵢ = ∂² wᵢ·loss_fn(out, yᵢ)/∂out²
+    the Hessian of its loss in the outputs (for ½‖f − y‖² the identity over examples; for cross-entropy
+    diag(p) − ppᵀ per example). G is positive semi-definite for convex losses, and equals the Hessian when the
+    model is linear in θ. Each product is a forward-mode Jv, an output-space HVP and a backward Jᵀ(·):
+    ``torch.func.jvp`` and ``torch.func.vjp`` of the outputs, no second derivatives of the network.
+    Needs an objective built by ``Objective.from_module`` (it knows where the outputs are).
+    """
+
+    def __init__(self, objective: Objective, theta: Tensor) -> None:
+        parts = getattr(objective, "module_parts", None)
+        if parts is None:
+            raise ValueError("a Gauss–Newton product needs the model's outputs: build the objective with "
+                             "Objective.from_module")
+        self.objective, self.parts = objective, parts
+        self.theta = objective.check_theta(theta).detach()
+        self.shape = (objective.dim, objective.dim)
+        self.dtype, self.device = self.theta.dtype, self.theta.device
+        self.matvecs = 0
+
+    def _apply(self, v: Tensor) -> Tensor:
+        total = torch.zeros_like(v)
+        for i in range(len(self.parts.batches)):
+            out, jv = torch.func.jvp(  # type: ignore[misc]  # torch stubs: has_aux
+                lambda t, i=i: self.parts.outputs(t, i), (self.theta,), (v,))
+            loss_grad = torch.func.grad(lambda o, i=i: self.parts.loss(o, i, self.theta))
+            _, hjv = torch.func.jvp(loss_grad, (out.detach(),), (jv,))  # type: ignore[misc]
+            _, pullback = torch.func.vjp(  # type: ignore[misc]
+                lambda t, i=i: self.parts.outputs(t, i), self.theta)
+            total = total + pullback(hjv)[0]
+        return self.objective._reduce(total)
+
+    def __matmul__(self, x: Tensor) -> Tensor:
+        x = x.to(device=self.device, dtype=self.dtype)
+        if x.ndim == 1:
+            self.matvecs += 1
+            return self._apply(x)
+        self.matvecs += x.shape[1]
+        return torch.stack([self._apply(col) for col in x.T], dim=1)
+
+    def to_dense(self) -> Tensor:
+        return self @ torch.eye(self.shape[0], dtype=self.dtype, device=self.device)
+
+    def release(self) -> None:
+        """Nothing is retained between products."""
