@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .layout import ParameterLayout
 
@@ -56,8 +57,10 @@ class ModuleParts:
         return self._cache[key][i]
 
     def outputs(self, theta: Tensor, i: int) -> Tensor:
+        """model_θ(x_i). Attention runs on PyTorch's math kernel: the fused (flash, memory-efficient)
+        kernels have no second derivative, so Hessian-vector products through them would fail."""
         x, _ = self.data(theta, i)
-        with self.layers.evaluation(theta.device, i) as no_stats:
+        with self.layers.evaluation(theta.device, i) as no_stats, sdpa_kernel(SDPBackend.MATH):
             values = {**self.layout.unflatten(theta), **self.frozen, **self.buffers, **no_stats}
             return torch.func.functional_call(self.model, values, (x,))
 

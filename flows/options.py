@@ -10,7 +10,6 @@ Each field also has a keyword shorthand (``rtol=``, ``step_size=``, ``k=``, ``ei
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,8 +114,3 @@ def resolve(caller: str, given: dict[str, Any], shorthands: dict[str, Any]) -> d
             raise TypeError(f"{caller}(): give {', '.join(sorted(changes))} inside {name}= or as keywords, not both")
         out[name] = obj if obj is not None else cls(**changes)
     return out
-
-
-def replace(option: Any, **changes: Any) -> Any:
-    """A copy of an option object with ``changes`` (validated again)."""
-    return dataclasses.replace(option, **changes)

@@ -142,3 +142,28 @@ def test_non_finite_data_are_refused_naming_the_tensor(where):
     bad[2, 0] = float("inf") if where == "inputs" else float("nan")
     with pytest.raises(ValueError, match=f"the {where} of micro-batch 1 hold 1 NaN/Inf"):
         Objective.from_module(nn.Linear(5, 2).double(), F.mse_loss, batches)
+
+
+def test_hessian_products_through_a_transformer_block_match_finite_differences():
+    """nn.TransformerEncoderLayer uses a fused attention kernel with no second derivative on CPU (torch raised
+    'derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented'); the
+    objective runs attention on the math kernel, so HVPs work and are right. Cross-entropy, LayerNorm."""
+    torch.manual_seed(0)
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Linear(4, 8)
+            self.block = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.block(self.emb(x)).mean(1))
+
+    x, y = torch.randn(12, 5, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
+    obj = Objective.from_module(Tiny().double(), torch.nn.functional.cross_entropy, (x, y), batch_size=6)
+    theta = obj.theta0
+    for seed in range(3):
+        v = torch.randn(obj.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        fd = (obj.grad(theta + 1e-5 * v) - obj.grad(theta - 1e-5 * v)) / 2e-5
+        torch.testing.assert_close(obj.hvp(theta, v), fd, rtol=1e-6, atol=1e-8)
