@@ -3,16 +3,13 @@
 ``top_eigenpairs(objective, θ, k)`` returns the k extreme eigenpairs of
 H = ∇²E(θ). Two solvers sit in a registry keyed by name:
 
-* ``"lanczos"`` — Rayleigh–Ritz on a growing orthonormal basis Q (D, m) that
-  stores HQ beside it. Each step applies H to ONE new vector: the residual
-  r = Hu − θu of the least converged wanted Ritz pair (u, θ), orthogonalized
-  twice against Q (full reorthogonalization). Started from one random vector
-  this spans exactly the Krylov space of Lanczos; started from a block v0
-  (the previous step's eigenvectors) it is a warm-started Davidson iteration.
-  At ``max_basis`` columns the basis is thick-restarted onto the best Ritz
-  vectors, without any HVP (Q ← QS, HQ ← HQS). Residuals ‖Hu − λu‖ are
-  computed exactly from HQ, never estimated. All work stays on θ's device;
-  H products reuse one retained gradient graph (:class:`HessianOperator`).
+* ``"lanczos"`` — thick-restart Lanczos (:mod:`flows.lanczos`): one HVP per
+  step on a retained gradient graph (:class:`HessianOperator`), full
+  reorthogonalisation against a basis stored by rows, Ritz values from the
+  small projected matrix on the host and residuals ‖Hu − θu‖ from the Lanczos
+  identity (exact up to rounding, no extra HVP). ``v0`` (the previous step's
+  eigenvectors) starts the Krylov space at their sum: a warm start. All
+  D-sized work stays on θ's device, one small tensor goes to the host per step.
 * ``"dense"`` — ``torch.linalg.eigh`` of the dense Hessian (small D).
 
 ``method="auto"`` picks dense for D ≤ ``DENSE_MAX_DIM``.
@@ -25,9 +22,11 @@ from dataclasses import dataclass, field
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from .lanczos import NonFiniteSpectrumError, ThickRestartLanczos
 from .objective import Objective
 
 WHICH = ("LA", "SA", "LM")
@@ -71,21 +70,17 @@ def _order(values: Tensor, which: str) -> Tensor:
     return torch.argsort(values.abs(), descending=True)
 
 
+def _order_numpy(values: np.ndarray, which: str) -> np.ndarray:
+    if which == "LA":
+        return np.argsort(-values, kind="stable")
+    if which == "SA":
+        return np.argsort(values, kind="stable")
+    return np.argsort(-np.abs(values), kind="stable")
+
+
 def _relative(res: Tensor, values: Tensor, scale: Tensor) -> Tensor:
     floor = torch.finfo(values.dtype).eps * scale
     return res / torch.clamp(values.abs(), min=float(floor) if floor > 0 else torch.finfo(values.dtype).tiny)
-
-
-def _orthonormalize_against(v: Tensor, q: Tensor | None) -> tuple[Tensor, float]:
-    """v minus its projection on the columns of q, twice (DGKS), then normalized."""
-    norm0 = float(torch.linalg.vector_norm(v))
-    if q is not None and q.shape[1] > 0:
-        for _ in range(2):
-            v = v - q @ (q.T @ v)
-    norm = float(torch.linalg.vector_norm(v))
-    if norm == 0.0 or norm0 == 0.0:
-        return v, 0.0
-    return v / norm, norm / norm0
 
 
 def _dense(objective: Objective, theta: Tensor, k: int, which: str, **_: object) -> Eigenpairs:
@@ -102,48 +97,11 @@ def _dense(objective: Objective, theta: Tensor, k: int, which: str, **_: object)
                       converged=True, method="dense")
 
 
-class _KrylovBasis:
-    """An orthonormal basis Q (D, m), HQ and T = QᵀHQ, grown a block at a time (O(mD) per new column)."""
-
-    def __init__(self, op, dim: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.op, self.dtype, self.device = op, dtype, device
-        self.q = torch.empty(dim, 0, dtype=dtype, device=device)
-        self.hq = torch.empty(dim, 0, dtype=dtype, device=device)
-        self.t = torch.empty(0, 0, dtype=dtype, device=device)
-
-    @property
-    def size(self) -> int:
-        return self.q.shape[1]
-
-    def add(self, vectors: Tensor) -> None:
-        """Orthonormalize the columns of ``vectors`` against the basis (dropping those in its span), apply H
-        to the new ones in one block product, and border T with their new rows and columns."""
-        fresh = []
-        basis = self.q
-        for col in vectors.T:
-            v, kept = _orthonormalize_against(col, basis)
-            if kept < 1e-8:  # already in the span (or zero): skip it
-                continue
-            fresh.append(v)
-            basis = torch.cat([basis, v[:, None]], dim=1)
-        if not fresh:
-            return
-        block = torch.stack(fresh, dim=1)
-        hblock = self.op @ block
-        m0 = self.size
-        border = basis.T @ hblock  # (m0 + b, b): new columns of QᵀHQ
-        grown = torch.zeros(m0 + len(fresh), m0 + len(fresh), dtype=self.dtype, device=self.device)
-        grown[:m0, :m0] = self.t
-        grown[:, m0:] = border
-        grown[m0:, :m0] = border[:m0].T
-        self.t, self.q, self.hq = grown, basis, torch.cat([self.hq, hblock], dim=1)
-
-
 def _lanczos(objective: Objective, theta: Tensor, k: int, which: str, **options: Any) -> Eigenpairs:
     """:func:`symmetric_eigenpairs` on the Hessian operator at θ (its graph built once, freed after)."""
     op = objective.hessian_operator(theta)
     try:
-        return symmetric_eigenpairs(op, k, which, **options)
+        return symmetric_eigenpairs(op, k, which, release=op.release, **options)
     finally:
         op.release()
 
@@ -160,64 +118,60 @@ def symmetric_eigenpairs(
     max_basis: int | None = None,
     generator: torch.Generator | None = None,
     spare: int = 0,
+    release: Callable[[], None] | None = None,
 ) -> Eigenpairs:
-    """The k extreme eigenpairs of any symmetric operator (block Lanczos with thick restarts).
+    """The k extreme eigenpairs of any symmetric operator, by thick-restart Lanczos (:mod:`flows.lanczos`).
 
-    ``op`` behaves like a (D, D) matrix: ``op.shape``, ``op.dtype``, ``op.device``, ``op @ V`` for V of
-    shape (D, m), and a ``matvecs`` counter (a :class:`~flows.operators.HessianOperator`, or a
-    :class:`~flows.operators.MatrixOperator` for a dense matrix). Options as in :func:`top_eigenpairs`.
+    ``op`` behaves like a (D, D) matrix: ``op.shape``, ``op.dtype``, ``op.device``, ``op @ v`` for v of
+    shape (D,), and a ``matvecs`` counter (a :class:`~flows.operators.HessianOperator`, or a
+    :class:`~flows.operators.MatrixOperator` for a dense matrix). ``v0`` (D,) or (D, p) is a warm start (previous
+    eigenvectors): multiplied as one block, then extended Davidson-style; ``release`` is
+    called once the products are done, before the Ritz vectors are formed (to free a retained graph first).
+    Options as in :func:`top_eigenpairs`.
     """
     dim = op.shape[0]
     start_matvecs = op.matvecs
-    dtype, device = op.dtype, op.device
-    max_basis = min(dim, max_basis or max(2 * k + 20, 40))
+    max_basis = min(dim, max(max_basis or max(2 * k + 20, 40), k + spare + 2))
     max_matvecs = max_matvecs or max(30 * k, 300)
     if generator is None:
-        generator = torch.Generator(device=device).manual_seed(0)
-
-    basis = _KrylovBasis(op, dim, dtype, device)
+        generator = torch.Generator(device=op.device).manual_seed(0)
 
     def random_vector() -> Tensor:
-        return torch.randn(dim, generator=generator, dtype=dtype, device=device)
+        return torch.randn(dim, generator=generator, dtype=op.dtype, device=op.device)
 
-    start = random_vector()[:, None] if v0 is None else v0.to(dtype=dtype, device=device).reshape(dim, -1)
-    basis.add(start[:, : max_basis - 1])
-    if basis.size == 0:
-        basis.add(random_vector()[:, None])
-
-    iterations = 0
+    block = random_vector()[:, None] if v0 is None else v0.to(dtype=op.dtype, device=op.device).reshape(dim, -1)
+    block = block[:, : max_basis - 1]
+    solver = ThickRestartLanczos(op, rows=max_basis + block.shape[1] + 1,
+                                 order=lambda values: _order_numpy(values, which), random=random_vector)
+    solver.start(block)
+    solver.step(solver.p)  # a warm block is multiplied at once
     while True:
-        iterations += 1
-        if not bool(torch.isfinite(basis.t).all()):
-            raise NonFiniteSpectrumError("Hessian-vector products overflowed at this θ (non-finite Rayleigh "
-                                         "quotients): the spectrum is undefined here")
-        ritz, s = torch.linalg.eigh(0.5 * (basis.t + basis.t.T))
-        order = _order(ritz, which)
-        ritz, s = ritz[order], s[:, order]
-        q, hq, m = basis.q, basis.hq, basis.size
-        kk = min(k, m)
-        u, hu = q @ s[:, :kk], hq @ s[:, :kk]
-        r = hu - u * ritz[:kk]
-        res = torch.linalg.vector_norm(r, dim=0)
-        scale = ritz.abs().max()
-        rel = _relative(res, ritz[:kk], scale)
-        done = kk == k and bool(torch.all((rel <= tol) | (res <= atol)))
-        spent = op.matvecs - start_matvecs
-        if done or m == dim or spent >= max_matvecs:
-            extras = {"spare": q @ s[:, kk:kk + spare]} if spare else {}
-            return Eigenpairs(ritz[:kk], u, res, rel, matvecs=spent, converged=done or m == dim,
-                              method="lanczos", iterations=iterations, extras=extras)
-        if m >= max_basis:  # thick restart onto the best Ritz vectors; no HVP needed
-            keep = min(m - 1, max(k + (max_basis - k) // 2, k + 1))
-            basis.q, basis.hq, basis.t = q @ s[:, :keep], hq @ s[:, :keep], torch.diag(ritz[:keep])
+        m, kk = solver.m, min(k, solver.m)
+        if m < min(k, dim) and solver.p > 0 and op.matvecs - start_matvecs < max_matvecs:
+            solver.step()  # fewer Ritz pairs than wanted: nothing to check yet
             continue
-        # extend with the residual of the least converged wanted pair
-        worst = int(torch.argmax(torch.where(rel <= tol, torch.zeros_like(rel), rel)))
-        direction = r[:, worst] if kk == k else hq[:, -1]
-        before = basis.size
-        basis.add(direction[:, None])
-        if basis.size == before:  # the residual lay in the span (invariant subspace): go random
-            basis.add(random_vector()[:, None])
+        theta, s, res = solver.ritz()
+        floor = max(float(torch.finfo(op.dtype).eps) * solver.scale, 1e-300)
+        rel = res[:kk] / np.maximum(np.abs(theta[:kk]), floor)
+        done = kk == k and bool(np.all((rel <= tol) | (res[:kk] <= atol)))
+        if done or m == dim or solver.p == 0 or op.matvecs - start_matvecs >= max_matvecs:
+            break
+        if m >= max_basis:
+            solver.restart(min(m - 1, max(k + (max_basis - k) // 2, k + spare + 1)), s)
+            continue  # Ritz pairs again, in the restarted basis
+        solver.focus(s[:, int(np.argmax(np.where(rel <= tol, 0.0, rel)))] if kk == k else s[:, 0])
+        solver.step()
+    if release is not None:
+        release()
+    cols = min(m, kk + spare)
+    vectors = solver.vectors(s[:, :cols])
+    extras = {"spare": vectors[:, kk:cols]} if spare else {}
+    def like(x: np.ndarray) -> Tensor:
+        return torch.as_tensor(x).to(dtype=op.dtype, device=op.device)
+
+    return Eigenpairs(like(theta[:kk]), vectors[:, :kk], like(res[:kk]), like(rel),
+                      matvecs=op.matvecs - start_matvecs, converged=done or m == dim, method="lanczos",
+                      iterations=solver.steps, extras=extras)
 
 
 SOLVERS: dict[str, Callable[..., Eigenpairs]] = {"lanczos": _lanczos, "dense": _dense}
@@ -242,10 +196,6 @@ def parameter_eigenpairs(objective: Objective, theta: Tensor, parameters: Any, k
         return symmetric_eigenpairs(sub, k, which, tol=tol, **options)
     finally:
         op.release()
-
-
-class NonFiniteSpectrumError(ArithmeticError):
-    """The Hessian products at θ are not finite (θ has blown up), so no eigenpairs exist."""
 
 
 def top_eigenpairs(

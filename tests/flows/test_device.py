@@ -1,4 +1,5 @@
-"""Hot paths stay on θ's device: no tensor is copied to the host inside HVPs, Lanczos or the PF fields."""
+"""Hot paths stay on θ's device: no tensor is copied to the host inside HVPs or the GF/IGR fields, and Lanczos
+(also inside the PF field) sends only small tensors (the projected matrix's new column), never a D-vector."""
 import pytest
 import torch
 
@@ -9,13 +10,13 @@ from flows.fields import get_field
 
 @pytest.fixture
 def host_copies(monkeypatch):
-    """Counts Tensor.cpu / .numpy / .tolist / .to('cpu') calls."""
+    """Records (call, numel) of Tensor.cpu / .numpy / .tolist / .to('cpu') calls."""
     calls = []
     for name in ("cpu", "numpy", "tolist"):
         original = getattr(torch.Tensor, name)
 
         def spy(self, *a, _name=name, _orig=original, **k):
-            calls.append(_name)
+            calls.append((_name, self.numel()))
             return _orig(self, *a, **k)
 
         monkeypatch.setattr(torch.Tensor, name, spy)
@@ -25,7 +26,7 @@ def host_copies(monkeypatch):
         target = k.get("device", a[0] if a else None)
         if (isinstance(target, str) and target.startswith("cpu")) or \
                 (isinstance(target, torch.device) and target.type == "cpu" and self.device.type != "cpu"):
-            calls.append("to(cpu)")
+            calls.append(("to(cpu)", self.numel()))
         return original_to(self, *a, **k)
 
     monkeypatch.setattr(torch.Tensor, "to", to)
@@ -34,7 +35,7 @@ def host_copies(monkeypatch):
 
 def _objective(device="cpu"):
     x, y = teacher_student(n=64, d_in=6, d_out=2, width=8)
-    model = fc_tanh((6, 12, 2), dtype=torch.float64).to(device)
+    model = fc_tanh((6, 64, 32, 2), dtype=torch.float64).to(device)  # D = 2594 > any projected matrix
     return Objective.from_module(model, torch.nn.functional.mse_loss, (x.to(device), y.to(device)), batch_size=32)
 
 
@@ -45,12 +46,15 @@ def test_no_host_copies_in_hvp_lanczos_and_pf_fields(host_copies):
     host_copies.clear()  # only the hot paths below count
     obj.hvp(theta, v)
     obj.grad_and_hessian_grad(theta)
-    top_eigenpairs(obj, theta, k=3, method="lanczos", tol=1e-6)
-    tracker = EigenTracker(k=3, method="lanczos")
     get_field("gf")(obj, theta, 0.1)
     get_field("igr")(obj, theta, 0.1)
-    get_field("pf_topk")(obj, theta, 0.1, k=3, tracker=tracker)
     assert host_copies == []
+    pairs = top_eigenpairs(obj, theta, k=3, method="lanczos", tol=1e-6)
+    tracker = EigenTracker(k=3, method="lanczos")
+    get_field("pf_topk")(obj, theta, 0.1, k=3, tracker=tracker)
+    sizes = [n for _, n in host_copies]
+    assert pairs.iterations > 5 and len(sizes) > 0
+    assert max(sizes) <= 41 * 41 < obj.dim  # column of A (≤ basis + 2 entries) and m × m host matrices only
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
