@@ -43,8 +43,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-_BLOCK = 1 << 15  # columns per block in the in-place rotation (bounds its temporary)
-_CHUNKS = 8  # storage chunks of Q for D ≥ 8 blocks (freed one by one when the vectors are formed)
+_BLOCK = 1 << 13  # columns per block in the in-place rotation (its temporary is rows × 8192 floats)
+_CHUNKS = 8  # storage chunks of Q for D ≥ 32 blocks (freed one by one when the vectors are formed)
 
 
 class NonFiniteSpectrumError(ArithmeticError):
@@ -55,7 +55,7 @@ class RowBasis:
     """Rows q₀, q₁, … of length D, stored as column chunks (rows_cap, D_c)."""
 
     def __init__(self, rows: int, dim: int, dtype: torch.dtype, device: torch.device) -> None:
-        n = _CHUNKS if dim >= _CHUNKS * _BLOCK else 1
+        n = _CHUNKS if dim >= 4 * _CHUNKS * _BLOCK else 1
         self.sizes = [len(r) for r in torch.arange(dim).tensor_split(n)]
         self.chunks = [torch.empty(rows, s, dtype=dtype, device=device) for s in self.sizes]
         self.dim = dim
@@ -74,6 +74,21 @@ class RowBasis:
         """v ← v − Q[:n]ᵀ c, in place."""
         for chunk, part in zip(self.chunks, parts):
             part.addmv_(chunk[:n].T, coeffs, alpha=-1)
+
+    def dot_row(self, i: int, parts: tuple[Tensor, ...]) -> Tensor:
+        """q_iᵀ v (a 0-d tensor on the device), read from the stored row: no copy of q_i."""
+        out = self.chunks[0][i] @ parts[0]
+        for chunk, part in zip(self.chunks[1:], parts[1:]):
+            out = out + chunk[i] @ part
+        return out
+
+    def axpy_row(self, i: int, alpha: float | Tensor, parts: tuple[Tensor, ...]) -> None:
+        """v ← v − α q_i in place (α a number or a 0-d device tensor)."""
+        for chunk, part in zip(self.chunks, parts):
+            if isinstance(alpha, Tensor):
+                part.addcmul_(chunk[i], alpha, value=-1)
+            else:
+                part.sub_(chunk[i], alpha=alpha)
 
     def set_row(self, j: int, v: Tensor) -> None:
         for chunk, part in zip(self.chunks, self.split(v)):
@@ -97,16 +112,18 @@ class RowBasis:
                 chunk[dst + i].copy_(chunk[src + i])
 
     def take(self, m: int, s: Tensor) -> Tensor:
-        """The vectors Qᵀ s[:, i] as columns (D, l), freeing Q chunk by chunk."""
+        """The vectors Qᵀ s[:, i] as columns (D, l), written in place chunk by chunk while Q is freed."""
+        out = torch.empty(self.dim, s.shape[1], dtype=s.dtype, device=s.device)
         st = s.T.contiguous()
-        out = torch.empty(s.shape[1], self.dim, dtype=st.dtype, device=st.device)
         start = 0
         while self.chunks:
             chunk = self.chunks.pop(0)
-            out[:, start:start + chunk.shape[1]] = st @ chunk[:m]
+            for a in range(0, chunk.shape[1], _BLOCK):  # temporaries of l × 8192 floats only
+                block = chunk[:m, a:a + _BLOCK]
+                out[start + a:start + a + block.shape[1]] = (st @ block).T
             start += chunk.shape[1]
             del chunk
-        return out.T
+        return out
 
 
 class ThickRestartLanczos:
@@ -129,7 +146,6 @@ class ThickRestartLanczos:
         self.steps = 0
         self.scale = 0.0  # largest ‖Hq‖ or |θ| seen: the scale for breakdown and relative residuals
         self.current = torch.empty(0)  # a contiguous copy of row m (the next vector to multiply)
-        self.previous = torch.empty(0)  # of row m − 1 (plain Lanczos steps subtract it)
 
     @property
     def rows(self) -> int:
@@ -178,20 +194,25 @@ class ThickRestartLanczos:
         their columns of A and append the parts of the products outside the basis as new pending rows."""
         m = self.m
         if b == 1:
-            products = (self.op @ self.current).reshape(-1, 1)
+            q, self.current = self.current, torch.empty(0)
+            products = (self.op @ q).reshape(-1, 1)
+            del q  # the solve holds no D-vector beyond the basis and the product
         else:
             products = self.op @ torch.stack([self.basis.row(m + i) for i in range(b)], dim=1)
         self.m, self.p, self.steps = m + b, self.p - b, self.steps + 1
+        appended = None
         for i in range(b):
-            self._column(m + i, products[:, i].contiguous(), plain=b == 1 and self.p == 0)
+            appended = self._column(m + i, products[:, i].contiguous(), plain=b == 1 and self.p == 0)
+        del products
         if self.p == 0 and self.m < self.dim:  # an invariant subspace: continue in a fresh direction
             self._append(self.random(), relative=0.0)
+            appended = None
         if self.p > 0:
-            self.previous, self.current = (self.current if b == 1 else self.basis.row(self.m - 1),
-                                           self.basis.row(self.m))
+            self.current = appended if b == 1 and self.p == 1 and appended is not None else self.basis.row(self.m)
 
-    def _column(self, j: int, w: Tensor, plain: bool) -> None:
-        """Column j of A from w = H q_j; the remainder of w becomes a pending row (if not negligible).
+    def _column(self, j: int, w: Tensor, plain: bool) -> Tensor | None:
+        """Column j of A from w = H q_j; the remainder of w becomes a pending row (if not negligible) and is
+        returned (normalised; w's own storage), else None.
 
         The coefficients the identity already knows (row j of A: β_{j−1} after a plain Lanczos step, the
         arrow after a restart) are subtracted first, then α_j = q_jᵀw for a plain step; then one full
@@ -199,14 +220,15 @@ class ThickRestartLanczos:
         """
         known = self.a[j, :j].copy()
         nonzero = np.flatnonzero(known)
+        parts = self.basis.split(w)
         if plain and len(nonzero) == 1 and nonzero[0] == j - 1:
-            w.sub_(self.previous, alpha=float(known[j - 1]))
+            self.basis.axpy_row(j - 1, float(known[j - 1]), parts)
         elif len(nonzero) > 0:
-            self.basis.subtract(j, torch.as_tensor(known, dtype=w.dtype, device=w.device), self.basis.split(w))
+            self.basis.subtract(j, torch.as_tensor(known, dtype=w.dtype, device=w.device), parts)
         alpha = 0.0
         if plain:
-            alpha_t = torch.dot(self.current, w)
-            w.addcmul_(self.current, alpha_t, value=-1)
+            alpha_t = self.basis.dot_row(j, parts)
+            self.basis.axpy_row(j, alpha_t, parts)
             alpha = float(alpha_t)
         n = self.rows
         coeffs, b, _ = self._orthogonalise(w, n)
@@ -217,12 +239,15 @@ class ThickRestartLanczos:
         coeffs[:j] += known
         self.a[:n, j] = coeffs
         self.scale = max(self.scale, math.sqrt(float(coeffs @ coeffs) + b * b))  # ‖H q_j‖ by Pythagoras
-        if n < self.dim and b > 64 * torch.finfo(w.dtype).eps * max(self.scale, 1e-300):
-            if n >= self.basis.chunks[0].shape[0]:
-                raise RuntimeError("internal: the Lanczos basis is full (restart missed)")
-            self.basis.set_row(n, w / b)
-            self.a[n, j] = b
-            self.p += 1
+        if n >= self.dim or b <= 64 * torch.finfo(w.dtype).eps * max(self.scale, 1e-300):
+            return None
+        if n >= self.basis.chunks[0].shape[0]:
+            raise RuntimeError("internal: the Lanczos basis is full (restart missed)")
+        w.div_(b)
+        self.basis.set_row(n, w)
+        self.a[n, j] = b
+        self.p += 1
+        return w
 
     def focus(self, s_worst: np.ndarray) -> None:
         """Rotate the pending rows so that the first is the pending part of the residual of the Ritz vector

@@ -68,15 +68,14 @@ class HessianOperator:
             return self.objective.hvp(self.theta, rows)
         if self._leaf is None:
             self._build()
-        out = torch.zeros_like(rows)
+        out: Tensor | None = None
         leaf = self._leaf
         assert leaf is not None  # built just above
         cplx = leaf.is_complex()
         for g in self._grads:
-            if cplx:
-                out = out + vjp(g, leaf, rows.conj(), True).conj()
-            else:
-                out = out + vjp(g, leaf, rows, True)
+            hv = vjp(g, leaf, rows.conj(), True).conj() if cplx else vjp(g, leaf, rows, True)
+            out = hv if out is None else out + hv  # the first piece's product as it is: no zero buffer
+        assert out is not None  # an objective has at least one piece
         return self.objective._reduce(out)
 
     def __matmul__(self, x: Tensor) -> Tensor:

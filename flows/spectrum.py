@@ -144,6 +144,7 @@ def symmetric_eigenpairs(
     solver = ThickRestartLanczos(op, rows=max_basis + block.shape[1] + 1,
                                  order=lambda values: _order_numpy(values, which), random=random_vector)
     solver.start(block)
+    del block  # the basis holds its own copy
     solver.step(solver.p)  # a warm block is multiplied at once
     while True:
         m, kk = solver.m, min(k, solver.m)
