@@ -283,13 +283,16 @@ class Objective:
         theta = self.check_theta(theta).detach().requires_grad_(True)
 
         def compute(pieces: list[Piece]) -> tuple[Tensor, Tensor]:
-            loss = torch.zeros((), dtype=theta.dtype, device=theta.device)
-            grad = torch.zeros_like(theta)
+            loss: Tensor | None = None
+            grad: Tensor | None = None
             with torch.enable_grad():
                 for piece in pieces:
                     value = piece(theta)
                     (g,) = torch.autograd.grad(value, theta, grad_outputs=torch.ones_like(value))
-                    loss, grad = loss + value.detach(), grad + g
+                    # the first piece's results are kept as they are: no zero-filled buffer, no extra add
+                    loss = value.detach() if loss is None else loss + value.detach()
+                    grad = g if grad is None else grad + g
+            assert loss is not None and grad is not None  # there is at least one piece
             return loss, grad
 
         loss, grad = self._with_fallback(compute)
@@ -322,11 +325,13 @@ class Objective:
 
     def _grad_and_hvp_double_backward(self, theta: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         theta = theta.requires_grad_(True)
-        grad, hv = torch.zeros_like(theta), torch.zeros_like(v)
+        grad: Tensor | None = None
+        hv: Tensor | None = None
         with torch.enable_grad():
             for piece in self.pieces:
                 g_b, hv_b = graph_hvp(piece(theta), theta, v, retain_graph=False)
-                grad, hv = grad + g_b, hv + hv_b
+                grad, hv = (g_b, hv_b) if grad is None or hv is None else (grad + g_b, hv + hv_b)
+        assert grad is not None and hv is not None  # there is at least one piece
         return self._reduce(grad), self._reduce(hv)
 
     def _grad_and_hvp_forward(self, theta: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
