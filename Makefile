@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean bench-peers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ DEMO := pf-quadratic pf-toys pf-branch bea-order corridors eos-digits controller
 demo: install
 	@for name in $(DEMO); do $(BIN)/driftlab run $$name --out results/$$name --overwrite || exit 1; done
 	@echo "gallery written to figures/; results in results/"
+
+# the peers of `driftlab run bench-anchors` (optional; --no-deps keeps the CPU torch in place)
+bench-peers: install
+	$(BIN)/python -m pip install -q --no-deps pyhessian==0.1 hessian-eigenthings==1.0.0a5 \
+		curvlinops-for-pytorch==3.0.1 einops einconv opt-einsum linear_operator backpack-for-pytorch
 
 lint: install
 	$(BIN)/ruff check .

@@ -158,6 +158,13 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def shard(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """This rank's examples under torch.distributed (every world-th one; the objective sums the shards),
+    all of them on one process."""
+    rank, world = _rank_and_world()
+    return (x[rank::world], y[rank::world]) if world > 1 else (x, y)
+
+
 def digits_objective(*, seed: int = 0, dtype: torch.dtype = torch.float32,
                      n_train: int | None = None, widths: tuple[int, ...] = (64, 200, 200, 10),
                      batch_size: int | None = None):
@@ -170,9 +177,5 @@ def digits_objective(*, seed: int = 0, dtype: torch.dtype = torch.float32,
 
     split = digits(seed=seed, dtype=dtype, n_train=n_train)
     model = fc_tanh(widths, seed=seed, dtype=dtype)
-    x, y = split.train
-    rank, world = _rank_and_world()
-    if world > 1:  # data-parallel: this rank holds every world-th example; the objective sums the shards
-        x, y = x[rank::world], y[rank::world]
-    obj = Objective.from_module(model, half_mse, (x, y), batch_size=batch_size, name="digits-fc-tanh")
+    obj = Objective.from_module(model, half_mse, shard(*split.train), batch_size=batch_size, name="digits-fc-tanh")
     return obj, split, model

@@ -1,6 +1,11 @@
-"""Edge of stability on the digits MLP: sharpness against 2/h, the GD–GF distance, and the PF coefficients.
+"""Edge of stability on digits (MLP or CNN) or a local CIFAR-10: sharpness against 2/h, GD–GF distance, PF coefficients.
 
-Full-batch GD on the digits fc-tanh MSE setup at several learning rates.
+Full-batch GD at several learning rates on one of two architectures
+(``arch``): the fc-tanh MLP with ½-MSE (Cohen et al. 2021's MSE setting), or a
+small CNN on the 8×8 digits images with cross-entropy (``--set arch=cnn``, the
+second architecture and loss). ``--set data=cifar10:PATH`` runs on a local copy
+of CIFAR-10 (python batches; the first ``n_train`` training images, 2048 when
+``n_train`` is 0) with the CNN.
 Every ``sharpness_every`` steps the top-k Hessian eigenvalues are tracked
 (warm-started Lanczos), giving λ_max and the PF stability coefficients
 Re c(hλᵢ), c(x) = log(1 − x)/x. The gradient flow from the same θ₀ is
@@ -10,17 +15,19 @@ crossing of 2/h, hovering, loss spikes and the step where GD and GF separate.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 from analysis import EoSDetector, plots
-from flows import Trajectory, gradient_descent, integrate
+from flows import Objective, Trajectory, gradient_descent, integrate
 
 from .common import number_key, read_json, save_figure, write_json, write_table
-from .datasets import check_digits_widths, digits_objective
+from .datasets import check_digits_widths, cifar10, digits, digits_objective, fc_tanh, half_mse, shard
 
 DESCRIPTION = "edge of stability on digits: loss, sharpness vs 2/h, GD–GF distance, PF coefficients"
 
@@ -33,11 +40,30 @@ class Config:
     k: int = 4
     gf_every: int = 20
     gf_step: float = 0.1  # RK4 step for the gradient flow (capped at h)
-    n_train: int = 0  # 0: the whole training split
-    widths: tuple[int, ...] = (64, 200, 200, 10)
+    n_train: int = 0  # 0: the whole digits training split (2048 images for CIFAR-10)
+    widths: tuple[int, ...] = (64, 200, 200, 10)  # the MLP's layers
+    arch: str = "mlp"  # "mlp" (fc-tanh, ½-MSE) or "cnn" (two conv-tanh layers + linear, cross-entropy)
+    data: str = "digits"  # "digits" or "cifar10:PATH" (a local folder of the python batches; arch=cnn)
+    channels: int = 16  # the CNN's channels per conv layer
+    loss: str = "auto"  # "auto" (½-MSE for the MLP, cross-entropy for the CNN), "mse" or "ce"
 
     def validate(self) -> None:
         check_digits_widths(self.widths)
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.data != "digits" and not self.data.startswith("cifar10:"):
+            raise ValueError(f"data must be 'digits' or 'cifar10:PATH', got {self.data!r}")
+        if self.data.startswith("cifar10:"):
+            if self.arch != "cnn":
+                raise ValueError("data=cifar10:PATH needs arch=cnn (the images are 3×32×32)")
+            folder = Path(self.data.split(":", 1)[1]).expanduser()
+            if not (folder / "data_batch_1").exists():
+                raise ValueError(f"data: no CIFAR-10 python batches in {str(folder)!r} (expected data_batch_1..5 "
+                                 "and test_batch from cifar-10-python.tar.gz; nothing is downloaded)")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.channels < 1:
+            raise ValueError(f"channels must be ≥ 1, got {self.channels}")
         if not self.lrs or any(h <= 0 for h in self.lrs):
             raise ValueError(f"lrs must be positive, got {self.lrs}")
         for name in ("steps", "sharpness_every", "k", "gf_every"):
@@ -47,8 +73,55 @@ class Config:
             raise ValueError("gf_step must be > 0 and n_train ≥ 0")
 
 
+ARCHS = ("mlp", "cnn")
+LOSSES = ("auto", "mse", "ce")
+
+
+def loss_function(config: Config) -> Callable[[Tensor, Tensor], Tensor]:
+    """½-MSE (Cohen et al. 2021's MSE: ½‖f − y‖² summed over outputs, averaged over examples) or
+    cross-entropy against the one-hot targets; ``auto`` picks MSE for the MLP and cross-entropy for the CNN."""
+    name = config.loss if config.loss != "auto" else ("mse" if config.arch == "mlp" else "ce")
+    return half_mse if name == "mse" else nn.CrossEntropyLoss()
+
+
+def small_cnn(in_channels: int, side: int, channels: int = 16, classes: int = 10, seed: int = 0) -> nn.Module:
+    """conv3×3-tanh, conv3×3-tanh (each followed by 2×2 max-pooling when the images are ≥ 16 pixels wide),
+    flatten, linear: 12,730 parameters on 8×8 digits with 16 channels."""
+    pool = side >= 16
+    after = side // 4 if pool else side
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        layers: list[nn.Module] = []
+        for c_in in (in_channels, channels):
+            layers += [nn.Conv2d(c_in, channels, 3, padding=1), nn.Tanh()] + ([nn.MaxPool2d(2)] if pool else [])
+        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * after * after, classes))
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def eos_objective(config: Config, seed: int) -> Objective:
+    """The experiment's full-batch objective: digits MLP (½-MSE), digits CNN or CIFAR-10 CNN (cross-entropy)."""
+    if config.arch == "mlp" and config.loss in ("auto", "mse"):
+        obj, _, _ = digits_objective(seed=seed, n_train=config.n_train or None, widths=config.widths)
+        return obj  # sharded over ranks under torch.distributed, like every objective here
+    if config.arch == "mlp":
+        split = digits(seed=seed, n_train=config.n_train or None)
+        return Objective.from_module(fc_tanh(config.widths, seed=seed), loss_function(config),
+                                     shard(*split.train), name="digits-fc-tanh")
+    if config.data == "digits":
+        split = digits(seed=seed, n_train=config.n_train or None)
+        x, side, c_in = split.x_train.reshape(-1, 1, 8, 8), 8, 1
+    else:
+        split = cifar10(config.data.split(":", 1)[1], n_train=config.n_train or 2048, n_test=0)
+        x, side, c_in = split.x_train, 32, 3
+    model = small_cnn(c_in, side, config.channels, seed=seed)
+    return Objective.from_module(model, loss_function(config), shard(x, split.y_train), name=f"{config.data}-cnn")
+
+
 def run(config: Config, out: Path, ctx) -> None:
-    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
+    obj = eos_objective(config, ctx.seed)
+    assert obj.theta0 is not None  # from_module sets it
     theta0 = obj.theta0.to(ctx.device)
     rows = []
     for h in config.lrs:
@@ -139,5 +212,11 @@ def plot(out: Path, figures: Path) -> list[Path]:
                     ylabel="Re c(hλᵢ)  (> 0: growing, < 0: decaying; GF is −1)")
         for ax in axes:
             ax.legend(fontsize=7)
-        fig.suptitle("Edge of stability: digits fc-tanh MLP, full batch, MSE")
-        return save_figure(fig, figures, "eos_digits")
+        config = read_json(out / "manifest.json").get("config", {})
+        arch, data = config.get("arch", "mlp"), config.get("data", "digits")
+        loss = config.get("loss", "auto")
+        loss = loss if loss != "auto" else ("mse" if arch == "mlp" else "ce")
+        what = ("fc-tanh MLP" if arch == "mlp" else "CNN") + (", ½-MSE" if loss == "mse" else ", cross-entropy")
+        fig.suptitle(f"Edge of stability: {data.split(':')[0]} {what}, full batch")
+        stem = "eos_digits" if arch == "mlp" else f"eos_{data.split(':')[0]}_cnn"
+        return save_figure(fig, figures, stem)

@@ -25,6 +25,7 @@ EXPERIMENTS: dict[str, str] = {
     "bench-spectrum": "experiments.bench_spectrum",
     "bench-flows": "experiments.bench_flows",
     "bench-scaling": "experiments.bench_scaling",
+    "bench-anchors": "experiments.bench_anchors",
 }
 
 

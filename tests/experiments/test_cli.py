@@ -1,6 +1,7 @@
 """Every experiment end to end with a tiny config, and the CLI's handling of bad input."""
 import json
 
+import numpy as np
 import pytest
 
 from experiments import registry
@@ -24,6 +25,7 @@ TINY = {
     "bench-hvp": ["rounds=3", "widths=64,16,10", "n_train=100"],
     "bench-spectrum": ["widths=64,16,10", "n_train=100", "k=2", "warmup_steps=3", "track_steps=2",
                        "power_max_iter=10"],
+    "bench-anchors": ["anchors=transformer", "eig_anchors=transformer", "rounds=3", "eig_rounds=1", "k=2"],
     "bench-flows": ["widths=64,16,10", "n_train=100", "warmup_steps=2", "span_steps=2", "substeps=1", "ks=2"],
 }
 
@@ -93,3 +95,46 @@ def test_close_rates_get_their_own_units(tmp_path):
     assert sorted(p.name for p in out.glob("h*")) == ["h0.9", "h0.9000001"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["seeds"]) == {"h0.9", "h0.9000001"}
+
+
+def _tiny_cifar(folder, per_batch=8):
+    """CIFAR-10's python format, written here: 5 training batches and a test batch of random images."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, per_batch).tolist()}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+    return folder
+
+
+@pytest.mark.parametrize("data", ["digits", "cifar10"])
+def test_eos_runs_on_a_cnn_with_cross_entropy(data, tmp_path):
+    out, figs = tmp_path / "out", tmp_path / "figs"
+    source = "digits" if data == "digits" else f"cifar10:{_tiny_cifar(tmp_path / 'cifar')}"
+    args = ["run", "eos-digits", "--out", str(out), "--figures", str(figs), "--quiet",
+            "--set", "arch=cnn", "--set", f"data={source}", "--set", "channels=4", "--set", "n_train=32"]
+    for pair in ["lrs=0.5", "steps=4", "sharpness_every=2", "k=2", "gf_every=2"]:
+        args += ["--set", pair]
+    assert main(args) == 0
+    gd = Trajectory.load(next(out.glob("h*")) / "gd")
+    assert len(gd) == 5 and np.isfinite(gd.losses).all()
+    assert (figs / f"eos_{data}_cnn.png").exists()
+
+
+@pytest.mark.parametrize("pairs, needle", [
+    (["arch=resnet"], "arch must be one of"),
+    (["arch=cnn", "data=cifar10:/nonexistent/folder"], "no CIFAR-10 python batches"),
+    (["data=cifar10:/tmp"], "needs arch=cnn"),
+    (["arch=cnn", "data=imagenet"], "data must be"),
+])
+def test_eos_architecture_and_data_errors(pairs, needle, tmp_path, capsys):
+    args = ["run", "eos-digits", "--out", str(tmp_path / "o")]
+    for pair in pairs:
+        args += ["--set", pair]
+    _one_line_error(capsys, args, needle)
