@@ -9,6 +9,8 @@ name          network and loss                                            parame
 ============  ==========================================================  ==========
 digits-mlp    fc-tanh 64-200-200-10, ½-MSE, 1500 digits                       55,210
 digits-eos    the same after 350 GD steps at h = 0.2 (an EoS point)           55,210
+digits-cnn-eos  conv-tanh ×2 + linear on 8×8 digits, ½-MSE, 150 GD steps       12,730
+              at h = 0.2 (an EoS point)
 cnn           2×(conv3×3-ReLU-maxpool) + 2048-32-10, cross-entropy,           70,986
               1024 CIFAR-shaped inputs
 mlp-1m        fc-tanh 64-1000-1000-10, ½-MSE, 1500 digits                  1,076,010
@@ -116,6 +118,15 @@ def anchor(name: str, seed: int = 0) -> Anchor:
         _gradient_descent(model, half_mse, data, lr=0.2, steps=350)
         return Anchor(name, "fc-tanh 64-200-200-10 after 350 GD steps at h = 0.2 (λ_max ≈ 2/h), ½-MSE, "
                       "1500 digits", model, half_mse, data)
+    if name == "digits-cnn-eos":  # the digits CNN (½-MSE) at an edge-of-stability point: 150 GD steps at h = 0.2
+        from .eos_digits import small_cnn
+
+        split = digits(seed=seed, dtype=torch.float32)
+        data = (split.x_train.reshape(-1, 1, 8, 8), split.y_train)
+        model = small_cnn(1, 8, 16, seed=seed)
+        _gradient_descent(model, half_mse, data, lr=0.2, steps=150)
+        return Anchor(name, "conv-tanh ×2 + linear (16 channels) on 8×8 digits after 150 GD steps at h = 0.2 "
+                      "(λ_max ≈ 2/h), ½-MSE, 1500 images", model, half_mse, data)
     if name == "mlp-1m":
         model, data = _digits_mlp((64, 1000, 1000, 10), seed)
         return Anchor(name, "fc-tanh 64-1000-1000-10, ½-MSE, 1500 digits", model, half_mse, data)
@@ -130,7 +141,8 @@ def anchor(name: str, seed: int = 0) -> Anchor:
         model = _seeded(seed, TinyTransformer)
         return Anchor(name, "embedding 32 + pre-norm encoder block (4 heads) + linear, cross-entropy, "
                       "512 sequences of 16", model, nn.CrossEntropyLoss(), _sequences(512, 16, 64, seed))
-    raise ValueError(f"anchor must be one of {(*ANCHORS, 'digits-eos')}, got {name!r}")
+    raise ValueError(f"anchor must be one of {(*ANCHORS, *EOS_ANCHORS)}, got {name!r}")
 
 
 ANCHORS = ("digits-mlp", "cnn", "mlp-1m", "bn-cnn", "transformer")
+EOS_ANCHORS = ("digits-eos", "digits-cnn-eos")  # trained to an edge-of-stability point at h = 0.2

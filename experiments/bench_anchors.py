@@ -1,7 +1,7 @@
 """Benchmark: driftlab against PyHessian, hessian-eigenthings and curvlinops on the anchor models.
 
-Two tables, every library measured in one process with the same threads (pinned
-and printed):
+Three tables, every library measured in one process with the same threads
+(pinned and printed):
 
 * **fresh HVP**: the median over interleaved rounds of (time of one product ÷
   time of a plain autograd gradient in the same round), for driftlab
@@ -15,7 +15,10 @@ and printed):
   setting); scipy ``eigsh`` on curvlinops' ``to_scipy()``; PyHessian
   ``eigenvalues`` (power iteration with deflation, retained graph as it does
   for one batch). Every residual is recomputed with fresh driftlab HVPs; the
-  medians of ``eig_rounds`` interleaved rounds are reported.
+  medians of ``eig_rounds`` interleaved rounds are reported, with driftlab's
+  share of time spent outside its Hessian products.
+* **warm tracking**: ``EigenTracker`` along GD at h = 0.2 from the MLP's and
+  the CNN's edge-of-stability points: HVPs per step against 2k + 10.
 
 Peers are optional (``pip install -e '.[bench]'``); a missing one is skipped
 with a one-line note. Peers run as a user would call them; where one cannot
@@ -38,9 +41,9 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from flows import Objective, top_eigenpairs
+from flows import EigenTracker, Objective, top_eigenpairs
 
-from .anchors import ANCHORS, Anchor, anchor
+from .anchors import ANCHORS, EOS_ANCHORS, Anchor, anchor
 from .common import print_benchmark, write_benchmark
 from .threads import pinned_threads
 
@@ -52,20 +55,23 @@ PEERS = {"pyhessian": "pyhessian", "hessian-eigenthings": "hessian_eigenthings",
 class Config:
     anchors: tuple[str, ...] = ANCHORS
     eig_anchors: tuple[str, ...] = ("digits-eos", "mlp-1m", "transformer")
+    track_anchors: tuple[str, ...] = EOS_ANCHORS  # warm tracking along GD at h = 0.2 from their EoS points
+    track_steps: int = 30
     threads: int = 0  # torch and BLAS threads, pinned for the measurement (0: torch's current count)
-    rounds: int = 11
+    rounds: int = 11  # at least; fast models get more rounds, up to 101 or about min_seconds per model
+    min_seconds: float = 20.0
     eig_rounds: int = 3
     k: int = 10
     tol: float = 1e-3
 
     def validate(self) -> None:
-        for name in (*self.anchors, *self.eig_anchors):
-            if name not in (*ANCHORS, "digits-eos"):
-                raise ValueError(f"anchors must be among {(*ANCHORS, 'digits-eos')}, got {name!r}")
+        for name in (*self.anchors, *self.eig_anchors, *self.track_anchors):
+            if name not in (*ANCHORS, *EOS_ANCHORS):
+                raise ValueError(f"anchors must be among {(*ANCHORS, *EOS_ANCHORS)}, got {name!r}")
         if self.threads < 0:
             raise ValueError(f"threads must be ≥ 0, got {self.threads}")
-        if self.rounds < 3 or self.eig_rounds < 1:
-            raise ValueError("rounds must be ≥ 3 and eig_rounds ≥ 1")
+        if self.rounds < 3 or self.eig_rounds < 1 or self.min_seconds < 0:
+            raise ValueError("rounds must be ≥ 3, eig_rounds ≥ 1 and min_seconds ≥ 0")
         if not 0 < self.tol < 1 or self.k < 1:
             raise ValueError("tol must be in (0, 1) and k ≥ 1")
 
@@ -159,8 +165,9 @@ class Setup:
         return run
 
 
-def time_fresh(setup: Setup, rounds: int, check: Callable[[], None]) -> list[dict]:
-    """Interleaved rounds; each time divided by the plain gradient's time in the same round."""
+def time_fresh(setup: Setup, rounds: int, check: Callable[[], None], min_seconds: float = 20.0) -> list[dict]:
+    """Interleaved rounds (at least ``rounds``, more for fast models: up to 101 or ~``min_seconds`` in all);
+    each time divided by the plain gradient's time in the same round."""
     calls, failed = setup.fresh_products(), {}
     for name, call in list(calls.items()):
         try:
@@ -169,18 +176,22 @@ def time_fresh(setup: Setup, rounds: int, check: Callable[[], None]) -> list[dic
             failed[name] = f"fails: {type(err).__name__}: {str(err).splitlines()[0][:90]}"
             del calls[name]
     times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
+    start = time.perf_counter()
+    for call in calls.values():  # one timed warm round decides how many rounds fit in ~min_seconds
+        call()
+    per_round = time.perf_counter() - start
+    for _ in range(max(rounds, min(101, int(min_seconds / max(per_round, 1e-9))))):
         for name, call in calls.items():
             start = time.perf_counter()
             call()
             times[name].append(time.perf_counter() - start)
             check()
     base = times["plain autograd gradient"]
-    rows = [{"anchor": setup.anchor.name, "D": setup.obj.dim, "method": name,
+    rows = [{"anchor": setup.anchor.name, "D": setup.obj.dim, "rounds": len(times[name]), "method": name,
              "ms": round(statistics.median(t) * 1e3, 2),
              "x gradient": round(statistics.median([a / b for a, b in zip(t, base)]), 3), "note": ""}
             for name, t in times.items()]
-    rows += [{"anchor": setup.anchor.name, "D": setup.obj.dim, "method": name, "ms": float("nan"),
+    rows += [{"anchor": setup.anchor.name, "D": setup.obj.dim, "rounds": 0, "method": name, "ms": float("nan"),
               "x gradient": float("nan"), "note": why} for name, why in failed.items()]
     return rows
 
@@ -193,6 +204,36 @@ def relative_residuals(obj: Objective, theta: Tensor, values: Tensor, vectors: T
 
 
 Solve = Callable[[], tuple[Tensor, Tensor, int]]  # () → (values (k,), vectors (D, k), HVPs)
+
+
+class HVPClock:
+    """Seconds spent inside driftlab's Hessian products (graph build and products) while active."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def __enter__(self) -> HVPClock:
+        from flows.operators import HessianOperator
+
+        self._saved = {name: getattr(HessianOperator, name) for name in ("_build", "_apply_rows")}
+        for name, method in self._saved.items():
+            setattr(HessianOperator, name, self._timed(method))
+        return self
+
+    def _timed(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+        return timed
+
+    def __exit__(self, *exc: object) -> None:
+        from flows.operators import HessianOperator
+
+        for name, method in self._saved.items():
+            setattr(HessianOperator, name, method)
 
 
 def _counted(op: Any, method: str) -> list[int]:
@@ -314,49 +355,90 @@ def _pyhessian_top(setup: Setup, k: int) -> tuple[Tensor, Tensor, int]:
 
 
 def time_eigs(setup: Setup, k: int, tol: float, rounds: int, check: Callable[[], None]) -> list[dict]:
+    """Interleaved rounds of every solver; driftlab's share of time outside its HVPs is recorded too."""
     solvers = eig_solvers(setup, k, tol)
     times: dict[str, list[float]] = {name: [] for name in solvers}
+    outside: list[float] = []
     found: dict[str, tuple[float, int, float]] = {}
     for _ in range(rounds):
         for name, solve in solvers.items():
-            start = time.perf_counter()
-            values, vectors, hvps = solve()
-            times[name].append(time.perf_counter() - start)
+            with HVPClock() as clock:
+                start = time.perf_counter()
+                values, vectors, hvps = solve()
+                seconds = time.perf_counter() - start
+            times[name].append(seconds)
+            if name.startswith("driftlab"):
+                outside.append(1 - clock.seconds / seconds)
             check()
             if name not in found:
                 found[name] = (relative_residuals(setup.obj, setup.theta, values, vectors), hvps, float(values[0]))
     return [{"anchor": setup.anchor.name, "method": name, "seconds": round(statistics.median(t), 3),
              "HVPs": found[name][1], "worst relative residual": float(f"{found[name][0]:.2g}"),
-             "lambda_1": round(found[name][2], 4)} for name, t in times.items()]
+             "lambda_1": round(found[name][2], 4),
+             "time outside HVPs": f"{100 * statistics.median(outside):.1f}%" if name.startswith("driftlab") else ""}
+            for name, t in times.items()]
 
 
-def measure(config: Config, check: Callable[[], None], progress: bool = True) -> tuple[list, list, list[str]]:
+def time_tracking(setup: Setup, k: int, tol: float, steps: int, lr: float, check: Callable[[], None]) -> dict:
+    """EigenTracker along ``steps`` GD steps at h = ``lr`` from the anchor's point: HVPs per step, seconds per
+    step, and the worst relative residual over the whole run (fresh HVPs)."""
+    tracker = EigenTracker(k=k, tol=tol)
+    theta = setup.theta
+    tracker.update(setup.obj, theta)
+    costs, seconds, worst, unconverged, sharp = [], [], 0.0, 0, []
+    for _ in range(steps):
+        theta = theta - lr * setup.obj.grad(theta)
+        start = time.perf_counter()
+        pairs = tracker.update(setup.obj, theta)
+        seconds.append(time.perf_counter() - start)
+        check()
+        costs.append(pairs.matvecs)
+        unconverged += not pairs.converged
+        sharp.append(float(pairs.values[0]))
+        worst = max(worst, relative_residuals(setup.obj, theta, pairs.values, pairs.vectors))
+    return {"anchor": setup.anchor.name, "D": setup.obj.dim, "k": k, "GD steps": steps,
+            "HVPs per step (mean)": round(statistics.mean(costs), 1), "min": min(costs), "max": max(costs),
+            "target 2k+10": 2 * k + 10, "seconds per step (median)": round(statistics.median(seconds), 3),
+            "worst relative residual": float(f"{worst:.2g}"), "unconverged": unconverged,
+            "λ_max range": f"{min(sharp):.2f}–{max(sharp):.2f} (2/h = {2 / lr:g})"}
+
+
+def measure(config: Config, check: Callable[[], None], progress: bool = True) -> dict[str, list]:
     peers, notes = available_peers()
-    fresh, eigs = [], []
-    for name in dict.fromkeys((*config.anchors, *config.eig_anchors)):
-        setup = Setup(anchor(name), peers)
+    tables: dict[str, list] = {"hvp": [], "top10": [], "tracking": [], "notes": notes}
+    for name in dict.fromkeys((*config.anchors, *config.eig_anchors, *config.track_anchors)):
+        setup = Setup(anchor(name), peers if name not in config.track_anchors or name in config.anchors
+                      or name in config.eig_anchors else [])
         if progress:
             print(f"bench-anchors: {name} (D = {setup.obj.dim})", flush=True)
         if name in config.anchors:
-            fresh += time_fresh(setup, config.rounds, check)
+            tables["hvp"] += time_fresh(setup, config.rounds, check, config.min_seconds)
         if name in config.eig_anchors:
-            eigs += time_eigs(setup, config.k, config.tol, config.eig_rounds, check)
-        notes += [f"{name}: {n}" for n in setup.notes]
-    return fresh, eigs, notes
+            tables["top10"] += time_eigs(setup, config.k, config.tol, config.eig_rounds, check)
+        if name in config.track_anchors:
+            tables["tracking"].append(time_tracking(setup, config.k, config.tol, config.track_steps, 0.2, check))
+        notes += [f"{name}: {n}" for n in setup.notes if f"{name}: {n}" not in notes]
+    return tables
 
 
 def run(config: Config, out: Path, ctx) -> None:
     with pinned_threads(config.threads) as threads:
-        fresh, eigs, notes = measure(config, ctx.check)
+        tables = measure(config, ctx.check)
     versions = ", ".join(f"{name} {_version(module)}" for name, module in PEERS.items())
+    notes = tables["notes"]
     setup = (f"torch {torch.__version__}, {ctx.device}, float32, {threads}; peers: {versions}"
              + ("; " + "; ".join(notes) if notes else ""))
-    write_benchmark(out, "bench_anchors_hvp", f"Fresh HVP cost, median over {config.rounds} interleaved rounds of "
-                    f"(product time ÷ plain gradient time in the same round). {setup}", fresh)
-    if eigs:
+    if tables["hvp"]:
+        write_benchmark(out, "bench_anchors_hvp", f"Fresh HVP cost, median over interleaved rounds (at "
+                        f"least {config.rounds}) of (product time ÷ plain gradient time in the same round). {setup}",
+                        tables["hvp"])
+    if tables["top10"]:
         write_benchmark(out, "bench_anchors_top10", f"Top-{config.k} eigenpairs to relative residual "
                         f"{config.tol:g} (recomputed with fresh HVPs), median of {config.eig_rounds} interleaved "
-                        f"rounds. {setup}", eigs)
+                        f"rounds. {setup}", tables["top10"])
+    if tables["tracking"]:
+        write_benchmark(out, "bench_anchors_tracking", f"Warm tracking of the top {config.k} (EigenTracker, tol "
+                        f"{config.tol:g}) along GD at h = 0.2 from an EoS point. {setup}", tables["tracking"])
 
 
 def _version(module: str) -> str:
@@ -372,9 +454,9 @@ def _version(module: str) -> str:
 
 def plot(out: Path, figures: Path) -> list[Path]:
     """Benchmarks draw no figure: print the saved tables."""
-    print_benchmark(out, "bench_anchors_hvp")
-    if (out / "bench_anchors_top10.md").exists():
-        print_benchmark(out, "bench_anchors_top10")
+    for stem in ("bench_anchors_hvp", "bench_anchors_top10", "bench_anchors_tracking"):
+        if (out / f"{stem}.md").exists():
+            print_benchmark(out, stem)
     return []
 
 

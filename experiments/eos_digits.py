@@ -80,8 +80,12 @@ LOSSES = ("auto", "mse", "ce")
 def loss_function(config: Config) -> Callable[[Tensor, Tensor], Tensor]:
     """½-MSE (Cohen et al. 2021's MSE: ½‖f − y‖² summed over outputs, averaged over examples) or
     cross-entropy against the one-hot targets; ``auto`` picks MSE for the MLP and cross-entropy for the CNN."""
-    name = config.loss if config.loss != "auto" else ("mse" if config.arch == "mlp" else "ce")
-    return half_mse if name == "mse" else nn.CrossEntropyLoss()
+    return half_mse if _loss_name({"loss": config.loss, "arch": config.arch}) == "mse" else nn.CrossEntropyLoss()
+
+
+def _loss_name(config: dict) -> str:
+    loss, arch = config.get("loss", "auto"), config.get("arch", "mlp")
+    return loss if loss != "auto" else ("mse" if arch == "mlp" else "ce")
 
 
 def small_cnn(in_channels: int, side: int, channels: int = 16, classes: int = 10, seed: int = 0) -> nn.Module:
@@ -203,7 +207,9 @@ def plot(out: Path, figures: Path) -> list[Path]:
             axes[3].plot(steps[ok], rc[ok], "o-", ms=2, label=f"i = {j + 1}")
         axes[3].axhline(0.0, color="0.3", lw=0.8)
         axes[3].axhline(-1.0, color="0.6", lw=0.6, ls=":")
-        axes[0].set(title="train loss", xlabel="GD step", ylabel="½‖f − y‖² (train)")
+        loss = _loss_name(read_json(out / "manifest.json").get("config", {}))
+        axes[0].set(title="train loss", xlabel="GD step",
+                    ylabel="½‖f − y‖² (train)" if loss == "mse" else "cross-entropy (train)")
         axes[1].set(title="sharpness and 2/h (dashed); first crossing dotted", xlabel="GD step", ylabel="λ_max")
         axes[2].set(title="distance between GD and the gradient flow", xlabel="GD step n",
                     ylabel="‖θ_GD(n) − θ_GF(n·h)‖")
@@ -214,9 +220,8 @@ def plot(out: Path, figures: Path) -> list[Path]:
             ax.legend(fontsize=7)
         config = read_json(out / "manifest.json").get("config", {})
         arch, data = config.get("arch", "mlp"), config.get("data", "digits")
-        loss = config.get("loss", "auto")
-        loss = loss if loss != "auto" else ("mse" if arch == "mlp" else "ce")
         what = ("fc-tanh MLP" if arch == "mlp" else "CNN") + (", ½-MSE" if loss == "mse" else ", cross-entropy")
         fig.suptitle(f"Edge of stability: {data.split(':')[0]} {what}, full batch")
         stem = "eos_digits" if arch == "mlp" else f"eos_{data.split(':')[0]}_cnn"
+        stem += "" if loss == ("mse" if arch == "mlp" else "ce") else f"_{loss}"  # a non-default loss
         return save_figure(fig, figures, stem)
