@@ -28,11 +28,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .autodiff import graph_hvp
+from .autodiff import bilinear_third_derivatives, graph_hvp
 from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
 from .layout import ParameterLayout
 from .modules import (ModuleParts, Piece, StatefulLayers, check_deterministic, check_finite, check_scalar,
-                      split_batches)
+                      fused_norm_layers, split_batches)
 from .operators import HessianOperator
 
 HVP_METHODS = ("double_backward", "forward_over_reverse")
@@ -363,6 +363,7 @@ class Objective:
         theta = self.check_theta(theta).detach()
         if theta.is_complex():
             raise TypeError("third_derivative supports real θ only")
+        self._check_third_order()
         v = self._check_vectors(theta, v)
         leaf = theta.clone().requires_grad_(True)
         out = torch.zeros_like(theta)
@@ -378,6 +379,40 @@ class Objective:
                 (t,) = torch.autograd.grad((hv * v).sum(), leaf, allow_unused=True)
                 if t is not None:
                     out = out + t
+        return self._reduce(out)
+
+    def _check_third_order(self) -> None:
+        """Refuse third derivatives through fused normalisation kernels, whose third derivative is wrong."""
+        fused = fused_norm_layers(self.model) if self.model is not None else []
+        if fused:
+            raise ValueError(f"third derivatives through PyTorch's fused LayerNorm/BatchNorm kernels are wrong "
+                             f"(layers {', '.join(fused)}); build the objective from "
+                             "flows.modules.decomposed_norms(model), the same function in elementary ops")
+
+    def third_derivatives(self, theta: Tensor, u: Tensor) -> Tensor:
+        """The bilinear third derivatives tᵢⱼ = ∇_θ(uᵢᵀ H(θ) uⱼ) = D³E(θ)[uᵢ, uⱼ, ·] for i ≤ j, with the
+        vectors uᵢ held fixed: shape (k(k+1)/2, D) for ``u`` of shape (D, k) (columns, e.g. eigenvectors),
+        pairs ordered (0,0), (0,1), …, (0,k−1), (1,1), … (:func:`flows.autodiff.pair_indices`).
+
+        One forward pass per micro-batch and three backward passes, two of them batched (over the k columns,
+        then over the pairs): the term ½∇⟨H, Σ⟩ of the central flow with Σ = U X Uᵀ is Σᵢⱼ Xᵢⱼ tᵢⱼ / 2.
+        Real θ only.
+        """
+        theta = self.check_theta(theta).detach()
+        if theta.is_complex():
+            raise TypeError("third_derivatives supports real θ only")
+        self._check_third_order()
+        if not isinstance(u, Tensor) or u.ndim not in (1, 2) or u.shape[0] != self.dim:
+            raise ValueError(f"u must have shape ({self.dim},) or ({self.dim}, k), got "
+                             f"{tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__}")
+        rows = u.reshape(self.dim, -1).T.to(device=theta.device, dtype=theta.dtype).contiguous()
+        leaf = theta.clone().requires_grad_(True)
+        out: Tensor | None = None
+        with torch.enable_grad():
+            for piece in self.pieces:
+                t = bilinear_third_derivatives(piece(leaf), leaf, rows)
+                out = t if out is None else out + t
+        assert out is not None  # at least one piece
         return self._reduce(out)
 
     def hessian(self, theta: Tensor, *, chunk: int = 256) -> Tensor:
