@@ -12,11 +12,12 @@ from .gd import Controller, StepContext, StepDecision, gradient_descent
 from .integrate import METHODS, Comparison, compare, integrate, local_error
 from .options import Recording, Solver, Spectrum
 from .trace import TraceEstimate, hessian_trace, trace
+from .sdcp import SDCPSolution, solve_sdcp
 
 __all__ = [
     "Objective", "HessianOperator", "HVP_METHODS", "toys",
     "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs", "parameter_eigenpairs",
-    "TraceEstimate", "trace", "hessian_trace",
+    "TraceEstimate", "trace", "hessian_trace", "SDCPSolution", "solve_sdcp",
     "FIELDS", "FLOWS", "Flow", "get_flow", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
     "Trajectory", "Recorder", "TrajectoryFileError",
     "Controller", "StepContext", "StepDecision", "gradient_descent",
