@@ -282,13 +282,21 @@ class EigenTracker:
     aligned with its best-overlapping predecessor, and ``overlap`` (k, k) holds
     |⟨uᵢ_new, uⱼ_old⟩| so that eigen-directions can be followed through crossings.
 
+    **Threshold mode** (``threshold=τ``, e.g. τ = 0.75·2/h for the central flow's critical set): k adapts so
+    that every eigenvalue above τ is tracked plus one sentinel below it. An update whose smallest value is
+    still above τ grows k by one and solves again (warm) until one falls below or ``max_k`` is reached; when
+    the two smallest are below τ and the smallest below ``shrink``·τ, the next update uses one pair fewer.
+    ``result.extras["k"]`` and :attr:`k_history` report the k of every update.
+
     Attributes:
         last: the latest :class:`Eigenpairs` (None before the first update).
         total_matvecs, updates: running cost counters.
+        k_history: the k of every update (threshold mode changes it).
     """
 
     def __init__(self, k: int = 1, which: str = "LA", tol: float = 1e-3, *, extra: int | None = None,
-                 method: str = "auto", max_matvecs: int | None = None, seed: int = 0) -> None:
+                 method: str = "auto", max_matvecs: int | None = None, seed: int = 0,
+                 threshold: float | None = None, max_k: int = 64, shrink: float = 0.5) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ValueError(f"k must be a positive int, got {k!r}")
         if which not in WHICH:
@@ -300,8 +308,16 @@ class EigenTracker:
             raise ValueError(f"tol must be a positive finite number, got {tol!r}")
         if method not in ("auto", *SOLVERS):
             raise ValueError(f"method must be one of {('auto', *SOLVERS)}, got {method!r}")
+        if threshold is not None and not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
+            raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
+        if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < k:
+            raise ValueError(f"max_k must be an int ≥ k = {k}, got {max_k!r}")
+        if not 0 <= shrink < 1:
+            raise ValueError(f"shrink must be in [0, 1), got {shrink!r}")
         self.k, self.which, self.tol, self.extra = k, which, tol, extra
         self.method, self.max_matvecs, self.seed = method, max_matvecs, seed
+        self.threshold, self.max_k, self.shrink = threshold, max_k, shrink
+        self.k_history: list[int] = []
         self.last: Eigenpairs | None = None
         self._basis: Tensor | None = None
         self.total_matvecs = 0
@@ -309,15 +325,20 @@ class EigenTracker:
         self.updates = 0
 
     def update(self, objective: Objective, theta: Tensor) -> Eigenpairs:
-        """Eigenpairs at θ, warm-started from the previous call."""
-        v0 = None
-        if self._basis is not None and self._basis.device == theta.device:
-            v0 = self._basis.to(theta.dtype)
-        result = top_eigenpairs(objective, theta, self.k, self.which, v0=v0, tol=self.tol,
-                                method=self.method, max_matvecs=self.max_matvecs,
-                                seed=self.seed + self.updates, spare=self.extra)
-        spare = result.extras.pop("spare", None)
-        self._basis = result.vectors if spare is None else torch.cat([result.vectors, spare], dim=1)
+        """Eigenpairs at θ, warm-started from the previous call (k adapted in threshold mode)."""
+        limit = min(self.max_k, objective.dim - 1)
+        self.k = min(self.k, limit)
+        result, spent = self._solve(objective, theta), 0
+        while self.threshold is not None and float(result.values[-1]) > self.threshold and self.k < limit:
+            spent += result.matvecs
+            self.k += 1  # the smallest tracked value is still above τ: one more pair, solved again (warm)
+            result = self._solve(objective, theta)
+        result.matvecs += spent
+        if self.threshold is not None and self.k > 1 and float(result.values[-2]) < self.threshold \
+                and float(result.values[-1]) < self.shrink * self.threshold:
+            self.k -= 1  # a spare fell well below τ: one pair fewer from the next update on
+        result.extras["k"] = int(result.values.numel())
+        self.k_history.append(result.extras["k"])
         if self.last is not None and self.last.vectors.shape == result.vectors.shape:
             overlap = result.vectors.T @ self.last.vectors.to(result.vectors)
             best = torch.argmax(overlap.abs(), dim=1)
@@ -328,6 +349,17 @@ class EigenTracker:
         self.last = result
         self.total_matvecs += result.matvecs
         self.updates += 1
+        return result
+
+    def _solve(self, objective: Objective, theta: Tensor) -> Eigenpairs:
+        v0 = None
+        if self._basis is not None and self._basis.device == theta.device:
+            v0 = self._basis.to(theta.dtype)
+        result = top_eigenpairs(objective, theta, self.k, self.which, v0=v0, tol=self.tol,
+                                method=self.method, max_matvecs=self.max_matvecs,
+                                seed=self.seed + self.updates, spare=self.extra)
+        spare = result.extras.pop("spare", None)
+        self._basis = result.vectors if spare is None else torch.cat([result.vectors, spare], dim=1)
         return result
 
     def reset(self) -> None:

@@ -188,3 +188,28 @@ def test_an_exhausted_budget_reports_honest_residuals(constructed):
     true_res = torch.linalg.vector_norm(a @ pairs.vectors - pairs.vectors * pairs.values, dim=0)
     assert not pairs.converged
     np.testing.assert_allclose(pairs.residuals.numpy(), true_res.numpy(), rtol=1e-6, atol=1e-12)
+
+
+def test_threshold_tracking_follows_the_critical_set():
+    """k grows until one tracked eigenvalue lies below τ, and shrinks again when the spectrum falls."""
+    lam = torch.cat([torch.tensor([10.0, 8.0, 6.0, 4.0, 2.0]), torch.linspace(1.0, 0.1, 395)]).double()
+    scale = {"s": 1.0}
+    obj = Objective.from_function(lambda th: 0.5 * scale["s"] * (lam * th ** 2).sum(), 400)
+    theta = torch.zeros(400, dtype=torch.float64)
+    tracker = EigenTracker(k=1, tol=1e-8, threshold=5.0, method="lanczos")
+    first = tracker.update(obj, theta)
+    assert first.extras["k"] == 4  # 10, 8, 6 above τ = 5 and the sentinel 4 below
+    torch.testing.assert_close(first.values, torch.tensor([10.0, 8.0, 6.0, 4.0], dtype=torch.float64))
+    scale["s"] = 0.45  # 4.5, 3.6, 2.7, 1.8, …: nothing above τ; the sentinels shrink while well below τ/2
+    ks = [tracker.update(obj, theta).extras["k"] for _ in range(3)]
+    assert ks == [4, 3, 3], ks  # 1.8 < τ/2 is dropped; 2.7 > τ/2 is kept (hysteresis against flapping)
+    scale["s"] = 0.2  # 2, 1.6, 1.2, …: every spare well below
+    ks2 = [tracker.update(obj, theta).extras["k"] for _ in range(4)]
+    assert ks2 == [3, 2, 1, 1], ks2  # one pair fewer per update
+    scale["s"] = 1.0  # back up: grows again in one update
+    assert tracker.update(obj, theta).extras["k"] == 4
+    assert tracker.k_history == [4, *ks, *ks2, 4]
+    with pytest.raises(ValueError, match="max_k"):
+        EigenTracker(k=3, max_k=2)
+    with pytest.raises(ValueError, match="threshold"):
+        EigenTracker(threshold=float("nan"))
