@@ -1,0 +1,162 @@
+"""The central flow of gradient descent (Cohen, Damian, Talwalkar, Kolter, Lee, ICLR 2025, arXiv 2410.24206).
+
+GD at rate η on E oscillates at the edge of stability; its *time average* follows
+
+    dθ/dt = −η [∇E(θ) + ½ ∇⟨H(θ), Σ(t)⟩],     Σ = U X Uᵀ,  X ⪰ 0,
+
+with t counted in GD steps, U the (orthonormal) eigenvectors of the critical eigenvalues (ηλᵢ above
+``critical``, 1.95 by default) and X the oscillation covariance in that basis, chosen so that the critical
+curvature stays stable: with M = UᵀHU and the paper's discretisation (Euler substeps of dt = 1/substeps,
+default 4, the stability linearised over one substep),
+
+    X ⪰ 0,   (2/η)I − M − dt·dM/dt ⪰ 0,   ⟨X, (2/η)I − M − dt·dM/dt⟩ = 0,
+
+where dM_ij/dt = ⟨tᵢⱼ, dθ/dt⟩ and tᵢⱼ = ∇(uᵢᵀHuⱼ) (:meth:`Objective.third_derivatives`). Written out, that is
+the SDCP of :func:`flows.sdcp.solve_sdcp` with
+
+    A = (2/η)I − M + dt·η·[⟨tᵢⱼ, ∇E⟩],    B[X]ᵢⱼ = dt·(η/2)·Σₗₘ ⟨tᵢⱼ, tₗₘ⟩ Xₗₘ.
+
+Recorded per GD step (the paper's predictions, second-order averages over the oscillation δ ~ (0, Σ)):
+the predicted time-averaged loss E(θ) + ½⟨H, Σ⟩ = E + ½ Σᵢⱼ Mᵢⱼ Xᵢⱼ (≈ E + tr Σ/η at the edge), the predicted
+time-averaged ‖∇E‖² ≈ ‖∇E(θ)‖² + ⟨Σ, H²⟩, the eigenvalues of X (the oscillation variances), the number of
+critical directions and the SDCP's KKT residuals.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .autodiff import pair_indices
+from .objective import Objective
+from .sdcp import solve_sdcp
+from .spectrum import EigenTracker
+
+
+@dataclass
+class CentralFlowResult:
+    """Per GD step n = 0 … steps (arrays of length steps + 1, NaN where not defined).
+
+    Attributes:
+        theta: θ(n) of the flow (steps + 1, D) if ``keep_states``, else only the final θ (1, D).
+        loss: E(θ(n)).
+        predicted_loss: E + ½⟨H, Σ⟩, the predicted time average of GD's loss.
+        predicted_grad_norm2: ‖∇E‖² + ⟨Σ, H²⟩, the predicted time average of GD's ‖g‖².
+        sharpness: λ_max(θ(n)).
+        critical: number of critical directions (ηλ > ``critical``).
+        sigma: eigenvalues of X (oscillation variances), one list per step.
+        infeasibility, complementarity: the worst SDCP residuals of the step's substeps.
+    """
+
+    theta: Tensor
+    loss: np.ndarray
+    predicted_loss: np.ndarray
+    predicted_grad_norm2: np.ndarray
+    sharpness: np.ndarray
+    critical: np.ndarray
+    sigma: list = field(default_factory=list)
+    infeasibility: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    complementarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def _sdcp_terms(t: Tensor, g: Tensor, values: Tensor, lr: float, dt: float) -> tuple[Tensor, Tensor, Tensor]:
+    """(A (k, k), B (k², k²), T (k, k, D)) from the pair derivatives t (k(k+1)/2, D), float64 on the host."""
+    k = values.numel()
+    full = torch.empty(k, k, t.shape[1], dtype=t.dtype, device=t.device)
+    for p, (i, j) in enumerate(pair_indices(k)):
+        full[i, j] = t[p]
+        full[j, i] = t[p]
+    flat = full.reshape(k * k, -1)
+    gram = (flat @ flat.T).double().cpu()
+    tg = (flat @ g).double().cpu().reshape(k, k)
+    a = torch.diag(2.0 / lr - values.double().cpu()) + dt * lr * tg
+    return 0.5 * (a + a.T), dt * (lr / 2.0) * gram, full
+
+
+def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *, substeps: int = 4,
+                 critical: float = 1.95, track: float = 0.75, tol: float = 1e-3, keep_states: bool = False,
+                 max_k: int = 16) -> CentralFlowResult:
+    """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps (module docstring).
+
+    Args:
+        objective, theta0: E and θ(0) (D,), real; float64 recommended.
+        lr: GD's rate η > 0.
+        steps: GD steps to cover; each is ``substeps`` Euler substeps of dt = 1/substeps.
+        critical: ηλ above which an eigen-direction is critical (1.95).
+        track: the tracker follows every eigenvalue above track·2/η (0.75, :class:`EigenTracker` threshold mode).
+        tol: relative eigen-residual tolerance of the tracker.
+        keep_states: keep θ at every GD step (else the final θ only).
+        max_k: most eigenpairs tracked.
+    """
+    theta = objective.check_theta(theta0).detach().clone()
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
+        raise ValueError(f"substeps must be a positive int, got {substeps!r}")
+    if not 0 < track < critical / 2:
+        raise ValueError(f"track must be in (0, critical/2) = (0, {critical / 2:g}), got {track!r}")
+    dt = 1.0 / substeps
+    tracker = EigenTracker(k=1, tol=tol, threshold=track * 2.0 / lr, max_k=min(max_k, objective.dim - 1))
+    n = steps + 1
+    out = CentralFlowResult(theta=theta[None].clone() if keep_states else theta[None], loss=np.full(n, np.nan),
+                            predicted_loss=np.full(n, np.nan), predicted_grad_norm2=np.full(n, np.nan),
+                            sharpness=np.full(n, np.nan), critical=np.zeros(n, dtype=int),
+                            infeasibility=np.zeros(n), complementarity=np.zeros(n))
+    states, x_prev = [theta.clone()] if keep_states else [], None
+    for step in range(n):
+        for sub in range(substeps):
+            new_theta, x_new, report = _substep(objective, theta, lr, dt, critical, tracker, x_prev)
+            if sub == 0:
+                _record(out, step, report)
+            out.infeasibility[step] = max(out.infeasibility[step], report["infeasibility"])
+            out.complementarity[step] = max(out.complementarity[step], report["complementarity"])
+            if step == steps:  # the last point is measured, not advanced
+                break
+            theta, x_prev = new_theta, x_new
+            if not bool(torch.isfinite(theta).all()):
+                raise ArithmeticError(f"the central flow diverged at GD step {step} (non-finite θ)")
+        if keep_states and step < steps:
+            states.append(theta.clone())
+    out.theta = torch.stack(states) if keep_states else theta[None]
+    return out
+
+
+def _substep(objective: Objective, theta: Tensor, lr: float, dt: float, critical: float, tracker: EigenTracker,
+             x_prev: Tensor | None) -> tuple[Tensor, Tensor | None, dict]:
+    """One Euler substep from θ: the new θ, X (None when nothing is critical) and a report of the quantities
+    at θ."""
+    loss, g = objective.loss_and_grad(theta)
+    pairs = tracker.update(objective, theta)
+    crit = (lr * pairs.values > critical).nonzero().flatten()
+    report = {"loss": float(loss), "grad_norm2": float(g @ g), "sharpness": float(pairs.values[0]),
+              "critical": int(crit.numel()), "sigma": [], "infeasibility": 0.0, "complementarity": 0.0,
+              "predicted_loss": float(loss), "predicted_grad_norm2": float(g @ g)}
+    if crit.numel() == 0:
+        return theta - dt * lr * g, None, report
+    u, values = pairs.vectors[:, crit], pairs.values[crit]
+    t = objective.third_derivatives(theta, u)
+    a, b, full = _sdcp_terms(t, g, values, lr, dt)
+    warm = x_prev if x_prev is not None and x_prev.shape == a.shape else None
+    sol = solve_sdcp(a, b, x0=warm, tol=1e-9)
+    x = sol.x.to(theta)
+    drift = g + 0.5 * torch.einsum("ij,ijd->d", x, full)
+    m = values.to(theta)
+    report.update(sigma=torch.linalg.eigvalsh(sol.x).tolist(), infeasibility=sol.infeasibility,
+                  complementarity=sol.complementarity,
+                  predicted_loss=float(loss) + 0.5 * float((m * torch.diagonal(x)).sum()),
+                  predicted_grad_norm2=float(g @ g) + float((m ** 2 * torch.diagonal(x)).sum()))
+    return theta - dt * lr * drift, sol.x, report
+
+
+def _record(out: CentralFlowResult, step: int, report: dict) -> None:
+    out.loss[step] = report["loss"]
+    out.predicted_loss[step] = report["predicted_loss"]
+    out.predicted_grad_norm2[step] = report["predicted_grad_norm2"]
+    out.sharpness[step] = report["sharpness"]
+    out.critical[step] = report["critical"]
+    out.sigma.append(report["sigma"])

@@ -1,0 +1,50 @@
+"""The central flow of GD against closed forms: Euler-discretised gradient flow below the edge of stability, and
+the self-stabilisation toy E(x, y) = ½(c + y)x² − s·y at the edge, whose stationary point is known by hand."""
+import numpy as np
+import pytest
+import torch
+
+from flows import Objective
+from flows.central import central_flow
+
+
+def test_below_the_edge_it_is_the_euler_discretised_gradient_flow():
+    h = torch.diag(torch.tensor([3.0, 1.0, 0.2], dtype=torch.float64))
+    obj = Objective.from_function(lambda th: 0.5 * th @ h @ th, 3)
+    theta0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    lr, steps, substeps = 0.1, 20, 4  # ηλ_max = 0.3: nothing critical
+    out = central_flow(obj, theta0, lr, steps, substeps=substeps, keep_states=True)
+    per_step = (torch.eye(3, dtype=torch.float64) - lr / substeps * h).matrix_power(substeps)
+    expect = torch.stack([per_step.matrix_power(n) @ theta0 for n in range(steps + 1)])
+    torch.testing.assert_close(out.theta, expect, rtol=1e-12, atol=1e-14)
+    assert (out.critical == 0).all()
+    np.testing.assert_allclose(out.predicted_loss, out.loss)  # no oscillation, no correction
+    np.testing.assert_allclose(out.sharpness, 3.0)
+
+
+def test_at_the_edge_the_toy_reaches_its_hand_derived_stationary_point():
+    # H = [[c + y, x], [x, 0]]: λ_max ≈ c + y; ∇(u₁ᵀHu₁) = (0, 1) along u₁ ≈ e_x. Progressive sharpening drives
+    # y up at rate ηs until η(c + y) = 2; then stability pins y = 2/η − c, x̄ decays, and dy/dt = 0 needs
+    # ½(x̄² + X) = s: X = 2s, predicted loss −s·y + ½(2/η)·X.
+    c, s, lr = 19.0, 0.1, 0.1
+    obj = Objective.from_function(lambda th: 0.5 * (c + th[1]) * th[0] ** 2 - s * th[1], 2)
+    out = central_flow(obj, torch.tensor([0.01, 0.0], dtype=torch.float64), lr, 400, keep_states=True)
+    edge = 2 / lr - c
+    late = slice(200, None)
+    assert (out.critical[late] == 1).all() and (out.critical[:5] == 0).all()
+    np.testing.assert_allclose(out.theta[200:, 1].numpy(), edge, rtol=1e-9)
+    assert out.sharpness.max() <= 2 / lr * (1 + 1e-9)  # the flow never leaves the stable region
+    np.testing.assert_allclose([sig[0] for sig in out.sigma[200:]], 2 * s, rtol=1e-6)
+    np.testing.assert_allclose(out.predicted_loss[late], -s * edge + 0.5 * (2 / lr) * 2 * s, rtol=1e-6)
+    assert out.infeasibility.max() <= 1e-9 and out.complementarity.max() <= 1e-9
+
+
+def test_bad_input():
+    obj = Objective.from_function(lambda th: (th ** 2).sum(), 2)
+    theta = torch.ones(2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="lr"):
+        central_flow(obj, theta, -0.1, 3)
+    with pytest.raises(ValueError, match="substeps"):
+        central_flow(obj, theta, 0.1, 3, substeps=0)
+    with pytest.raises(ValueError, match="track"):
+        central_flow(obj, theta, 0.1, 3, track=1.5)
