@@ -69,9 +69,10 @@ def _sdcp_terms(t: Tensor, g: Tensor, values: Tensor, lr: float, dt: float) -> t
     for p, (i, j) in enumerate(pair_indices(k)):
         full[i, j] = t[p]
         full[j, i] = t[p]
-    flat = full.reshape(k * k, -1)
-    gram = (flat @ flat.T).double().cpu()
-    tg = (flat @ g).double().cpu().reshape(k, k)
+    flat = full.reshape(k * k, -1).double()  # float64 products: B must be symmetric to the SDCP's tolerance
+    gram = (flat @ flat.T).cpu()
+    gram = 0.5 * (gram + gram.T)
+    tg = (flat @ g.double()).cpu().reshape(k, k)
     a = torch.diag(2.0 / lr - values.double().cpu()) + dt * lr * tg
     return 0.5 * (a + a.T), dt * (lr / 2.0) * gram, full
 

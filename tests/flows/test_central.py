@@ -48,3 +48,18 @@ def test_bad_input():
         central_flow(obj, theta, 0.1, 3, substeps=0)
     with pytest.raises(ValueError, match="track"):
         central_flow(obj, theta, 0.1, 3, track=1.5)
+
+
+def test_a_float32_network_above_the_edge_is_brought_to_it():
+    """An untuned float32 MLP started at ηλ_max = 2.2: the flow pins the critical curvature at 2/η."""
+    from experiments.datasets import fc_tanh, teacher_student
+    from flows import sharpness
+
+    x, y = teacher_student(n=64, d_in=6, d_out=2, width=8, dtype=torch.float32)
+    obj = Objective.from_module(fc_tanh((6, 16, 2)), lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(), (x, y))
+    lr = 2.2 / sharpness(obj, obj.theta0)
+    out = central_flow(obj, obj.theta0, lr, 6)
+    assert out.critical[0] >= 1 and np.isfinite(out.predicted_loss).all()
+    assert out.sharpness[1:].max() <= 2 / lr * 1.01  # stable from the first step on (to the tracker's tolerance)
+    assert out.infeasibility.max() <= 1e-9 and out.complementarity.max() <= 1e-8
+    assert all(min(sig) >= -1e-12 * max(1.0, max(sig)) for sig in out.sigma if sig)  # X ⪰ 0 (to rounding)
