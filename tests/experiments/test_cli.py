@@ -133,6 +133,7 @@ def test_eos_runs_on_a_cnn_with_cross_entropy(data, tmp_path):
     (["arch=cnn", "data=cifar10:/nonexistent/folder"], "no CIFAR-10 python batches"),
     (["data=cifar10:/tmp"], "needs arch=cnn"),
     (["arch=cnn", "data=imagenet"], "data must be"),
+    (["loss=hinge"], "loss must be one of"),
 ])
 def test_eos_architecture_and_data_errors(pairs, needle, tmp_path, capsys):
     args = ["run", "eos-digits", "--out", str(tmp_path / "o")]
