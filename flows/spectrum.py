@@ -296,7 +296,7 @@ class EigenTracker:
 
     def __init__(self, k: int = 1, which: str = "LA", tol: float = 1e-3, *, extra: int | None = None,
                  method: str = "auto", max_matvecs: int | None = None, seed: int = 0,
-                 threshold: float | None = None, max_k: int = 64, shrink: float = 0.5) -> None:
+                 threshold: float | None = None, max_k: int | None = None, shrink: float = 0.5) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ValueError(f"k must be a positive int, got {k!r}")
         if which not in WHICH:
@@ -310,6 +310,7 @@ class EigenTracker:
             raise ValueError(f"method must be one of {('auto', *SOLVERS)}, got {method!r}")
         if threshold is not None and not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
             raise ValueError(f"threshold must be a finite number or None, got {threshold!r}")
+        max_k = max(k, 64) if max_k is None else max_k  # threshold mode's cap on k (64 unless k is larger)
         if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < k:
             raise ValueError(f"max_k must be an int ≥ k = {k}, got {max_k!r}")
         if not 0 <= shrink < 1:
@@ -326,8 +327,10 @@ class EigenTracker:
 
     def update(self, objective: Objective, theta: Tensor) -> Eigenpairs:
         """Eigenpairs at θ, warm-started from the previous call (k adapted in threshold mode)."""
-        limit = min(self.max_k, objective.dim - 1)
-        self.k = min(self.k, limit)
+        dense = self.method == "dense" or (self.method == "auto" and objective.dim <= DENSE_MAX_DIM)
+        limit = min(self.max_k, objective.dim if dense else objective.dim - 1)  # as top_eigenpairs allows
+        if self.threshold is not None:
+            self.k = min(self.k, limit)
         result, spent = self._solve(objective, theta), 0
         while self.threshold is not None and float(result.values[-1]) > self.threshold and self.k < limit:
             spent += result.matvecs
