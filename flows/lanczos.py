@@ -161,33 +161,34 @@ class ThickRestartLanczos:
             self._append(self.random(), relative=0.0)
         self.current = self.basis.row(self.m)
 
-    def _append(self, v: Tensor, relative: float) -> float:
+    def _append(self, v: Tensor, relative: float) -> None:
         """Orthogonalise v against all rows and, if a fraction > ``relative`` of it is left, add it as a
-        pending row. Returns the norm added (0 if dropped) and the coefficients are discarded."""
+        pending row (else drop it)."""
         norm0 = float(torch.linalg.vector_norm(v))
         _, norm, _ = self._orthogonalise(v, self.rows)
         if norm <= relative * norm0 or norm == 0.0:
-            return 0.0
+            return
         self.basis.set_row(self.rows, v / norm)
         self.p += 1
-        return norm
 
-    def _orthogonalise(self, w: Tensor, n: int) -> tuple[np.ndarray, float, Tensor]:
+    def _orthogonalise(self, w: Tensor, n: int,
+                       extra: Tensor | None = None) -> tuple[np.ndarray, float, np.ndarray]:
         """w minus its projection on Q[:n] by classical Gram–Schmidt, repeated once when the pass removed
         more than half of w's norm² (the DGKS criterion, from ‖w_before‖² = ‖w_after‖² + ‖c‖²).
-        Returns (coefficients c on the host, ‖w‖, extra scalars) with w updated in place."""
+        Returns (coefficients c, ‖w‖, ``extra``) on the host, with w updated in place; ``extra`` (device
+        scalars the caller needs) travels in the same transfer, the step's one sync."""
         parts = self.basis.split(w)
         c = self.basis.coefficients(n, parts)
         self.basis.subtract(n, c, parts)
-        after = torch.linalg.vector_norm(w)
-        host = torch.cat([c, after[None]]).to(device="cpu", dtype=torch.float64).numpy()  # the step's sync
-        coeffs, norm = host[:-1].copy(), float(host[-1])
+        pieces = [c, torch.linalg.vector_norm(w)[None]] + ([extra.reshape(-1)] if extra is not None else [])
+        host = torch.cat(pieces).to(device="cpu", dtype=torch.float64).numpy()
+        coeffs, norm, extras = host[:n].copy(), float(host[n]), host[n + 1:]
         if np.isfinite(host).all() and norm ** 2 < 0.5 * (norm ** 2 + float(coeffs @ coeffs)):
             c2 = self.basis.coefficients(n, parts)  # "twice is enough"
             self.basis.subtract(n, c2, parts)
             coeffs += c2.to(device="cpu", dtype=torch.float64).numpy()
             norm = float(torch.linalg.vector_norm(w))
-        return coeffs, norm, after
+        return coeffs, norm, extras
 
     def step(self, b: int = 1) -> None:
         """Multiply the first b pending rows by H (one batched product), move them to the done block, fill
@@ -225,14 +226,13 @@ class ThickRestartLanczos:
             self.basis.axpy_row(j - 1, float(known[j - 1]), parts)
         elif len(nonzero) > 0:
             self.basis.subtract(j, torch.as_tensor(known, dtype=w.dtype, device=w.device), parts)
-        alpha = 0.0
+        alpha_t = None
         if plain:
             alpha_t = self.basis.dot_row(j, parts)
             self.basis.axpy_row(j, alpha_t, parts)
-            alpha = float(alpha_t)
         n = self.rows
-        coeffs, b, _ = self._orthogonalise(w, n)
-        coeffs[j] += alpha
+        coeffs, b, extras = self._orthogonalise(w, n, alpha_t)  # α comes back with the coefficients
+        coeffs[j] += float(extras[0]) if plain else 0.0
         if not (np.isfinite(coeffs).all() and math.isfinite(b)):
             raise NonFiniteSpectrumError("Hessian-vector products overflowed at this θ (non-finite Rayleigh "
                                          "quotients): the spectrum is undefined here")

@@ -62,15 +62,8 @@ class Eigenpairs:
         return int(self.values.numel())
 
 
-def _order(values: Tensor, which: str) -> Tensor:
-    if which == "LA":
-        return torch.argsort(values, descending=True)
-    if which == "SA":
-        return torch.argsort(values)
-    return torch.argsort(values.abs(), descending=True)
-
-
 def _order_numpy(values: np.ndarray, which: str) -> np.ndarray:
+    """Indices of ``values`` in the order ``which`` asks (LA: descending, SA: ascending, LM: by |value|)."""
     if which == "LA":
         return np.argsort(-values, kind="stable")
     if which == "SA":
@@ -89,7 +82,7 @@ def _dense(objective: Objective, theta: Tensor, k: int, which: str, **_: object)
         raise NonFiniteSpectrumError("the Hessian at this θ has non-finite entries (NaN/Inf in the loss, the data "
                                      "or θ): the spectrum is undefined here")
     values, vectors = torch.linalg.eigh(h)
-    idx = _order(values, which)[:k]
+    idx = torch.as_tensor(_order_numpy(values.cpu().numpy(), which)[:k], device=values.device)
     values, vectors = values[idx], vectors[:, idx]
     res = torch.linalg.vector_norm(h @ vectors - vectors * values, dim=0)
     scale = values.abs().max()
