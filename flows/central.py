@@ -24,6 +24,7 @@ critical directions and the SDCP's KKT residuals.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .autodiff import pair_indices
+from .gd import _progress
 from .objective import Objective
 from .sdcp import solve_sdcp
 from .spectrum import EigenTracker
@@ -62,24 +64,32 @@ class CentralFlowResult:
     complementarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def _sdcp_terms(t: Tensor, g: Tensor, values: Tensor, lr: float, dt: float) -> tuple[Tensor, Tensor, Tensor]:
-    """(A (k, k), B (k², k²), T (k, k, D)) from the pair derivatives t (k(k+1)/2, D), float64 on the host."""
+def _sdcp_terms(t: Tensor, g: Tensor, values: Tensor, lr: float, dt: float) -> tuple[Tensor, Tensor]:
+    """(A (k, k), B (k², k²)) in float64 on the host, from the pair derivatives t (k(k+1)/2, D), pairs i ≤ j.
+
+    Only the k(k+1)/2 distinct vectors are touched on the device (t_ji = t_ij): their Gram matrix and their
+    products with g, expanded to all index pairs on the host.
+    """
     k = values.numel()
-    full = torch.empty(k, k, t.shape[1], dtype=t.dtype, device=t.device)
+    index = torch.empty(k, k, dtype=torch.long)
     for p, (i, j) in enumerate(pair_indices(k)):
-        full[i, j] = t[p]
-        full[j, i] = t[p]
-    flat = full.reshape(k * k, -1).double()  # float64 products: B must be symmetric to the SDCP's tolerance
-    gram = (flat @ flat.T).cpu()
-    gram = 0.5 * (gram + gram.T)
-    tg = (flat @ g.double()).cpu().reshape(k, k)
-    a = torch.diag(2.0 / lr - values.double().cpu()) + dt * lr * tg
-    return 0.5 * (a + a.T), dt * (lr / 2.0) * gram, full
+        index[i, j] = index[j, i] = p
+    flat = index.reshape(-1)
+    t64 = t.double()  # float64 products: B must be symmetric to the SDCP's tolerance
+    pair_gram, pair_tg = (t64 @ t64.T).cpu(), (t64 @ g.double()).cpu()
+    gram = pair_gram[flat][:, flat]
+    a = torch.diag(2.0 / lr - values.double().cpu()) + dt * lr * pair_tg[flat].reshape(k, k)
+    return 0.5 * (a + a.T), dt * (lr / 2.0) * 0.5 * (gram + gram.T)
+
+
+def _pair_weights(x: Tensor) -> Tensor:
+    """Σᵢⱼ Xᵢⱼ tᵢⱼ over all (i, j) as weights on the pairs i ≤ j: Xᵢᵢ on the diagonal, 2Xᵢⱼ off it."""
+    return torch.stack([x[i, j] * (1.0 if i == j else 2.0) for i, j in pair_indices(x.shape[0])])
 
 
 def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *, substeps: int = 4,
                  critical: float = 1.95, track: float = 0.75, tol: float = 1e-3, keep_states: bool = False,
-                 max_k: int = 16) -> CentralFlowResult:
+                 max_k: int = 16, progress: bool | None = None) -> CentralFlowResult:
     """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps (module docstring).
 
     Args:
@@ -91,6 +101,7 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
         tol: relative eigen-residual tolerance of the tracker.
         keep_states: keep θ at every GD step (else the final θ only).
         max_k: most eigenpairs tracked.
+        progress: a progress bar over GD steps (None: shown once the run has taken 2 s).
     """
     theta = objective.check_theta(theta0).detach().clone()
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -108,8 +119,20 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
                             predicted_loss=np.full(n, np.nan), predicted_grad_norm2=np.full(n, np.nan),
                             sharpness=np.full(n, np.nan), critical=np.zeros(n, dtype=int),
                             infeasibility=np.zeros(n), complementarity=np.zeros(n))
-    states, x_prev = [theta.clone()] if keep_states else [], None
-    for step in range(n):
+    states = [theta.clone()] if keep_states else []
+    bar = _progress(steps, progress, "central flow")
+    try:
+        _run(objective, theta, lr, dt, critical, tracker, substeps, steps, out, states, bar)
+    finally:
+        bar.close()
+    return out
+
+
+def _run(objective: Objective, theta: Tensor, lr: float, dt: float, critical: float, tracker: EigenTracker,
+         substeps: int, steps: int, out: CentralFlowResult, states: list[Tensor], bar) -> None:
+    x_prev: Tensor | None = None
+    keep_states = bool(states)
+    for step in range(steps + 1):
         for sub in range(substeps):
             new_theta, x_new, report = _substep(objective, theta, lr, dt, critical, tracker, x_prev)
             if sub == 0:
@@ -123,8 +146,8 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
                 raise ArithmeticError(f"the central flow diverged at GD step {step} (non-finite θ)")
         if keep_states and step < steps:
             states.append(theta.clone())
+        bar.update(1 if step < steps else 0)
     out.theta = torch.stack(states) if keep_states else theta[None]
-    return out
 
 
 def _substep(objective: Objective, theta: Tensor, lr: float, dt: float, critical: float, tracker: EigenTracker,
@@ -141,11 +164,22 @@ def _substep(objective: Objective, theta: Tensor, lr: float, dt: float, critical
         return theta - dt * lr * g, None, report
     u, values = pairs.vectors[:, crit], pairs.values[crit]
     t = objective.third_derivatives(theta, u)
-    a, b, full = _sdcp_terms(t, g, values, lr, dt)
+    a, b = _sdcp_terms(t, g, values, lr, dt)
     warm = x_prev if x_prev is not None and x_prev.shape == a.shape else None
-    sol = solve_sdcp(a, b, x0=warm, tol=1e-9)
+    try:
+        sol = solve_sdcp(a, b, x0=warm, tol=1e-9)
+    except ValueError as err:
+        if "unbounded" not in str(err):
+            raise
+        raise ArithmeticError(f"the central flow does not exist here: ηλ = {lr * float(values.max()):.4g} > 2 along "
+                              "a direction in which the curvature has no gradient (no third derivative, as on a "
+                              "quadratic), so no oscillation can stabilise GD; GD diverges") from err
+    if not sol.converged:  # recorded per step as well; a warning so that it is never missed
+        warnings.warn(f"central flow: the SDCP did not converge in {sol.iterations} iterations (infeasibility "
+                      f"{sol.infeasibility:.2g}, complementarity {sol.complementarity:.2g}); X is the last iterate",
+                      RuntimeWarning, stacklevel=3)
     x = sol.x.to(theta)
-    drift = g + 0.5 * torch.einsum("ij,ijd->d", x, full)
+    drift = g + 0.5 * _pair_weights(x) @ t
     m = values.to(theta)
     report.update(sigma=torch.linalg.eigvalsh(sol.x).tolist(), infeasibility=sol.infeasibility,
                   complementarity=sol.complementarity,

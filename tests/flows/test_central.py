@@ -39,6 +39,26 @@ def test_at_the_edge_the_toy_reaches_its_hand_derived_stationary_point():
     assert out.infeasibility.max() <= 1e-9 and out.complementarity.max() <= 1e-9
 
 
+def test_a_quadratic_above_the_edge_has_no_central_flow_and_says_so():
+    obj = Objective.from_function(lambda th: 0.5 * (th ** 2 * torch.tensor([3.0, 1.0])).sum(), 2)
+    with pytest.raises(ArithmeticError, match="central flow does not exist"):
+        central_flow(obj, torch.tensor([1.0, 1.0], dtype=torch.float64), 0.8, 3)  # ηλ = 2.4, no third derivative
+
+
+def test_fused_normalisation_layers_are_refused_not_silently_wrong():
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x = torch.randn(16, 4, dtype=torch.float64)
+    obj = Objective.from_module(model, nn.CrossEntropyLoss(), (x, torch.arange(16) % 3))
+    from flows import sharpness
+
+    lr = 2.2 / sharpness(obj, obj.theta0)
+    with pytest.raises(ValueError, match="decomposed_norms"):
+        central_flow(obj, obj.theta0, lr, 2)
+
+
 def test_bad_input():
     obj = Objective.from_function(lambda th: (th ** 2).sum(), 2)
     theta = torch.ones(2, dtype=torch.float64)
