@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from time import perf_counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +52,8 @@ class CentralFlowResult:
         critical: number of critical directions (ηλ > ``critical``).
         sigma: eigenvalues of X (oscillation variances), one list per step.
         infeasibility, complementarity: the worst SDCP residuals of the step's substeps.
+        k: eigenpairs the tracker followed.
+        eigen_matvecs: HVPs the tracker spent over the run.
     """
 
     theta: Tensor
@@ -62,6 +65,8 @@ class CentralFlowResult:
     sigma: list = field(default_factory=list)
     infeasibility: np.ndarray = field(default_factory=lambda: np.zeros(0))
     complementarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    k: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+    eigen_matvecs: int = 0
 
 
 def _sdcp_terms(t: Tensor, g: Tensor, values: Tensor, lr: float, dt: float) -> tuple[Tensor, Tensor]:
@@ -87,10 +92,109 @@ def _pair_weights(x: Tensor) -> Tensor:
     return torch.stack([x[i, j] * (1.0 if i == j else 2.0) for i, j in pair_indices(x.shape[0])])
 
 
+class CentralState:
+    """One path's state of the central flow: the threshold tracker (warm-started from call to call), the last X
+    (the SDCP's warm start) and the quantities measured at the last evaluation.
+
+    Args:
+        substeps: the stability condition is linearised over a relaxation time τ = h/substeps of flow time (one
+            Euler substep of the paper's discretisation, GD steps n = t/h).
+        critical: hλ above which an eigen-direction is critical (1.95).
+        track: the tracker follows every eigenvalue above track·2/h (0.75).
+        eig_tol: relative eigen-residual tolerance of the tracker.
+        max_k: most eigenpairs tracked.
+    """
+
+    def __init__(self, substeps: int = 4, critical: float = 1.95, track: float = 0.75, eig_tol: float = 1e-3,
+                 max_k: int = 16) -> None:
+        if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
+            raise ValueError(f"substeps must be a positive int, got {substeps!r}")
+        if not (isinstance(critical, (int, float)) and 0 < critical <= 2):
+            raise ValueError(f"critical must be in (0, 2], got {critical!r}")
+        if not (isinstance(track, (int, float)) and 0 < track < critical / 2):
+            raise ValueError(f"track must be in (0, critical/2) = (0, {critical / 2:g}), got {track!r}")
+        if not (isinstance(eig_tol, (int, float)) and eig_tol > 0):
+            raise ValueError(f"eig_tol must be positive, got {eig_tol!r}")
+        if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:
+            raise ValueError(f"max_k must be a positive int, got {max_k!r}")
+        self.substeps, self.critical, self.track, self.eig_tol, self.max_k = substeps, critical, track, eig_tol, max_k
+        self.tracker: EigenTracker | None = None
+        self.x: Tensor | None = None
+        self.report: dict = {}
+        self.evaluations = 0
+        self._lr: float | None = None
+
+    def summary(self) -> dict:
+        """What a run's config records: eigen work and the settings."""
+        tracker = self.tracker
+        return {"central_substeps": self.substeps, "central_critical": self.critical, "central_track": self.track,
+                "eigen_matvecs": 0 if tracker is None else tracker.total_matvecs,
+                "eigen_solves": 0 if tracker is None else tracker.updates}
+
+    def drift(self, objective: Objective, theta: Tensor, lr: float) -> Tensor:
+        """g + ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ) at θ (the central flow is θ' = −drift in flow time t = n·h); the quantities at θ
+        are left in :attr:`report`."""
+        if self.tracker is None or self._lr != lr:  # the threshold is tied to the rate
+            self.tracker = EigenTracker(k=1, tol=self.eig_tol, threshold=self.track * 2.0 / lr,
+                                        max_k=max(1, min(self.max_k, objective.dim - 1)))
+            self._lr, self.x = lr, None
+        self.evaluations += 1
+        loss, g = objective.loss_and_grad(theta)
+        pairs = self.tracker.update(objective, theta)
+        crit = (lr * pairs.values > self.critical).nonzero().flatten()
+        report = {"loss": float(loss), "grad_norm2": float(g @ g), "sharpness": float(pairs.values[0]),
+                  "critical": int(crit.numel()), "k": int(pairs.values.numel()), "sigma": [],
+                  "infeasibility": 0.0, "complementarity": 0.0, "sdcp_seconds": 0.0,
+                  "predicted_loss": float(loss), "predicted_grad_norm2": float(g @ g)}
+        self.report = report
+        if crit.numel() == 0:
+            self.x = None
+            return g
+        u, values = pairs.vectors[:, crit], pairs.values[crit]
+        t = objective.third_derivatives(theta, u)
+        clock = perf_counter()
+        a, b = _sdcp_terms(t, g, values, lr, 1.0 / self.substeps)
+        warm = self.x if self.x is not None and self.x.shape == a.shape else None
+        try:
+            sol = solve_sdcp(a, b, x0=warm, tol=1e-9)
+        except ValueError as err:
+            if "unbounded" not in str(err):
+                raise
+            raise ArithmeticError(f"the central flow does not exist here: ηλ = {lr * float(values.max()):.4g} > 2 "
+                                  "along a direction in which the curvature has no gradient (no third derivative, as "
+                                  "on a quadratic), so no oscillation can stabilise GD; GD diverges") from err
+        report["sdcp_seconds"] = perf_counter() - clock
+        if not sol.converged:  # recorded per step as well; a warning so that it is never missed
+            warnings.warn(f"central flow: the SDCP did not converge in {sol.iterations} iterations (infeasibility "
+                          f"{sol.infeasibility:.2g}, complementarity {sol.complementarity:.2g}); X is the last "
+                          "iterate", RuntimeWarning, stacklevel=3)
+        self.x = sol.x
+        x = sol.x.to(theta)
+        m = values.to(theta)
+        report.update(sigma=torch.linalg.eigvalsh(sol.x).tolist(), infeasibility=sol.infeasibility,
+                      complementarity=sol.complementarity,
+                      predicted_loss=float(loss) + 0.5 * float((m * torch.diagonal(x)).sum()),
+                      predicted_grad_norm2=float(g @ g) + float((m ** 2 * torch.diagonal(x)).sum()))
+        return g + 0.5 * _pair_weights(x) @ t
+
+
+def central(objective: Objective, theta: Tensor, lr: float, *, state: CentralState | None = None) -> Tensor:
+    """The central flow's field in flow time t = n·h: θ' = −[∇E + ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ)] (module docstring).
+
+    X solves the stability SDCP linearised over τ = h/``state.substeps``; ``state`` (a :class:`CentralState`,
+    one per path) keeps the tracker and X warm between calls; without it each call starts cold.
+    """
+    if theta.is_complex():
+        raise TypeError("the central flow is real: θ must be real")
+    return -(state if state is not None else CentralState()).drift(objective, theta, lr)
+
+
 def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *, substeps: int = 4,
                  critical: float = 1.95, track: float = 0.75, tol: float = 1e-3, keep_states: bool = False,
                  max_k: int = 16, progress: bool | None = None) -> CentralFlowResult:
-    """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps (module docstring).
+    """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps in the paper's discretisation
+    (Euler substeps of dt = 1/substeps GD steps; module docstring). ``integrate(..., flow="central")`` integrates the
+    same field with any torchdiffeq method.
 
     Args:
         objective, theta0: E and θ(0) (D,), real; float64 recommended.
@@ -108,40 +212,36 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
-        raise ValueError(f"substeps must be a positive int, got {substeps!r}")
-    if not 0 < track < critical / 2:
-        raise ValueError(f"track must be in (0, critical/2) = (0, {critical / 2:g}), got {track!r}")
-    dt = 1.0 / substeps
-    tracker = EigenTracker(k=1, tol=tol, threshold=track * 2.0 / lr, max_k=min(max_k, objective.dim - 1))
+    state = CentralState(substeps=substeps, critical=critical, track=track, eig_tol=tol, max_k=max_k)
     n = steps + 1
     out = CentralFlowResult(theta=theta[None].clone() if keep_states else theta[None], loss=np.full(n, np.nan),
                             predicted_loss=np.full(n, np.nan), predicted_grad_norm2=np.full(n, np.nan),
                             sharpness=np.full(n, np.nan), critical=np.zeros(n, dtype=int),
-                            infeasibility=np.zeros(n), complementarity=np.zeros(n))
+                            infeasibility=np.zeros(n), complementarity=np.zeros(n), k=np.zeros(n, dtype=int))
     states = [theta.clone()] if keep_states else []
     bar = _progress(steps, progress, "central flow")
     try:
-        _run(objective, theta, lr, dt, critical, tracker, substeps, steps, out, states, bar)
+        _run(objective, theta, lr, state, steps, out, states, bar)
     finally:
         bar.close()
+    out.eigen_matvecs = state.tracker.total_matvecs if state.tracker is not None else 0
     return out
 
 
-def _run(objective: Objective, theta: Tensor, lr: float, dt: float, critical: float, tracker: EigenTracker,
-         substeps: int, steps: int, out: CentralFlowResult, states: list[Tensor], bar) -> None:
-    x_prev: Tensor | None = None
-    keep_states = bool(states)
+def _run(objective: Objective, theta: Tensor, lr: float, state: CentralState, steps: int, out: CentralFlowResult,
+         states: list[Tensor], bar) -> None:
+    keep_states, dt = bool(states), lr / state.substeps
     for step in range(steps + 1):
-        for sub in range(substeps):
-            new_theta, x_new, report = _substep(objective, theta, lr, dt, critical, tracker, x_prev)
+        for sub in range(state.substeps):
+            drift = state.drift(objective, theta, lr)
+            report = state.report
             if sub == 0:
                 _record(out, step, report)
             out.infeasibility[step] = max(out.infeasibility[step], report["infeasibility"])
             out.complementarity[step] = max(out.complementarity[step], report["complementarity"])
             if step == steps:  # the last point is measured, not advanced
                 break
-            theta, x_prev = new_theta, x_new
+            theta = theta - dt * drift
             if not bool(torch.isfinite(theta).all()):
                 raise ArithmeticError(f"the central flow diverged at GD step {step} (non-finite θ)")
         if keep_states and step < steps:
@@ -150,48 +250,11 @@ def _run(objective: Objective, theta: Tensor, lr: float, dt: float, critical: fl
     out.theta = torch.stack(states) if keep_states else theta[None]
 
 
-def _substep(objective: Objective, theta: Tensor, lr: float, dt: float, critical: float, tracker: EigenTracker,
-             x_prev: Tensor | None) -> tuple[Tensor, Tensor | None, dict]:
-    """One Euler substep from θ: the new θ, X (None when nothing is critical) and a report of the quantities
-    at θ."""
-    loss, g = objective.loss_and_grad(theta)
-    pairs = tracker.update(objective, theta)
-    crit = (lr * pairs.values > critical).nonzero().flatten()
-    report = {"loss": float(loss), "grad_norm2": float(g @ g), "sharpness": float(pairs.values[0]),
-              "critical": int(crit.numel()), "sigma": [], "infeasibility": 0.0, "complementarity": 0.0,
-              "predicted_loss": float(loss), "predicted_grad_norm2": float(g @ g)}
-    if crit.numel() == 0:
-        return theta - dt * lr * g, None, report
-    u, values = pairs.vectors[:, crit], pairs.values[crit]
-    t = objective.third_derivatives(theta, u)
-    a, b = _sdcp_terms(t, g, values, lr, dt)
-    warm = x_prev if x_prev is not None and x_prev.shape == a.shape else None
-    try:
-        sol = solve_sdcp(a, b, x0=warm, tol=1e-9)
-    except ValueError as err:
-        if "unbounded" not in str(err):
-            raise
-        raise ArithmeticError(f"the central flow does not exist here: ηλ = {lr * float(values.max()):.4g} > 2 along "
-                              "a direction in which the curvature has no gradient (no third derivative, as on a "
-                              "quadratic), so no oscillation can stabilise GD; GD diverges") from err
-    if not sol.converged:  # recorded per step as well; a warning so that it is never missed
-        warnings.warn(f"central flow: the SDCP did not converge in {sol.iterations} iterations (infeasibility "
-                      f"{sol.infeasibility:.2g}, complementarity {sol.complementarity:.2g}); X is the last iterate",
-                      RuntimeWarning, stacklevel=3)
-    x = sol.x.to(theta)
-    drift = g + 0.5 * _pair_weights(x) @ t
-    m = values.to(theta)
-    report.update(sigma=torch.linalg.eigvalsh(sol.x).tolist(), infeasibility=sol.infeasibility,
-                  complementarity=sol.complementarity,
-                  predicted_loss=float(loss) + 0.5 * float((m * torch.diagonal(x)).sum()),
-                  predicted_grad_norm2=float(g @ g) + float((m ** 2 * torch.diagonal(x)).sum()))
-    return theta - dt * lr * drift, sol.x, report
-
-
 def _record(out: CentralFlowResult, step: int, report: dict) -> None:
     out.loss[step] = report["loss"]
     out.predicted_loss[step] = report["predicted_loss"]
     out.predicted_grad_norm2[step] = report["predicted_grad_norm2"]
     out.sharpness[step] = report["sharpness"]
     out.critical[step] = report["critical"]
+    out.k[step] = report["k"]
     out.sigma.append(report["sigma"])

@@ -15,9 +15,11 @@ name                   dθ/dt                                                   
 ``pf``                 Σᵢ c(hλᵢ)(gᵀuᵢ)uᵢ = c(hH) g,  c(x) = log(1−x)/x                  exact on quadratics
 ``pf_topk``            −g + Σ_{i≤k} (c(hλᵢ)+1)(gᵀuᵢ)uᵢ, real part                       —
 ``pf_topk_igr``        −g − (h/2)Hg + Σ_{i≤k} (c(hλᵢ)+1+hλᵢ/2)(gᵀuᵢ)uᵢ, real part        —
+``central``            −g − ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ), X from the stability SDCP (hλᵢ > 1.95)   — (time average)
 ====================== =============================================================== ==========
 
-The principal flow (PF) is complex when some hλ > 1: log(1−x) = log|1−x| + iπ.
+The central flow (:mod:`flows.central`, Cohen, Damian et al., ICLR 2025) models GD's *time-averaged* path at the
+edge of stability rather than its iterates. The principal flow (PF) is complex when some hλ > 1: log(1−x) = log|1−x| + iπ.
 :func:`pf` then accepts complex θ, where g and H are the analytic continuations.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .central import CentralState, central
 from .objective import Objective
 from .spectrum import EigenTracker, top_eigenpairs
 
@@ -252,6 +255,19 @@ def _branch_option(options: dict) -> dict:
     return options
 
 
+def _central_option(options: dict) -> dict:
+    """central: the caller's settings become one :class:`~flows.central.CentralState` per path."""
+    return {"state": CentralState(**options)}
+
+
+def _central_summary(options: dict) -> dict:
+    return options["state"].summary()
+
+
+def _no_summary(options: dict) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class Flow:
     """A continuous model of GD with rate h: its field and what integrating and drawing it needs.
@@ -268,6 +284,7 @@ class Flow:
         options: what a caller may set through ``integrate(..., flow_options=...)``.
         stiffness: the model of the largest rate |∂F/∂θ| given |λ|max (see :meth:`rate`).
         prepare: turns the caller's ``flow_options`` into the field's keywords, once per path.
+        summary: what a finished path adds to its trajectory's config, from the prepared keywords.
     """
 
     name: str
@@ -280,6 +297,7 @@ class Flow:
     options: tuple[str, ...] = ()
     stiffness: str = "gradient"
     prepare: Callable[[dict], dict] = dict
+    summary: Callable[[dict], dict] = _no_summary
 
     def __post_init__(self) -> None:
         if self.stiffness not in STIFFNESS_MODELS:
@@ -319,6 +337,8 @@ FLOWS: dict[str, Flow] = {flow.name: flow for flow in (
          stiffness="principal"),
     Flow("pf_topk_igr", pf_topk_igr, "PF top-k + IGR rest", 3, eigenpairs=True, timed=True,
          stiffness="principal"),
+    Flow("central", central, "central flow", 2, options=("substeps", "critical", "track", "eig_tol", "max_k"),
+         prepare=_central_option, summary=_central_summary),
 )}
 FIELDS: dict[str, Callable[..., Tensor]] = {name: flow.field for name, flow in FLOWS.items()}
 

@@ -178,7 +178,7 @@ def integrate(
 
     Args:
         flow: a name in :data:`~flows.fields.FLOWS`: ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``,
-            ``pf_topk_igr``.
+            ``pf_topk_igr``, ``central``.
         solver: a :class:`~flows.options.Solver` (method, rtol/atol, step_size, max_num_steps, chunk);
             ``method`` (also positional) and the other fields are accepted as keyword shorthands.
             ``"auto"``: dopri5 for D ≤ 300, rk4 at the stiffness bound for networks (:func:`default_method`);
@@ -189,7 +189,8 @@ def integrate(
         recording: a :class:`~flows.options.Recording` (shorthands ``states``, ``projection_size``).
         flow_options: options of the field, checked against its record: for ``pf``, ``branch`` =
             ``"principal"`` (default) or ``"continued"`` (:class:`~flows.fields.LogBranch`); for ``pf_topk``,
-            ``rest``.
+            ``rest``; for ``central``, ``substeps`` (the SDCP's relaxation time h/substeps), ``critical``,
+            ``track``, ``eig_tol``, ``max_k`` (:class:`~flows.central.CentralState`).
         max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
         time_budget: wall-clock seconds; then status ``"stopped"``, a ``time_budget`` event, work kept.
         progress: a bar over flow time (None: shown once the call has run for 2 s).
@@ -228,13 +229,18 @@ def integrate(
     run = _FlowRun(objective, record, lr, options, budget,
                    Recorder(objective.dim, recording.states, recording.projection_size))
     status = run.solve(theta, grid, method, rtol, atol, solver_options, solver.chunk, max_loss, progress, flow)
-    if record.eigenpairs:
-        config["eigen_matvecs"] = options["tracker"].total_matvecs
-        config["eigen_solves"] = options["tracker"].updates
-    config["field_evaluations"] = run.evals
+    config.update(_work(record, options, run.evals))
     if isinstance(branch, LogBranch):
         _report_branch(branch, config, run.rec)
     return run.rec.build(config, status)
+
+
+def _work(record: Flow, options: dict, evaluations: int) -> dict:
+    """What a path cost: field evaluations and, for eigenpair flows, the tracker's HVPs and solves."""
+    work = {"field_evaluations": evaluations}
+    if record.eigenpairs:
+        work.update(eigen_matvecs=options["tracker"].total_matvecs, eigen_solves=options["tracker"].updates)
+    return {**work, **record.summary(options)}
 
 
 def _report_branch(branch: LogBranch, config: dict, rec: Recorder) -> None:

@@ -83,3 +83,45 @@ def test_a_float32_network_above_the_edge_is_brought_to_it():
     assert out.sharpness[1:].max() <= 2 / lr * 1.01  # stable from the first step on (to the tracker's tolerance)
     assert out.infeasibility.max() <= 1e-9 and out.complementarity.max() <= 1e-8
     assert all(min(sig) >= -1e-12 * max(1.0, max(sig)) for sig in out.sigma if sig)  # X ⪰ 0 (to rounding)
+
+
+def _edge_mlp():
+    from experiments.datasets import fc_tanh, teacher_student
+    from flows import sharpness
+
+    torch.manual_seed(0)
+    x, y = teacher_student(n=64, d_in=6, d_out=2, width=8, dtype=torch.float64)
+    obj = Objective.from_module(fc_tanh((6, 16, 2)).double(), lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(),
+                                (x, y))
+    return obj, 2.2 / sharpness(obj, obj.theta0)
+
+
+def test_the_registered_field_through_integrate_is_the_papers_discretisation_with_euler():
+    """integrate(flow="central") with Euler at h/substeps takes exactly central_flow's steps; RK4 and dopri5
+    integrate the same ODE (relaxation time h/substeps) and agree with each other, not with Euler's O(dt) error."""
+    from flows import integrate
+
+    obj, lr = _edge_mlp()
+    steps = 12
+    euler_cf = central_flow(obj, obj.theta0, lr, steps, keep_states=True)
+    traj = integrate(obj, obj.theta0, "central", lr, steps=steps, method="euler", step_size=lr / 4)
+    np.testing.assert_allclose(traj.state_matrix(), euler_cf.theta.numpy(), rtol=0, atol=1e-13)
+    assert traj.config["eigen_matvecs"] > 0 and traj.config["central_substeps"] == 4
+    rk4 = integrate(obj, obj.theta0, "central", lr, steps=steps, method="rk4", step_size=lr / 8).state_matrix()
+    dopri = integrate(obj, obj.theta0, "central", lr, steps=steps, method="dopri5").state_matrix()
+    gap_methods = np.abs(rk4 - dopri).max()
+    gap_euler = np.abs(rk4 - euler_cf.theta.numpy()).max()
+    assert gap_methods < 0.05 * gap_euler, (gap_methods, gap_euler)
+    assert np.abs(rk4 - euler_cf.theta.numpy()).max() < 0.05 * np.abs(euler_cf.theta.numpy()).max()
+
+
+def test_central_flow_options_are_checked():
+    from flows import integrate
+
+    obj, lr = _edge_mlp()
+    with pytest.raises(ValueError, match="substeps"):
+        integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"substeps": 0})
+    with pytest.raises(ValueError, match="valid choices: substeps, critical, track, eig_tol, max_k"):
+        integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"k": 3})
+    with pytest.raises(ValueError, match="critical"):
+        integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"critical": 2.5})
