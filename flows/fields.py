@@ -19,7 +19,9 @@ name                   dθ/dt                                                   
 ====================== =============================================================== ==========
 
 The central flow (:mod:`flows.central`, Cohen, Damian et al., ICLR 2025) models GD's *time-averaged* path at the
-edge of stability rather than its iterates. The principal flow (PF) is complex when some hλ > 1: log(1−x) = log|1−x| + iπ.
+edge of stability rather than its iterates.
+
+The principal flow (PF) is complex when some hλ > 1: log(1−x) = log|1−x| + iπ.
 :func:`pf` then accepts complex θ, where g and H are the analytic continuations.
 """
 from __future__ import annotations
