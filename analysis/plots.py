@@ -22,6 +22,7 @@ METHOD_COLORS = {
     "gd": OKABE_ITO["black"], "gf": OKABE_ITO["blue"], "igr": OKABE_ITO["orange"],
     "third_order": OKABE_ITO["purple"], "pf": OKABE_ITO["vermillion"], "pf_topk": OKABE_ITO["green"],
     "pf_topk_igr": OKABE_ITO["sky"],
+    "central": "#5A5A5A",  # outside Okabe–Ito's eight: a dark grey, told apart from GD's black by its dashes
 }
 METHOD_LABELS = {"gd": "GD", **{name: flow.label for name, flow in FLOWS.items()}}
 CYCLE = [OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]

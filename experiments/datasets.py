@@ -179,3 +179,30 @@ def digits_objective(*, seed: int = 0, dtype: torch.dtype = torch.float32,
     model = fc_tanh(widths, seed=seed, dtype=dtype)
     obj = Objective.from_module(model, half_mse, shard(*split.train), batch_size=batch_size, name="digits-fc-tanh")
     return obj, split, model
+
+
+def swish_mlp_toy(n: int = 128, d: int = 8, width: int = 16, seed: int = 0,
+                  dtype: torch.dtype = torch.float64):
+    """The central-flows example (central_flows_jax ``examples/mlp.ipynb``): x ~ N(0, I₈) (128 × 8), y ~ N(0, 1),
+    the MLP d→width→width→1 with swish (SiLU), E = mean((f(x) − y)²) (MSE without ½).
+
+    Weights as flax's ``nnx.Linear`` draws them (LeCun normal: a normal truncated at ±2σ, rescaled to variance
+    1/fan_in), biases zero; torch's generator, so the draws (not their law) differ from the JAX notebook's.
+    433 parameters for the defaults.
+    """
+    from flows import Objective
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen, dtype=dtype)
+    y = torch.randn(n, generator=gen, dtype=dtype)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(((d, width), (width, width), (width, 1))):
+        linear = nn.Linear(a, b, dtype=dtype)
+        with torch.no_grad():
+            std = (1.0 / a) ** 0.5 / 0.87962566103423978  # the std of a unit normal truncated at ±2
+            nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std, generator=gen)
+            linear.bias.zero_()
+        layers += [linear] + ([nn.SiLU()] if i < 2 else [])
+    model = nn.Sequential(*layers, nn.Flatten(0))
+    return Objective.from_module(model, lambda out, target: ((out - target) ** 2).mean(), (x, y),
+                                 name="swish-mlp-toy")

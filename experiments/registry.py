@@ -21,6 +21,8 @@ EXPERIMENTS: dict[str, str] = {
     "corridors": "experiments.corridors",
     "controllers-digits": "experiments.controllers_digits",
     "bea-order": "experiments.bea_order",
+    "central-flow-toy": "experiments.central_flow_toy",
+    "flow-arena": "experiments.flow_arena",
     "bench-hvp": "experiments.bench_hvp",
     "bench-spectrum": "experiments.bench_spectrum",
     "bench-flows": "experiments.bench_flows",

@@ -54,6 +54,11 @@ class CentralFlowResult:
         infeasibility, complementarity: the worst SDCP residuals of the step's substeps.
         k: eigenpairs the tracker followed.
         eigen_matvecs: HVPs the tracker spent over the run.
+        third_products, evaluations: pair vectors ∇(uᵢᵀHuⱼ) formed and field evaluations (substeps) over the run.
+        seconds: wall-clock seconds spent in the gradient, the eigen updates, the third derivatives and the SDCP
+            (its terms and the solve), summed over the run.
+        status: ``complete``; ``diverged`` (θ turned non-finite, or the flow stopped existing: a critical
+            direction without third derivative) or ``interrupted`` (Ctrl-C), with the steps done kept and ``reason``.
     """
 
     theta: Tensor
@@ -67,6 +72,11 @@ class CentralFlowResult:
     complementarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
     k: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
     eigen_matvecs: int = 0
+    status: str = "complete"
+    reason: str = ""
+    third_products: int = 0
+    evaluations: int = 0
+    seconds: dict = field(default_factory=dict)
 
 
 def _sdcp_terms(t: Tensor, g: Tensor, values: Tensor, lr: float, dt: float) -> tuple[Tensor, Tensor]:
@@ -122,6 +132,8 @@ class CentralState:
         self.x: Tensor | None = None
         self.report: dict = {}
         self.evaluations = 0
+        self.third_products = 0  # pair vectors ∇(uᵢᵀHuⱼ) formed
+        self.seconds = {"gradient": 0.0, "eigen": 0.0, "third": 0.0, "sdcp": 0.0}  # wall-clock per part, summed
         self._lr: float | None = None
 
     def summary(self) -> dict:
@@ -129,7 +141,8 @@ class CentralState:
         tracker = self.tracker
         return {"central_substeps": self.substeps, "central_critical": self.critical, "central_track": self.track,
                 "eigen_matvecs": 0 if tracker is None else tracker.total_matvecs,
-                "eigen_solves": 0 if tracker is None else tracker.updates}
+                "eigen_solves": 0 if tracker is None else tracker.updates, "third_products": self.third_products,
+                "central_seconds": {key: round(value, 6) for key, value in self.seconds.items()}}
 
     def drift(self, objective: Objective, theta: Tensor, lr: float) -> Tensor:
         """g + ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ) at θ (the central flow is θ' = −drift in flow time t = n·h); the quantities at θ
@@ -139,19 +152,27 @@ class CentralState:
                                         max_k=max(1, min(self.max_k, objective.dim - 1)))
             self._lr, self.x = lr, None
         self.evaluations += 1
+        clock = perf_counter()
         loss, g = objective.loss_and_grad(theta)
+        self.seconds["gradient"] += perf_counter() - clock
+        clock, before = perf_counter(), self.tracker.total_matvecs
         pairs = self.tracker.update(objective, theta)
+        self.seconds["eigen"] += perf_counter() - clock
         crit = (lr * pairs.values > self.critical).nonzero().flatten()
         report = {"loss": float(loss), "grad_norm2": float(g @ g), "sharpness": float(pairs.values[0]),
                   "critical": int(crit.numel()), "k": int(pairs.values.numel()), "sigma": [],
-                  "infeasibility": 0.0, "complementarity": 0.0, "sdcp_seconds": 0.0,
+                  "eigen_matvecs": self.tracker.total_matvecs - before,
+                  "infeasibility": 0.0, "complementarity": 0.0,
                   "predicted_loss": float(loss), "predicted_grad_norm2": float(g @ g)}
         self.report = report
         if crit.numel() == 0:
             self.x = None
             return g
         u, values = pairs.vectors[:, crit], pairs.values[crit]
+        clock = perf_counter()
         t = objective.third_derivatives(theta, u)
+        self.seconds["third"] += perf_counter() - clock
+        self.third_products += t.shape[0]
         clock = perf_counter()
         a, b = _sdcp_terms(t, g, values, lr, 1.0 / self.substeps)
         warm = self.x if self.x is not None and self.x.shape == a.shape else None
@@ -163,7 +184,7 @@ class CentralState:
             raise ArithmeticError(f"the central flow does not exist here: ηλ = {lr * float(values.max()):.4g} > 2 "
                                   "along a direction in which the curvature has no gradient (no third derivative, as "
                                   "on a quadratic), so no oscillation can stabilise GD; GD diverges") from err
-        report["sdcp_seconds"] = perf_counter() - clock
+        self.seconds["sdcp"] += perf_counter() - clock
         if not sol.converged:  # recorded per step as well; a warning so that it is never missed
             warnings.warn(f"central flow: the SDCP did not converge in {sol.iterations} iterations (infeasibility "
                           f"{sol.infeasibility:.2g}, complementarity {sol.complementarity:.2g}); X is the last "
@@ -220,16 +241,36 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
                             infeasibility=np.zeros(n), complementarity=np.zeros(n), k=np.zeros(n, dtype=int))
     states = [theta.clone()] if keep_states else []
     bar = _progress(steps, progress, "central flow")
+    where = {"theta": theta, "recorded": 0}
     try:
-        _run(objective, theta, lr, state, steps, out, states, bar)
+        _run(objective, theta, lr, state, steps, out, states, bar, where)
+    except (ArithmeticError, KeyboardInterrupt) as err:
+        if where["recorded"] == 0:  # nothing computed to keep
+            raise
+        _truncate(out, where["recorded"], states, where["theta"])
+        out.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "diverged"
+        out.reason = str(err) or type(err).__name__
+        if out.status == "diverged":
+            warnings.warn(f"central flow stopped after {where['recorded'] - 1} GD steps: {out.reason}; the steps "
+                          "done are returned (status 'diverged')", RuntimeWarning, stacklevel=2)
     finally:
         bar.close()
     out.eigen_matvecs = state.tracker.total_matvecs if state.tracker is not None else 0
+    out.third_products, out.seconds, out.evaluations = state.third_products, dict(state.seconds), state.evaluations
     return out
 
 
+def _truncate(out: CentralFlowResult, rows: int, states: list[Tensor], theta: Tensor) -> None:
+    """Keep the first ``rows`` recorded GD steps of a run that stopped early."""
+    for name in ("loss", "predicted_loss", "predicted_grad_norm2", "sharpness", "critical", "infeasibility",
+                 "complementarity", "k"):
+        setattr(out, name, getattr(out, name)[:rows])
+    out.sigma = out.sigma[:rows]
+    out.theta = torch.stack(states[:rows]) if states else theta[None]
+
+
 def _run(objective: Objective, theta: Tensor, lr: float, state: CentralState, steps: int, out: CentralFlowResult,
-         states: list[Tensor], bar) -> None:
+         states: list[Tensor], bar, where: dict) -> None:
     keep_states, dt = bool(states), lr / state.substeps
     for step in range(steps + 1):
         for sub in range(state.substeps):
@@ -237,6 +278,7 @@ def _run(objective: Objective, theta: Tensor, lr: float, state: CentralState, st
             report = state.report
             if sub == 0:
                 _record(out, step, report)
+                where["recorded"], where["theta"] = step + 1, theta
             out.infeasibility[step] = max(out.infeasibility[step], report["infeasibility"])
             out.complementarity[step] = max(out.complementarity[step], report["complementarity"])
             if step == steps:  # the last point is measured, not advanced

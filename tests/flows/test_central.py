@@ -125,3 +125,22 @@ def test_central_flow_options_are_checked():
         integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"k": 3})
     with pytest.raises(ValueError, match="critical"):
         integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"critical": 2.5})
+
+
+def test_a_run_stopped_midway_keeps_its_steps_and_says_why():
+    """Ctrl-C part-way: the finished steps are returned, each row consistent with its state."""
+    c, s, lr = 19.0, 0.1, 0.1
+    calls = {"n": 0}
+
+    def energy(th):
+        calls["n"] += 1
+        if calls["n"] == 250:
+            raise KeyboardInterrupt
+        return 0.5 * (c + th[1]) * th[0] ** 2 - s * th[1]
+
+    obj = Objective.from_function(energy, 2)
+    out = central_flow(obj, torch.tensor([0.01, 0.0], dtype=torch.float64), lr, 400, keep_states=True)
+    assert out.status == "interrupted" and out.reason == "KeyboardInterrupt"
+    n = len(out.loss)
+    assert 2 < n < 401 and out.theta.shape == (n, 2) and len(out.sigma) == n and np.isfinite(out.loss).all()
+    np.testing.assert_allclose(out.loss, [0.5 * (c + y) * x ** 2 - s * y for x, y in out.theta.tolist()], rtol=1e-12)
