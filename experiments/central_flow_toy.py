@@ -147,10 +147,9 @@ def summarise(out: Path, config: Config) -> list[dict]:
 
 
 def plot(out: Path, figures: Path) -> list[Path]:
-    manifest = read_json(out / "manifest.json")
-    config = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()})
+    config = read_json(out / "manifest.json")["config"]
     gd, gf, cf = (load_series(out / f"{name}.json") for name in ("gd", "gf", "central"))
-    h, sigma = config.lr, config.sigma
+    h, sigma = config["lr"], config["sigma"]
     steps = np.arange(len(gd["loss"]))
     smoothed = gaussian_smoothed(gd["loss"], sigma)
     late = steps >= 2 * sigma
@@ -172,11 +171,12 @@ def plot(out: Path, figures: Path) -> list[Path]:
         axe.axhline(2, ls=":", color="k")
         axe.set_ylim(0, 4)
         axe.set_xlabel("GD step n")
-        axe.set_title(f"h·λᵢ, top {config.k}")
+        axe.set_title(f"h·λᵢ, top {config['k']}")
         axe.legend([plots.plt.Line2D([], [], color=plots.color("gd"), lw=0.8),
                     plots.plt.Line2D([], [], ls="--", color=plots.color("gf")),
                     plots.plt.Line2D([], [], ls="--", color=plots.color("central"))],
                    ["GD (one colour per eigenvalue)", "gradient flow", "central flow"], fontsize=7, loc="upper left")
-        fig.suptitle(f"central-flows example: swish MLP 8-{config.width}-{config.width}-1, {config.n} Gaussian points,"
-                     f" MSE, h = {h:g}")
+        width = config["width"]
+        fig.suptitle(f"central-flows example: swish MLP 8-{width}-{width}-1, {config['n']} Gaussian points, MSE, "
+                     f"h = {h:g}")
         return save_figure(fig, figures, "central_flow_toy")

@@ -27,6 +27,7 @@ import math
 import warnings
 from time import perf_counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -241,7 +242,7 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
                             infeasibility=np.zeros(n), complementarity=np.zeros(n), k=np.zeros(n, dtype=int))
     states = [theta.clone()] if keep_states else []
     bar = _progress(steps, progress, "central flow")
-    where = {"theta": theta, "recorded": 0}
+    where: dict[str, Any] = {"theta": theta, "recorded": 0}
     try:
         _run(objective, theta, lr, state, steps, out, states, bar, where)
     except (ArithmeticError, KeyboardInterrupt) as err:
