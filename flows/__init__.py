@@ -15,12 +15,16 @@ from .trace import TraceEstimate, hessian_trace, trace
 from .sdcp import SDCPSolution, solve_sdcp
 from .central import CentralFlowResult, CentralState, central_flow
 from .midpoint import Midpoints, gaussian_smoothed
+from .optimizers import (OptimizerController, PreconditionedSharpness, objective_preconditioner,
+                         preconditioner_from, stability_threshold)
 
 __all__ = [
     "Objective", "HessianOperator", "HVP_METHODS", "toys",
     "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs", "parameter_eigenpairs",
     "TraceEstimate", "trace", "hessian_trace", "SDCPSolution", "solve_sdcp",
     "CentralFlowResult", "CentralState", "central_flow", "Midpoints", "gaussian_smoothed",
+    "OptimizerController", "PreconditionedSharpness", "objective_preconditioner", "preconditioner_from",
+    "stability_threshold",
     "FIELDS", "FLOWS", "Flow", "get_flow", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
     "Trajectory", "Recorder", "TrajectoryFileError",
     "Controller", "StepContext", "StepDecision", "gradient_descent",

@@ -38,11 +38,17 @@ class StepContext:
 
 @dataclass
 class StepDecision:
-    """A controller's answer: the rate h and optionally a direction d (default g): θ ← θ − h d."""
+    """A controller's answer: the rate h and optionally a direction d (default g): θ ← θ − h d.
+
+    An optimizer that computes its own step (Adam, RMSProp, momentum SGD: :mod:`flows.optimizers`) gives the
+    whole ``displacement`` Δ instead, θ ← θ − Δ exactly; ``lr`` is then its base rate (recorded, and the h of its
+    stability threshold).
+    """
 
     lr: float
     direction: Tensor | None = None
     info: dict[str, float] = field(default_factory=dict)
+    displacement: Tensor | None = None
 
 
 @runtime_checkable
@@ -129,6 +135,8 @@ def gradient_descent(
     momentum = check_positive("momentum", momentum, allow_zero=True)
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if momentum and getattr(controller, "owns_momentum", False):
+        raise ValueError(f"momentum must be 0 with {type(controller).__name__}: the optimizer applies its own")
     sharpness_every = check_count("sharpness_every", sharpness_every)
     if max_loss is not None and not (isinstance(max_loss, (int, float)) and max_loss > 0):
         raise ValueError(f"max_loss must be None or a positive number, got {max_loss!r}")
@@ -209,14 +217,20 @@ class _GDRun:
             self.notify(ctx)
             return theta, None
         decision = decide(self.controller, ctx)
-        direction = grad if decision.direction is None else decision.direction
-        if self.momentum:
-            self.velocity = direction if self.velocity is None else self.momentum * self.velocity + direction
-            direction = self.velocity
         row.update(lr=decision.lr, **decision.info)
         # cumulative objective evaluations: the runner's one per step plus the controller's extra ones
         row["evaluations"] = float(n + 1 + getattr(self.controller, "evaluations", 0))
-        new_theta = theta - decision.lr * direction
+        if decision.displacement is not None:
+            if self.momentum:
+                raise ValueError("momentum must be 0 with a controller that gives its own displacement (an optimizer "
+                                 "applies its own momentum)")
+            new_theta = theta - decision.displacement
+        else:
+            direction = grad if decision.direction is None else decision.direction
+            if self.momentum:
+                self.velocity = direction if self.velocity is None else self.momentum * self.velocity + direction
+                direction = self.velocity
+            new_theta = theta - decision.lr * direction
         self.rec.add(self.time, theta, **row)
         if not (math.isfinite(decision.lr) and bool(torch.isfinite(new_theta).all())):
             self.event("refused_step", n, lr=decision.lr,  # θₙ stays the last recorded state

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from .lanczos import NonFiniteSpectrumError, ThickRestartLanczos
 from .objective import Objective
+from .precondition import PreconditionedOperator, check_preconditioner
 
 WHICH = ("LA", "SA", "LM")
 DENSE_MAX_DIM = 300
@@ -76,8 +77,12 @@ def _relative(res: Tensor, values: Tensor, scale: Tensor) -> Tensor:
     return res / torch.clamp(values.abs(), min=float(floor) if floor > 0 else torch.finfo(values.dtype).tiny)
 
 
-def _dense(objective: Objective, theta: Tensor, k: int, which: str, **_: object) -> Eigenpairs:
+def _dense(objective: Objective, theta: Tensor, k: int, which: str, *, preconditioner: Tensor | None = None,
+           **_: object) -> Eigenpairs:
     h = objective.hessian(theta)
+    if preconditioner is not None:  # S = P^{-1/2} H P^{-1/2}
+        scale = preconditioner.rsqrt()
+        h = scale[:, None] * h * scale[None, :]
     if not bool(torch.isfinite(h).all()):
         raise NonFiniteSpectrumError("the Hessian at this θ has non-finite entries (NaN/Inf in the loss, the data "
                                      "or θ): the spectrum is undefined here")
@@ -90,11 +95,14 @@ def _dense(objective: Objective, theta: Tensor, k: int, which: str, **_: object)
                       converged=True, method="dense")
 
 
-def _lanczos(objective: Objective, theta: Tensor, k: int, which: str, **options: Any) -> Eigenpairs:
-    """:func:`symmetric_eigenpairs` on the Hessian operator at θ (its graph built once, freed after)."""
+def _lanczos(objective: Objective, theta: Tensor, k: int, which: str, *, preconditioner: Tensor | None = None,
+             **options: Any) -> Eigenpairs:
+    """:func:`symmetric_eigenpairs` on the Hessian operator at θ (its graph built once, freed after), or on
+    P^{-1/2} H P^{-1/2} with a ``preconditioner``."""
     op = objective.hessian_operator(theta)
+    target = op if preconditioner is None else PreconditionedOperator(op, preconditioner)
     try:
-        return symmetric_eigenpairs(op, k, which, release=op.release, **options)
+        return symmetric_eigenpairs(target, k, which, release=op.release, **options)
     finally:
         op.release()
 
@@ -206,8 +214,9 @@ def top_eigenpairs(
     max_basis: int | None = None,
     seed: int = 0,
     spare: int = 0,
+    preconditioner: Tensor | float | None = None,
 ) -> Eigenpairs:
-    """The k extreme eigenpairs of H = ∇²E(θ).
+    """The k extreme eigenpairs of H = ∇²E(θ), or of P^{-1/2} H P^{-1/2} with a ``preconditioner``.
 
     Args:
         objective, theta: the Hessian's objective and point θ (D,), real.
@@ -224,6 +233,10 @@ def top_eigenpairs(
         seed: seeds the random start vector (results are deterministic).
         spare: also return the next ``spare`` Ritz vectors (unconverged) in
             ``extras["spare"]``, a cheap enlargement of the next warm start.
+        preconditioner: P's diagonal, (D,) positive, or a positive scalar (P = pI): the pairs are then those of
+            S = P^{-1/2} H P^{-1/2}, whose eigenvalues are those of P⁻¹H (the preconditioned sharpness of an
+            adaptive method, :mod:`flows.precondition`); eigenvectors of P⁻¹H are P^{-1/2} w. Residuals and
+            ``matvecs`` refer to S (one HVP per product).
 
     Returns:
         :class:`Eigenpairs` on θ's device, in θ's dtype.
@@ -251,14 +264,16 @@ def top_eigenpairs(
     if v0 is not None:
         if not isinstance(v0, Tensor) or v0.shape[0] != objective.dim or v0.ndim not in (1, 2):
             raise ValueError(f"v0 must be a tensor of shape ({objective.dim},) or ({objective.dim}, p)")
+    diagonal = None if preconditioner is None else check_preconditioner(
+        preconditioner, objective.dim, dtype=theta.dtype, device=theta.device)
     generator = torch.Generator(device=theta.device).manual_seed(seed)
     return SOLVERS[method](objective, theta.detach(), k, which, v0=v0, tol=tol, atol=atol,
                            max_matvecs=max_matvecs, max_basis=max_basis, generator=generator,
-                           spare=spare)
+                           spare=spare, preconditioner=diagonal)
 
 
 def sharpness(objective: Objective, theta: Tensor, tol: float = 1e-4, **kwargs) -> float:
-    """λ_max(∇²E(θ)), the sharpness, as a float."""
+    """λ_max(∇²E(θ)), the sharpness, as a float (λ₁(P⁻¹H) with ``preconditioner=``, see :func:`top_eigenpairs`)."""
     return float(top_eigenpairs(objective, theta, 1, "LA", tol=tol, **kwargs).values[0])
 
 
@@ -318,17 +333,19 @@ class EigenTracker:
         self.stamp = -math.inf  # flow time of the last solve, for callers that refresh on a clock
         self.updates = 0
 
-    def update(self, objective: Objective, theta: Tensor) -> Eigenpairs:
-        """Eigenpairs at θ, warm-started from the previous call (k adapted in threshold mode)."""
+    def update(self, objective: Objective, theta: Tensor, preconditioner: Tensor | float | None = None) -> Eigenpairs:
+        """Eigenpairs at θ, warm-started from the previous call (k adapted in threshold mode); with a
+        ``preconditioner``, those of P^{-1/2} H P^{-1/2} (:func:`top_eigenpairs`; P may change between calls, the
+        previous vectors still start the solve)."""
         dense = self.method == "dense" or (self.method == "auto" and objective.dim <= DENSE_MAX_DIM)
         limit = min(self.max_k, objective.dim if dense else objective.dim - 1)  # as top_eigenpairs allows
         if self.threshold is not None:
             self.k = min(self.k, limit)
-        result, spent = self._solve(objective, theta), 0
+        result, spent = self._solve(objective, theta, preconditioner), 0
         while self.threshold is not None and float(result.values[-1]) > self.threshold and self.k < limit:
             spent += result.matvecs
             self.k += 1  # the smallest tracked value is still above τ: one more pair, solved again (warm)
-            result = self._solve(objective, theta)
+            result = self._solve(objective, theta, preconditioner)
         result.matvecs += spent
         if self.threshold is not None and self.k > 1 and float(result.values[-2]) < self.threshold \
                 and float(result.values[-1]) < self.shrink * self.threshold:
@@ -347,13 +364,13 @@ class EigenTracker:
         self.updates += 1
         return result
 
-    def _solve(self, objective: Objective, theta: Tensor) -> Eigenpairs:
+    def _solve(self, objective: Objective, theta: Tensor, preconditioner: Tensor | float | None) -> Eigenpairs:
         v0 = None
         if self._basis is not None and self._basis.device == theta.device:
             v0 = self._basis.to(theta.dtype)
         result = top_eigenpairs(objective, theta, self.k, self.which, v0=v0, tol=self.tol,
                                 method=self.method, max_matvecs=self.max_matvecs,
-                                seed=self.seed + self.updates, spare=self.extra)
+                                seed=self.seed + self.updates, spare=self.extra, preconditioner=preconditioner)
         spare = result.extras.pop("spare", None)
         self._basis = result.vectors if spare is None else torch.cat([result.vectors, spare], dim=1)
         return result
