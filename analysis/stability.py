@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from flows import EigenTracker, Objective, StepContext, Trajectory, pf_coefficient, sharpness
+from flows import EigenTracker, Objective, OptimizerController, StepContext, Trajectory, pf_coefficient, sharpness
 from flows.gd import check_count, check_positive
 
 from .events import Event, Segment
@@ -93,6 +93,14 @@ class EoSDetector:
         sharpening_p: significance of the rising trend (Kendall's τ, one-sided).
         sharpness_every, k: online measurement period and how many top eigenvalues to track
             (all k are recorded, as metrics ``eigenvalue_0`` … ``eigenvalue_{k-1}``).
+        optimizer: an :class:`~flows.OptimizerController` (Adam, RMSProp, momentum SGD): online, the detector then
+            measures the preconditioned sharpness λ₁(P⁻¹H) with the P of each step and compares it with that
+            optimizer's own threshold (Adam: (2 + 2β₁)/((1 − β₁)h)), recording ``sharpness`` = λ₁(P⁻¹H) and
+            ``stability_threshold``.
+
+    Offline, :meth:`detect` compares any recorded measure (``measure=``: ``sharpness``,
+    ``preconditioned_sharpness``, ``batch_sharpness`` …) with a recorded ``stability_threshold`` metric where
+    there is one, else with 2(1+β)/hₙ.
     """
 
     band: float = BAND
@@ -102,6 +110,7 @@ class EoSDetector:
     sharpening_p: float = 0.01
     sharpness_every: int = 10
     k: int = 1
+    optimizer: OptimizerController | None = None
 
     def __post_init__(self) -> None:
         for name in ("band", "spike_relative", "separation_relative"):
@@ -124,7 +133,8 @@ class EoSDetector:
     def observe(self, ctx: StepContext) -> float:
         """Measure λ_max at θₙ when n is a multiple of ``sharpness_every`` (once per step); the latest value."""
         if ctx.step % self.sharpness_every == 0 and self._seen != ctx.step:
-            pairs = self._tracker.update(ctx.objective, ctx.theta)
+            pre = self.optimizer.preconditioner() if self.optimizer is not None else None
+            pairs = self._tracker.update(ctx.objective, ctx.theta, pre)
             self.eigenvalues = pairs.values.detach().cpu().numpy()
             self.sharpness = float(self.eigenvalues[0])
             self._seen = ctx.step
@@ -132,15 +142,22 @@ class EoSDetector:
 
     def __call__(self, ctx: StepContext, recorder) -> None:
         """Runner callback: ``ctx.lr`` is the rate actually used at this step."""
-        self.threshold = stability_threshold(ctx.lr, ctx.momentum) if ctx.lr > 0 else math.inf
+        if self.optimizer is not None:
+            if self.optimizer.steps_taken != ctx.step + 1:
+                return  # the last row took no step: no preconditioner belongs to it
+            self.threshold = self.optimizer.threshold()
+        else:
+            self.threshold = stability_threshold(ctx.lr, ctx.momentum) if ctx.lr > 0 else math.inf
         if ctx.step % self.sharpness_every:
             return
         self.observe(ctx)
         row = len(recorder.times) - 1
         recorder.set_metric("sharpness", row, self.sharpness)
+        if self.optimizer is not None:
+            recorder.set_metric("stability_threshold", row, self.threshold)
         for i, value in enumerate(self.eigenvalues):
             recorder.set_metric(f"eigenvalue_{i}", row, float(value))
-        if ctx.lr > 0:
+        if ctx.lr > 0 and self.optimizer is None:
             view = pf_stability(self.eigenvalues, ctx.lr)
             for i, rc in enumerate(view.re_c):
                 recorder.set_metric(f"pf_re_c_{i}", row, rc)
@@ -157,16 +174,25 @@ class EoSDetector:
 
     # ------------------------------------------------------------------ offline
     def detect(self, trajectory: Trajectory, *, lr: float | None = None, momentum: float | None = None,
-               objective: Objective | None = None, drift: np.ndarray | None = None) -> EoSReport:
+               objective: Objective | None = None, drift: np.ndarray | None = None,
+               measure: str = "sharpness") -> EoSReport:
         """Read the EoS story off ``trajectory`` (needs a ``sharpness`` metric, or ``objective`` + full states).
 
-        The threshold at step n is 2(1+β)/hₙ with hₙ the rate recorded at that step (metric ``lr``, as
-        under a controller; the last row, where no step is taken, keeps the last rate used), so offline
-        detection agrees with the online callback; ``lr=`` imposes one constant rate instead.
+        The threshold at step n is the recorded ``stability_threshold`` metric where the run has one (an
+        optimizer's own threshold, forward-filled), else 2(1+β)/hₙ with hₙ the rate recorded at that step (metric
+        ``lr``, as under a controller; the last row, where no step is taken, keeps the last rate used), so offline
+        detection agrees with the online callback; ``lr=`` imposes one constant rate instead. ``measure`` names
+        the metric compared with it (``sharpness``, ``preconditioned_sharpness``, ``batch_sharpness`` …).
         """
         momentum = momentum if momentum is not None else trajectory.config.get("momentum", 0.0) or 0.0
-        thresholds = stability_thresholds(trajectory, lr, momentum)
-        sharp = trajectory.metrics.get("sharpness")
+        recorded = trajectory.metrics.get("stability_threshold")
+        if lr is None and recorded is not None and np.isfinite(recorded).any():
+            thresholds = _forward_filled(np.asarray(recorded, dtype=float))
+        else:
+            thresholds = stability_thresholds(trajectory, lr, momentum)
+        if measure != "sharpness" and measure not in trajectory.metrics:
+            raise ValueError(f"measure {measure!r} was not recorded; this trajectory has: {sorted(trajectory.metrics)}")
+        sharp = trajectory.metrics.get(measure)
         if sharp is None or np.all(np.isnan(sharp)):
             if objective is None or trajectory.states is None or trajectory.state_mode != "full":
                 raise ValueError("this trajectory has no 'sharpness' metric: record it with "
@@ -196,7 +222,7 @@ class EoSDetector:
         if first is not None:
             events.append(Event("eos_crossing", first, float(times[first]),
                                 {"sharpness": float(sharp[first]), "threshold": threshold,
-                                 "lr": 2 * (1 + momentum) / threshold}))
+                                 "lr": _rate_at(trajectory, first, lr), "measure": measure}))
         hover_frac, hovering = 0.0, False
         if first is not None:
             after = measured[measured >= first]
@@ -237,12 +263,7 @@ def stability_thresholds(trajectory: Trajectory, lr: float | None = None, moment
     if lr is not None:
         rates = np.full(n, check_positive("lr", lr))
     elif "lr" in trajectory.metrics and np.isfinite(trajectory.metrics["lr"]).any():
-        rates = np.asarray(trajectory.metrics["lr"], dtype=float).copy()
-        known = np.isfinite(rates)
-        first = int(np.flatnonzero(known)[0])
-        rates[:first] = rates[first]
-        index = np.where(known, np.arange(n), 0)
-        rates = rates[np.maximum.accumulate(index)]  # forward fill
+        rates = _forward_filled(np.asarray(trajectory.metrics["lr"], dtype=float))
     elif trajectory.config.get("lr") is not None:
         rates = np.full(n, float(trajectory.config["lr"]))
     else:
@@ -250,6 +271,25 @@ def stability_thresholds(trajectory: Trajectory, lr: float | None = None, moment
                          "config has none)")
     with np.errstate(divide="ignore"):
         return np.where(rates > 0, 2 * (1 + momentum) / np.where(rates > 0, rates, 1.0), np.inf)
+
+
+def _rate_at(trajectory: Trajectory, step: int, lr: float | None) -> float:
+    """The base rate in force at ``step`` (given, recorded per step and forward-filled, or the config's)."""
+    if lr is not None:
+        return float(lr)
+    if "lr" in trajectory.metrics and np.isfinite(trajectory.metrics["lr"]).any():
+        return float(_forward_filled(np.asarray(trajectory.metrics["lr"], dtype=float))[step])
+    return float(trajectory.config.get("lr", math.nan))
+
+
+def _forward_filled(values: np.ndarray) -> np.ndarray:
+    """NaN entries take the last finite value before them (the first finite one before it); needs one finite."""
+    known = np.isfinite(values)
+    out = values.copy()
+    first = int(np.flatnonzero(known)[0])
+    out[:first] = out[first]
+    index = np.where(known, np.arange(len(values)), 0)
+    return out[np.maximum.accumulate(index)]
 
 
 def loss_spikes(losses: np.ndarray, relative: float = SPIKE_RELATIVE) -> tuple[list[int], list[float]]:

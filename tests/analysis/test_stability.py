@@ -110,3 +110,35 @@ def test_offline_detection_uses_the_rate_recorded_at_each_step(tmp_path):
     assert seen[-1] == (55, pytest.approx(0.01 * 1.1 ** 54))
     # an explicit lr= still imposes one constant rate
     assert EoSDetector(sharpness_every=1).detect(traj, lr=0.01).first_crossing is None
+
+
+def test_adams_edge_is_measured_on_the_preconditioned_sharpness():
+    """Online with an optimizer: the detector records λ₁(P⁻¹H) and Adam's 38/h; offline, detect reads the
+    recorded thresholds (not 2/h) and names the measure in its crossing event."""
+    import torch
+    from torch import nn
+
+    from flows import Objective, OptimizerController, gradient_descent, sharpness
+
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(32, 5, generator=gen, dtype=torch.float64), torch.randint(0, 3, (32,), generator=gen)
+    torch.manual_seed(3)
+    obj = Objective.from_module(nn.Sequential(nn.Linear(5, 12), nn.SiLU(), nn.Linear(12, 3)).double(),
+                                nn.CrossEntropyLoss(), (x, y))
+    ctrl = OptimizerController(torch.optim.Adam, lr=0.05)
+    det = EoSDetector(sharpness_every=3, optimizer=ctrl)
+    traj = gradient_descent(obj, obj.theta0, 0.05, 9, controller=ctrl, callbacks=[det], states="full")
+    measured = np.flatnonzero(np.isfinite(traj.metric("sharpness")))
+    assert list(measured) == [0, 3, 6]  # the last row (9) took no step
+    np.testing.assert_allclose(traj.metric("stability_threshold")[measured], 38 / 0.05)
+    last = torch.as_tensor(traj.state_matrix()[8])
+    assert det.threshold == pytest.approx(38 / 0.05)
+    # offline: a synthetic measure crossing the recorded threshold at row 6
+    traj.metrics["preconditioned_sharpness"] = np.where(np.arange(len(traj)) >= 6, 800.0, 100.0)
+    report = EoSDetector().detect(traj, measure="preconditioned_sharpness")
+    assert report.first_crossing == 6 and report.threshold == pytest.approx(760.0)
+    crossing = next(e for e in report.events if e.kind == "eos_crossing")
+    assert crossing.evidence["measure"] == "preconditioned_sharpness" and crossing.evidence["lr"] == 0.05
+    with pytest.raises(ValueError, match="measure 'batch_sharpness' was not recorded"):
+        EoSDetector().detect(traj, measure="batch_sharpness")
+    assert sharpness(obj, last) > 0
