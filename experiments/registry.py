@@ -18,6 +18,7 @@ EXPERIMENTS: dict[str, str] = {
     "pf-branch": "experiments.pf_branch",
     "drift-digits": "experiments.drift_digits",
     "eos-digits": "experiments.eos_digits",
+    "eos-adam": "experiments.eos_adam",
     "corridors": "experiments.corridors",
     "controllers-digits": "experiments.controllers_digits",
     "bea-order": "experiments.bea_order",
