@@ -1,0 +1,209 @@
+"""Mini-batch curvature and SGD on an Objective's data: batch sharpness, mini-batch λ_max, gradient-noise scale.
+
+For a model, loss and data set of N examples, a mini-batch B of b examples (drawn without replacement) has the
+loss E_B(θ) = loss_fn(f_θ(x_B), y_B), gradient g_B and Hessian H_B. Monte-Carlo estimators over random batches,
+each with its standard error, stopping once that error is below ``rel_error`` × |mean| (at least ``min_samples``,
+at most ``max_samples`` batches):
+
+* :func:`batch_sharpness` — E_B[g_Bᵀ H_B g_B / ‖g_B‖²], the quantity SGD pins at 2/h (Andreyev & Beneventano,
+  "Edge of Stochastic Stability", arXiv 2412.20553); one gradient and one HVP per batch;
+* :func:`minibatch_sharpness` — E_B[λ_max(H_B)] (a warm-started Lanczos solve per batch);
+* :func:`gradient_noise_scale` — B_simple = tr(Σ)/‖G‖² (McCandlish et al. 2018, arXiv 1812.06162) with Σ the
+  per-example gradient covariance (divisor N − 1), from b·N/(N − b)·‖g_B − G‖² per batch (unbiased for sampling
+  without replacement: E‖g_B − G‖² = (tr Σ/b)(N − b)/N).
+
+:class:`SGDController` steps θ ← θ − h g_B through ``gradient_descent``'s runner (one epoch = a fresh shuffle cut
+into ⌊N/b⌋ batches, the remainder dropped), so SGD is recorded like GD (full-batch loss per step).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .gd import StepContext, StepDecision
+from .objective import Objective
+from .spectrum import EigenTracker
+from .trajectory import Recorder
+
+
+@dataclass
+class BatchEstimate:
+    """A Monte-Carlo mean over mini-batches: ``mean`` ± ``standard_error`` from ``samples`` batches (``values``),
+    ``hvps`` Hessian-vector products spent, ``converged`` when the standard error met the requested fraction."""
+
+    mean: float
+    standard_error: float
+    samples: int
+    hvps: int
+    converged: bool
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+class MiniBatches:
+    """Random mini-batches of b examples of ``data`` = (inputs, targets) for ``model`` and ``loss_fn`` (a mean
+    over the batch), as Objectives (:meth:`draw`) or as epochs (:meth:`epoch`). ``objective_options`` go to
+    :meth:`Objective.from_module` (e.g. ``mode="train"``)."""
+
+    def __init__(self, model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                 data: tuple[Tensor, Tensor], batch_size: int, *, seed: int = 0, **objective_options: Any) -> None:
+        if not (isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)):
+            raise TypeError("data must be an (inputs, targets) tuple of tensors")
+        n = len(data[0])
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
+            raise ValueError(f"batch_size must be an int in [1, {n}] (the data holds {n} examples), got "
+                             f"{batch_size!r}")
+        self.model, self.loss_fn, self.data, self.batch_size = model, loss_fn, data, batch_size
+        self.n, self.options = n, objective_options
+        # separate streams: estimators drawing batches never shift the epochs an SGD run sees
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_generator = torch.Generator().manual_seed(seed + 1_000_003)
+
+    def _objective(self, index: list[Tensor]) -> Objective:
+        x, y = self.data
+        return Objective.from_module(self.model, self.loss_fn, [(x[i], y[i]) for i in index], **self.options)
+
+    def draw(self, count: int) -> Objective:
+        """An Objective whose ``count`` pieces are independent random batches (each without replacement); piece i
+        is E_Bᵢ/count."""
+        return self._objective([torch.randperm(self.n, generator=self.generator)[:self.batch_size]
+                                for _ in range(count)])
+
+    def epoch(self) -> Objective:
+        """One epoch: a fresh shuffle cut into ⌊N/b⌋ batches (the remainder dropped); piece i is E_Bᵢ/m."""
+        order = torch.randperm(self.n, generator=self.epoch_generator)
+        m = self.n // self.batch_size
+        return self._objective([order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(m)])
+
+
+def piece_grad_and_hvp(objective: Objective, index: int, theta: Tensor, v: Tensor | None = None
+                       ) -> tuple[Tensor, Tensor]:
+    """(g_B, H_B v) of the batch behind piece ``index`` of an Objective from :class:`MiniBatches` (v defaults to
+    g_B): the piece's derivatives times the number of pieces (each piece is E_B/count)."""
+    count = len(objective.pieces)
+    leaf = theta.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = objective.pieces[index](leaf)
+        (g,) = torch.autograd.grad(value, leaf, create_graph=True)
+        direction = g.detach() if v is None else v.to(g)
+        (hv,) = torch.autograd.grad(g, leaf, grad_outputs=direction)
+    return g.detach() * count, hv.detach() * count * (count if v is None else 1)
+
+
+def _estimate(sample: Callable[[Objective, int], float], batches: MiniBatches, rel_error: float, min_samples: int,
+              max_samples: int, chunk: int, hvps_per_sample: Callable[[], int]) -> BatchEstimate:
+    if not (isinstance(rel_error, (int, float)) and rel_error > 0):
+        raise ValueError(f"rel_error must be > 0, got {rel_error!r}")
+    if not 2 <= min_samples <= max_samples:
+        raise ValueError(f"need 2 ≤ min_samples ≤ max_samples, got {min_samples}, {max_samples}")
+    values: list[float] = []
+    converged = False
+    while len(values) < max_samples:
+        objective = batches.draw(min(chunk, max_samples - len(values)))
+        for i in range(len(objective.pieces)):
+            values.append(sample(objective, i))
+            if len(values) >= min_samples:
+                arr = np.asarray(values)
+                se = float(arr.std(ddof=1) / math.sqrt(len(arr)))
+                if se <= rel_error * abs(float(arr.mean())):
+                    converged = True
+                    break
+        if converged:
+            break
+    arr = np.asarray(values)
+    return BatchEstimate(float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(len(arr))), len(arr),
+                         hvps_per_sample(), converged, arr)
+
+
+def batch_sharpness(batches: MiniBatches, theta: Tensor, *, rel_error: float = 0.05, min_samples: int = 8,
+                    max_samples: int = 256, chunk: int = 8) -> BatchEstimate:
+    """E_B[g_Bᵀ H_B g_B / ‖g_B‖²] ± its standard error (module docstring); one HVP per batch."""
+    count = {"hvps": 0}
+
+    def one(objective: Objective, i: int) -> float:
+        g, hg = piece_grad_and_hvp(objective, i, theta)
+        count["hvps"] += 1
+        return float(g @ hg) / max(float(g @ g), torch.finfo(g.dtype).tiny)
+
+    return _estimate(one, batches, rel_error, min_samples, max_samples, chunk, lambda: count["hvps"])
+
+
+def minibatch_sharpness(batches: MiniBatches, theta: Tensor, *, rel_error: float = 0.05, min_samples: int = 8,
+                        max_samples: int = 64, tol: float = 1e-3) -> BatchEstimate:
+    """E_B[λ_max(H_B)] ± its standard error: a Lanczos solve per batch, warm-started from the previous batch."""
+    tracker = EigenTracker(k=1, tol=tol)
+
+    def solve(objective: Objective, i: int) -> float:
+        piece, count = objective.pieces[i], len(objective.pieces)
+        batch = Objective([lambda t: piece(t) * count], objective.dim, name="mini-batch")
+        return float(tracker.update(batch, theta).values[0])
+
+    return _estimate(solve, batches, rel_error, min_samples, max_samples, 1, lambda: tracker.total_matvecs)
+
+
+def gradient_noise_scale(batches: MiniBatches, theta: Tensor, full_gradient: Tensor, *, rel_error: float = 0.1,
+                         min_samples: int = 8, max_samples: int = 256, chunk: int = 8) -> BatchEstimate:
+    """B_simple = tr(Σ)/‖G‖² ± its standard error, G = ``full_gradient`` (module docstring); no HVPs."""
+    b, n = batches.batch_size, batches.n
+    if b >= n:
+        raise ValueError(f"batch_size must be < N = {n} for the noise scale (a full batch has no noise)")
+    norm2 = float(full_gradient @ full_gradient)
+    correction = b * n / (n - b)
+
+    def one(objective: Objective, i: int) -> float:
+        leaf = theta.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(objective.pieces[i](leaf), leaf)
+        diff = g * len(objective.pieces) - full_gradient
+        return correction * float(diff @ diff) / norm2
+
+    return _estimate(one, batches, rel_error, min_samples, max_samples, chunk, lambda: 0)
+
+
+class BatchSharpness:
+    """A ``gradient_descent`` callback recording ``batch_sharpness`` and ``batch_sharpness_se`` every ``every``
+    steps (:func:`batch_sharpness` at θₙ)."""
+
+    def __init__(self, batches: MiniBatches, every: int = 10, rel_error: float = 0.05, max_samples: int = 256) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}")
+        self.batches, self.every, self.rel_error, self.max_samples = batches, every, rel_error, max_samples
+
+    def __call__(self, ctx: StepContext, rec: Recorder) -> None:
+        if ctx.step % self.every:
+            return
+        est = batch_sharpness(self.batches, ctx.theta, rel_error=self.rel_error, max_samples=self.max_samples)
+        row = len(rec.times) - 1
+        rec.set_metric("batch_sharpness", row, est.mean)
+        rec.set_metric("batch_sharpness_se", row, est.standard_error)
+
+
+class SGDController:
+    """SGD through ``gradient_descent``: each step uses the next batch of the current epoch (direction g_B), a new
+    shuffle when an epoch ends; ``epoch_ends`` lists the steps after which an epoch finished."""
+
+    def __init__(self, batches: MiniBatches) -> None:
+        self.batches = batches
+        self._epoch: Objective | None = None
+        self._next = 0
+        self.evaluations = 0
+        self.epoch_ends: list[int] = []
+
+    def hyperparameters(self) -> dict:
+        return {"batch_size": self.batches.batch_size}
+
+    def decide(self, ctx: StepContext) -> StepDecision:
+        if self._epoch is None or self._next == len(self._epoch.pieces):
+            self._epoch, self._next = self.batches.epoch(), 0
+        leaf = ctx.theta.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(self._epoch.pieces[self._next](leaf), leaf)
+        self._next += 1
+        if self._next == len(self._epoch.pieces):
+            self.epoch_ends.append(ctx.step)
+        return StepDecision(ctx.lr, direction=g * len(self._epoch.pieces), info={"batch": float(self._next - 1)})
