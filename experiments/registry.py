@@ -19,6 +19,8 @@ EXPERIMENTS: dict[str, str] = {
     "drift-digits": "experiments.drift_digits",
     "eos-digits": "experiments.eos_digits",
     "eos-adam": "experiments.eos_adam",
+    "eos-sgd": "experiments.eos_sgd",
+    "eos-momentum": "experiments.eos_momentum",
     "corridors": "experiments.corridors",
     "controllers-digits": "experiments.controllers_digits",
     "bea-order": "experiments.bea_order",
