@@ -16,6 +16,10 @@ name                   dθ/dt                                                   
 ``pf_topk``            −g + Σ_{i≤k} (c(hλᵢ)+1)(gᵀuᵢ)uᵢ, real part                       —
 ``pf_topk_igr``        −g − (h/2)Hg + Σ_{i≤k} (c(hλᵢ)+1+hλᵢ/2)(gᵀuᵢ)uᵢ, real part        —
 ``central``            −g − ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ), X from the stability SDCP (hλᵢ > 1.95)   — (time average)
+``heavy_ball_gf``      −g/(1−β)  (heavy-ball GD with momentum β, leading order)             O(h²)
+``heavy_ball``         −g/(1−β) − h(1+β)/(2(1−β)³) H g                                   O(h³)
+``sgd_modified``       −ḡ − (h/2m) Σₖ Hₖ gₖ  over the m batches of an epoch (ḡ = Σₖ gₖ/m)  O(m³h³) per epoch,
+                                                                                       in expectation
 ====================== =============================================================== ==========
 
 The central flow (:mod:`flows.central`, Cohen, Damian et al., ICLR 2025) models GD's *time-averaged* path at the
@@ -246,6 +250,59 @@ def pf_topk_igr(objective: Objective, theta: Tensor, lr: float, *, k: int = 10,
     return pf_topk(objective, theta, lr, k=k, tracker=tracker, tol=tol, t=t, refresh=refresh, rest="igr")
 
 
+def _check_momentum(momentum: float) -> float:
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be a number in [0, 1), got {momentum!r}")
+    return float(momentum)
+
+
+def heavy_ball_gf(objective: Objective, theta: Tensor, lr: float, *, momentum: float = 0.9) -> Tensor:
+    """Heavy-ball GD's leading-order flow θ' = −g/(1−β) (flow time t = n·h; the effective rate h/(1−β))."""
+    return -objective.grad(theta) / (1 - _check_momentum(momentum))
+
+
+def heavy_ball(objective: Objective, theta: Tensor, lr: float, *, momentum: float = 0.9) -> Tensor:
+    """Heavy-ball GD's first-order modified flow, θₙ₊₁ = θₙ − h∇E(θₙ) + β(θₙ − θₙ₋₁) at t = n·h:
+
+        θ' = −g/(1−β) − h(1+β)/(2(1−β)³) H g = −(1/(1−β)) ∇[E + h(1+β)/(4(1−β)²) ‖∇E‖²].
+
+    Backward error analysis on the attractive invariant manifold of the two-step map (Kovachki & Stuart,
+    "Continuous time analysis of momentum methods", JMLR 2021), derived here to first order: the one-step
+    displacement δ(θ) = −hg/(1−β) − βh²Hg/(1−β)³ + O(h³) matched to the flow's
+    Taylor series. Against GD at the effective rate h/(1−β), whose regulariser is (h/(4(1−β)))‖∇E‖², the
+    regulariser is (1+β)/(1−β) times stronger: Ghosh et al. 2023 (arXiv 2302.00849). β = 0 gives IGR. Local
+    error O(h³) from a point on the manifold (:func:`flows.integrate.heavy_ball_local_error`).
+    """
+    beta = _check_momentum(momentum)
+    g, hg = objective.grad_and_hessian_grad(theta)
+    return -g / (1 - beta) - lr * (1 + beta) / (2 * (1 - beta) ** 3) * hg
+
+
+def sgd_modified(objective: Objective, theta: Tensor, lr: float, *, epoch: Objective) -> Tensor:
+    """SGD's modified flow over one epoch of m batches (Smith, Dherin, Barrett, De 2021, arXiv 2101.12176, their
+    modified loss for random shuffling; checked here by exact averaging over all m! batch orders):
+    with random shuffling the *mean* SGD iterate after the epoch follows, to O(m³h³),
+
+        θ' = −∇E_SGD,   E_SGD = E + (h/4m) Σₖ ‖∇E_k‖²,   i.e. θ' = −ḡ − (h/2m) Σₖ H_k g_k,
+
+    with E_k the k-th batch's loss and E = Σₖ E_k/m. ``epoch`` is an Objective whose m pieces are E_k/m
+    (:meth:`flows.stochastic.MiniBatches.epoch`); ``objective`` is not read (the loss is the epoch's own). Flow
+    time t = n·h for n SGD steps: one epoch is t = m·h.
+    """
+    m = len(epoch.pieces)
+    leaf = theta.detach().clone().requires_grad_(True)
+    mean_grad = torch.zeros_like(theta)
+    correction = torch.zeros_like(theta)
+    with torch.enable_grad():
+        for piece in epoch.pieces:
+            (g,) = torch.autograd.grad(piece(leaf), leaf, create_graph=True)
+            (hg,) = torch.autograd.grad(g, leaf, grad_outputs=g.detach())
+            mean_grad += g.detach()
+            correction += hg
+    # pieces are E_k/m: ∇E_k = m·∇piece, H_k g_k = m²·H_piece g_piece
+    return -mean_grad - (lr / (2 * m)) * m * m * correction
+
+
 # ----------------------------------------------------------------- the flow records
 STIFFNESS_MODELS = ("gradient", "igr", "principal")
 
@@ -341,6 +398,9 @@ FLOWS: dict[str, Flow] = {flow.name: flow for flow in (
          stiffness="principal"),
     Flow("central", central, "central flow", 2, options=("substeps", "critical", "track", "eig_tol", "max_k"),
          prepare=_central_option, summary=_central_summary),
+    Flow("heavy_ball_gf", heavy_ball_gf, "heavy-ball GF", 2, options=("momentum",)),
+    Flow("heavy_ball", heavy_ball, "heavy-ball modified flow", 3, options=("momentum",), stiffness="igr"),
+    Flow("sgd_modified", sgd_modified, "SGD modified flow", 3, options=("epoch",), stiffness="igr"),
 )}
 FIELDS: dict[str, Callable[..., Tensor]] = {name: flow.field for name, flow in FLOWS.items()}
 

@@ -464,3 +464,55 @@ def local_error(
     if traj.status != "complete":
         raise RuntimeError(f"the {flow} flow did not reach t = h = {lr}: status {traj.status}")
     return float(np.linalg.norm(np.real(traj.state_matrix()[-1]) - gd_step.detach().cpu().numpy()))
+
+
+def _flow_map(objective: Objective, theta: Tensor, flow: str, lr: float, duration: float, options: dict) -> Tensor:
+    """φ_duration(θ) of a flow (negative duration: backwards), dopri8 at rtol 1e-12, atol 1e-14."""
+    record = get_flow(flow)
+    prepared = _flow_options(record, options)
+    sign = 1.0 if duration >= 0 else -1.0  # backwards: the reversed field forwards
+
+    def rhs(t: Tensor, y: Tensor) -> Tensor:
+        return sign * record(objective, y, lr, **prepared)
+
+    with torch.no_grad():
+        times = torch.tensor([0.0, abs(duration)], dtype=theta.dtype, device=theta.device)
+        return odeint(rhs, theta, times, method="dopri8", rtol=1e-12, atol=1e-14)[-1]
+
+
+def heavy_ball_local_error(objective: Objective, theta: Tensor, lr: float, momentum: float,
+                           flow: str = "heavy_ball") -> float:
+    """‖θ₁ − φ_h(θ₀)‖ for one heavy-ball step θ₁ = θ₀ − h∇E(θ₀) + β(θ₀ − θ₋₁) started on the flow's own path,
+    θ₋₁ = φ_{−h}(θ₀) (so the momentum carries the flow's velocity: a start on the invariant manifold to the flow's
+    order). ``flow`` takes ``momentum`` (``heavy_ball``: O(h³); ``heavy_ball_gf``: O(h²)). float64 recommended."""
+    lr = check_positive("lr", lr)
+    theta = _initial(objective, theta)
+    options = {"momentum": momentum}
+    before = _flow_map(objective, theta, flow, lr, -lr, options)
+    step = theta - lr * objective.grad(theta) + momentum * (theta - before)
+    return float(torch.linalg.vector_norm(step - _flow_map(objective, theta, flow, lr, lr, options)))
+
+
+def sgd_epoch_local_error(epoch: Objective, theta: Tensor, lr: float, flow: str = "sgd_modified") -> float:
+    """‖E_order[θ after one SGD epoch] − φ_{mh}(θ)‖: the SGD endpoint averaged exactly over all m! orders of the
+    epoch's m batches (m ≤ 6), against the flow after the epoch's time m·h. ``flow``: ``sgd_modified`` (the
+    batches passed as its ``epoch``; O(h³)) or ``gf`` on the epoch's mean loss (O(h²))."""
+    import itertools
+
+    m = len(epoch.pieces)
+    if m > 6:
+        raise ValueError(f"epoch has {m} batches: the exact average over m! orders needs m ≤ 6")
+    lr = check_positive("lr", lr)
+    theta = epoch.check_theta(theta).detach()
+    ends = []
+    for order in itertools.permutations(range(m)):
+        state = theta.clone()
+        for k in order:
+            leaf = state.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(epoch.pieces[k](leaf), leaf)
+            state = state - lr * m * g  # piece k is E_k/m
+        ends.append(state)
+    mean_end = torch.stack(ends).mean(dim=0)
+    options = {"epoch": epoch} if flow == "sgd_modified" else {}
+    return float(torch.linalg.vector_norm(mean_end - _flow_map(epoch, theta, flow, lr, m * lr, options)))

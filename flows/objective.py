@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
+from torch._C._functorch import is_functorch_wrapped_tensor
 from torch import Tensor
 
 from .autodiff import bilinear_third_derivatives, graph_hvp
@@ -269,8 +270,15 @@ class Objective:
             return compute(self.pieces)
 
     def loss(self, theta: Tensor) -> Tensor:
-        """E(θ), a 0-d tensor on θ's device."""
-        theta = self.check_theta(theta).detach()
+        """E(θ), a 0-d tensor on θ's device: a measurement, with no graph. Differentiating it (torch.func
+        transforms, or a θ that requires grad) would give zeros, so it is refused: use :meth:`grad`, :meth:`hvp`,
+        :meth:`hessian`, or call the ``pieces`` (differentiable) yourself."""
+        theta = self.check_theta(theta)
+        if theta.requires_grad or is_functorch_wrapped_tensor(theta):
+            raise TypeError("Objective.loss is a measurement without a graph (its derivatives would be zeros): use "
+                            "Objective.grad / hvp / hessian / third_derivatives, or sum the differentiable pieces, "
+                            "sum(piece(θ) for piece in objective.pieces)")
+        theta = theta.detach()
 
         def compute(pieces: list[Piece]) -> Tensor:
             with torch.no_grad():

@@ -121,3 +121,19 @@ def test_cli_rejects_bad_values_in_one_line(key, value, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2, (key, value, err)
     assert "Traceback" not in err and "\n" not in err, err
+
+
+def test_differentiating_the_measured_loss_is_refused_not_zero():
+    """Objective.loss has no graph: torch.func.grad of it would silently be zero, so it raises instead."""
+    import torch
+
+    from flows import Objective
+
+    obj = Objective.from_function(lambda t: (t ** 3).sum(), 2)
+    theta = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    with pytest.raises(TypeError, match="measurement without a graph"):
+        torch.func.grad(obj.loss)(theta)
+    with pytest.raises(TypeError, match="measurement without a graph"):
+        obj.loss(theta.clone().requires_grad_(True))
+    assert float(obj.loss(theta)) == 9.0
+    assert torch.func.grad(lambda t: sum(p(t) for p in obj.pieces))(theta).tolist() == [3.0, 12.0]
