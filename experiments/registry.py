@@ -21,6 +21,7 @@ EXPERIMENTS: dict[str, str] = {
     "eos-adam": "experiments.eos_adam",
     "eos-sgd": "experiments.eos_sgd",
     "eos-momentum": "experiments.eos_momentum",
+    "sgd-modified-flow": "experiments.sgd_modified_flow",
     "corridors": "experiments.corridors",
     "controllers-digits": "experiments.controllers_digits",
     "bea-order": "experiments.bea_order",

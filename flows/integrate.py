@@ -499,6 +499,8 @@ def sgd_epoch_local_error(epoch: Objective, theta: Tensor, lr: float, flow: str 
     batches passed as its ``epoch``; O(h³)) or ``gf`` on the epoch's mean loss (O(h²))."""
     import itertools
 
+    from .stochastic import piece_grad
+
     m = len(epoch.pieces)
     if m > 6:
         raise ValueError(f"epoch has {m} batches: the exact average over m! orders needs m ≤ 6")
@@ -508,10 +510,7 @@ def sgd_epoch_local_error(epoch: Objective, theta: Tensor, lr: float, flow: str 
     for order in itertools.permutations(range(m)):
         state = theta.clone()
         for k in order:
-            leaf = state.detach().requires_grad_(True)
-            with torch.enable_grad():
-                (g,) = torch.autograd.grad(epoch.pieces[k](leaf), leaf)
-            state = state - lr * m * g  # piece k is E_k/m
+            state = state - lr * piece_grad(epoch, k, state)
         ends.append(state)
     mean_end = torch.stack(ends).mean(dim=0)
     options = {"epoch": epoch} if flow == "sgd_modified" else {}

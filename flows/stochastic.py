@@ -81,6 +81,15 @@ class MiniBatches:
         return self._objective([order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(m)])
 
 
+def piece_grad(objective: Objective, index: int, theta: Tensor) -> Tensor:
+    """g_B of the batch behind piece ``index`` of an Objective from :class:`MiniBatches` (the piece's gradient
+    times the number of pieces)."""
+    leaf = theta.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(objective.pieces[index](leaf), leaf)
+    return g * len(objective.pieces)
+
+
 def piece_grad_and_hvp(objective: Objective, index: int, theta: Tensor, v: Tensor | None = None
                        ) -> tuple[Tensor, Tensor]:
     """(g_B, H_B v) of the batch behind piece ``index`` of an Objective from :class:`MiniBatches` (v defaults to
@@ -156,10 +165,7 @@ def gradient_noise_scale(batches: MiniBatches, theta: Tensor, full_gradient: Ten
     correction = b * n / (n - b)
 
     def one(objective: Objective, i: int) -> float:
-        leaf = theta.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(objective.pieces[i](leaf), leaf)
-        diff = g * len(objective.pieces) - full_gradient
+        diff = piece_grad(objective, i, theta) - full_gradient
         return correction * float(diff @ diff) / norm2
 
     return _estimate(one, batches, rel_error, min_samples, max_samples, chunk, lambda: 0)
@@ -200,10 +206,8 @@ class SGDController:
     def decide(self, ctx: StepContext) -> StepDecision:
         if self._epoch is None or self._next == len(self._epoch.pieces):
             self._epoch, self._next = self.batches.epoch(), 0
-        leaf = ctx.theta.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            (g,) = torch.autograd.grad(self._epoch.pieces[self._next](leaf), leaf)
+        g = piece_grad(self._epoch, self._next, ctx.theta)
         self._next += 1
         if self._next == len(self._epoch.pieces):
             self.epoch_ends.append(ctx.step)
-        return StepDecision(ctx.lr, direction=g * len(self._epoch.pieces), info={"batch": float(self._next - 1)})
+        return StepDecision(ctx.lr, direction=g, info={"batch": float(self._next - 1)})

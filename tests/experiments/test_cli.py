@@ -21,6 +21,7 @@ TINY = {
     "eos-adam": ["lrs=0.01", "steps=6", "every=2", "sharpness_every=3", "n_train=100", "widths=64,12,10"],
     "eos-sgd": ["batch_sizes=8,32", "steps=6", "every=3", "n_train=64", "widths=64,12,10", "rel_error=0.5"],
     "eos-momentum": ["betas=0,0.9", "steps=6", "sharpness_every=3", "n_train=64", "widths=64,12,10"],
+    "sgd-modified-flow": ["batch_size=20", "epochs=2", "runs=2", "n_train=60", "widths=64,8,10"],
     "corridors": ["toy_steps=5", "steps=4", "n_train=100", "widths=64,16,10"],
     "bea-order": ["toys=cubic", "points=2", "flows=gf,igr"],
     "flow-arena": ["toy_steps=6", "toy_sigma=1", "digits_steps=4", "digits_sigma=1", "digits_targets=1.6",
