@@ -128,6 +128,11 @@ def measure_central(config: Config, device: torch.device, check: Callable[[], No
     cf = central_flow(obj, theta, config.lr, config.central_steps, substeps=4, progress=False)
     total = time.perf_counter() - clock
     check()
+    clock = time.perf_counter()
+    per_step_cf = central_flow(obj, theta, config.lr, config.central_steps, substeps=4, eig_refresh=config.lr,
+                               progress=False)
+    per_step_total = time.perf_counter() - clock
+    check()
     steps = max(len(cf.loss) - 1, 1)
     updates = max(cf.evaluations, 1)
     k_mean = float(cf.k.mean()) if cf.k.size else 0.0
@@ -151,6 +156,11 @@ def measure_central(config: Config, device: torch.device, check: Callable[[], No
                  "gradient-equivalents": ""})
     rows.append({"part": f"pair vectors per substep (critical directions ≤ {int(cf.critical.max())})",
                  "s per GD step": round(cf.third_products / updates, 2), "share": "", "gradient-equivalents": ""})
+    per_step_seconds = per_step_total / max(len(per_step_cf.loss) - 1, 1)
+    rows.append({"part": f"total with eig_refresh = h (a solve per GD step; {per_step_cf.eigen_matvecs / steps:.1f} "
+                         f"eigen HVPs per step against {cf.eigen_matvecs / steps:.1f})",
+                 "s per GD step": round(per_step_seconds, 4), "share": f"{per_step_seconds / per_step:.0%} of total",
+                 "gradient-equivalents": round(per_step_seconds / t_grad, 1)})
     return rows, t_grad
 
 

@@ -3,7 +3,8 @@
 On the central-flows toy (swish MLP, h = 0.1, into the edge of stability) and on the digits MLP at
 h·λ_max(θ₀) = 0.8 (stable for the run) and at an edge-of-stability rate, GD and, from the same θ₀: gradient flow,
 IGR, PF top-k with the rest as GF and as IGR (RK4 at h/``substeps``, eigenpairs refreshed once per GD step) and the
-central flow (the paper's 4 Euler substeps per step). For each, on the grid t = n·h:
+central flow (the paper's 4 Euler substeps per step; eigenpairs solved once per GD step and rotated by Rayleigh–Ritz
+at the other substeps, ``central_refresh_per_step``). For each, on the grid t = n·h:
 
 * ``iterate distance``: ‖θ_flow(nh) − θ_GD(n)‖, mean over n and at the last step;
 * ``midpoint distance``: ‖θ_flow(nh) − θ̄ₙ‖, θ̄ₙ = (θₙ₋₁ + 2θₙ + θₙ₊₁)/4 (the time-averaged GD path), mean over n;
@@ -53,6 +54,7 @@ class Config:
     substeps: int = 4  # RK4 steps (BEA/PF flows) and Euler substeps (central flow) per GD step
     sharpness_every: int = 5
     objectives: tuple[str, ...] = ("toy", "digits")
+    central_refresh_per_step: bool = True  # False: an eigen solve at every central-flow substep
 
     def validate(self) -> None:
         unknown = sorted(set(self.flows) - set(FLOW_NAMES))
@@ -142,7 +144,8 @@ def _flow(setting: Setting, name: str, config: Config, folder: Path, ctx) -> Non
     work: dict = {}
     if name == "central":
         cf = central_flow(obj, setting.theta0, h, min(steps, len(gd) - 1), substeps=config.substeps,
-                          keep_states=True, progress=ctx.progress)
+                          keep_states=True, eig_refresh=h if config.central_refresh_per_step else 0.0,
+                          progress=ctx.progress)
         states, loss, predicted, status = cf.theta, cf.loss, cf.predicted_loss, cf.status
         work = {"eigen_matvecs": cf.eigen_matvecs, "field_evaluations": (len(loss) - 1) * config.substeps + 1}
     else:

@@ -114,10 +114,14 @@ class CentralState:
         track: the tracker follows every eigenvalue above track·2/h (0.75).
         eig_tol: relative eigen-residual tolerance of the tracker.
         max_k: most eigenpairs tracked.
+        eig_refresh: flow time between eigen solves (0, the default: every evaluation, a smooth field; h: once per
+            GD step). In between, the tracked subspace U is kept and rotated by Rayleigh–Ritz: UᵀHU = QΛQᵀ from k
+            HVPs (one batched product), values Λ and vectors UQ; the field then jumps at each solve, so adaptive
+            solvers should keep 0. Calls without a time ``t`` solve every time.
     """
 
     def __init__(self, substeps: int = 4, critical: float = 1.95, track: float = 0.75, eig_tol: float = 1e-3,
-                 max_k: int = 16) -> None:
+                 max_k: int = 16, eig_refresh: float = 0.0) -> None:
         if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
             raise ValueError(f"substeps must be a positive int, got {substeps!r}")
         if not (isinstance(critical, (int, float)) and 0 < critical <= 2):
@@ -128,6 +132,13 @@ class CentralState:
             raise ValueError(f"eig_tol must be positive, got {eig_tol!r}")
         if isinstance(max_k, bool) or not isinstance(max_k, int) or max_k < 1:
             raise ValueError(f"max_k must be a positive int, got {max_k!r}")
+        if isinstance(eig_refresh, bool) or not (isinstance(eig_refresh, (int, float)) and math.isfinite(eig_refresh)
+                                                 and eig_refresh >= 0):
+            raise ValueError(f"eig_refresh must be a finite number ≥ 0, got {eig_refresh!r}")
+        self.eig_refresh = eig_refresh
+        self.ritz_matvecs = 0  # HVPs of the Rayleigh–Ritz updates between solves
+        self._basis: Tensor | None = None
+        self._stamp = -math.inf
         self.substeps, self.critical, self.track, self.eig_tol, self.max_k = substeps, critical, track, eig_tol, max_k
         self.tracker: EigenTracker | None = None
         self.x: Tensor | None = None
@@ -141,41 +152,41 @@ class CentralState:
         """What a run's config records: eigen work and the settings."""
         tracker = self.tracker
         return {"central_substeps": self.substeps, "central_critical": self.critical, "central_track": self.track,
-                "eigen_matvecs": 0 if tracker is None else tracker.total_matvecs,
+                "eigen_matvecs": (0 if tracker is None else tracker.total_matvecs) + self.ritz_matvecs,
                 "eigen_solves": 0 if tracker is None else tracker.updates, "third_products": self.third_products,
                 "central_seconds": {key: round(value, 6) for key, value in self.seconds.items()}}
 
-    def drift(self, objective: Objective, theta: Tensor, lr: float) -> Tensor:
+    def drift(self, objective: Objective, theta: Tensor, lr: float, t: float | None = None) -> Tensor:
         """g + ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ) at θ (the central flow is θ' = −drift in flow time t = n·h); the quantities at θ
         are left in :attr:`report`."""
         if self.tracker is None or self._lr != lr:  # the threshold is tied to the rate
             self.tracker = EigenTracker(k=1, tol=self.eig_tol, threshold=self.track * 2.0 / lr,
                                         max_k=max(1, min(self.max_k, objective.dim - 1)))
-            self._lr, self.x = lr, None
+            self._lr, self.x, self._basis = lr, None, None
         self.evaluations += 1
         clock = perf_counter()
         loss, g = objective.loss_and_grad(theta)
         self.seconds["gradient"] += perf_counter() - clock
-        clock, before = perf_counter(), self.tracker.total_matvecs
-        pairs = self.tracker.update(objective, theta)
+        clock, before = perf_counter(), self.tracker.total_matvecs + self.ritz_matvecs
+        values, vectors = self._eigenpairs(objective, theta, lr, t)
         self.seconds["eigen"] += perf_counter() - clock
-        crit = (lr * pairs.values > self.critical).nonzero().flatten()
-        report = {"loss": float(loss), "grad_norm2": float(g @ g), "sharpness": float(pairs.values[0]),
-                  "critical": int(crit.numel()), "k": int(pairs.values.numel()), "sigma": [],
-                  "eigen_matvecs": self.tracker.total_matvecs - before,
+        crit = (lr * values > self.critical).nonzero().flatten()
+        report = {"loss": float(loss), "grad_norm2": float(g @ g), "sharpness": float(values[0]),
+                  "critical": int(crit.numel()), "k": int(values.numel()), "sigma": [],
+                  "eigen_matvecs": self.tracker.total_matvecs + self.ritz_matvecs - before,
                   "infeasibility": 0.0, "complementarity": 0.0,
                   "predicted_loss": float(loss), "predicted_grad_norm2": float(g @ g)}
         self.report = report
         if crit.numel() == 0:
             self.x = None
             return g
-        u, values = pairs.vectors[:, crit], pairs.values[crit]
+        u, values = vectors[:, crit], values[crit]
         clock = perf_counter()
-        t = objective.third_derivatives(theta, u)
+        pairs_t = objective.third_derivatives(theta, u)
         self.seconds["third"] += perf_counter() - clock
-        self.third_products += t.shape[0]
+        self.third_products += pairs_t.shape[0]
         clock = perf_counter()
-        a, b = _sdcp_terms(t, g, values, lr, 1.0 / self.substeps)
+        a, b = _sdcp_terms(pairs_t, g, values, lr, 1.0 / self.substeps)
         warm = self.x if self.x is not None and self.x.shape == a.shape else None
         try:
             sol = solve_sdcp(a, b, x0=warm, tol=1e-9)
@@ -197,23 +208,45 @@ class CentralState:
                       complementarity=sol.complementarity,
                       predicted_loss=float(loss) + 0.5 * float((m * torch.diagonal(x)).sum()),
                       predicted_grad_norm2=float(g @ g) + float((m ** 2 * torch.diagonal(x)).sum()))
-        return g + 0.5 * _pair_weights(x) @ t
+        return g + 0.5 * _pair_weights(x) @ pairs_t
+
+    def _eigenpairs(self, objective: Objective, theta: Tensor, lr: float, t: float | None) -> tuple[Tensor, Tensor]:
+        """(values descending, vectors): a tracker solve when due, else Rayleigh–Ritz on the kept subspace."""
+        assert self.tracker is not None
+        refresh = self.eig_refresh
+        due = self._basis is None or t is None or refresh <= 0 or t - self._stamp >= refresh * (1 - 1e-9)
+        if due:
+            pairs = self.tracker.update(objective, theta)
+            self._basis, self._stamp = pairs.vectors, -math.inf if t is None else t
+            return pairs.values, pairs.vectors
+        basis = self._basis
+        assert basis is not None
+        hu = objective.hvp(theta, basis.T.contiguous()).T  # (D, k), one batched product
+        self.ritz_matvecs += basis.shape[1]
+        small = basis.T @ hu
+        values, rotation = torch.linalg.eigh(0.5 * (small + small.T))
+        order = torch.argsort(values, descending=True)
+        return values[order], basis @ rotation[:, order]
 
 
-def central(objective: Objective, theta: Tensor, lr: float, *, state: CentralState | None = None) -> Tensor:
+def central(objective: Objective, theta: Tensor, lr: float, *, state: CentralState | None = None,
+            t: float | None = None) -> Tensor:
     """The central flow's field in flow time t = n·h: θ' = −[∇E + ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ)] (module docstring).
 
     X solves the stability SDCP linearised over τ = h/``state.substeps``; ``state`` (a :class:`CentralState`,
-    one per path) keeps the tracker and X warm between calls; without it each call starts cold.
+    one per path) keeps the tracker and X warm between calls; without it each call starts cold. With
+    ``state.eig_refresh`` > 0 and the flow time ``t`` the eigenpairs are re-solved once per that much time and
+    rotated by Rayleigh–Ritz in between.
     """
     if theta.is_complex():
         raise TypeError("the central flow is real: θ must be real")
-    return -(state if state is not None else CentralState()).drift(objective, theta, lr)
+    return -(state if state is not None else CentralState()).drift(objective, theta, lr, t)
 
 
 def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *, substeps: int = 4,
                  critical: float = 1.95, track: float = 0.75, tol: float = 1e-3, keep_states: bool = False,
-                 max_k: int = 16, progress: bool | None = None) -> CentralFlowResult:
+                 max_k: int = 16, eig_refresh: float = 0.0, progress: bool | None = None
+                 ) -> CentralFlowResult:
     """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps in the paper's discretisation
     (Euler substeps of dt = 1/substeps GD steps; module docstring). ``integrate(..., flow="central")`` integrates the
     same field with any torchdiffeq method.
@@ -227,6 +260,8 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
         tol: relative eigen-residual tolerance of the tracker.
         keep_states: keep θ at every GD step (else the final θ only).
         max_k: most eigenpairs tracked.
+        eig_refresh: flow time between eigen solves (0: every substep; η: once per GD step, with Rayleigh–Ritz
+            on the kept subspace in between, :class:`CentralState`).
         progress: a progress bar over GD steps (None: shown once the run has taken 2 s).
     """
     theta = objective.check_theta(theta0).detach().clone()
@@ -234,7 +269,8 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    state = CentralState(substeps=substeps, critical=critical, track=track, eig_tol=tol, max_k=max_k)
+    state = CentralState(substeps=substeps, critical=critical, track=track, eig_tol=tol, max_k=max_k,
+                         eig_refresh=eig_refresh)
     n = steps + 1
     out = CentralFlowResult(theta=theta[None].clone() if keep_states else theta[None], loss=np.full(n, np.nan),
                             predicted_loss=np.full(n, np.nan), predicted_grad_norm2=np.full(n, np.nan),
@@ -256,7 +292,7 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
                           "done are returned (status 'diverged')", RuntimeWarning, stacklevel=2)
     finally:
         bar.close()
-    out.eigen_matvecs = state.tracker.total_matvecs if state.tracker is not None else 0
+    out.eigen_matvecs = (state.tracker.total_matvecs if state.tracker is not None else 0) + state.ritz_matvecs
     out.third_products, out.seconds, out.evaluations = state.third_products, dict(state.seconds), state.evaluations
     return out
 
@@ -275,7 +311,7 @@ def _run(objective: Objective, theta: Tensor, lr: float, state: CentralState, st
     keep_states, dt = bool(states), lr / state.substeps
     for step in range(steps + 1):
         for sub in range(state.substeps):
-            drift = state.drift(objective, theta, lr)
+            drift = state.drift(objective, theta, lr, (step + sub / state.substeps) * lr)
             report = state.report
             if sub == 0:
                 _record(out, step, report)

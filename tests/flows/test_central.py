@@ -121,7 +121,7 @@ def test_central_flow_options_are_checked():
     obj, lr = _edge_mlp()
     with pytest.raises(ValueError, match="substeps"):
         integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"substeps": 0})
-    with pytest.raises(ValueError, match="valid choices: substeps, critical, track, eig_tol, max_k"):
+    with pytest.raises(ValueError, match="valid choices: substeps, critical, track, eig_tol, max_k, eig_refresh"):
         integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"k": 3})
     with pytest.raises(ValueError, match="critical"):
         integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"critical": 2.5})
@@ -144,3 +144,19 @@ def test_a_run_stopped_midway_keeps_its_steps_and_says_why():
     n = len(out.loss)
     assert 2 < n < 401 and out.theta.shape == (n, 2) and len(out.sigma) == n and np.isfinite(out.loss).all()
     np.testing.assert_allclose(out.loss, [0.5 * (c + y) * x ** 2 - s * y for x, y in out.theta.tolist()], rtol=1e-12)
+
+
+def test_eigenpairs_once_per_step_stay_close_and_cost_less():
+    """eig_refresh = η (a solve per GD step, Rayleigh–Ritz on the kept subspace at the other substeps) against a
+    solve at every substep, on the float64 MLP started above the edge: measured 1.7% of ‖θ‖ apart at worst (the
+    fast transient of the first steps; 1.8e-5 relative on the 1000-step toy), the sharpness after the transient
+    within 0.1%."""
+    obj, lr = _edge_mlp()
+    every = central_flow(obj, obj.theta0, lr, 15, keep_states=True)
+    per_step = central_flow(obj, obj.theta0, lr, 15, keep_states=True, eig_refresh=lr)
+    gap = float((every.theta - per_step.theta).norm(dim=1).max())
+    assert gap < 0.03 * float(every.theta.norm(dim=1).max()), gap
+    assert per_step.eigen_matvecs < every.eigen_matvecs
+    np.testing.assert_allclose(per_step.sharpness[5:], every.sharpness[5:], rtol=1e-3)
+    with pytest.raises(ValueError, match="eig_refresh"):
+        central_flow(obj, obj.theta0, lr, 1, eig_refresh=-1.0)
