@@ -32,6 +32,7 @@ EXPERIMENTS: dict[str, str] = {
     "bench-flows": "experiments.bench_flows",
     "bench-scaling": "experiments.bench_scaling",
     "bench-anchors": "experiments.bench_anchors",
+    "bench-adaptive": "experiments.bench_adaptive",
 }
 
 

@@ -34,6 +34,8 @@ TINY = {
                        "power_max_iter=10"],
     "bench-anchors": ["anchors=transformer", "eig_anchors=transformer", "track_anchors=digits-eos",
                       "track_steps=2", "rounds=3", "min_seconds=0", "eig_rounds=1", "k=2"],
+    "bench-adaptive": ["adam_steps=6", "every=2", "batch_size=16", "rel_error=0.5", "gd_points=0,2", "n_train=80",
+                       "widths=64,8,10"],
     "bench-flows": ["widths=64,16,10", "n_train=100", "warmup_steps=2", "span_steps=2", "substeps=1", "ks=2",
                     "lr=0.9", "central_warmup_steps=2", "central_steps=1"],
 }
