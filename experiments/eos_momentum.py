@@ -89,9 +89,11 @@ def plot(out: Path, figures: Path) -> list[Path]:
             sharp = traj.metric("sharpness")
             m = np.isfinite(sharp)
             steps = np.arange(len(traj))
-            ax_s.plot(steps[m], sharp[m], "o-", ms=2, color=colour, label=f"β = {beta:g}, h = {h:.3g}")
+            status = "" if traj.status == "complete" else f" ({traj.status} at step {len(traj) - 1})"
+            ax_s.plot(steps[m], sharp[m], "o-", ms=2, color=colour, label=f"β = {beta:g}, h = {h:.3g}{status}")
             ax_l.semilogy(steps, traj.losses, color=colour, label=f"β = {beta:g}")
         ax_s.axhline(threshold, ls=":", color="k", label="2(1+β)/h")
+        ax_s.set_ylim(0, 2 * threshold)  # a diverged run's last values would flatten the rest
         ax_s.set_title("λ_max")
         ax_l.set_title("train loss (½-MSE)")
         for ax in (ax_s, ax_l):
