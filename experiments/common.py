@@ -137,6 +137,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def sweep_folders(out: Path, prefix: str) -> list[Path]:
+    """The unit folders ``out/<prefix><number>/`` of a sweep, in numeric order; a FileNotFoundError when none."""
+    folders = sorted((p for p in out.glob(f"{prefix}*/") if _is_number(p.name[len(prefix):])),
+                     key=lambda p: float(p.name[len(prefix):]))
+    if not folders:
+        raise FileNotFoundError(f"no {prefix}*/ folders in {out}")
+    return folders
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def read_text(path: Path) -> str:
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")

@@ -20,7 +20,7 @@ import torch
 from analysis import EoSDetector, plots
 from flows import OptimizerController, PreconditionedSharpness, Trajectory, gradient_descent
 
-from .common import number_key, read_json, save_figure, write_json, write_table
+from .common import number_key, read_json, save_figure, write_json, write_table, sweep_folders
 from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "full-batch Adam on digits: preconditioned sharpness λ₁(P⁻¹H) against (2+2β₁)/((1−β₁)h) = 38/h"
@@ -94,9 +94,7 @@ def summarise(traj: Trajectory, lr: float, beta1: float) -> dict:
 
 
 def plot(out: Path, figures: Path) -> list[Path]:
-    folders = sorted(out.glob("h*/"), key=lambda p: float(p.name[1:]))
-    if not folders:
-        raise FileNotFoundError(f"no h*/ folders in {out}")
+    folders = sweep_folders(out, "h")
     with plots.style():
         fig, (ax_r, ax_s, ax_l) = plots.subplots(3, ncols=3, height=3.0)
         for i, folder in enumerate(folders):

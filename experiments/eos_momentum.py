@@ -17,7 +17,7 @@ import numpy as np
 from analysis import EoSDetector, plots
 from flows import Trajectory, gradient_descent
 
-from .common import number_key, read_json, save_figure, write_json, write_table
+from .common import number_key, read_json, save_figure, write_json, write_table, sweep_folders
 from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "heavy-ball GD on digits with β = 0, 0.5, 0.9: λ_max against 2(1+β)/h"
@@ -76,9 +76,7 @@ def _one(obj, theta0, beta: float, config: Config, folder: Path, ctx) -> dict:
 
 
 def plot(out: Path, figures: Path) -> list[Path]:
-    folders = sorted(out.glob("beta*/"), key=lambda p: float(p.name[4:]))
-    if not folders:
-        raise FileNotFoundError(f"no beta*/ folders in {out}")
+    folders = sweep_folders(out, "beta")
     threshold = read_json(out / "manifest.json")["config"]["threshold"]
     with plots.style():
         fig, (ax_s, ax_l) = plots.subplots(2, ncols=2, height=3.0)

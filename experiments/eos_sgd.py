@@ -19,7 +19,7 @@ from analysis import plots
 from flows import Trajectory, gradient_descent
 from flows.stochastic import BatchSharpness, MiniBatches, SGDController
 
-from .common import read_json, save_figure, write_json, write_table
+from .common import read_json, save_figure, write_json, write_table, sweep_folders
 from .datasets import check_digits_widths, digits, fc_tanh, half_mse
 
 DESCRIPTION = "SGD on digits, batch 16/64/256: batch sharpness and λ_max against 2/h"
@@ -88,9 +88,7 @@ def _one(obj, model, data, theta0, b: int, config: Config, folder: Path, ctx) ->
 
 
 def plot(out: Path, figures: Path) -> list[Path]:
-    folders = sorted(out.glob("b*/"), key=lambda p: int(p.name[1:]))
-    if not folders:
-        raise FileNotFoundError(f"no b*/ folders in {out}")
+    folders = sweep_folders(out, "b")
     with plots.style():
         fig, (ax_b, ax_s, ax_l) = plots.subplots(3, ncols=3, height=3.0)
         for i, folder in enumerate(folders):
