@@ -185,7 +185,8 @@ def _scores(setting: Setting, config: Config, folder: Path) -> list[dict]:
         j = min(len(flow_sharp), len(sharp))
         time_units = max(n - 1, 1)
         rows.append({
-            "setting": setting.key, "h": float(f"{h:.4g}"), "flow": name, "status": s["status"],
+            "setting": setting.key, "h": float(f"{h:.4g}"), "flow": name,
+            "status": s["status"] if s["status"] == "complete" else f"{s['status']} at step {n - 1}",
             "iterate distance (mean)": float(np.mean(s["iterate_distance"])),
             "iterate distance (end)": float(s["iterate_distance"][-1]),
             "midpoint distance (mean)": float(np.nanmean(s["midpoint_distance"])),
@@ -219,14 +220,18 @@ def plot(out: Path, figures: Path) -> list[Path]:
                       label=f"GD smoothed (σ = {sigma:g})")
             ax_s.plot(steps[::every][:len(gd["sharpness"])], h * np.asarray(gd["sharpness"]), color=plots.color("gd"),
                       lw=0.8, label="GD")
+            cap = 0.0
             for name in flows:
                 path = folder / f"{name}_series.json"
                 if not path.exists():
                     continue
                 s = read_json(path)
                 n = np.arange(len(s["iterate_distance"]))
-                ax_d.semilogy(n[1:], np.asarray(s["iterate_distance"][1:]), color=plots.color(name),
-                              label=plots.label(name))
+                distance = np.asarray(s["iterate_distance"], dtype=float)
+                if s["status"] == "complete":
+                    cap = max(cap, float(np.nanmax(distance)))
+                tag = "" if s["status"] == "complete" else f" ({s['status']} at {len(n) - 1})"
+                ax_d.semilogy(n[1:], distance[1:], color=plots.color(name), label=plots.label(name) + tag)
                 pred = np.asarray(s["predicted_loss"], dtype=float)
                 suffix = " (prediction)" if name == "central" else ""
                 ax_l.plot(np.arange(len(pred)), pred, color=plots.color(name), ls="--" if suffix else "-",
@@ -237,6 +242,12 @@ def plot(out: Path, figures: Path) -> list[Path]:
             ax_d.set_ylabel("‖θ_flow(nh) − θ_GD(n)‖")
             ax_l.set_ylabel("loss")
             ax_l.set_yscale("log")
+            # a diverged flow's last values would flatten every other curve: the axes follow GD's scale
+            finite = loss[np.isfinite(loss)]
+            ax_l.set_ylim(0.5 * float(finite.min()), 3 * float(finite.max()))
+            if cap > 0:
+                ax_d.set_ylim(top=5 * cap)
+            ax_s.set_ylim(0, 3)
             ax_s.axhline(2, ls=":", color="k")
             ax_s.set_ylabel("h·λ₁")
             ax_s.set_xlabel("GD step n (t = n·h)")
