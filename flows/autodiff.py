@@ -42,21 +42,26 @@ def bilinear_third_derivatives(value: Tensor, theta: Tensor, u: Tensor) -> Tenso
     """∇_θ(uᵢᵀ ∇²value uⱼ) for every pair i ≤ j of the rows of u (k, D): shape (k(k+1)/2, D), pairs in
     :func:`pair_indices` order, from one graph of ``value``.
 
-    g = ∇value (create_graph), HUᵀ = the k products ∂(gᵀuⱼ)/∂θ in one batched backward (create_graph), then
-    all pairs in one more batched backward: pair (i, j) pulls uᵢ back through row j of HU, i.e.
-    ∇_θ(uᵢᵀ H uⱼ) with u held fixed. Real θ only.
+    g = ∇value (create_graph); then for each j the product Huⱼ = ∂(gᵀuⱼ)/∂θ (create_graph) and one batched
+    backward that pulls u₀ … uⱼ back through it: row i is ∇_θ(uᵢᵀ H uⱼ) with u held fixed. Each pair costs one
+    pass through one product's graph (a single batched product over all j would make every pair pay for all k
+    rows: k³ work instead of k²). Real θ only.
     """
     k, dim = u.shape
     pairs = pair_indices(k)
+    out = torch.zeros(len(pairs), dim, dtype=theta.dtype, device=theta.device)
     (g,) = torch.autograd.grad(value, theta, create_graph=True)
     if not g.requires_grad:  # E affine in θ
-        return torch.zeros(len(pairs), dim, dtype=theta.dtype, device=theta.device)
-    (hu,) = torch.autograd.grad(g, theta, grad_outputs=u, is_grads_batched=True, create_graph=True,
-                                allow_unused=True)
-    if hu is None or not hu.requires_grad:  # E quadratic in θ: no third derivative
-        return torch.zeros(len(pairs), dim, dtype=theta.dtype, device=theta.device)
-    pulls = torch.zeros(len(pairs), k, dim, dtype=theta.dtype, device=theta.device)
-    for p, (i, j) in enumerate(pairs):
-        pulls[p, j] = u[i]
-    (out,) = torch.autograd.grad(hu, theta, grad_outputs=pulls, is_grads_batched=True, allow_unused=True)
-    return torch.zeros(len(pairs), dim, dtype=theta.dtype, device=theta.device) if out is None else out
+        return out
+    index = {pair: p for p, pair in enumerate(pairs)}
+    for j in range(k):
+        (hu_j,) = torch.autograd.grad(g, theta, grad_outputs=u[j], create_graph=True, retain_graph=True,
+                                      allow_unused=True)
+        if hu_j is None or not hu_j.requires_grad:  # E quadratic in θ: no third derivative
+            return out
+        (rows,) = torch.autograd.grad(hu_j, theta, grad_outputs=u[: j + 1], is_grads_batched=True,
+                                      retain_graph=j < k - 1, allow_unused=True)
+        if rows is not None:
+            for i in range(j + 1):
+                out[index[(i, j)]] = rows[i]
+    return out
