@@ -106,6 +106,9 @@ def plot(out: Path, figures: Path) -> list[Path]:
                     label="mean SGD − gradient flow")
         ax.semilogy(epochs, [r["single-run spread (rms)"] for r in rows], ":", color="k",
                     label="one run − mean SGD (rms)")
+        if "noise floor of the mean" in rows[0]:
+            ax.semilogy(epochs, [r["noise floor of the mean"] for r in rows], "--", color="0.5",
+                        label="noise floor of the mean (spread/√runs)")
         ax.set_xlabel("epoch (each from the previous mean endpoint)")
         ax.set_ylabel("distance after one epoch")
         ax.legend(fontsize=7)
