@@ -185,11 +185,7 @@ class EoSDetector:
         the metric compared with it (``sharpness``, ``preconditioned_sharpness``, ``batch_sharpness`` …).
         """
         momentum = momentum if momentum is not None else trajectory.config.get("momentum", 0.0) or 0.0
-        recorded = trajectory.metrics.get("stability_threshold")
-        if lr is None and recorded is not None and np.isfinite(recorded).any():
-            thresholds = _forward_filled(np.asarray(recorded, dtype=float))
-        else:
-            thresholds = stability_thresholds(trajectory, lr, momentum)
+        thresholds = _thresholds(trajectory, lr, momentum)
         if measure != "sharpness" and measure not in trajectory.metrics:
             raise ValueError(f"measure {measure!r} was not recorded; this trajectory has: {sorted(trajectory.metrics)}")
         sharp = trajectory.metrics.get(measure)
@@ -271,6 +267,14 @@ def stability_thresholds(trajectory: Trajectory, lr: float | None = None, moment
                          "config has none)")
     with np.errstate(divide="ignore"):
         return np.where(rates > 0, 2 * (1 + momentum) / np.where(rates > 0, rates, 1.0), np.inf)
+
+
+def _thresholds(trajectory: Trajectory, lr: float | None, momentum: float) -> np.ndarray:
+    """Per row: the recorded ``stability_threshold`` (forward-filled) unless ``lr`` is imposed, else 2(1+β)/hₙ."""
+    recorded = trajectory.metrics.get("stability_threshold")
+    if lr is None and recorded is not None and np.isfinite(recorded).any():
+        return _forward_filled(np.asarray(recorded, dtype=float))
+    return stability_thresholds(trajectory, lr, momentum)
 
 
 def _rate_at(trajectory: Trajectory, step: int, lr: float | None) -> float:
