@@ -171,22 +171,39 @@ def gradient_noise_scale(batches: MiniBatches, theta: Tensor, full_gradient: Ten
     return _estimate(one, batches, rel_error, min_samples, max_samples, chunk, lambda: 0)
 
 
-class BatchSharpness:
-    """A ``gradient_descent`` callback recording ``batch_sharpness`` and ``batch_sharpness_se`` every ``every``
-    steps (:func:`batch_sharpness` at θₙ)."""
+MEASURES = ("batch_sharpness", "minibatch_sharpness", "gradient_noise_scale")
 
-    def __init__(self, batches: MiniBatches, every: int = 10, rel_error: float = 0.05, max_samples: int = 256) -> None:
+
+class BatchSharpness:
+    """A ``gradient_descent`` callback recording, every ``every`` steps at θₙ, each of ``measures`` and its standard
+    error as ``<measure>`` and ``<measure>_se`` (:func:`batch_sharpness`, :func:`minibatch_sharpness`,
+    :func:`gradient_noise_scale`; the full-batch λ_max is ``gradient_descent(sharpness_every=...)``'s)."""
+
+    def __init__(self, batches: MiniBatches, every: int = 10, rel_error: float = 0.05, max_samples: int = 256,
+                 measures: tuple[str, ...] = ("batch_sharpness",)) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
+        unknown = sorted(set(measures) - set(MEASURES))
+        if unknown or not measures:
+            raise ValueError(f"measures must be a non-empty subset of {MEASURES}, got {measures!r}")
         self.batches, self.every, self.rel_error, self.max_samples = batches, every, rel_error, max_samples
+        self.measures = tuple(measures)
 
     def __call__(self, ctx: StepContext, rec: Recorder) -> None:
         if ctx.step % self.every:
             return
-        est = batch_sharpness(self.batches, ctx.theta, rel_error=self.rel_error, max_samples=self.max_samples)
         row = len(rec.times) - 1
-        rec.set_metric("batch_sharpness", row, est.mean)
-        rec.set_metric("batch_sharpness_se", row, est.standard_error)
+        for name in self.measures:
+            if name == "batch_sharpness":
+                est = batch_sharpness(self.batches, ctx.theta, rel_error=self.rel_error, max_samples=self.max_samples)
+            elif name == "minibatch_sharpness":
+                est = minibatch_sharpness(self.batches, ctx.theta, rel_error=self.rel_error,
+                                          max_samples=min(self.max_samples, 64))
+            else:
+                est = gradient_noise_scale(self.batches, ctx.theta, ctx.grad, rel_error=self.rel_error,
+                                           max_samples=self.max_samples)
+            rec.set_metric(name, row, est.mean)
+            rec.set_metric(f"{name}_se", row, est.standard_error)
 
 
 class SGDController:

@@ -103,6 +103,20 @@ def test_sgd_through_the_runner_is_plain_sgd():
     assert np.isfinite(traj.metric("batch_sharpness")[[0, 3, 6]]).all()
 
 
+def test_the_callback_records_every_measure_with_its_error():
+    model, loss, data = _setup(12)
+    batches = MiniBatches(model, loss, data, 4, seed=6)
+    obj = Objective.from_module(model, loss, data)
+    probe = BatchSharpness(batches, every=2, rel_error=0.5, max_samples=16,
+                           measures=("batch_sharpness", "minibatch_sharpness", "gradient_noise_scale"))
+    traj = gradient_descent(obj, obj.theta0, 0.1, 3, callbacks=[probe])
+    for name in ("batch_sharpness", "minibatch_sharpness", "gradient_noise_scale"):
+        values, errors = traj.metric(name), traj.metric(f"{name}_se")
+        assert np.isfinite(values[[0, 2]]).all() and np.isnan(values[[1, 3]]).all() and (errors[[0, 2]] > 0).all()
+    with pytest.raises(ValueError, match="measures must be a non-empty subset"):
+        BatchSharpness(batches, measures=("hessian_trace",))
+
+
 def test_bad_batch_input_is_named():
     model, loss, data = _setup(6)
     with pytest.raises(ValueError, match=r"batch_size must be an int in \[1, 6\]"):
