@@ -143,6 +143,13 @@ class _Stop:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
+    def ignore(self) -> None:
+        """Ignore later stop signals. A Python handler is not enough once the run is over: at interpreter exit
+        CPython resets every signal with a Python handler to SIG_DFL, so a late SIGTERM of a storm would kill the
+        process (status -15) after it saved its work and chose its exit status; SIG_IGN survives the exit."""
+        for sig in self.previous:
+            signal.signal(sig, signal.SIG_IGN)
+
     @contextlib.contextmanager
     def shield(self) -> Iterator[None]:
         self.shielded += 1
@@ -189,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, *, restore_signals: bool | None = None) -> int:
     """The CLI. ``argv=None`` reads ``sys.argv`` as a program does: then the signal handlers stay installed (recording
-    only) until the process exits, so a late signal of a storm cannot kill it after its work is saved; a call with
+    only, then ignored) until the process exits, so a late signal of a storm cannot kill it after its work is saved; a call with
     ``argv`` (from Python) restores the caller's handlers, unless ``restore_signals`` says otherwise."""
     if restore_signals is None:
         restore_signals = argv is not None
@@ -285,6 +292,8 @@ def _run(args, restore_signals: bool) -> int:
         stop.raised = True  # from here on a signal is only recorded
         if restore_signals:
             stop.restore()
+        else:
+            stop.ignore()
         lock.release()
 
 

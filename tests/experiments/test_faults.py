@@ -166,6 +166,22 @@ def test_signal_storms_end_interrupted_with_every_finished_unit(tmp_path, straig
     _assert_same(_results(out), straight)
 
 
+def test_the_program_ignores_stop_signals_once_its_run_is_over(tmp_path):
+    """CPython resets Python signal handlers to SIG_DFL at exit, so a late SIGTERM of a storm used to kill a run that
+    had already saved its work (status -15 instead of 130): in program mode the handlers end as SIG_IGN."""
+    from experiments.cli import main
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        code = main(["run", "pf-quadratic", "--out", str(tmp_path / "o"), "--figures", str(tmp_path / "f"),
+                     "--quiet", *_sets(["steps=2", "samples_per_step=2", "lrs=0.9"])], restore_signals=False)
+        assert code == 0
+        assert all(signal.getsignal(sig) == signal.SIG_IGN for sig in before)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 def test_signal_while_drawing_figures_leaves_complete_results_and_no_temporary_file(tmp_path, capsys, monkeypatch):
     from experiments import common
     from experiments.cli import main
