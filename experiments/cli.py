@@ -195,9 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, *, restore_signals: bool | None = None) -> int:
-    """The CLI. ``argv=None`` reads ``sys.argv`` as a program does: then the signal handlers stay installed (recording
-    only, then ignored) until the process exits, so a late signal of a storm cannot kill it after its work is saved; a call with
-    ``argv`` (from Python) restores the caller's handlers, unless ``restore_signals`` says otherwise."""
+    """The CLI. ``argv=None`` reads ``sys.argv`` as a program does: then the signal handlers stay installed
+    (recording only, then ignored) until the process exits, so a late signal of a storm cannot kill it after its
+    work is saved; a call with ``argv`` (from Python) restores the caller's handlers, unless ``restore_signals``
+    says otherwise."""
     if restore_signals is None:
         restore_signals = argv is not None
     try:

@@ -27,12 +27,14 @@ EXPERIMENTS: dict[str, str] = {
     "bea-order": "experiments.bea_order",
     "central-flow-toy": "experiments.central_flow_toy",
     "flow-arena": "experiments.flow_arena",
+    "landscape-digits": "experiments.landscape_digits",
     "bench-hvp": "experiments.bench_hvp",
     "bench-spectrum": "experiments.bench_spectrum",
     "bench-flows": "experiments.bench_flows",
     "bench-scaling": "experiments.bench_scaling",
     "bench-anchors": "experiments.bench_anchors",
     "bench-adaptive": "experiments.bench_adaptive",
+    "bench-hessian-kit": "experiments.bench_hessian_kit",
 }
 
 

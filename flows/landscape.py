@@ -69,8 +69,8 @@ def batched_loss(objective: Objective, thetas: Tensor, chunk: int = 64) -> Tenso
     return torch.cat(out)
 
 
-def loss_plane(objective: Objective, theta: Tensor, d1: Tensor, d2: Tensor, alphas: Sequence[float],
-               betas: Sequence[float], *, chunk: int = 64) -> Plane:
+def loss_plane(objective: Objective, theta: Tensor, d1: Tensor, d2: Tensor, alphas: Sequence[float] | np.ndarray,
+               betas: Sequence[float] | np.ndarray, *, chunk: int = 64) -> Plane:
     """E(θ + a·d₁ + b·d₂) for every a in ``alphas``, b in ``betas`` (exact, batched).
 
     Zero, non-finite or parallel directions raise a ValueError; so does a grid whose points would not fit in

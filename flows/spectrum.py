@@ -200,6 +200,23 @@ def parameter_eigenpairs(objective: Objective, theta: Tensor, parameters: Any, k
         op.release()
 
 
+def ggn_eigenpairs(objective: Objective, theta: Tensor, k: int = 1, which: str = "LA", tol: float = 1e-3,
+                   **options: Any) -> Eigenpairs:
+    """Top eigenpairs of the generalised Gauss–Newton matrix G = Σᵢ Jᵢᵀ H_out,i Jᵢ (D, D) at θ: Lanczos on
+    :class:`~flows.operators.GGNOperator` (one jvp, an output-space HVP and one vjp per product; no second
+    derivative of the network). ``values[0]`` is the GGN's λ_max, which equals the Hessian's where the residual
+    term Σ ∂ℓ/∂f · ∇²f vanishes (at an interpolating minimum of MSE, say). Options as for
+    :func:`symmetric_eigenpairs` (``v0`` for a warm start)."""
+    from .operators import GGNOperator
+
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    op = GGNOperator(objective, theta)
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 < k < op.shape[0]:
+        raise ValueError(f"k must be an int in [1, {op.shape[0] - 1}], got {k!r}")
+    return symmetric_eigenpairs(op, k, which, tol=tol, **options)
+
+
 def top_eigenpairs(
     objective: Objective,
     theta: Tensor,

@@ -26,6 +26,9 @@ TINY = {
     "bea-order": ["toys=cubic", "points=2", "flows=gf,igr"],
     "flow-arena": ["toy_steps=6", "toy_sigma=1", "digits_steps=4", "digits_sigma=1", "digits_targets=1.6",
                    "n_train=60", "widths=64,12,10", "k=2", "substeps=1", "sharpness_every=2"],
+    "landscape-digits": ["steps=40", "sharpness_every=10", "ggn_every=20", "window=2", "grid=5", "k=2",
+                         "density_starts=2", "density_steps=8", "trace_matvecs=6", "n_train=100", "widths=64,8,10",
+                         "lr=0.5"],
     "central-flow-toy": ["steps=30", "lr=0.3", "sigma=3", "k=2", "n=32", "width=6"],
     "pf-branch": ["steps=2", "solvers=rk4/20", "budget=5"],
     "bench-scaling": ["n_train=100", "widths=64,8,10", "rounds=1", "gd_steps=2", "k=2"],
@@ -36,6 +39,8 @@ TINY = {
                       "track_steps=2", "rounds=3", "min_seconds=0", "eig_rounds=1", "k=2"],
     "bench-adaptive": ["adam_steps=6", "every=2", "batch_size=16", "rel_error=0.5", "gd_points=0,2", "n_train=80",
                        "widths=64,8,10"],
+    "bench-hessian-kit": ["starts=2", "steps=6", "plane=3", "matvecs=6", "reference_matvecs=12", "repeats=2",
+                          "rounds=1", "small_widths=64,4,10", "model=digits-small", "peers=false"],
     "bench-flows": ["widths=64,16,10", "n_train=100", "warmup_steps=2", "span_steps=2", "substeps=1", "ks=2",
                     "lr=0.9", "central_warmup_steps=2", "central_steps=1"],
 }

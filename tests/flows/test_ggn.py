@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments.datasets import fc_tanh, gaussian_mixture, half_mse
-from flows import Objective, top_eigenpairs
+from flows import Objective, ggn_eigenpairs, top_eigenpairs
 from flows.operators import GGNOperator
 from flows.spectrum import symmetric_eigenpairs
 
@@ -66,3 +66,18 @@ def test_ggn_of_a_train_mode_batchnorm_cnn_against_reverse_mode_jacobians(cnn_ob
     h_out = torch.autograd.functional.hessian(lambda o: parts.loss(o, 0, theta), out.detach())
     dense = jac.T @ h_out.reshape(out.numel(), out.numel()) @ jac
     torch.testing.assert_close(GGNOperator(cnn_objective, theta).to_dense(), dense, rtol=1e-10, atol=1e-13)
+
+
+def test_ggn_eigenpairs_of_a_cross_entropy_network_match_the_dense_matrix():
+    """ggn_eigenpairs on a loss and architecture the experiments do not use (cross-entropy, tanh net with 3 layers)."""
+    x, y = gaussian_mixture(n=36, d=4, classes=3, seed=5)
+    obj = Objective.from_module(fc_tanh((4, 5, 5, 3), seed=3, dtype=torch.float64), F.cross_entropy,
+                                (x, y.argmax(1)), batch_size=10)
+    theta = obj.theta0 + 0.3 * torch.randn(obj.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    pairs = ggn_eigenpairs(obj, theta, 3, tol=1e-9)
+    expected = torch.linalg.eigvalsh(_dense_ggn(obj, theta)).flip(0)[:3]
+    torch.testing.assert_close(pairs.values, expected, rtol=1e-7, atol=1e-12)
+    with pytest.raises(ValueError, match="k must be"):
+        ggn_eigenpairs(obj, theta, obj.dim)
+    with pytest.raises(ValueError, match="which must be one of"):
+        ggn_eigenpairs(obj, theta, 1, which="largest")
