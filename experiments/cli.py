@@ -3,6 +3,7 @@
     driftlab list
     driftlab run NAME [--set key=value ...] [--out DIR] [--overwrite] [--device cpu|cuda] [--seed N] [--quiet]
     driftlab run NAME --resume DIR
+    driftlab run NAME --seeds 0,1,2 [...]   (one run per seed in DIR/seed-N; tables summarised over seeds)
     driftlab plot RESULTS_DIR
 
 Experiments save their work in units (one learning rate, one method, …); the
@@ -38,7 +39,7 @@ from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 import torch
 
-from . import folder, registry
+from . import folder, registry, seeds
 from .common import FIGURES, ConfigError, apply_overrides, read_json, resolve_device, write_manifest
 
 
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.add_argument("--seed", type=_seed_argument, default=None,
                      help="random seed in [0, 2**32 - 1] (default 0; recorded in the manifest)")
+    run.add_argument("--seeds", default=None, metavar="LIST",
+                     help="run once per seed (0,1,2 or 0-4) into OUT/seed-N and summarise the tables over seeds")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--resume", type=Path, default=None, metavar="DIR",
                      help="continue an interrupted run in DIR (its config and seed are reused)")
@@ -210,8 +213,107 @@ def main(argv: list[str] | None = None, *, restore_signals: bool | None = None) 
             print(f"{name:16s} {registry.get(name).DESCRIPTION}")
         return 0
     if args.command == "plot":
+        if (args.results / seeds.PLAN).exists():
+            return _plot_seeds(args.results, args.figures)
         return _plot(args.results, args.figures)
+    if args.seeds is not None or (args.resume is not None and (args.resume / seeds.PLAN).exists()):
+        return _run_seeds(args, restore_signals)
     return _run(args, restore_signals)
+
+
+def _seed_plan(args) -> tuple[Path, list[int], list[str]]:
+    """(results folder, seeds, overrides) of a multi-seed run: from --seeds or from the folder's plan on resume."""
+    if args.resume is not None:
+        if args.overrides or args.out is not None or args.seed is not None or args.overwrite or args.seeds:
+            raise ConfigError("--resume reuses the saved plan: drop --set, --out, --seed, --seeds and --overwrite")
+        plan = seeds.read_plan(args.resume)
+        if plan["experiment"] != args.name:
+            raise ConfigError(f"--resume {args.resume}: it holds a {plan['experiment']!r} run, not {args.name!r}")
+        return args.resume, [_check_seed(s, "seeds") for s in plan["seeds"]], list(plan.get("overrides", []))
+    if args.seed is not None:
+        raise ConfigError("--seed and --seeds exclude each other")
+    out = args.out or Path("results") / args.name
+    apply_overrides(registry.get(args.name).Config(), args.overrides).validate()  # refuse bad input before any run
+    if out.exists() and any(p.name != folder.LOCK_NAME for p in out.iterdir()):
+        if not args.overwrite:
+            raise ConfigError(f"--out {out} is not empty; continue it with --resume {out}, pass --overwrite to "
+                              "replace it, or choose another --out")
+        if not (out / seeds.PLAN).is_file():
+            raise ConfigError(f"--overwrite: {out} holds no driftlab {seeds.PLAN}; refusing to delete what "
+                              "driftlab did not write")
+        shutil.rmtree(out)
+    return out, seeds.parse_seeds(args.seeds), list(args.overrides)
+
+
+def _run_seeds(args, restore_signals: bool) -> int:
+    """One run per seed (each resumable on its own), then the tables summarised over seeds and the figures."""
+    try:
+        module = registry.get(args.name)
+        out, plan, overrides = _seed_plan(args)
+        folder.check_writable_folder(out, "--out")
+        seeds.write_plan(out, args.name, plan, overrides, args.device)
+    except (ConfigError, ValueError, TypeError, FileNotFoundError, OSError) as err:
+        return _fail(str(err))
+    stopped = {"flag": False}
+
+    def record(signum, frame) -> None:  # between seeds: stop before the next one
+        stopped["flag"] = True
+    previous = {sig: signal.signal(sig, record) for sig in _Stop.SIGNALS}
+    try:
+        for seed in plan:
+            target = seeds.seed_folder(out, seed)
+            manifest = target / "manifest.json"
+            status = read_json(manifest).get("status") if manifest.exists() else None
+            if status == "complete":
+                continue
+            if stopped["flag"]:
+                return _seeds_interrupted(args.name, out)
+            one = argparse.Namespace(**{**vars(args), "seeds": None, "seed": None if status else seed,
+                                        "out": None if status else target, "overrides": [] if status else overrides,
+                                        "resume": target if status else None, "overwrite": False,
+                                        "figures": out / "figures" / target.name})
+            code = _run(one, restore_signals=True)
+            if code == 130 or stopped["flag"]:
+                return _seeds_interrupted(args.name, out)
+            if code != 0:
+                return code
+        return _summarise_seeds(module, out, [seeds.seed_folder(out, s) for s in plan], args.figures)
+    finally:
+        if restore_signals:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        else:
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+
+
+def _seeds_interrupted(name: str, out: Path) -> int:
+    print(f"driftlab: interrupted; finished seeds saved in {out}; continue with `driftlab run {name} --resume {out}`",
+          file=sys.stderr)
+    return 130
+
+
+def _summarise_seeds(module, out: Path, folders: list[Path], figures: Path) -> int:
+    try:
+        seeds.summarise(out, folders)
+        drawn = (module.plot_seeds(folders, figures) if hasattr(module, "plot_seeds")
+                 else module.plot(folders[0], figures))
+    except (OSError, ValueError, KeyError) as err:
+        return _fail(f"{out}: cannot summarise the seeds ({err}); the runs are complete".replace("\n", " "))
+    print(f"results: {out}")
+    for path in drawn:
+        print(f"figure:  {path}")
+    return 0
+
+
+def _plot_seeds(results: Path, figures: Path) -> int:
+    try:
+        plan = seeds.read_plan(results)
+        module = registry.get(plan["experiment"])
+        folder.check_writable_folder(figures, "--figures")
+    except (FileNotFoundError, ValueError, KeyError, ConfigError) as err:
+        return _fail(f"cannot read results in {results}: {err}")
+    return _summarise_seeds(module, results, [seeds.seed_folder(results, s) for s in plan["seeds"]], figures)
 
 
 def _config_from(module, saved: dict[str, Any]):
