@@ -49,6 +49,39 @@ def label(method: str, lr: float | None = None) -> str:
     return name if lr is None else f"{name}, h={lr:g}"
 
 
+def mean_band(ax, x, series, *, color: str | None = None, label: str | None = None, log: bool = False,
+              **kw) -> None:
+    """The mean over seeds of ``series`` (seeds, len(x)) with a band of ± one sample standard deviation.
+
+    Non-finite entries (a seed that diverged, a step not measured) are left out point by point; with ``log``
+    the mean and band are taken of log10 of the values (a geometric mean, the band a factor), as a loss on a
+    log axis needs.
+    """
+    values = np.asarray(series, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"series must be (seeds, points), got shape {values.shape}")
+    if log:
+        values = np.log10(np.where(values > 0, values, np.nan))
+    finite = np.isfinite(values)
+    count = finite.sum(axis=0)
+    keep = count > 0
+    filled = np.where(finite, values, 0.0)
+    mean = np.full(values.shape[1], np.nan)
+    mean[keep] = filled[:, keep].sum(axis=0) / count[keep]
+    spread = np.zeros_like(mean)
+    several = count > 1
+    deviations = np.where(finite, values - mean, 0.0)
+    spread[several] = np.sqrt((deviations[:, several] ** 2).sum(axis=0) / (count[several] - 1))
+    low, high = mean - spread, mean + spread
+    if log:
+        mean, low, high = 10 ** mean, 10 ** low, 10 ** high
+    x = np.asarray(x, dtype=float)
+    (line,) = ax.plot(x[keep], mean[keep], color=color, label=label, **kw)
+    ax.fill_between(x[keep], low[keep], high[keep], color=line.get_color(), alpha=0.2, lw=0)
+    if log:
+        ax.set_yscale("log")
+
+
 def contour(ax, fn, xlim: tuple[float, float], ylim: tuple[float, float], levels: int = 25,
             log: bool = True) -> None:
     """Filled contours of a 2-D function ``fn(X, Y) -> Z`` (numpy) on ``ax``."""

@@ -225,3 +225,36 @@ def plot(out: Path, figures: Path) -> list[Path]:
         stem = "eos_digits" if arch == "mlp" else f"eos_{data.split(':')[0]}_cnn"
         stem += "" if loss == ("mse" if arch == "mlp" else "ce") else f"_{loss}"  # a non-default loss
         return save_figure(fig, figures, stem)
+
+
+def plot_seeds(folders: list[Path], figures: Path) -> list[Path]:
+    """Loss, sharpness and GD–GF distance per rate: the mean over seeds with a ± 1 sd band."""
+    rows = read_json(folders[0] / "eos_summary.json")
+    config = read_json(folders[0] / "manifest.json").get("config", {})
+    with plots.style():
+        fig, axes = plots.subplots(3, ncols=3, width=4.2, height=3.0)
+        for i, row in enumerate(rows):
+            h, colour = row["h"], plots.CYCLE[i % len(plots.CYCLE)]
+            runs = [Trajectory.load(f / f"h{number_key(h)}" / "gd") for f in folders]
+            n = min(len(t) for t in runs)
+            steps = np.arange(n)
+            plots.mean_band(axes[0], steps, [t.losses[:n] for t in runs], color=colour, label=f"h={h:g}", log=True)
+            for ax, name in ((axes[1], "sharpness"), (axes[2], "gf_distance")):
+                series = np.array([t.metric(name)[:n] for t in runs])
+                measured = np.isfinite(series).any(axis=0)
+                plots.mean_band(ax, steps[measured], series[:, measured], color=colour, label=f"h={h:g}",
+                                marker="o", ms=2, log=name == "gf_distance")
+            axes[1].axhline(2 / h, color=colour, ls="--", lw=0.9)
+        top = max(float(np.nanmax(Trajectory.load(f / f"h{number_key(r['h'])}" / "gd").metric("sharpness")))
+                  for f in folders for r in rows)
+        axes[1].set_ylim(0, 1.5 * top)
+        axes[0].set(title="train loss", xlabel="GD step")
+        axes[1].set(title="sharpness and 2/h (dashed)", xlabel="GD step", ylabel="λ_max")
+        axes[2].set(title="distance between GD and the gradient flow", xlabel="GD step",
+                    ylabel="‖θ_GD(n) − θ_GF(n·h)‖")
+        for ax in axes:
+            ax.legend(fontsize=7)
+        arch = config.get("arch", "mlp")
+        fig.suptitle(f"Edge of stability on digits ({'fc-tanh MLP' if arch == 'mlp' else 'CNN'}): mean ± 1 sd over "
+                     f"{len(folders)} seeds (initialisation and data split)")
+        return save_figure(fig, figures, "eos_digits_seeds" if arch == "mlp" else "eos_digits_cnn_seeds")

@@ -38,3 +38,25 @@ def test_spectral_density_plot_marks_the_edge_and_the_regimes(mlp_objective):
     # Re c(3) = log(2)/3 > 0: the PF grows that direction; Re c(0.3) < 0: it contracts
     assert colours[1:] == [plots.OKABE_ITO["vermillion"], plots.OKABE_ITO["blue"]]
     plots.close([fig])
+
+
+def test_mean_band_draws_the_mean_and_one_sample_sd_skipping_non_finite_points():
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from analysis.plots import mean_band
+
+    series = np.array([[1.0, 2.0, np.nan], [3.0, np.inf, np.nan], [5.0, 4.0, np.nan]])
+    fig, ax = plt.subplots()
+    mean_band(ax, [0, 1, 2], series)
+    line = ax.lines[0]
+    np.testing.assert_allclose(line.get_xdata(), [0, 1])  # the column with no finite value is not drawn
+    np.testing.assert_allclose(line.get_ydata(), [3.0, 3.0])
+    band = ax.collections[0].get_paths()[0].vertices
+    np.testing.assert_allclose(sorted(set(np.round(band[:, 1], 9))), sorted({1.0, 5.0, 3 - 2 ** 0.5, 3 + 2 ** 0.5}))
+    fig2, ax2 = plt.subplots()
+    mean_band(ax2, [0, 1], [[1.0, 10.0], [100.0, 1000.0]], log=True)  # geometric mean on a log axis
+    np.testing.assert_allclose(ax2.lines[0].get_ydata(), [10.0, 100.0])
+    assert ax2.get_yscale() == "log"
+    plt.close(fig)
+    plt.close(fig2)
