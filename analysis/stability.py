@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -326,10 +327,95 @@ def loss_spikes(losses: np.ndarray, relative: float = SPIKE_RELATIVE) -> tuple[l
     return steps, rises
 
 
+class PFLossRate:
+    """A ``gradient_descent`` callback: the principal flow's predicted loss rate at θₙ beside gradient flow's.
+
+    Every ``every`` steps the top-``k`` Hessian eigenpairs (λᵢ, uᵢ) are updated warm (:class:`flows.EigenTracker`)
+    and, with g = ∇E(θₙ) and h the step's rate, recorded as metrics:
+
+    * ``alignment_i`` = (gᵀuᵢ)²/‖g‖², the share of the gradient along uᵢ;
+    * ``pf_re_c_i`` = Re c(hλᵢ), c(x) = log(1 − x)/x (−1 for gradient flow; > 0 once hλ > 2);
+    * ``pf_loss_rate`` = dE/dt along the principal flow with the top k exact and the rest as gradient flow:
+      Σᵢ Re c(hλᵢ)(gᵀuᵢ)² − (‖g‖² − Σᵢ (gᵀuᵢ)²)  (the PF field is Σᵢ c(hλᵢ)(uᵢᵀg)uᵢ, so gᵀθ' is this sum);
+    * ``gf_loss_rate`` = −‖g‖², the gradient flow's (never positive).
+
+    :func:`loss_rate_agreement` compares them offline with GD's observed (E(θₙ₊₁) − E(θₙ))/h.
+    """
+
+    def __init__(self, k: int = 4, every: int = 1, tol: float = 1e-3) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be an int ≥ 1, got {k!r}")
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int ≥ 1, got {every!r}")
+        self.k, self.every, self.tracker = k, every, EigenTracker(k=k, tol=tol)
+
+    def __call__(self, ctx: StepContext, recorder) -> None:
+        if ctx.step % self.every or not ctx.lr > 0:
+            return
+        pairs = self.tracker.update(ctx.objective, ctx.theta)
+        g = ctx.grad.to(pairs.vectors.dtype)
+        g2 = float(torch.dot(g, g))
+        along = (pairs.vectors.T @ g).double().cpu().numpy() ** 2
+        view = pf_stability(pairs.values.double().cpu().numpy(), ctx.lr)
+        row = len(recorder.times) - 1
+        for i in range(len(along)):
+            recorder.set_metric(f"eigenvalue_{i}", row, float(pairs.values[i]))
+            recorder.set_metric(f"alignment_{i}", row, float(along[i] / g2) if g2 > 0 else math.nan)
+            recorder.set_metric(f"pf_re_c_{i}", row, float(view.re_c[i]))
+        recorder.set_metric("pf_loss_rate", row, float((view.re_c * along).sum() - (g2 - along.sum())))
+        recorder.set_metric("gf_loss_rate", row, -g2)
+
+
+def loss_rate_agreement(trajectory: Trajectory, lr: float, before: int = 20,
+                        relative: float = SPIKE_RELATIVE) -> dict[str, Any]:
+    """How well the recorded ``pf_loss_rate`` (and ``gf_loss_rate``) predict GD's one-step loss change.
+
+    Observed rate rₙ = (E(θₙ₊₁) − E(θₙ))/h. Over every measured step, and over the ``before`` steps that precede
+    each loss spike (:func:`loss_spikes`): the fraction of steps whose predicted sign matches rₙ's, the median
+    of |predicted|/|rₙ| (size), and, per spike, the lead: how many steps before the spike the PF first predicted
+    a rise (``None`` when it did not in the window). Returns plain numbers (a table row per spike in ``spikes``).
+    """
+    losses = np.asarray(trajectory.losses, dtype=float)
+    observed = np.full(len(losses), np.nan)
+    observed[:-1] = (losses[1:] - losses[:-1]) / check_positive("lr", lr)
+    pf, gf = (np.asarray(trajectory.metric(name), dtype=float) for name in ("pf_loss_rate", "gf_loss_rate"))
+    measured = np.isfinite(pf) & np.isfinite(observed)
+
+    def scores(mask: np.ndarray) -> dict[str, float]:
+        if not mask.any():
+            return {"steps": 0, "PF sign agrees": math.nan, "GF sign agrees": math.nan, "PF size ratio": math.nan,
+                    "GF size ratio": math.nan}
+        o = observed[mask]
+        return {"steps": int(mask.sum()), "PF sign agrees": float(np.mean(np.sign(pf[mask]) == np.sign(o))),
+                "GF sign agrees": float(np.mean(np.sign(gf[mask]) == np.sign(o))),
+                "PF size ratio": float(np.median(np.abs(pf[mask]) / np.maximum(np.abs(o), 1e-300))),
+                "GF size ratio": float(np.median(np.abs(gf[mask]) / np.maximum(np.abs(o), 1e-300)))}
+
+    spikes, rises = loss_spikes(losses, relative)
+    rows = []
+    for spike, rise in zip(spikes, rises):
+        window = np.zeros(len(losses), dtype=bool)
+        window[max(spike - before, 0):spike] = True
+        mask = window & measured
+        rising = np.flatnonzero(mask & (pf > 0))
+        rows.append({"spike step": spike, "rise": rise, **scores(mask),
+                     "PF lead (steps)": int(spike - rising[0]) if len(rising) else None})
+    return {"all": scores(measured), "before spikes": scores(_union(rows, len(losses), before) & measured),
+            "spikes": rows}
+
+
+def _union(rows: list[dict], n: int, before: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    for row in rows:
+        mask[max(row["spike step"] - before, 0):row["spike step"]] = True
+    return mask
+
+
 def detect_edge_of_stability(trajectory: Trajectory, **kwargs) -> EoSReport:
     """``EoSDetector().detect(trajectory, **kwargs)`` with default thresholds."""
     return EoSDetector().detect(trajectory, **kwargs)
 
 
-__all__ = ["EoSDetector", "EoSReport", "PFStability", "detect_edge_of_stability", "loss_spikes", "pf_stability",
+__all__ = ["EoSDetector", "EoSReport", "PFStability", "PFLossRate", "loss_rate_agreement", "detect_edge_of_stability",
+           "loss_spikes", "pf_stability",
            "stability_threshold", "stability_thresholds"]

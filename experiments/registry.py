@@ -28,6 +28,7 @@ EXPERIMENTS: dict[str, str] = {
     "central-flow-toy": "experiments.central_flow_toy",
     "flow-arena": "experiments.flow_arena",
     "landscape-digits": "experiments.landscape_digits",
+    "igr-flat-minima": "experiments.igr_flat_minima",
     "bench-hvp": "experiments.bench_hvp",
     "bench-spectrum": "experiments.bench_spectrum",
     "bench-flows": "experiments.bench_flows",

@@ -14,6 +14,7 @@ cubic           ½x² + ¼y² + ⅓x³ + ½xy²                  non-quadratic, 
 linear          cᵀθ, c = (1, ½)                         a corridor everywhere
 corridor-xy2    x + y²                                  a corridor on y = 0 only
 sharp-valley    4x²(1 − y/2)² + ⅛(y(y − 2))²            curvature 8 at (0,0), 0 at (0,2)
+scalar-product  ½(y − abx)², x = 2, y = 3/2             minima on ab = ¾ (IGR paper Fig. 1)
 =============== ======================================= =========================
 """
 from __future__ import annotations
@@ -113,6 +114,13 @@ def _sharp_valley(t: Tensor) -> Tensor:
 REGISTRY: dict[str, Toy] = {}
 
 
+_PRODUCT_X, _PRODUCT_Y = 2.0, 1.5
+
+
+def _scalar_product(t: Tensor) -> Tensor:
+    return 0.5 * (_PRODUCT_Y - t[0] * t[1] * _PRODUCT_X) ** 2
+
+
 def register(toy: Toy) -> Toy:
     """Add a toy to the registry (its name must be new)."""
     if toy.name in REGISTRY:
@@ -156,6 +164,15 @@ register(Toy(
         [-_SHARP * t[0] * (1 - 0.5 * t[1]),
          0.25 * _SHARP * t[0] ** 2 + 0.5 * (3 * t[1] ** 2 - 6 * t[1] + 2)]], t),
     (0.05, 0.05)))
+
+register(Toy(
+    "scalar-product", "the two-parameter model of Barrett & Dherin 2021, Fig. 1: E = ½(y − abx)², x = 2, y = 3/2; "
+    "its minima form the curve ab = y/x, flattest (λ = 2xy) at a = b", _scalar_product,
+    lambda t: (t[0] * t[1] * _PRODUCT_X - _PRODUCT_Y) * _PRODUCT_X * torch.stack([t[1], t[0]]),
+    lambda t: _mat([
+        [(t[1] * _PRODUCT_X) ** 2, (2 * t[0] * t[1] * _PRODUCT_X - _PRODUCT_Y) * _PRODUCT_X],
+        [(2 * t[0] * t[1] * _PRODUCT_X - _PRODUCT_Y) * _PRODUCT_X, (t[0] * _PRODUCT_X) ** 2]], t),
+    (2.8, 3.5)))
 
 
 def names() -> list[str]:

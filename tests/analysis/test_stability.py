@@ -142,3 +142,27 @@ def test_adams_edge_is_measured_on_the_preconditioned_sharpness():
     with pytest.raises(ValueError, match="measure 'batch_sharpness' was not recorded"):
         EoSDetector().detect(traj, measure="batch_sharpness")
     assert sharpness(obj, last) > 0
+
+
+def test_pf_loss_rate_is_the_closed_form_on_a_quadratic_and_predicts_a_diverging_direction():
+    """E = ½θᵀAθ, A = diag(1, 3, 12), h = 0.2: hλ = 0.2, 0.6, 2.4; with k = 2 the rest (λ = 1) counts as gradient
+    flow, so dE/dt = Re c(2.4)(12θ₃)² + Re c(0.6)(3θ₂)² − θ₁²; GD diverges along θ₃ and the PF says so."""
+    import torch
+
+    from analysis import PFLossRate, loss_rate_agreement
+    from flows import Objective, gradient_descent, pf_coefficient
+
+    a = torch.tensor([1.0, 3.0, 12.0], dtype=torch.float64)
+    obj = Objective.from_function(lambda t: 0.5 * (a * t * t).sum(), 3)
+    theta0 = torch.tensor([0.1, 0.1, 1.0], dtype=torch.float64)
+    traj = gradient_descent(obj, theta0, lr=0.2, steps=6, states="none", callbacks=[PFLossRate(k=2, tol=1e-10)],
+                            max_loss=1e9)
+    re_c = pf_coefficient(torch.tensor([2.4, 0.6], dtype=torch.float64)).real
+    expected = float(re_c[0] * (12 * 1.0) ** 2 + re_c[1] * (3 * 0.1) ** 2 - 0.1 ** 2)
+    assert traj.metric("pf_loss_rate")[0] == pytest.approx(expected, rel=1e-8)
+    assert traj.metric("gf_loss_rate")[0] == pytest.approx(-(0.1 ** 2 + 0.3 ** 2 + 12.0 ** 2), rel=1e-12)
+    assert traj.metric("alignment_0")[0] == pytest.approx(144 / (144 + 0.09 + 0.01), rel=1e-8)
+    agreement = loss_rate_agreement(traj, 0.2)
+    assert agreement["all"]["PF sign agrees"] == 1.0 and agreement["all"]["GF sign agrees"] == 0.0
+    with pytest.raises(ValueError, match="k must be"):
+        PFLossRate(k=0)
