@@ -29,6 +29,7 @@ EXPERIMENTS: dict[str, str] = {
     "flow-arena": "experiments.flow_arena",
     "landscape-digits": "experiments.landscape_digits",
     "igr-flat-minima": "experiments.igr_flat_minima",
+    "pf-spikes": "experiments.pf_spikes",
     "bench-hvp": "experiments.bench_hvp",
     "bench-spectrum": "experiments.bench_spectrum",
     "bench-flows": "experiments.bench_flows",

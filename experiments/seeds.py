@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,11 @@ def summarise(out: Path, folders: list[Path]) -> list[Path]:
     stems = sorted(set.intersection(*({p.stem for p in f.glob("*.csv")} for f in folders)))
     written = []
     for stem in stems:
-        rows = summarise_tables([read_table(f / f"{stem}.csv") for f in folders], f"{stem}.csv")
+        try:
+            rows = summarise_tables([read_table(f / f"{stem}.csv") for f in folders], f"{stem}.csv")
+        except ValueError as err:  # rows that do not line up across seeds: said, and the other tables go on
+            print(f"driftlab: warning: {err}; not summarised over seeds", file=sys.stderr)
+            continue
         if not rows:
             continue
         seeds = ", ".join(f.name.removeprefix("seed-") for f in folders)

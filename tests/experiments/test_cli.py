@@ -30,6 +30,7 @@ TINY = {
                          "density_starts=2", "density_steps=8", "trace_matvecs=6", "n_train=100", "widths=64,8,10",
                          "lr=0.5"],
     "igr-flat-minima": ["lrs=0.004,0.016", "time=0.2", "path_points=5", "flow_step=0.002"],
+    "pf-spikes": ["steps=12", "k=2", "every=2", "before=3", "n_train=80", "widths=64,8,10", "lr=2.0"],
     "central-flow-toy": ["steps=30", "lr=0.3", "sigma=3", "k=2", "n=32", "width=6"],
     "pf-branch": ["steps=2", "solvers=rk4/20", "budget=5"],
     "bench-scaling": ["n_train=100", "widths=64,8,10", "rounds=1", "gd_steps=2", "k=2"],
