@@ -65,7 +65,7 @@ def sharpness_2d(theta: torch.Tensor) -> float:
 def run(config: Config, out: Path, ctx) -> None:
     obj = toys.get("scalar-product")
     theta0 = start(ctx.seed, config.init_noise)
-    gf = ctx.unit("gf", lambda: _flow(obj, theta0, "gf", min(config.lrs), config, out / "gf.json"),
+    gf = ctx.unit("gf", lambda: _flow(obj, theta0, "gf", min(config.lrs), config, out / "gf.json", ctx.progress),
                   lambda: read_json(out / "gf.json"))
     rows = []
     for h in config.lrs:
@@ -76,10 +76,11 @@ def run(config: Config, out: Path, ctx) -> None:
     print(write_table(out / "igr_summary.csv", rows))
 
 
-def _flow(obj, theta0: torch.Tensor, name: str, h: float, config: Config, path: Path) -> dict:
+def _flow(obj, theta0: torch.Tensor, name: str, h: float, config: Config, path: Path, progress: bool) -> dict:
     """A flow from θ₀ over [0, time] by RK4 (``gf`` does not depend on h; ``igr`` does)."""
     times = torch.linspace(0.0, config.time, config.path_points, dtype=torch.float64)
-    traj = integrate(obj, theta0, name, h, times=times, method="rk4", step_size=config.flow_step)
+    traj = integrate(obj, theta0, name, h, times=times, method="rk4", step_size=config.flow_step,
+                     progress=progress)
     if traj.status != "complete":
         raise ValueError(f"the {name} flow at h = {h:g} ended {traj.status}")
     path_states = traj.state_matrix()
@@ -93,7 +94,7 @@ def _one_rate(obj, theta0: torch.Tensor, h: float, gf: dict, config: Config, fol
     steps = max(1, round(config.time / h))
     gd = gradient_descent(obj, theta0, lr=h, steps=steps, states="full", max_loss=1e6, progress=ctx.progress)
     ctx.check()
-    igr = _flow(obj, theta0, "igr", h, config, folder / "igr.json")
+    igr = _flow(obj, theta0, "igr", h, config, folder / "igr.json", ctx.progress)
     states = gd.state_matrix()
     keep = np.unique(np.linspace(0, len(states) - 1, config.path_points).round().astype(int))
     end = torch.as_tensor(states[-1])

@@ -1,4 +1,4 @@
-"""Learning-rate controllers: one interface for the corridor rate, DAL-p, WNGrad, PAL, Alice and constant GD.
+"""Learning-rate controllers: one interface for the corridor rate, SPS_max, ALI-G, DAL-p, WNGrad, PAL, Alice, GD.
 
 Each controller works two ways:
 
@@ -16,10 +16,11 @@ from typing import Any
 
 from .adaptive import PAL, Alice, WNGrad
 from .base import ClosureObjective, Constant, ControllerOptimizer, StepController, optimizer_class
-from .curvature import CorridorLR, DriftAdjustedLR
+from .curvature import ALIG, CorridorLR, DriftAdjustedLR, SPSMax
 
 CONTROLLERS: dict[str, type[StepController]] = {
     "constant": Constant, "clr": CorridorLR, "dal": DriftAdjustedLR, "wngrad": WNGrad, "pal": PAL, "alice": Alice,
+    "sps": SPSMax, "alig": ALIG,
 }
 
 ConstantOptimizer = optimizer_class(Constant)
@@ -28,6 +29,8 @@ DriftAdjustedLROptimizer = optimizer_class(DriftAdjustedLR)
 WNGradOptimizer = optimizer_class(WNGrad)
 PALOptimizer = optimizer_class(PAL)
 AliceOptimizer = optimizer_class(Alice)
+SPSMaxOptimizer = optimizer_class(SPSMax)
+ALIGOptimizer = optimizer_class(ALIG)
 
 
 def get_controller(name: str, **settings: Any) -> StepController:
@@ -39,7 +42,7 @@ def get_controller(name: str, **settings: Any) -> StepController:
 
 __all__ = [
     "CONTROLLERS", "get_controller", "StepController", "ControllerOptimizer", "ClosureObjective", "optimizer_class",
-    "Constant", "CorridorLR", "DriftAdjustedLR", "WNGrad", "PAL", "Alice",
+    "Constant", "CorridorLR", "DriftAdjustedLR", "WNGrad", "PAL", "Alice", "SPSMax", "ALIG",
     "ConstantOptimizer", "CorridorLROptimizer", "DriftAdjustedLROptimizer", "WNGradOptimizer", "PALOptimizer",
-    "AliceOptimizer",
+    "AliceOptimizer", "SPSMaxOptimizer", "ALIGOptimizer",
 ]

@@ -73,6 +73,51 @@ class CorridorLR(StepController):
         return StepDecision(lr, None, info)
 
 
+class SPSMax(CorridorLR):
+    """SPS_max, the stochastic Polyak step of Loizou, Vaswani, Laradji & Lacoste-Julien (2021, eq. (5)):
+    h = min((E(θ) − E*)/(c·‖g‖²), ``max_lr``) with E* the optimal value of the loss being stepped on (0 for
+    non-negative losses that interpolate), c = 1/2 by default (their theory's choice), max_lr = γ_b.
+
+    With c = 1 and no cap this is CLR, the corridor rate; c = 1/2 takes twice CLR's step. In a mini-batch loop
+    E and g are the batch's, as in the paper. Records ``clr`` (the uncapped step) and ``lr``.
+    """
+
+    name = "sps"
+
+    def __init__(self, c: float = 0.5, max_lr: float = 1.0, e_star: float = 0.0) -> None:
+        self.c = check_positive("c", c)
+        super().__init__(e_star, scale=1.0 / self.c, max_lr=check_positive("max_lr", max_lr))
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"c": self.c, "max_lr": self.max_lr, "e_star": self.e_star}
+
+
+class ALIG(StepController):
+    """ALI-G (Berrada, Zisserman & Kumar 2020, eq. (5), without momentum): h = min((E(θ) − E*)/(‖g‖² + δ),
+    ``max_lr``) with E* = 0 by default (ALI-G assumes interpolation), δ > 0 a small constant keeping the step
+    finite where g → 0, and max_lr = η the maximal rate. In a mini-batch loop E and g are the batch's.
+    When E ≤ E* the step is 0. Records ``lr``.
+    """
+
+    name = "alig"
+
+    def __init__(self, max_lr: float = 1.0, delta: float = 1e-5, e_star: float = 0.0) -> None:
+        super().__init__()
+        self.max_lr = check_positive("max_lr", max_lr)
+        self.delta = check_positive("delta", delta)
+        if not (isinstance(e_star, (int, float)) and math.isfinite(e_star)):
+            raise ValueError(f"e_star must be a finite number, got {e_star!r}")
+        self.e_star = float(e_star)
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"max_lr": self.max_lr, "delta": self.delta, "e_star": self.e_star}
+
+    def decide(self, ctx: StepContext) -> StepDecision:
+        gap = float(ctx.loss) - self.e_star
+        g2 = float(torch.linalg.vector_norm(ctx.grad)) ** 2
+        return StepDecision(min(max(gap, 0.0) / (g2 + self.delta), self.max_lr))
+
+
 class DriftAdjustedLR(StepController):
     """DAL-p: h = min(2 / vᵖ, max_lr) with v = ‖Hg‖/‖g‖, the curvature along the gradient.
 

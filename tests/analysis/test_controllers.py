@@ -402,3 +402,34 @@ def test_param_group_edits_are_validated_and_several_groups_refused():
     first, second = list(model.parameters())[:2], list(model.parameters())[2:]
     with pytest.raises(ValueError, match="single parameter group"):
         ConstantOptimizer([{"params": first}, {"params": second, "lr": 0.01}], lr=0.1)
+
+
+def test_sps_max_and_alig_are_their_papers_formulas_in_both_forms():
+    """E = ½‖θ‖² at θ = (3, 4): E = 12.5, ‖g‖² = 25. SPS_max (c = ½): 2·12.5/25 = 1 (cap 10) and 0.4 under a cap of
+    0.4; ALI-G: 12.5/(25 + δ); a loss below E* takes no step."""
+    import torch
+
+    from analysis.controllers import ALIG, ALIGOptimizer, SPSMax, SPSMaxOptimizer
+    from flows import Objective, gradient_descent
+
+    obj = Objective.from_function(lambda t: 0.5 * (t * t).sum(), 2)
+    theta0 = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    for controller, expected in ((SPSMax(c=0.5, max_lr=10.0), 1.0), (SPSMax(c=0.5, max_lr=0.4), 0.4),
+                                 (ALIG(max_lr=10.0, delta=0.5), 12.5 / 25.5), (ALIG(e_star=20.0), 0.0)):
+        traj = gradient_descent(obj, theta0, lr=0.1, steps=1, controller=controller, states="none")
+        assert traj.metric("lr")[0] == pytest.approx(expected, rel=1e-12)
+    w = torch.nn.Parameter(theta0.clone())
+    for opt, expected in ((SPSMaxOptimizer([w], c=0.5, max_lr=10.0), 1.0), (ALIGOptimizer([w], max_lr=0.3), 0.3)):
+        with torch.no_grad():
+            w.copy_(theta0)
+
+        def closure(opt=opt):
+            opt.zero_grad()
+            loss = 0.5 * (w * w).sum()
+            loss.backward()
+            return loss
+        opt.step(closure)
+        torch.testing.assert_close(w.detach(), theta0 * (1 - expected))
+    for bad in (lambda: SPSMax(c=0.0), lambda: ALIG(delta=-1.0), lambda: ALIG(e_star=float("nan"))):
+        with pytest.raises(ValueError):
+            bad()
