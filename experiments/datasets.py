@@ -2,6 +2,8 @@
 
 * :func:`digits` — scikit-learn's bundled handwritten digits (1797 × 64),
   standardized per pixel with training statistics, one-hot targets.
+* :func:`breast_cancer` — scikit-learn's bundled Wisconsin breast-cancer data (569 × 30, two classes),
+  standardized per feature with training statistics.
 * :func:`cifar10` — CIFAR-10 read from a local folder in its python format.
 * :func:`teacher_student`, :func:`gaussian_mixture` — synthetic data for tests.
 * :func:`fc_tanh` — the fully connected tanh network of the EoS experiments.
@@ -54,6 +56,15 @@ def _finish(x: np.ndarray, labels: np.ndarray, n_test: int, seed: int, num_class
     onehot = torch.nn.functional.one_hot(lt, num_classes).to(dtype)
     tr, te = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
     return Split(xt[tr], onehot[tr], xt[te], onehot[te], lt[tr], lt[te], num_classes)
+
+
+def breast_cancer(n_test: int = 114, seed: int = 0, dtype: torch.dtype = torch.float64) -> Split:
+    """scikit-learn's bundled breast-cancer data (569 × 30, labels 0/1): a seeded split of ``n_test`` test rows,
+    features standardized with the training rows' mean and standard deviation, one-hot targets."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    return _finish(bunch.data.astype(np.float64), bunch.target, n_test, seed, 2, dtype, None)
 
 
 def digits(n_test: int = 297, seed: int = 0, dtype: torch.dtype = torch.float32,
