@@ -30,6 +30,8 @@ EXPERIMENTS: dict[str, str] = {
     "landscape-digits": "experiments.landscape_digits",
     "igr-flat-minima": "experiments.igr_flat_minima",
     "pf-spikes": "experiments.pf_spikes",
+    "polyak-family": "experiments.polyak_family",
+    "dal-tradeoff": "experiments.dal_tradeoff",
     "bench-hvp": "experiments.bench_hvp",
     "bench-spectrum": "experiments.bench_spectrum",
     "bench-flows": "experiments.bench_flows",
