@@ -245,7 +245,8 @@ def _trace_methods(setup: Setup, config: Config) -> dict[str, Callable[[int], tu
         import curvlinops
 
         for name in ("hutchpp_trace", "hutchinson_trace", "xtrace"):
-            methods[f"curvlinops {name}"] = _curvlinops_trace(setup, getattr(curvlinops, name), m)
+            budget = m - m % 2 if name == "xtrace" else m  # XTrace needs an even number of products
+            methods[f"curvlinops {name}"] = _curvlinops_trace(setup, getattr(curvlinops, name), budget)
     if "pyhessian" in setup.peers:
         methods["pyhessian trace (maxIter=100, tol=1e-3)"] = lambda seed: _pyhessian_trace(setup, seed)
     return methods

@@ -50,8 +50,9 @@ def _check_directions(d1: Tensor, d2: Tensor | None) -> None:
             raise ValueError(f"directions d1 and d2 are parallel (cos = {cos:.12f}): they span a line, not a plane")
 
 
-def batched_loss(objective: Objective, thetas: Tensor, chunk: int = 64) -> Tensor:
-    """E at each row of ``thetas`` (n, D), ``chunk`` rows at a time through ``torch.func.vmap``."""
+def batched_loss(objective: Objective, thetas: Tensor, chunk: int = 8) -> Tensor:
+    """E at each row of ``thetas`` (n, D), ``chunk`` rows at a time through ``torch.func.vmap``. The default 8
+    is measured: on the digits MLP (2 cores) 3.1 ms a point at 4–16 rows, 5.0 at 64, 3.6 one at a time."""
     chunk = check_count("chunk", chunk, minimum=1)
 
     def energy(t: Tensor) -> Tensor:
@@ -70,7 +71,7 @@ def batched_loss(objective: Objective, thetas: Tensor, chunk: int = 64) -> Tenso
 
 
 def loss_plane(objective: Objective, theta: Tensor, d1: Tensor, d2: Tensor, alphas: Sequence[float] | np.ndarray,
-               betas: Sequence[float] | np.ndarray, *, chunk: int = 64) -> Plane:
+               betas: Sequence[float] | np.ndarray, *, chunk: int = 8) -> Plane:
     """E(θ + a·d₁ + b·d₂) for every a in ``alphas``, b in ``betas`` (exact, batched).
 
     Zero, non-finite or parallel directions raise a ValueError; so does a grid whose points would not fit in
@@ -105,7 +106,7 @@ def plane_coordinates(points: np.ndarray | Tensor, theta: Tensor, d1: Tensor, d2
 
 
 def interpolate(objective: Objective, start: Tensor, end: Tensor, points: int = 51,
-                extend: float = 0.0, *, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                extend: float = 0.0, *, chunk: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """E((1 − s)·start + s·end) for s on [−extend, 1 + extend] (``points`` values): the 1-D interpolation."""
     points = check_count("points", points, minimum=2)
     s = torch.linspace(-extend, 1 + extend, points, dtype=torch.float64)
