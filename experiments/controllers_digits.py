@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +19,12 @@ import numpy as np
 import torch
 
 from analysis import EoSDetector, get_controller, plots
-from analysis.controllers import ControllerOptimizer
 from flows import Trajectory, gradient_descent, toys
 from flows.layout import ParameterLayout
 
 from .common import read_json, read_table, save_figure, write_json, write_table
-from .datasets import check_digits_widths, digits_objective, half_mse
+from .datasets import check_digits_widths, digits_objective
+from .training import digits_problem, minibatch
 
 DESCRIPTION = "controllers (GD, CLR, DAL-p, WNGrad, PAL, Alice) on digits full/mini-batch and two toys"
 
@@ -182,57 +181,10 @@ def _toys(config: Config, out: Path) -> None:
 
 
 def _minibatch(spec: str, config: Config, ctx) -> dict:
-    """One mini-batch run with the ``torch.optim`` form of the controller."""
-    name, kw, label = parse_method(spec)
-    if name == "dal":
-        kw["hvp"] = "finite_difference"
-    obj, split, model = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
-    model = model.to(ctx.device)
-    x, y = (t.to(ctx.device) for t in split.train)
-    x_test, labels_test = split.x_test.to(ctx.device), split.labels_test.to(ctx.device)
-    opt = ControllerOptimizer(model.parameters(), get_controller(name, **kw))
-    gen = torch.Generator().manual_seed(ctx.seed)
-    calls = [0]
-    result: dict[str, Any] = {"label": label, "status": "complete", "train_loss": [], "test_acc": [], "lr": [],
-                              "epoch_steps": []}
-
-    def record() -> None:
-        with torch.no_grad():
-            result["train_loss"].append(float(half_mse(model(x), y)))
-            result["test_acc"].append(float((model(x_test).argmax(1) == labels_test).float().mean()))
-
-    record()
-    seconds = 0.0
-    for _ in range(config.epochs):
-        order = torch.randperm(len(x), generator=gen).to(ctx.device)
-        for start in range(0, len(x), config.batch_size):
-            idx = order[start:start + config.batch_size]
-            xb, yb = x[idx], y[idx]
-
-            def closure(xb=xb, yb=yb):
-                calls[0] += 1
-                opt.zero_grad()
-                loss = half_mse(model(xb), yb)
-                loss.backward()
-                return loss
-
-            t0 = time.perf_counter()
-            refused = opt.refused_steps
-            opt.step(closure)
-            seconds += time.perf_counter() - t0
-            ctx.check()
-            if opt.refused_steps > refused:
-                result["status"] = "diverged"
-                break
-            result["lr"].append(float(opt.last_info.get("lr", math.nan)))
-        record()
-        result["epoch_steps"].append(len(result["lr"]))
-        if result["status"] != "complete" or not math.isfinite(result["train_loss"][-1]):
-            result["status"] = "diverged"
-            break
-    result["evaluations"] = calls[0]
-    result["ms_per_step"] = 1e3 * seconds / max(len(result["lr"]), 1)
-    return result
+    """One mini-batch run with the ``torch.optim`` form of the controller (:func:`experiments.training.minibatch`,
+    DAL with finite-difference Hg, batches ordered by the run's seed)."""
+    problem = digits_problem(ctx.seed, config.n_train, config.widths)
+    return minibatch(problem, spec, config.epochs, config.batch_size, 0, ctx, ctx.seed)
 
 
 def _stem(spec: str) -> str:

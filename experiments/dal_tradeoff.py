@@ -17,7 +17,7 @@ import numpy as np
 from analysis import plots
 
 from .common import read_json, save_figure, write_json, write_table
-from .training import digits_problem, fullbatch, minibatch
+from .training import Schedule, digits_problem, fullbatch, minibatch
 
 DESCRIPTION = "DAL-p trade-off on digits: p ∈ {0.25…2} vs a constant-rate sweep, full batch and mini-batch"
 
@@ -25,24 +25,16 @@ KEYS = ("final train loss", "test acc", "beyond the edge (hλ/2 > 1)", "median l
 
 
 @dataclass
-class Config:
+class Config(Schedule):
     ps: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0)
     rates: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
-    steps: int = 500
-    epochs: int = 10
-    batch_size: int = 64
-    sharpness_every: int = 10
-    n_train: int = 0
-    widths: tuple[int, ...] = (64, 200, 200, 10)
 
     def validate(self) -> None:
+        super().validate()
         if not self.ps or any(not p > 0 for p in self.ps):
             raise ValueError(f"ps must be positive, got {self.ps}")
         if not self.rates or any(not h > 0 for h in self.rates):
             raise ValueError(f"rates must be positive, got {self.rates}")
-        for name in ("steps", "epochs", "batch_size", "sharpness_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
 
 
 def run(config: Config, out: Path, ctx) -> None:

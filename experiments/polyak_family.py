@@ -21,7 +21,7 @@ import numpy as np
 from analysis import plots
 
 from .common import read_json, save_figure, write_json, write_table
-from .training import breast_cancer_problem, controller, digits_problem, fullbatch, minibatch
+from .training import Schedule, breast_cancer_problem, controller, digits_problem, fullbatch, minibatch
 
 DESCRIPTION = "CLR vs SPS_max, ALI-G, WNGrad, PAL, Alice and a constant sweep on digits and breast cancer"
 
@@ -29,19 +29,15 @@ PROBLEMS = ("digits", "breast-cancer")
 
 
 @dataclass
-class Config:
+class Config(Schedule):
     problems: tuple[str, ...] = PROBLEMS
     methods: tuple[str, ...] = ("clr", "clr:5", "sps:5", "alig:5", "wngrad:1", "pal", "alice:0.01")
     digits_rates: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
     cancer_rates: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
     steps: int = 300
-    epochs: int = 10
-    batch_size: int = 64
-    sharpness_every: int = 10
-    n_train: int = 0
-    widths: tuple[int, ...] = (64, 200, 200, 10)
 
     def validate(self) -> None:
+        super().validate()
         unknown = sorted(set(self.problems) - set(PROBLEMS))
         if unknown or not self.problems:
             raise ValueError(f"problems must be among {PROBLEMS}, got {self.problems}")
@@ -50,9 +46,6 @@ class Config:
         if any(not h > 0 for h in self.digits_rates + self.cancer_rates) or not self.digits_rates or \
                 not self.cancer_rates:
             raise ValueError("digits_rates and cancer_rates must be non-empty and positive")
-        for name in ("steps", "epochs", "batch_size", "sharpness_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
 
 
 def _problem(name: str, config: Config, seed: int):

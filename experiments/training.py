@@ -40,9 +40,29 @@ from analysis import EoSDetector, get_controller
 from analysis.controllers import ControllerOptimizer, StepController
 from flows import EigenTracker, Objective, gradient_descent
 
-from .datasets import breast_cancer, digits, fc_tanh, half_mse
+from .datasets import breast_cancer, check_digits_widths, digits, fc_tanh, half_mse
 
 KINDS = ("constant", "clr", "polyak", "sps", "alig", "dal", "wngrad", "pal", "alice")
+
+
+@dataclass
+class Schedule:
+    """The settings every controller comparison shares (an experiment's ``Config`` extends it)."""
+
+    steps: int = 500  # full-batch steps
+    epochs: int = 10  # mini-batch epochs
+    batch_size: int = 64
+    sharpness_every: int = 10  # steps between full-batch sharpness measurements
+    n_train: int = 0  # digits training examples (0: the whole split)
+    widths: tuple[int, ...] = (64, 200, 200, 10)  # the digits MLP
+
+    def validate(self) -> None:
+        check_digits_widths(self.widths)
+        for name in ("steps", "epochs", "batch_size", "sharpness_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.n_train < 0:
+            raise ValueError(f"n_train must be ≥ 0, got {self.n_train}")
 
 
 @dataclass
@@ -194,7 +214,8 @@ def _row(problem: Problem, label: str, status: str, losses: np.ndarray, accuracy
 
 def minibatch(problem: Problem, spec: str, epochs: int, batch_size: int, sharpness_every: int, ctx,
               seed: int) -> dict:
-    """One mini-batch run with the controller's ``torch.optim`` form; the per-epoch curves and a summary row."""
+    """One mini-batch run with the controller's ``torch.optim`` form; the per-epoch curves and a summary row.
+    ``sharpness_every`` = 0 measures no sharpness; ``seed`` orders the batches."""
     control, label, _ = controller(spec, problem, minibatch=True)
     model = problem.model.to(ctx.device)
     x, y = (t.to(ctx.device) for t in problem.train)
@@ -203,7 +224,7 @@ def minibatch(problem: Problem, spec: str, epochs: int, batch_size: int, sharpne
     gen = torch.Generator().manual_seed(seed)
     calls, seconds = [0], 0.0
     curves: dict[str, Any] = {"label": label, "status": "complete", "train_loss": [], "test_acc": [], "lr": [],
-                              "sharpness": [], "sharpness_lr": []}
+                              "sharpness": [], "sharpness_lr": [], "epoch_steps": []}
 
     def record() -> None:
         with torch.no_grad():
@@ -232,10 +253,11 @@ def minibatch(problem: Problem, spec: str, epochs: int, batch_size: int, sharpne
                 curves["status"] = "diverged"
                 break
             curves["lr"].append(float(opt.last_info.get("lr", math.nan)))
-            if (len(curves["lr"]) - 1) % sharpness_every == 0:
+            if sharpness_every and (len(curves["lr"]) - 1) % sharpness_every == 0:
                 curves["sharpness"].append(float(tracker.update(obj, _flat(model)).values[0]))
                 curves["sharpness_lr"].append(curves["lr"][-1])
         record()
+        curves["epoch_steps"].append(len(curves["lr"]))
         if curves["status"] != "complete" or not math.isfinite(curves["train_loss"][-1]):
             curves["status"] = "diverged"
             break
