@@ -166,3 +166,24 @@ def test_pf_loss_rate_is_the_closed_form_on_a_quadratic_and_predicts_a_diverging
     assert agreement["all"]["PF sign agrees"] == 1.0 and agreement["all"]["GF sign agrees"] == 0.0
     with pytest.raises(ValueError, match="k must be"):
         PFLossRate(k=0)
+
+
+def test_pf_loss_rate_on_a_batchnorm_cnn_matches_the_dense_hessian(cnn_objective):
+    """On a train-mode BatchNorm CNN with cross-entropy (an architecture and loss pf-spikes does not use) the recorded
+    rate equals Σᵢ Re c(hλᵢ)(gᵀuᵢ)² − (‖g‖² − Σᵢ(gᵀuᵢ)²) from the dense float64 Hessian's top 3 pairs."""
+    import torch
+
+    from analysis import PFLossRate
+    from flows import gradient_descent, pf_coefficient
+
+    theta, h = cnn_objective.theta0, 0.9
+    traj = gradient_descent(cnn_objective, theta, lr=h, steps=1, states="none",
+                            callbacks=[PFLossRate(k=3, tol=1e-10)])
+    values, vectors = torch.linalg.eigh(cnn_objective.hessian(theta))
+    lam, u = values.flip(0)[:3], vectors.flip(1)[:, :3]
+    g = cnn_objective.grad(theta)
+    along = (u.T @ g) ** 2
+    expected = float((pf_coefficient(h * lam).real * along).sum() - (g @ g - along.sum()))
+    assert traj.metric("pf_loss_rate")[0] == pytest.approx(expected, rel=1e-6)
+    for i in range(3):
+        assert traj.metric(f"alignment_{i}")[0] == pytest.approx(float(along[i] / (g @ g)), rel=1e-6, abs=1e-12)
