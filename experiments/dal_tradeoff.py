@@ -76,7 +76,7 @@ def _draw(runs: list[list[dict]], figures: Path) -> list[Path]:
     titles = {"final train loss": "final train loss", "test acc": "test accuracy",
               "beyond the edge (hλ/2 > 1)": "fraction of steps with hλ_max/2 > 1", "median lr": "median rate h"}
     with plots.style():
-        fig, axes = plots.subplots(5, ncols=5, width=3.4, height=3.0)
+        fig, axes = plots.subplots(6, ncols=3, width=4.0, height=3.1)
         for i, setting in enumerate(settings):
             colour = plots.CYCLE[i]
             for ax, key in zip(axes, KEYS):
@@ -85,6 +85,11 @@ def _draw(runs: list[list[dict]], figures: Path) -> list[Path]:
                                 log=key in ("final train loss", "median lr"))
                 ax.set(title=titles[key], xlabel="p")
             h, losses = _series(runs, setting, False, "final train loss")
+            mean_losses = np.nanmean(losses, 0)
+            if np.isfinite(mean_losses).any():
+                best = int(np.nanargmin(mean_losses))
+                axes[0].axhline(mean_losses[best], color=colour, ls=":", lw=1.0,
+                                label=f"best constant h = {h[best]:g}, {setting}")
             _, edge = _series(runs, setting, False, "beyond the edge (hλ/2 > 1)")
             _, dal_losses = _series(runs, setting, True, "final train loss")
             _, dal_edge = _series(runs, setting, True, "beyond the edge (hλ/2 > 1)")
@@ -92,9 +97,10 @@ def _draw(runs: list[list[dict]], figures: Path) -> list[Path]:
                          label=f"constant h, {setting}")
             axes[4].plot(np.nanmean(dal_edge, 0), np.nanmean(dal_losses, 0), "o-", color=colour, ms=4,
                          label=f"DAL-p, {setting}")
-        axes[4].set(title="the trade-off: loss against time beyond the edge", xlabel="fraction beyond the edge",
+        axes[4].set(title="trade-off: loss vs time beyond the edge", xlabel="fraction of steps with hλ_max/2 > 1",
                     ylabel="final train loss", yscale="log")
-        for ax in axes:
+        axes[5].axis("off")
+        for ax in axes[:5]:
             ax.legend(fontsize=6)
         fig.suptitle("DAL-p on the digits MLP" + (f": mean ± 1 sd over {len(runs)} seeds" if len(runs) > 1 else ""))
         return save_figure(fig, figures, "dal_tradeoff")
