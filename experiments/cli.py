@@ -241,18 +241,35 @@ def _seed_plan(args) -> tuple[Path, list[int], list[str]]:
         if not (out / seeds.PLAN).is_file():
             raise ConfigError(f"--overwrite: {out} holds no driftlab {seeds.PLAN}; refusing to delete what "
                               "driftlab did not write")
-        shutil.rmtree(out)
     return out, seeds.parse_seeds(args.seeds), list(args.overrides)
+
+
+def _empty_but_lock(out: Path) -> None:
+    """Remove a multi-seed folder's content (it holds a seeds plan: checked), keeping the lock this run holds."""
+    for path in out.iterdir():
+        if path.name == folder.LOCK_NAME:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _run_seeds(args, restore_signals: bool) -> int:
     """One run per seed (each resumable on its own), then the tables summarised over seeds and the figures."""
+    lock = None
     try:
         module = registry.get(args.name)
         out, plan, overrides = _seed_plan(args)
         folder.check_writable_folder(out, "--out")
+        lock = folder.FolderLock(out)  # one multi-seed run owns the folder (each seed's run locks its own)
+        lock.acquire()
+        if args.overwrite:
+            _empty_but_lock(out)
         seeds.write_plan(out, args.name, plan, overrides, args.device)
     except (ConfigError, ValueError, TypeError, FileNotFoundError, OSError) as err:
+        if lock is not None:
+            lock.release()
         return _fail(str(err))
     stopped = {"flag": False}
 
@@ -279,6 +296,7 @@ def _run_seeds(args, restore_signals: bool) -> int:
                 return code
         return _summarise_seeds(module, out, [seeds.seed_folder(out, s) for s in plan], args.figures)
     finally:
+        lock.release()
         if restore_signals:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

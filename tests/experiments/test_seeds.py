@@ -45,7 +45,8 @@ def test_a_run_over_seeds_summarises_every_table_and_each_seed_equals_its_single
         assert row["seeds"] == "2"
         mean = (float(a["final loss"]) + float(b["final loss"])) / 2
         assert float(row["final loss"].split(" ± ")[0]) == pytest.approx(mean, rel=1e-3)
-    assert (figs / "eos_digits.png").exists()
+    assert (figs / "eos_digits_seeds.png").exists()  # the mean-with-band figure (plot_seeds)
+    assert (out / "figures" / "seed-3" / "eos_digits.png").exists()  # and each seed's own
     single = tmp_path / "single"
     assert main(["run", "eos-digits", "--seed", "3", "--out", str(single), "--figures", str(tmp_path / "f1"),
                  "--quiet", *EOS]) == 0
@@ -94,3 +95,19 @@ def test_bad_seed_requests_are_refused_before_any_run(tmp_path, capsys):
     (out / "mine.txt").write_text("not driftlab's")
     assert main(["run", "eos-digits", "--seeds", "0,1", "--out", str(out), "--overwrite", *EOS]) == 2
     assert "refusing to delete" in capsys.readouterr().err and (out / "mine.txt").exists()
+
+
+def test_a_folder_another_run_over_seeds_holds_is_refused(tmp_path, capsys):
+    from experiments import folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seeds.json").write_text(json.dumps({"experiment": "eos-digits", "seeds": [0, 1], "overrides": []}))
+    other = folder.FolderLock(out)
+    other.acquire()
+    try:
+        assert main(["run", "eos-digits", "--seeds", "0,1", "--out", str(out), "--overwrite", *EOS]) == 2
+        assert "in use" in capsys.readouterr().err
+        assert (out / "seeds.json").exists()  # nothing deleted under the other run
+    finally:
+        other.release()
