@@ -21,8 +21,9 @@ alice[:h]   Alice                                   rate (default 0.01)
 :func:`fullbatch` runs ``flows.gradient_descent`` with the controller (sharpness every ``sharpness_every`` steps,
 test accuracy every ``eval_every``); :func:`minibatch` runs its ``torch.optim`` form in an ordinary epoch loop
 (DAL with finite-difference Hg), the full-batch sharpness measured every ``sharpness_every`` optimizer steps.
-Both return a summary row with the final train loss (and E − E*), test accuracy, median rate and the fraction of
-measured steps with hₙλ_max(θₙ)/2 > 1 (beyond the edge of stability).
+A run whose loss passes ``BLOW_UP`` × max(1, E(θ₀)) ends as diverged (the runner's own bound, 1e12, lets a run
+sit at a loss of 1e10 and call it complete). Both return a summary row with the final train loss (and E − E*),
+test accuracy, median rate and the fraction of measured steps with hₙλ_max(θₙ)/2 > 1 (beyond the edge of stability).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from flows import EigenTracker, Objective, gradient_descent
 
 from .datasets import breast_cancer, check_digits_widths, digits, fc_tanh, half_mse
 
+BLOW_UP = 1e4
 KINDS = ("constant", "clr", "polyak", "sps", "alig", "dal", "wngrad", "pal", "alice")
 
 
@@ -189,8 +191,9 @@ def fullbatch(problem: Problem, spec: str, steps: int, sharpness_every: int, eva
         spent[0] += time.perf_counter() - tick
 
     start = time.perf_counter()
+    bound = BLOW_UP * max(1.0, float(obj.loss(theta0)))
     traj = gradient_descent(obj, theta0, lr=base, steps=steps, controller=control, states="none",
-                            callbacks=[diagnostics], progress=ctx.progress)
+                            callbacks=[diagnostics], progress=ctx.progress, max_loss=bound)
     seconds = time.perf_counter() - start - spent[0]
     acc = traj.metric("test_acc")
     lr, sharp = traj.metric("lr"), traj.metric("sharpness")
@@ -232,6 +235,7 @@ def minibatch(problem: Problem, spec: str, epochs: int, batch_size: int, sharpne
             curves["test_acc"].append(problem.accuracy(model(problem.test_x.to(ctx.device)).cpu()))
 
     record()
+    bound = BLOW_UP * max(1.0, curves["train_loss"][0])
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen).to(ctx.device)
         for begin in range(0, len(x), batch_size):
@@ -258,7 +262,7 @@ def minibatch(problem: Problem, spec: str, epochs: int, batch_size: int, sharpne
                 curves["sharpness_lr"].append(curves["lr"][-1])
         record()
         curves["epoch_steps"].append(len(curves["lr"]))
-        if curves["status"] != "complete" or not math.isfinite(curves["train_loss"][-1]):
+        if curves["status"] != "complete" or not curves["train_loss"][-1] < bound:
             curves["status"] = "diverged"
             break
     steps = max(len(curves["lr"]), 1)

@@ -81,3 +81,12 @@ def test_objective_of_a_problem_is_the_full_batch_loss():
     with torch.no_grad():
         direct = problem.loss_fn(problem.model(problem.train[0]), problem.train[1])
     assert float(obj.loss(obj.theta0)) == pytest.approx(float(direct), rel=1e-12)
+
+
+def test_a_blow_up_ends_as_diverged_in_both_modes():
+    """GD at 50× the stable rate on least squares: the loss passes 1e4·E(θ₀) and the row says diverged."""
+    problem, _ = _least_squares(2)
+    row, _ = fullbatch(problem, "constant:100", 200, 50, 50, _Ctx())
+    assert row["status"] == "diverged"
+    result = minibatch(_least_squares(2)[0], "constant:100", 5, 16, 0, _Ctx(), seed=0)
+    assert result["status"] == "diverged"
