@@ -67,13 +67,14 @@ def _series(runs: list[list[dict]], setting: str, dal: bool, key: str) -> tuple[
     """(x values, values (runs, points)) of DAL's (x = p) or the constants' (x = h) rows of one setting."""
     chosen = [[r for r in rows if r["setting"] == setting and r["method"].startswith("DAL") == dal]
               for rows in runs]
-    return (np.array([r["p or h"] for r in chosen[0]]),
-            np.array([[r[key] for r in rows] for rows in chosen], dtype=float))
+    values = np.array([[r[key] if r["status"] == "complete" or key == "beyond the edge (hλ/2 > 1)" else np.nan
+                        for r in rows] for rows in chosen], dtype=float)  # a diverged run has no final loss to draw
+    return np.array([r["p or h"] for r in chosen[0]]), values
 
 
 def _draw(runs: list[list[dict]], figures: Path) -> list[Path]:
     settings = list(dict.fromkeys(r["setting"] for r in runs[0]))
-    titles = {"final train loss": "final train loss", "test acc": "test accuracy",
+    titles = {"final train loss": "final train loss (diverged runs left out)", "test acc": "test accuracy",
               "beyond the edge (hλ/2 > 1)": "fraction of steps with hλ_max/2 > 1", "median lr": "median rate h"}
     with plots.style():
         fig, axes = plots.subplots(6, ncols=3, width=4.0, height=3.1)
