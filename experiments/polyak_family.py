@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from analysis import plots
 
@@ -112,6 +113,7 @@ def _panel(ax, runs: list[list[dict]], problem: str, setting: str, key: str) -> 
     ax.barh(y, mean, color=colours, xerr=[mean - low, high - mean], capsize=2)
     ax.set_yticks(y, labels, fontsize=6)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a log axis overlap
     ax.invert_yaxis()
     ax.set(title=f"{problem}, {setting}", xlabel=key + (" (geometric mean, min–max)" if len(runs) > 1 else ""))
 
