@@ -254,7 +254,10 @@ def plot_seeds(folders: list[Path], figures: Path) -> list[Path]:
                     ylabel="‖θ_GD(n) − θ_GF(n·h)‖")
         for ax in axes:
             ax.legend(fontsize=7)
-        arch = config.get("arch", "mlp")
-        fig.suptitle(f"Edge of stability on digits ({'fc-tanh MLP' if arch == 'mlp' else 'CNN'}): mean ± 1 sd over "
-                     f"{len(folders)} seeds (initialisation and data split)")
-        return save_figure(fig, figures, "eos_digits_seeds" if arch == "mlp" else "eos_digits_cnn_seeds")
+        arch, loss = config.get("arch", "mlp"), _loss_name(config)
+        what = ("fc-tanh MLP" if arch == "mlp" else "CNN") + (", ½-MSE" if loss == "mse" else ", cross-entropy")
+        fig.suptitle(f"Edge of stability on digits ({what}): mean ± 1 sd over {len(folders)} seeds "
+                     "(initialisation and data split)")
+        stem = "eos_digits" if arch == "mlp" else "eos_digits_cnn"
+        stem += "" if loss == ("mse" if arch == "mlp" else "ce") else f"_{loss}"  # a non-default loss
+        return save_figure(fig, figures, stem + "_seeds")
