@@ -318,10 +318,7 @@ def _summarise_seeds(module, out: Path, folders: list[Path], figures: Path) -> i
                  else module.plot(folders[0], figures))
     except (OSError, ValueError, KeyError) as err:
         return _fail(f"{out}: cannot summarise the seeds ({err}); the runs are complete".replace("\n", " "))
-    print(f"results: {out}")
-    for path in drawn:
-        print(f"figure:  {path}")
-    return 0
+    return _report(out, drawn)
 
 
 def _plot_seeds(results: Path, figures: Path) -> int:
@@ -445,6 +442,11 @@ def _draw(module, name: str, out: Path, ctx: RunContext) -> int:
         return 130
     except (OSError, ValueError, KeyError) as err:
         return _fail(f"{name}: cannot draw figures ({err}); {redraw}".replace("\n", " "))
+    return _report(out, figures)
+
+
+def _report(out: Path, figures: list[Path]) -> int:
+    """Say where the results and figures are; exit status 0."""
     print(f"results: {out}")
     for path in figures:
         print(f"figure:  {path}")
