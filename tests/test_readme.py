@@ -3,12 +3,17 @@ import re
 from pathlib import Path
 
 
-def test_readme_example_runs(capsys):
+def _run_block(index: int, what: str, capsys) -> str:
+    """Run the README's python block number ``index`` as written and return what it printed."""
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, "README has no python example"
-    exec(compile(blocks[0], "README.md", "exec"), {})
-    out = capsys.readouterr().out
+    assert len(blocks) > index, f"README has no {what}"
+    exec(compile(blocks[index], "README.md", "exec"), {})
+    return capsys.readouterr().out
+
+
+def test_readme_example_runs(capsys):
+    out = _run_block(0, "python example", capsys)
     assert "PF drift" in out and "top eigenvalues" in out
     pf_drift = float(re.search(r"PF drift (\S+),", out).group(1))
     gf_drift = float(re.search(r"GF drift (\S+)", out).group(1))
@@ -16,11 +21,7 @@ def test_readme_example_runs(capsys):
 
 
 def test_readme_network_example_runs(capsys):
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 2, "README has no network example"
-    exec(compile(blocks[1], "README.md", "exec"), {})
-    out = capsys.readouterr().out
+    out = _run_block(1, "network example", capsys)
     for name in ("gf", "pf_topk"):
         line = re.search(rf"^{name}: (\w+), rk4 step (\S+), (\d+) field evaluations", out, flags=re.M)
         assert line and line.group(1) == "complete", out
@@ -28,12 +29,8 @@ def test_readme_network_example_runs(capsys):
 
 
 def test_readme_hessian_kit_example_runs(capsys):
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert len(blocks) >= 3, "README has no Hessian-kit example"
-    exec(compile(blocks[2], "README.md", "exec"), {})
-    out = capsys.readouterr().out
-    hutch, error, slq = (float(v) for v in re.search(r"tr H: (\S+) ± (\S+) \(Hutch\+\+\), (\S+) \(SLQ\)", out).groups())
+    out = _run_block(2, "Hessian-kit example", capsys)
+    hutch, _, slq = (float(v) for v in re.search(r"tr H: (\S+) ± (\S+) \(Hutch\+\+\), (\S+) \(SLQ\)", out).groups())
     assert abs(hutch - slq) < 0.25 * hutch  # two independent estimates of one trace
     hessian, ggn, layer = (float(v) for v in re.search(r"Hessian (\S+), Gauss–Newton (\S+), first layer alone (\S+)",
                                                          out).groups())
