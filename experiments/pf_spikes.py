@@ -13,6 +13,7 @@ steps before a spike the PF first predicts a rise.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,11 @@ def run(config: Config, out: Path, ctx) -> None:
     gd = Trajectory.load(out / "gd")
     agreement = loss_rate_agreement(gd, config.lr, config.before)
     write_json(out / "agreement.json", agreement)
-    rows = [{"steps scored": name, "spikes": len(agreement["spikes"]), **agreement[key]}
+    if gd.status != "complete":  # the scores then cover only the steps before it stopped: say so, loudly
+        print(f"driftlab: warning: pf-spikes: GD at h = {config.lr:g} ended {gd.status} after {len(gd) - 1} of "
+              f"{config.steps} steps; the scores cover those steps only", file=sys.stderr)
+    rows = [{"steps scored": name, "GD": f"{gd.status} ({len(gd) - 1} steps)", "spikes": len(agreement["spikes"]),
+             **agreement[key]}
             for name, key in (("all measured steps", "all"), (f"{config.before} steps before each spike",
                                                                 "before spikes"))]
     leads = [s["PF lead (steps)"] for s in agreement["spikes"]]

@@ -90,3 +90,16 @@ def test_a_blow_up_ends_as_diverged_in_both_modes():
     assert row["status"] == "diverged"
     result = minibatch(_least_squares(2)[0], "constant:100", 5, 16, 0, _Ctx(), seed=0)
     assert result["status"] == "diverged"
+
+
+def test_pf_spikes_says_when_gd_diverged(tmp_path, capsys):
+    """At a huge rate GD diverges within a few steps: the table and stderr say so instead of scoring silently."""
+    from experiments.cli import main
+    from experiments.common import read_table
+
+    out = tmp_path / "out"
+    assert main(["run", "pf-spikes", "--out", str(out), "--figures", str(tmp_path / "f"), "--quiet",
+                 "--set", "lr=50", "--set", "steps=20", "--set", "k=2", "--set", "n_train=100",
+                 "--set", "widths=64,8,10"]) == 0
+    assert "ended diverged" in capsys.readouterr().err
+    assert read_table(out / "pf_spikes_summary.csv")[0]["GD"].startswith("diverged (")
