@@ -19,6 +19,10 @@ A results folder has one owner: a run holds a lock on it, and a fresh run
 refuses a non-empty folder unless ``--overwrite`` is given. Temporary files left
 by a killed write are removed by the next run or resume.
 
+Progress: bars on a terminal; when stderr is not a terminal (a log file, a
+batch job) one line per unit started and finished on stdout instead, with the
+time and the folder. ``--quiet`` silences both.
+
 Exit status 0 on success, 2 on bad input (one line on stderr, no traceback).
 """
 from __future__ import annotations
@@ -31,6 +35,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import typing
 import zlib
 from dataclasses import dataclass, field
@@ -44,6 +49,17 @@ from .common import FIGURES, ConfigError, apply_overrides, read_json, resolve_de
 
 
 T = TypeVar("T")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+def _log_to_stdout(where: Path) -> Callable[[str], None]:
+    """Progress lines for runs whose stderr is not a terminal (no bars there): time, folder, message, flushed."""
+    def log(message: str) -> None:
+        print(f"driftlab [{time.strftime('%H:%M:%S')}] {where}: {message}", flush=True)
+    return log
 
 
 @dataclass
@@ -64,6 +80,12 @@ class RunContext:
     on_progress: Callable[[], None] | None = None
     out: Path | None = None
     files: dict[str, dict[str, str]] = field(default_factory=dict)
+    log: Callable[[str], None] | None = None
+
+    def say(self, message: str) -> None:
+        """One progress line (used where no progress bars are drawn: output to a log file rather than a terminal)."""
+        if self.log is not None:
+            self.log(message)
 
     def unit_seed(self, key: str) -> int:
         """The seed of unit ``key``: the run's seed and the key, so a unit's result does not depend on order."""
@@ -94,8 +116,11 @@ class RunContext:
         self.seeds[key] = seed
         torch.manual_seed(seed)
         before = folder.snapshot(self.out) if self.out is not None else {}
+        started = time.monotonic()
+        self.say(f"unit {key} started")
         result = compute()
         self.check()
+        self.say(f"unit {key} finished in {_duration(time.monotonic() - started)}")
         if self.out is not None:
             written = folder.written_since(self.out, before)
             for other in self.files.values():  # the last unit to write a file owns it
@@ -186,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="random seed in [0, 2**32 - 1] (default 0; recorded in the manifest)")
     run.add_argument("--seeds", default=None, metavar="LIST",
                      help="run once per seed (0,1,2 or 0-4) into OUT/seed-N and summarise the tables over seeds")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     run.add_argument("--resume", type=Path, default=None, metavar="DIR",
                      help="continue an interrupted run in DIR (its config and seed are reused)")
     run.add_argument("--overwrite", action="store_true",
@@ -364,9 +389,11 @@ def _run(args, restore_signals: bool) -> int:
     except (ConfigError, ValueError, TypeError, FileNotFoundError) as err:
         return _fail(str(err))
     rank = _init_distributed(device, timeout)
-    ctx = RunContext(device, seed, rank == 0 and not args.quiet and sys.stderr.isatty(), args.figures,
+    bars = rank == 0 and not args.quiet and sys.stderr.isatty()
+    ctx = RunContext(device, seed, bars, args.figures,
                      completed=list(previous.get("completed", [])), seeds=dict(previous.get("seeds", {})),
-                     out=out, files={k: dict(v) for k, v in previous.get("files", {}).items()})
+                     out=out, files={k: dict(v) for k, v in previous.get("files", {}).items()},
+                     log=_log_to_stdout(out) if rank == 0 and not args.quiet and not bars else None)
     lock = folder.FolderLock(out)
     refusal = None
     if rank == 0:

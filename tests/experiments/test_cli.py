@@ -161,3 +161,17 @@ def test_eos_architecture_and_data_errors(pairs, needle, tmp_path, capsys):
     for pair in pairs:
         args += ["--set", pair]
     _one_line_error(capsys, args, needle)
+
+
+def test_a_run_into_a_log_prints_a_line_per_unit_and_quiet_prints_none(tmp_path, capsys):
+    """No terminal, no bars: each unit's start and finish is a timestamped stdout line (stderr stays for errors)."""
+    sets = [a for pair in TINY["eos-digits"] for a in ("--set", pair)]
+    args = ["run", "eos-digits", "--figures", str(tmp_path / "f")] + sets
+    assert main(args + ["--out", str(tmp_path / "loud")]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("driftlab [")]
+    assert any(line.endswith("unit h0.2 started") for line in lines), captured.out
+    assert any("unit h0.2 finished in" in line and str(tmp_path / "loud") in line for line in lines), captured.out
+    assert "unit" not in captured.err
+    assert main(args + ["--out", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert "driftlab [" not in capsys.readouterr().out
