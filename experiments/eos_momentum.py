@@ -99,3 +99,38 @@ def plot(out: Path, figures: Path) -> list[Path]:
             ax.legend(fontsize=7)
         fig.suptitle(f"heavy-ball GD on the digits fc-tanh MLP, every β at 2(1+β)/h = {threshold:g}")
         return save_figure(fig, figures, "eos_momentum")
+
+
+def plot_seeds(folders: list[Path], figures: Path) -> list[Path]:
+    """λ_max and the loss per β over seeds: the mean with a ± 1 sd band (a diverged seed counts until it stops)."""
+    threshold = read_json(folders[0] / "manifest.json")["config"]["threshold"]
+    with plots.style():
+        fig, (ax_s, ax_l) = plots.subplots(2, ncols=2, height=3.0)
+        for i, unit in enumerate(sweep_folders(folders[0], "beta")):
+            runs = [Trajectory.load(f / unit.name / "gd") for f in folders]
+            beta, h = runs[0].config["momentum"], runs[0].config["lr"]
+            n = max(len(t) for t in runs)
+            sharp = np.array([_padded(t.metric("sharpness"), n) for t in runs])
+            measured = np.isfinite(sharp).any(axis=0)
+            ended = sum(t.status != "complete" for t in runs)
+            note = f" ({ended} of {len(runs)} diverged)" if ended else ""
+            colour = plots.CYCLE[i % len(plots.CYCLE)]
+            plots.mean_band(ax_s, np.arange(n)[measured], sharp[:, measured], color=colour, marker="o", ms=2,
+                            label=f"β = {beta:g}, h = {h:.3g}{note}")
+            plots.mean_band(ax_l, np.arange(n), [_padded(t.losses, n) for t in runs], color=colour,
+                            label=f"β = {beta:g}", log=True)
+        ax_s.axhline(threshold, ls=":", color="k", label="2(1+β)/h")
+        ax_s.set_ylim(0, 2 * threshold)
+        ax_s.set_title("λ_max")
+        ax_l.set_title("train loss (½-MSE)")
+        for ax in (ax_s, ax_l):
+            ax.set_xlabel("step")
+            ax.legend(fontsize=7)
+        fig.suptitle(f"heavy-ball GD on the digits fc-tanh MLP, every β at 2(1+β)/h = {threshold:g}: "
+                     f"mean ± 1 sd over {len(folders)} seeds")
+        return save_figure(fig, figures, "eos_momentum_seeds")
+
+
+def _padded(series: np.ndarray, n: int) -> np.ndarray:
+    """``series`` with NaN after its end (a run that diverged is shorter)."""
+    return np.concatenate([np.asarray(series, dtype=float), np.full(n - len(series), np.nan)])

@@ -3,7 +3,9 @@ import json
 import signal
 
 import pytest
+from test_cli import TINY  # the tiny config of every experiment (test basenames are unique, so this resolves)
 
+from experiments import registry
 from experiments.cli import main
 from experiments.common import ConfigError, read_table
 from experiments.seeds import parse_seeds, summarise_column, summarise_tables
@@ -112,3 +114,18 @@ def test_a_folder_another_run_over_seeds_holds_is_refused(tmp_path, capsys):
         assert (out / "seeds.json").exists()  # nothing deleted under the other run
     finally:
         other.release()
+
+
+WITH_BANDS = sorted(name for name in registry.names() if hasattr(registry.get(name), "plot_seeds"))
+
+
+@pytest.mark.parametrize("name", WITH_BANDS)
+def test_every_plot_seeds_draws_its_band_figure_from_two_seeds(name, tmp_path):
+    figs = tmp_path / "figs"
+    sets = [a for pair in TINY[name] for a in ("--set", pair)]
+    assert main(["run", name, "--seeds", "0,1", "--out", str(tmp_path / "out"), "--figures", str(figs), "--quiet",
+                 *sets]) == 0
+    again = tmp_path / "again"  # the module's own plot_seeds, called on the two seed folders
+    drawn = registry.get(name).plot_seeds([tmp_path / "out" / "seed-0", tmp_path / "out" / "seed-1"], again)
+    assert {p.suffix for p in drawn} == {".png", ".pdf"}
+    assert all(p.parent == again and p.stat().st_size > 1000 for p in drawn)
