@@ -290,6 +290,7 @@ def sgd_modified(objective: Objective, theta: Tensor, lr: float, *, epoch: Objec
     time t = n·h for n SGD steps: one epoch is t = m·h.
     """
     m = len(epoch.pieces)
+    epoch.check_second_order(theta)
     leaf = theta.detach().clone().requires_grad_(True)
     mean_grad = torch.zeros_like(theta)
     correction = torch.zeros_like(theta)

@@ -99,6 +99,67 @@ def check_deterministic(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tenso
                              "stochastic_seed=N to evaluate under a fixed random state")
 
 
+def once_differentiable_layers(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                               batch: tuple[Tensor, Tensor], layout: ParameterLayout, theta0: Tensor,
+                               layers: StatefulLayers) -> list[str]:
+    """Where E's graph runs an ``autograd.Function`` whose backward is ``@once_differentiable``: "name (Type:
+    Function)" per place (the innermost module whose forward made it; "loss_fn" when outside every module).
+
+    Double backward does not fail there: it treats the saved tensors of that backward as constants and drops
+    their second derivatives without an error (a tanh written so gives Hessian-vector products 53% off), so
+    the objective refuses second-order products on such a model (:meth:`Objective.check_second_order`).
+    One forward pass with graph on a slice of the first micro-batch, walked node by node.
+    """
+    found: dict[Any, str] = {}
+    x0, y0 = batch
+    real, n_probe = (theta0.real.dtype if theta0.is_complex() else theta0.dtype), min(len(x0), 8)
+    x0, y0 = to_device(x0[:n_probe], theta0.device, real), to_device(y0[:n_probe], theta0.device, real)
+
+    def attribute(name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            stop = {t.grad_fn for t in torch.utils._pytree.tree_leaves(args) if isinstance(t, Tensor)}
+            roots = [t.grad_fn for t in torch.utils._pytree.tree_leaves(output) if isinstance(t, Tensor)]
+            for node in _once_differentiable_nodes(roots, stop):
+                where = f"layer {name!r}" if name else "the model"
+                found.setdefault(node, f"{where} ({type(module).__name__}, Function {node._forward_cls.__name__})")
+        return hook
+
+    handles = [m.register_forward_hook(attribute(n)) for n, m in model.named_modules()]
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    try:
+        with torch.enable_grad(), torch.random.fork_rng(
+                devices=[theta0.device] if theta0.device.type == "cuda" else []):
+            leaf = theta0.detach().clone().requires_grad_(True)
+            with layers.evaluation(theta0.device, 0) as no_stats:
+                params = {**layout.unflatten(leaf), **frozen, **dict(model.named_buffers()), **no_stats}
+                loss = loss_fn(torch.func.functional_call(model, params, (x0,)), y0)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for node in _once_differentiable_nodes([loss.grad_fn], set()):
+        found.setdefault(node, f"loss_fn (Function {node._forward_cls.__name__})")
+    return sorted(set(found.values()))
+
+
+def _once_differentiable_nodes(roots: list[Any], stop: set[Any]) -> list[Any]:
+    """The custom-Function nodes with a ``@once_differentiable`` backward reachable from ``roots`` before
+    ``stop``."""
+    from torch.autograd.function import once_differentiable
+
+    marker = once_differentiable(lambda ctx: None).__code__  # every such backward is this wrapper
+    seen, hits, todo = set(), [], [r for r in roots if r is not None]
+    while todo:
+        node = todo.pop()
+        if node in seen or node in stop:
+            continue
+        seen.add(node)
+        backward = getattr(getattr(node, "_forward_cls", None), "backward", None)
+        if getattr(backward, "__code__", None) is marker:
+            hits.append(node)
+        todo.extend(fn for fn, _ in node.next_functions if fn is not None)
+    return hits
+
+
 _DROPOUT = (torch.nn.modules.dropout._DropoutNd,)
 _RUNNING_STATS = (torch.nn.modules.batchnorm._NormBase,)
 

@@ -33,7 +33,8 @@ from .autodiff import bilinear_third_derivatives, graph_hvp
 from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
 from .layout import ParameterLayout
 from .modules import (ModuleParts, Piece, StatefulLayers, check_deterministic, check_finite, check_scalar,
-                      fused_norm_layers, split_batches)
+                      _once_differentiable_nodes, fused_norm_layers, once_differentiable_layers,
+                      split_batches)
 from .operators import HessianOperator
 
 HVP_METHODS = ("double_backward", "forward_over_reverse")
@@ -103,6 +104,7 @@ class Objective:
         self.model: torch.nn.Module | None = None
         self.layout: ParameterLayout | None = None
         self.module_parts: ModuleParts | None = None
+        self._first_order_only: list[str] | None = None  # found on the first second-order call
         self.theta0 = None if theta0 is None else self.check_theta(theta0, "theta0").detach().clone()
 
     # ------------------------------------------------------------------ constructors
@@ -320,6 +322,7 @@ class Objective:
         """(g, H v) at θ, sharing the forward/backward pass between them."""
         theta = self.check_theta(theta).detach()
         v = self._check_vectors(theta, v)
+        self.check_second_order(theta)
         if self.hvp_method == "forward_over_reverse" and not theta.is_complex():
             try:
                 return self._grad_and_hvp_forward(theta, v)
@@ -372,6 +375,7 @@ class Objective:
         if theta.is_complex():
             raise TypeError("third_derivative supports real θ only")
         self._check_third_order()
+        self.check_second_order(theta)
         v = self._check_vectors(theta, v)
         leaf = theta.clone().requires_grad_(True)
         out = torch.zeros_like(theta)
@@ -397,6 +401,34 @@ class Objective:
                              f"(layers {', '.join(fused)}); build the objective from "
                              "flows.modules.decomposed_norms(model), the same function in elementary ops")
 
+    def check_second_order(self, theta: Tensor) -> None:
+        """Refuse second-order products where double backward would be silently wrong.
+
+        A custom ``autograd.Function`` whose backward is ``@once_differentiable`` does not make double backward
+        fail: its second derivatives are dropped without an error. The graph of E at θ is searched once (the
+        first time curvature is asked for) and every such place is named
+        (:func:`flows.modules.once_differentiable_layers`).
+        """
+        if self._first_order_only is None:
+            leaf = theta.detach()
+            parts = self.module_parts
+            if parts is not None and self.model is not None and self.layout is not None:
+                found = once_differentiable_layers(self.model, parts.loss_fn, parts.batches[0], self.layout,
+                                                   leaf, parts.layers)
+            else:
+                with torch.enable_grad():
+                    value = self.pieces[0](leaf.clone().requires_grad_(True))
+                nodes = _once_differentiable_nodes([value.grad_fn], set())
+                found = sorted({f"Function {node._forward_cls.__name__}" for node in nodes})
+            self._first_order_only = found
+        if self._first_order_only:
+            raise ValueError(
+                f"second derivatives of {self.name} would be silently wrong: "
+                f"{', '.join(self._first_order_only)} run an autograd.Function whose backward is "
+                "@once_differentiable, and double backward drops its second-order terms without an error; "
+                "give that Function a differentiable backward to use curvature (HVPs, eigenpairs, PF, IGR, "
+                "central flow), or keep to first-order tools (gradient_descent, integrate(flow='gf'))")
+
     def third_derivatives(self, theta: Tensor, u: Tensor) -> Tensor:
         """The bilinear third derivatives tᵢⱼ = ∇_θ(uᵢᵀ H(θ) uⱼ) = D³E(θ)[uᵢ, uⱼ, ·] for i ≤ j, with the
         vectors uᵢ held fixed: shape (k(k+1)/2, D) for ``u`` of shape (D, k) (columns, e.g. eigenvectors),
@@ -410,6 +442,7 @@ class Objective:
         if theta.is_complex():
             raise TypeError("third_derivatives supports real θ only")
         self._check_third_order()
+        self.check_second_order(theta)
         if not isinstance(u, Tensor) or u.ndim not in (1, 2) or u.shape[0] != self.dim:
             raise ValueError(f"u must have shape ({self.dim},) or ({self.dim}, k), got "
                              f"{tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__}")

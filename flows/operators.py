@@ -31,6 +31,7 @@ class HessianOperator:
     def __init__(self, objective: Objective, theta: Tensor, *, retain_graph: bool = True) -> None:
         self.objective = objective
         self.theta = objective.check_theta(theta).detach()
+        objective.check_second_order(self.theta)
         self.shape = (objective.dim, objective.dim)
         self.dtype, self.device = self.theta.dtype, self.theta.device
         self.matvecs = 0

@@ -95,6 +95,7 @@ def piece_grad_and_hvp(objective: Objective, index: int, theta: Tensor, v: Tenso
     """(g_B, H_B v) of the batch behind piece ``index`` of an Objective from :class:`MiniBatches` (v defaults to
     g_B): the piece's derivatives times the number of pieces (each piece is E_B/count)."""
     count = len(objective.pieces)
+    objective.check_second_order(theta)
     leaf = theta.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         value = objective.pieces[index](leaf)
