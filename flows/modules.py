@@ -102,8 +102,8 @@ def check_deterministic(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tenso
 def once_differentiable_layers(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                                batch: tuple[Tensor, Tensor], layout: ParameterLayout, theta0: Tensor,
                                layers: StatefulLayers) -> list[str]:
-    """Where E's graph runs an ``autograd.Function`` whose backward is ``@once_differentiable``: "name (Type:
-    Function)" per place (the innermost module whose forward made it; "loss_fn" when outside every module).
+    """Where E's graph runs an ``autograd.Function`` whose backward is ``@once_differentiable``: "layer 'name'
+    (Type, Function F)" per place (the innermost module whose forward made it; "loss_fn" outside every module).
 
     Double backward does not fail there: it treats the saved tensors of that backward as constants and drops
     their second derivatives without an error (a tanh written so gives Hessian-vector products 53% off), so
@@ -117,9 +117,8 @@ def once_differentiable_layers(model: torch.nn.Module, loss_fn: Callable[[Tensor
 
     def attribute(name: str) -> Callable[..., None]:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            stop = {t.grad_fn for t in torch.utils._pytree.tree_leaves(args) if isinstance(t, Tensor)}
-            roots = [t.grad_fn for t in torch.utils._pytree.tree_leaves(output) if isinstance(t, Tensor)]
-            for node in _once_differentiable_nodes(roots, stop):
+            stop = {t.grad_fn for t in _tensors(args)}
+            for node in once_differentiable_nodes([t.grad_fn for t in _tensors(output)], stop):
                 where = f"layer {name!r}" if name else "the model"
                 found.setdefault(node, f"{where} ({type(module).__name__}, Function {node._forward_cls.__name__})")
         return hook
@@ -136,12 +135,23 @@ def once_differentiable_layers(model: torch.nn.Module, loss_fn: Callable[[Tensor
     finally:
         for handle in handles:
             handle.remove()
-    for node in _once_differentiable_nodes([loss.grad_fn], set()):
+    for node in once_differentiable_nodes([loss.grad_fn], set()):
         found.setdefault(node, f"loss_fn (Function {node._forward_cls.__name__})")
     return sorted(set(found.values()))
 
 
-def _once_differentiable_nodes(roots: list[Any], stop: set[Any]) -> list[Any]:
+def _tensors(value: Any) -> list[Tensor]:
+    """The tensors in a module's inputs or outputs (nested tuples, lists and dicts)."""
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+def once_differentiable_nodes(roots: list[Any], stop: set[Any]) -> list[Any]:
     """The custom-Function nodes with a ``@once_differentiable`` backward reachable from ``roots`` before
     ``stop``."""
     from torch.autograd.function import once_differentiable

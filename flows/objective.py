@@ -33,7 +33,7 @@ from .autodiff import bilinear_third_derivatives, graph_hvp
 from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
 from .layout import ParameterLayout
 from .modules import (ModuleParts, Piece, StatefulLayers, check_deterministic, check_finite, check_scalar,
-                      _once_differentiable_nodes, fused_norm_layers, once_differentiable_layers,
+                      fused_norm_layers, once_differentiable_layers, once_differentiable_nodes,
                       split_batches)
 from .operators import HessianOperator
 
@@ -418,7 +418,7 @@ class Objective:
             else:
                 with torch.enable_grad():
                     value = self.pieces[0](leaf.clone().requires_grad_(True))
-                nodes = _once_differentiable_nodes([value.grad_fn], set())
+                nodes = once_differentiable_nodes([value.grad_fn], set())
                 found = sorted({f"Function {node._forward_cls.__name__}" for node in nodes})
             self._first_order_only = found
         if self._first_order_only:
