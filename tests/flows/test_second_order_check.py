@@ -87,3 +87,12 @@ def test_a_function_objective_names_the_function():
     with pytest.raises(ValueError, match="Function _OnceTanh"):
         obj.hvp(obj.theta0, torch.ones(4, dtype=torch.float64))
     assert torch.isfinite(obj.grad(obj.theta0)).all()
+
+
+def test_a_function_in_the_loss_is_named_as_the_loss():
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    x, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    obj = Objective.from_module(model, lambda out, t: (_OnceTanh.apply(out - t) ** 2).mean(), (x, y))
+    with pytest.raises(ValueError, match=r"loss_fn \(Function _OnceTanh\)"):
+        top_eigenpairs(obj, obj.theta0, k=1)
