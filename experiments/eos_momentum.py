@@ -126,8 +126,8 @@ def plot_seeds(folders: list[Path], figures: Path) -> list[Path]:
         for ax in (ax_s, ax_l):
             ax.set_xlabel("step")
             ax.legend(fontsize=7)
-        fig.suptitle(f"heavy-ball GD on the digits fc-tanh MLP, every β at 2(1+β)/h = {threshold:g}: "
-                     f"mean ± 1 sd over {len(folders)} seeds")
+        fig.suptitle(f"heavy-ball GD on the digits fc-tanh MLP, every β at 2(1+β)/h = {threshold:g}\n"
+                     f"mean ± 1 sd over {len(folders)} seeds (initialisation and data split)")
         return save_figure(fig, figures, "eos_momentum_seeds")
 
 
