@@ -117,7 +117,7 @@ def power_iteration(obj: Objective, theta: torch.Tensor, k: int, tol: float, max
     return vals[order], vecs[:, order], hvp.count
 
 
-def measure(config: Config, device: torch.device, progress: bool = False) -> tuple[list[dict], dict]:
+def measure(config: Config, device: torch.device) -> tuple[list[dict], dict]:
     obj, _, _ = digits_objective(widths=config.widths, n_train=config.n_train)
     theta = obj.theta0.to(device)
     for _ in range(config.warmup_steps):
@@ -170,7 +170,7 @@ def measure(config: Config, device: torch.device, progress: bool = False) -> tup
 
 def run(config: Config, out: Path, ctx) -> None:
     with pinned_threads(config.threads) as threads:
-        rows, info = measure(config, ctx.device, ctx.progress)
+        rows, info = measure(config, ctx.device)
     header = (f"top-{config.k} eigenpairs, digits fc-tanh {'-'.join(map(str, config.widths))} "
               f"({info['dim']} parameters, "
               f"{config.n_train} examples), "

@@ -20,8 +20,9 @@ refuses a non-empty folder unless ``--overwrite`` is given. Temporary files left
 by a killed write are removed by the next run or resume.
 
 Progress: bars on a terminal; when stderr is not a terminal (a log file, a
-batch job) one line per unit started and finished on stdout instead, with the
-time and the folder. ``--quiet`` silences both.
+batch job) lines on stdout instead, with the time: one per unit started and
+finished (with the folder) and, inside a long GD run or flow, one a minute.
+``--quiet`` silences both.
 
 Exit status 0 on success, 2 on bad input (one line on stderr, no traceback).
 """
@@ -43,6 +44,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, NoReturn, TypeVar
 
 import torch
+
+from flows import Progress
 
 from . import folder, registry, seeds
 from .common import FIGURES, ConfigError, apply_overrides, read_json, resolve_device, write_manifest
@@ -72,7 +75,7 @@ class RunContext:
 
     device: torch.device
     seed: int
-    progress: bool
+    progress: Progress  # True: bars (a terminal); "log": a line a minute inside a unit (a log file); False: none
     figures: Path
     completed: list[str] = field(default_factory=list)
     seeds: dict[str, int] = field(default_factory=dict)
@@ -390,10 +393,11 @@ def _run(args, restore_signals: bool) -> int:
         return _fail(str(err))
     rank = _init_distributed(device, timeout)
     bars = rank == 0 and not args.quiet and sys.stderr.isatty()
-    ctx = RunContext(device, seed, bars, args.figures,
+    lines = rank == 0 and not args.quiet and not bars
+    ctx = RunContext(device, seed, True if bars else ("log" if lines else False), args.figures,
                      completed=list(previous.get("completed", [])), seeds=dict(previous.get("seeds", {})),
                      out=out, files={k: dict(v) for k, v in previous.get("files", {}).items()},
-                     log=_log_to_stdout(out) if rank == 0 and not args.quiet and not bars else None)
+                     log=_log_to_stdout(out) if lines else None)
     lock = folder.FolderLock(out)
     refusal = None
     if rank == 0:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from analysis import plots
-from flows import gradient_descent, integrate, toys
+from flows import Progress, gradient_descent, integrate, toys
 
 from .common import number_key, read_json, save_figure, write_json, write_table
 
@@ -76,7 +76,7 @@ def run(config: Config, out: Path, ctx) -> None:
     print(write_table(out / "igr_summary.csv", rows))
 
 
-def _flow(obj, theta0: torch.Tensor, name: str, h: float, config: Config, path: Path, progress: bool) -> dict:
+def _flow(obj, theta0: torch.Tensor, name: str, h: float, config: Config, path: Path, progress: Progress) -> dict:
     """A flow from θ₀ over [0, time] by RK4 (``gf`` does not depend on h; ``igr`` does)."""
     times = torch.linspace(0.0, config.time, config.path_points, dtype=torch.float64)
     traj = integrate(obj, theta0, name, h, times=times, method="rk4", step_size=config.flow_step,

@@ -8,7 +8,7 @@ from .operators import HessianOperator
 from .spectrum import Eigenpairs, EigenTracker, ggn_eigenpairs, parameter_eigenpairs, sharpness, top_eigenpairs
 from .fields import FIELDS, FLOWS, Flow, get_flow, gf, igr, pf, pf_coefficient, pf_topk, third_order
 from .trajectory import Recorder, Trajectory, TrajectoryFileError
-from .gd import Controller, StepContext, StepDecision, gradient_descent
+from .gd import Controller, Progress, StepContext, StepDecision, gradient_descent
 from .integrate import METHODS, Comparison, compare, integrate, local_error
 from .options import Recording, Solver, Spectrum
 from .trace import TraceEstimate, hessian_trace, trace
@@ -31,6 +31,6 @@ __all__ = [
     "stability_threshold",
     "FIELDS", "FLOWS", "Flow", "get_flow", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
     "Trajectory", "Recorder", "TrajectoryFileError",
-    "Controller", "StepContext", "StepDecision", "gradient_descent",
+    "Controller", "Progress", "StepContext", "StepDecision", "gradient_descent",
     "METHODS", "Comparison", "compare", "integrate", "local_error", "Solver", "Spectrum", "Recording",
 ]

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .autodiff import pair_indices
-from .gd import _progress
+from .gd import Progress, _progress
 from .objective import Objective
 from .sdcp import solve_sdcp
 from .spectrum import EigenTracker
@@ -245,7 +245,7 @@ def central(objective: Objective, theta: Tensor, lr: float, *, state: CentralSta
 
 def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *, substeps: int = 4,
                  critical: float = 1.95, track: float = 0.75, tol: float = 1e-3, keep_states: bool = False,
-                 max_k: int = 16, eig_refresh: float = 0.0, progress: bool | None = None
+                 max_k: int = 16, eig_refresh: float = 0.0, progress: Progress = None
                  ) -> CentralFlowResult:
     """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps in the paper's discretisation
     (Euler substeps of dt = 1/substeps GD steps; module docstring). ``integrate(..., flow="central")`` integrates the

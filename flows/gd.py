@@ -7,10 +7,11 @@ constant rate), so GD and the flows share one time axis.
 from __future__ import annotations
 
 import math
+import time
 from time import monotonic
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Union, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -111,7 +112,7 @@ def gradient_descent(
     max_loss: float | None = None,
     callbacks: Sequence[Callable[[StepContext, Recorder], None]] = (),
     time_budget: float | None = None,
-    progress: bool | None = None,
+    progress: Progress = None,
 ) -> Trajectory:
     """Run GD for ``steps`` steps from ``theta0`` (default ``objective.theta0``).
 
@@ -172,7 +173,7 @@ class _GDRun:
         self.time, self.last_lr, self.bound = 0.0, lr, math.inf
         self.velocity: Tensor | None = None
 
-    def loop(self, theta: Tensor, steps: int, progress: bool | None) -> str:
+    def loop(self, theta: Tensor, steps: int, progress: Progress) -> str:
         """Steps 0..steps; the final status (``complete``, ``diverged``, ``stopped`` or ``interrupted``)."""
         bar = _progress(steps, progress, "GD")
         try:
@@ -180,7 +181,8 @@ class _GDRun:
                 theta, status = self.step(n, theta, last=n == steps)
                 if status is not None:
                     return status
-                bar.update(1)
+                if n < steps:  # row n took step n (the last row takes none)
+                    bar.update(1)
                 if n < steps and self.budget.exceeded():
                     self.rec.add(self.time, theta, **_measure(self.objective, theta, n + 1))
                     self.event("time_budget", n + 1, reason=f"wall-clock budget of {self.budget.seconds} s used up")
@@ -286,10 +288,53 @@ def _measure(objective: Objective, theta: Tensor, step: int) -> dict[str, float]
     return {"loss": float(loss), "grad_norm": float(torch.linalg.vector_norm(grad)), "step": step}
 
 
-def _progress(total: float, enabled: bool | None, desc: str):
-    """A tqdm bar on stderr; ``enabled=None`` shows it only once the loop has run for 2 s."""
+Progress = Union[bool, None, str]
+"""``True``: a bar; ``None``: a bar once a call has run 2 s; ``False``: nothing; ``"log"``: a line on stdout at
+most once a minute (for output that goes to a log file, where a bar would be one endless line)."""
+
+LOG_EVERY = 60.0
+
+
+class _LogLines:
+    """Progress as occasional stdout lines: "driftlab [HH:MM:SS] GD: 120/300 (40%), 1.1 min"."""
+
+    def __init__(self, total: float, desc: str) -> None:
+        self.total, self.desc, self.n, self.postfix = total, desc, 0.0, ""
+        self.start = self.last = monotonic()
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        self._maybe_print()
+
+    def set_postfix(self, refresh: bool = True, **values: object) -> None:
+        self.postfix = "".join(f", {k}={v}" for k, v in values.items())
+        self._maybe_print()
+
+    def _maybe_print(self) -> None:
+        now = monotonic()
+        if now - self.last >= LOG_EVERY:
+            self.last = now
+            share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+            print(f"driftlab [{time.strftime('%H:%M:%S')}] {self.desc}: {self.n:g}/{self.total:g}{share}, "
+                  f"{(now - self.start) / 60:.1f} min{self.postfix}", flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def check_progress(progress: object) -> Progress:
+    if progress in (True, False, None, "log"):
+        return progress
+    raise ValueError(f"progress must be True, False, None or 'log', got {progress!r}")
+
+
+def _progress(total: float, enabled: Progress, desc: str):
+    """A tqdm bar on stderr; ``enabled=None`` shows it only once the loop has run for 2 s (see :data:`Progress`)."""
+    enabled = check_progress(enabled)
     if enabled is False:
         return _NoBar()
+    if enabled == "log":
+        return _LogLines(total, desc)
     from tqdm.auto import tqdm
 
     auto = enabled is None  # quiet for short calls, and at most one line a second in a log

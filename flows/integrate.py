@@ -27,7 +27,7 @@ from torchdiffeq import odeint
 
 from .events import Event
 from .fields import FLOWS, Flow, LogBranch, get_flow
-from .gd import Budget, _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
+from .gd import Budget, Progress, _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
 from .objective import Objective
 from .options import Recording, Solver, Spectrum, resolve
 from .spectrum import DENSE_MAX_DIM, EigenTracker, NonFiniteSpectrumError, top_eigenpairs
@@ -171,7 +171,7 @@ def integrate(
     flow_options: dict | None = None,
     max_loss: float | None = None,
     time_budget: float | None = None,
-    progress: bool | None = None,
+    progress: Progress = None,
     **shorthands: Any,
 ) -> Trajectory:
     """Solve θ' = F_flow(θ; h=lr) from θ0 and record θ at ``times`` (or at t = n·lr, n ≤ steps).
@@ -311,7 +311,7 @@ class _FlowRun:
         return row["loss"]
 
     def solve(self, theta: Tensor, grid: Tensor, method: str, rtol: float, atol: float, solver_options: dict,
-              chunk: int, max_loss: float | None, progress: bool | None, flow: str) -> str:
+              chunk: int, max_loss: float | None, progress: Progress, flow: str) -> str:
         """Advance ``chunk`` grid intervals per torchdiffeq call; the final status."""
         rec, status = self.rec, "complete"
         y = self.pack(theta)
@@ -392,7 +392,7 @@ def compare(
     recording: Recording | None = None,
     flow_options: dict | None = None,
     time_budget: float | None = None,
-    progress: bool | None = None,
+    progress: Progress = None,
     **shorthands: Any,
 ) -> Comparison:
     """GD and each flow on the grid t = n·lr, n = 0..steps, with drift and loss gaps per step.

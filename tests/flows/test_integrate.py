@@ -217,3 +217,27 @@ def test_progress_bar_reports_flow_time(capsys):
     integrate(toys.get("cubic"), flow="gf", lr=0.1, steps=3, progress=True)
     err = capsys.readouterr().err
     assert "gf:" in err and "/0.3 " in err  # the bar counts flow time up to t = 3h
+
+
+def test_log_progress_prints_stdout_lines_and_bad_values_are_named(capsys, monkeypatch):
+    """progress="log": lines on stdout (LOG_EVERY set to 0 here, so every update prints), nothing on stderr."""
+    import flows.gd
+    from flows import central_flow, gradient_descent
+
+    monkeypatch.setattr(flows.gd, "LOG_EVERY", 0.0)
+    obj = toys.get("cubic")
+    integrate(obj, flow="gf", lr=0.1, steps=3, progress="log")
+    gradient_descent(obj, None, 0.1, 4, progress="log")
+    quad = toys.get("pf-quadratic")
+    central_flow(quad, quad.theta0, 0.1, 2, progress="log")
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert any(" gf: " in line and "/0.3 (" in line for line in lines), captured.out
+    assert any(" GD: 4/4 (100%)" in line for line in lines), captured.out
+    assert not any(" GD: 5/4" in line for line in lines), captured.out  # a bar over steps, not rows
+    assert any(" central flow: 2/2 (100%)" in line for line in lines), captured.out
+    assert captured.err == ""
+    for call in (lambda: gradient_descent(obj, None, 0.1, 2, progress="bar"),
+                 lambda: integrate(obj, flow="gf", lr=0.1, steps=2, progress=1.5)):
+        with pytest.raises(ValueError, match="progress must be True, False, None or 'log'"):
+            call()
