@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator, NoReturn, TypeVar
 import torch
 
 from flows import Progress
+from flows.gd import progress_line
 
 from . import folder, registry, seeds
 from .common import FIGURES, ConfigError, apply_overrides, read_json, resolve_device, write_manifest
@@ -61,7 +62,7 @@ def _duration(seconds: float) -> str:
 def _log_to_stdout(where: Path) -> Callable[[str], None]:
     """Progress lines for runs whose stderr is not a terminal (no bars there): time, folder, message, flushed."""
     def log(message: str) -> None:
-        print(f"driftlab [{time.strftime('%H:%M:%S')}] {where}: {message}", flush=True)
+        progress_line(f"{where}: {message}")
     return log
 
 

@@ -315,15 +315,21 @@ class _LogLines:
         if now - self.last >= LOG_EVERY:
             self.last = now
             share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-            print(f"driftlab [{time.strftime('%H:%M:%S')}] {self.desc}: {self.n:g}/{self.total:g}{share}, "
-                  f"{(now - self.start) / 60:.1f} min{self.postfix}", flush=True)
+            progress_line(f"{self.desc}: {self.n:g}/{self.total:g}{share}, {(now - self.start) / 60:.1f} min"
+                          f"{self.postfix}")
 
     def close(self) -> None:
         pass
 
 
+def progress_line(message: str) -> None:
+    """One progress line on stdout, flushed: "driftlab [HH:MM:SS] message"."""
+    print(f"driftlab [{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
 def check_progress(progress: object) -> Progress:
-    if progress in (True, False, None, "log"):
+    """``progress`` as given when it is one of :data:`Progress`'s values, else a ValueError naming them."""
+    if progress is True or progress is False or progress is None or progress == "log":
         return progress
     raise ValueError(f"progress must be True, False, None or 'log', got {progress!r}")
 
