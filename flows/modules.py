@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -110,6 +110,20 @@ def once_differentiable_layers(model: torch.nn.Module, loss_fn: Callable[[Tensor
     the objective refuses second-order products on such a model (:meth:`Objective.check_second_order`).
     One forward pass with graph on a slice of the first micro-batch, walked node by node.
     """
+    def search(roots: list[Any], stop: set[Any]) -> list[tuple[Any, str]]:
+        return [(node, f"Function {node._forward_cls.__name__}") for node in once_differentiable_nodes(roots, stop)]
+
+    return graph_search(model, loss_fn, batch, layout, theta0, layers, search)
+
+
+def graph_search(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                 batch: tuple[Tensor, Tensor], layout: ParameterLayout, theta0: Tensor, layers: StatefulLayers,
+                 search: Callable[[list[Any], set[Any]], list[tuple[Any, str]]],
+                 mode: Any = None) -> list[str]:
+    """The places in E's graph where ``search`` (roots, stop) → [(node, what)] finds nodes: "layer 'name'
+    (Type, what)" for the innermost module whose forward made the node, "loss_fn (what)" outside every module.
+    One forward pass with graph on ≤ 8 examples of the first micro-batch (under the TorchFunctionMode ``mode``
+    when given), module by module through forward hooks."""
     found: dict[Any, str] = {}
     x0, y0 = batch
     real, n_probe = (theta0.real.dtype if theta0.is_complex() else theta0.dtype), min(len(x0), 8)
@@ -118,16 +132,16 @@ def once_differentiable_layers(model: torch.nn.Module, loss_fn: Callable[[Tensor
     def attribute(name: str) -> Callable[..., None]:
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
             stop = {t.grad_fn for t in _tensors(args)}
-            for node in once_differentiable_nodes([t.grad_fn for t in _tensors(output)], stop):
+            for node, what in search([t.grad_fn for t in _tensors(output)], stop):
                 where = f"layer {name!r}" if name else "the model"
-                found.setdefault(node, f"{where} ({type(module).__name__}, Function {node._forward_cls.__name__})")
+                found.setdefault(node, f"{where} ({type(module).__name__}, {what})")
         return hook
 
     handles = [m.register_forward_hook(attribute(n)) for n, m in model.named_modules()]
     frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
     try:
         with torch.enable_grad(), torch.random.fork_rng(
-                devices=[theta0.device] if theta0.device.type == "cuda" else []):
+                devices=[theta0.device] if theta0.device.type == "cuda" else []), (mode or nullcontext()):
             leaf = theta0.detach().clone().requires_grad_(True)
             with layers.evaluation(theta0.device, 0) as no_stats:
                 params = {**layout.unflatten(leaf), **frozen, **dict(model.named_buffers()), **no_stats}
@@ -135,8 +149,9 @@ def once_differentiable_layers(model: torch.nn.Module, loss_fn: Callable[[Tensor
     finally:
         for handle in handles:
             handle.remove()
-    for node in once_differentiable_nodes([loss.grad_fn], set()):
-        found.setdefault(node, f"loss_fn (Function {node._forward_cls.__name__})")
+    if isinstance(loss, Tensor):
+        for node, what in search([loss.grad_fn], set()):
+            found.setdefault(node, f"loss_fn ({what})")
     return sorted(set(found.values()))
 
 
@@ -286,80 +301,5 @@ def split_batches(data, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
     return batches
 
 
-class PlainLayerNorm(torch.nn.Module):
-    """``nn.LayerNorm`` written with elementary ops: (x − mean)/√(var + eps)·weight + bias over the last dims.
-
-    Same parameters and names as the layer it replaces (so θ's layout is unchanged). PyTorch's fused
-    layer-norm kernel has a second derivative but a wrong third one (the derivative of its double-backward
-    formula; with torch 2.13: −0.112 against −0.175 from central differences in the tests), which the central
-    flow and the third-order flow need; elementary ops differentiate correctly to any order.
-    """
-
-    def __init__(self, layer: torch.nn.LayerNorm) -> None:
-        super().__init__()
-        self.normalized_shape, self.eps = tuple(layer.normalized_shape), layer.eps
-        self.weight, self.bias = layer.weight, layer.bias
-
-    def forward(self, x: Tensor) -> Tensor:
-        dims = tuple(range(-len(self.normalized_shape), 0))
-        mean = x.mean(dim=dims, keepdim=True)
-        var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
-        y = (x - mean) / torch.sqrt(var + self.eps)
-        if self.weight is not None:
-            y = y * self.weight
-        return y + self.bias if self.bias is not None else y
-
-
-class PlainBatchNorm(torch.nn.Module):
-    """``nn.BatchNorm1d/2d/3d`` written with elementary ops, for correct third derivatives (see
-    :class:`PlainLayerNorm`; the fused batch-norm kernel's third derivative is wrong too). Batch statistics
-    (biased variance) in train mode or when the running statistics are substituted by None, as driftlab does;
-    the running statistics otherwise. Never updates them. Same parameter and buffer names as the original."""
-
-    def __init__(self, layer: torch.nn.modules.batchnorm._BatchNorm) -> None:
-        super().__init__()
-        self.eps = layer.eps
-        self.weight, self.bias = layer.weight, layer.bias
-        self.running_mean: Tensor | None
-        self.running_var: Tensor | None
-        self.register_buffer("running_mean", layer.running_mean)
-        self.register_buffer("running_var", layer.running_var)
-        self.register_buffer("num_batches_tracked", layer.num_batches_tracked)
-        self.training = layer.training
-
-    def forward(self, x: Tensor) -> Tensor:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        if self.training or self.running_mean is None or self.running_var is None:
-            dims = (0,) + tuple(range(2, x.ndim))
-            mean = x.mean(dim=dims, keepdim=True)
-            var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
-        else:
-            mean, var = self.running_mean.reshape(shape), self.running_var.reshape(shape)
-        y = (x - mean) / torch.sqrt(var + self.eps)
-        if self.weight is not None:
-            y = y * self.weight.reshape(shape)
-        return y + self.bias.reshape(shape) if self.bias is not None else y
-
-
-FUSED_NORMS = (torch.nn.LayerNorm, torch.nn.modules.batchnorm._BatchNorm)
-
-
-def fused_norm_layers(model: torch.nn.Module) -> list[str]:
-    """Names of the layers whose fused kernels give wrong third derivatives (LayerNorm, BatchNorm)."""
-    return [name for name, m in model.named_modules() if isinstance(m, FUSED_NORMS)]
-
-
-def decomposed_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of ``model`` with every ``nn.LayerNorm`` and ``nn.BatchNorm*d`` replaced by
-    :class:`PlainLayerNorm`/:class:`PlainBatchNorm` (same parameters, names and modes; the same function,
-    tested to 1e-12), so that third derivatives through them are right. The original model is untouched."""
-    import copy
-
-    clone = copy.deepcopy(model)
-    for _, module in list(clone.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, torch.nn.LayerNorm):
-                setattr(module, child_name, PlainLayerNorm(child))
-            elif isinstance(child, torch.nn.modules.batchnorm._BatchNorm):
-                setattr(module, child_name, PlainBatchNorm(child))
-    return clone
+# moved to flows.norms (kept importable from here)
+from .norms import PlainBatchNorm, PlainLayerNorm, decomposed_norms  # noqa: E402,F401

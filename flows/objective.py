@@ -33,8 +33,8 @@ from .autodiff import bilinear_third_derivatives, graph_hvp
 from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
 from .layout import ParameterLayout
 from .modules import (ModuleParts, Piece, StatefulLayers, check_deterministic, check_finite, check_scalar,
-                      fused_norm_layers, once_differentiable_layers, once_differentiable_nodes,
-                      split_batches)
+                      graph_search, once_differentiable_layers, once_differentiable_nodes, split_batches)
+from .norms import exact_norms, faulty_third_order_nodes
 from .operators import HessianOperator
 
 HVP_METHODS = ("double_backward", "forward_over_reverse")
@@ -105,6 +105,7 @@ class Objective:
         self.layout: ParameterLayout | None = None
         self.module_parts: ModuleParts | None = None
         self._first_order_only: list[str] | None = None  # found on the first second-order call
+        self._faulty_third_order: list[str] | None = None  # found on the first third-order call
         self.theta0 = None if theta0 is None else self.check_theta(theta0, "theta0").detach().clone()
 
     # ------------------------------------------------------------------ constructors
@@ -369,17 +370,18 @@ class Objective:
     def third_derivative(self, theta: Tensor, v: Tensor) -> Tensor:
         """∇_θ (vᵀ H(θ) v) with v held fixed, i.e. the contraction D³E(θ)[v, v, ·], shape (D,).
 
-        Needed by the third-order modified flow. Triple backward, real θ only.
+        Needed by the third-order modified flow. Triple backward, real θ only; normalisation ops run as
+        elementary ops (:func:`flows.norms.exact_norms`: the fused kernels' third derivatives are wrong).
         """
         theta = self.check_theta(theta).detach()
         if theta.is_complex():
             raise TypeError("third_derivative supports real θ only")
-        self._check_third_order()
         self.check_second_order(theta)
+        self._check_third_order(theta)
         v = self._check_vectors(theta, v)
         leaf = theta.clone().requires_grad_(True)
         out = torch.zeros_like(theta)
-        with torch.enable_grad():
+        with torch.enable_grad(), exact_norms():
             for piece in self.pieces:
                 value = piece(leaf)
                 (g,) = torch.autograd.grad(value, leaf, create_graph=True)
@@ -393,13 +395,26 @@ class Objective:
                     out = out + t
         return self._reduce(out)
 
-    def _check_third_order(self) -> None:
-        """Refuse third derivatives through fused normalisation kernels, whose third derivative is wrong."""
-        fused = fused_norm_layers(self.model) if self.model is not None else []
-        if fused:
-            raise ValueError(f"third derivatives through PyTorch's fused LayerNorm/BatchNorm kernels are wrong "
-                             f"(layers {', '.join(fused)}); build the objective from "
-                             "flows.modules.decomposed_norms(model), the same function in elementary ops")
+    def _check_third_order(self, theta: Tensor) -> None:
+        """Refuse third derivatives where an op with a wrong third derivative stays on E's graph even under
+        :func:`flows.norms.exact_norms` (e.g. ``torch.ops.aten.native_layer_norm`` called directly), naming the
+        place. The graph is searched once, on the first third-order call."""
+        if self._faulty_third_order is None:
+            parts = self.module_parts
+            if parts is not None and self.model is not None and self.layout is not None:
+                found = graph_search(self.model, parts.loss_fn, parts.batches[0], self.layout, theta.detach(),
+                                     parts.layers, faulty_third_order_nodes, mode=exact_norms())
+            else:
+                with torch.enable_grad(), exact_norms():
+                    value = self.pieces[0](theta.detach().clone().requires_grad_(True))
+                found = sorted({what for _, what in faulty_third_order_nodes([value.grad_fn], set())})
+            self._faulty_third_order = found
+        if self._faulty_third_order:
+            raise ValueError(
+                f"third derivatives of {self.name} would be silently wrong: {', '.join(self._faulty_third_order)} "
+                "run a fused normalisation kernel whose third derivative is wrong, called in a way driftlab cannot "
+                "reroute; call it as torch.nn.functional.layer_norm / batch_norm / instance_norm (or an nn layer), "
+                "which driftlab decomposes into elementary ops for third derivatives")
 
     def check_second_order(self, theta: Tensor) -> None:
         """Refuse second-order products where double backward would be silently wrong.
@@ -436,20 +451,20 @@ class Objective:
 
         One forward pass per micro-batch and three backward passes, two of them batched (over the k columns,
         then over the pairs): the term ½∇⟨H, Σ⟩ of the central flow with Σ = U X Uᵀ is Σᵢⱼ Xᵢⱼ tᵢⱼ / 2.
-        Real θ only.
+        Real θ only; normalisation ops run as elementary ops (:func:`flows.norms.exact_norms`).
         """
         theta = self.check_theta(theta).detach()
         if theta.is_complex():
             raise TypeError("third_derivatives supports real θ only")
-        self._check_third_order()
         self.check_second_order(theta)
+        self._check_third_order(theta)
         if not isinstance(u, Tensor) or u.ndim not in (1, 2) or u.shape[0] != self.dim:
             raise ValueError(f"u must have shape ({self.dim},) or ({self.dim}, k), got "
                              f"{tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__}")
         rows = u.reshape(self.dim, -1).T.to(device=theta.device, dtype=theta.dtype).contiguous()
         leaf = theta.clone().requires_grad_(True)
         out: Tensor | None = None
-        with torch.enable_grad():
+        with torch.enable_grad(), exact_norms():
             for piece in self.pieces:
                 t = bilinear_third_derivatives(piece(leaf), leaf, rows)
                 out = t if out is None else out + t

@@ -45,18 +45,22 @@ def test_a_quadratic_above_the_edge_has_no_central_flow_and_says_so():
         central_flow(obj, torch.tensor([1.0, 1.0], dtype=torch.float64), 0.8, 3)  # ηλ = 2.4, no third derivative
 
 
-def test_fused_normalisation_layers_are_refused_not_silently_wrong():
+def test_fused_normalisation_layers_are_rerouted_not_silently_wrong():
+    """A LayerNorm net's central flow equals the one of the same net written in elementary ops (the fused
+    kernel's third derivative is wrong; driftlab reroutes it, flows.norms)."""
     from torch import nn
+
+    from flows import sharpness
+    from flows.norms import decomposed_norms
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3)).double()
     x = torch.randn(16, 4, dtype=torch.float64)
     obj = Objective.from_module(model, nn.CrossEntropyLoss(), (x, torch.arange(16) % 3))
-    from flows import sharpness
-
+    plain = Objective.from_module(decomposed_norms(model), nn.CrossEntropyLoss(), (x, torch.arange(16) % 3))
     lr = 2.2 / sharpness(obj, obj.theta0)
-    with pytest.raises(ValueError, match="decomposed_norms"):
-        central_flow(obj, obj.theta0, lr, 2)
+    a, b = central_flow(obj, obj.theta0, lr, 3), central_flow(plain, plain.theta0, lr, 3)
+    torch.testing.assert_close(torch.as_tensor(a.theta), torch.as_tensor(b.theta), rtol=1e-8, atol=1e-10)
 
 
 def test_bad_input():

@@ -5,7 +5,8 @@ The finite-difference oracle: zᵀ∇(uᵢᵀHuⱼ) ≈ (uᵢᵀH(θ+εz)uⱼ �
 with H·u from the objective's own HVPs, which are themselves checked against dense Hessians elsewhere.
 The networks include a LayerNorm (the central-flows authors report wrong third derivatives through
 PyTorch's fused LayerNorm: confirmed here with torch 2.13, and the same for the fused BatchNorm) and a
-train-mode BatchNorm, both through :func:`flows.modules.decomposed_norms`.
+train-mode BatchNorm: as they are (rerouted by :mod:`flows.norms`) and through
+:func:`flows.modules.decomposed_norms`.
 """
 import pytest
 import torch
@@ -80,15 +81,18 @@ def test_quadratic_has_none_and_bad_shapes_are_refused():
 
 
 @pytest.mark.parametrize("name", ["layernorm", "batchnorm"])
-def test_fused_norm_layers_are_refused_and_their_decomposition_is_the_same_function(name):
+def test_fused_norm_layers_give_their_decompositions_third_derivatives(name):
+    """The fused kernels are rerouted to elementary ops for third derivatives (flows.norms): the layer as it is
+    and its decomposition give the same function and the same third derivatives."""
     model, loss, data = _model(name)
     fused = Objective.from_module(model, loss, data, mode="train")
     plain = Objective.from_module(decomposed_norms(model), loss, data, mode="train")
     theta = fused.theta0 + 0.1
-    with pytest.raises(ValueError, match="decomposed_norms"):
-        fused.third_derivatives(theta, torch.ones(fused.dim, 1, dtype=torch.float64))
-    with pytest.raises(ValueError, match="decomposed_norms"):
-        fused.third_derivative(theta, torch.ones(fused.dim, dtype=torch.float64))
+    u = torch.linalg.qr(torch.randn(fused.dim, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64))[0]
+    torch.testing.assert_close(fused.third_derivatives(theta, u), plain.third_derivatives(theta, u),
+                               rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(fused.third_derivative(theta, u[:, 0]), plain.third_derivative(theta, u[:, 0]),
+                               rtol=1e-9, atol=1e-11)
     assert plain.layout == fused.layout  # same parameters, same names, same θ
     v = torch.randn(fused.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     torch.testing.assert_close(plain.loss(theta), fused.loss(theta), rtol=1e-12, atol=1e-12)
@@ -98,19 +102,3 @@ def test_fused_norm_layers_are_refused_and_their_decomposition_is_the_same_funct
         a = Objective.from_module(model, loss, data, mode=mode)
         b = Objective.from_module(decomposed_norms(model), loss, data, mode=mode)
         torch.testing.assert_close(b.loss(theta), a.loss(theta), rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.xfail(strict=True, reason="torch 2.13's fused LayerNorm/BatchNorm kernels have wrong third derivatives; "
-                   "if torch fixes them this test passes, fails as strict, and the check in Objective can go")
-@pytest.mark.parametrize("name", ["layernorm", "batchnorm"])
-def test_the_fused_kernels_third_derivative_is_wrong(name):
-    model, loss, data = _model(name)
-    obj = Objective.from_module(model, loss, data, mode="train")
-    obj.model = None  # bypass the refusal to look at the raw number
-    theta = obj.theta0 + 0.1 * torch.randn(obj.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    gen = torch.Generator().manual_seed(2)
-    u = torch.linalg.qr(torch.randn(obj.dim, 1, generator=gen, dtype=torch.float64))[0][:, 0]
-    z = torch.randn(obj.dim, generator=gen, dtype=torch.float64)
-    eps = 1e-4
-    fd = float((u @ obj.hvp(theta + eps * z, u) - u @ obj.hvp(theta - eps * z, u)) / (2 * eps))
-    assert float(z @ obj.third_derivative(theta, u)) == pytest.approx(fd, rel=1e-5)
