@@ -10,20 +10,26 @@ import torch
 from torch import Tensor
 
 
-def graph_hvp(value: Tensor, theta: Tensor, v: Tensor, *, retain_graph: bool) -> tuple[Tensor, Tensor]:
+def graph_hvp(value: Tensor, theta: Tensor, v: Tensor, *, retain_graph: bool,
+              batched: bool = True) -> tuple[Tensor, Tensor]:
     """(∇value, ∇²value · v) by double backward; handles complex (holomorphic) θ."""
     (g,) = torch.autograd.grad(value, theta, grad_outputs=torch.ones_like(value), create_graph=True)
     if theta.is_complex():
         g = g.conj()  # holomorphic gradient; its vJp is conjugated again below
-        hv = vjp(g, theta, v.conj(), retain_graph).conj()
+        hv = vjp(g, theta, v.conj(), retain_graph, batched).conj()
     else:
-        hv = vjp(g, theta, v, retain_graph)
+        hv = vjp(g, theta, v, retain_graph, batched)
     return g.detach(), hv
 
 
-def vjp(g: Tensor, theta: Tensor, v: Tensor, retain_graph: bool) -> Tensor:
+def vjp(g: Tensor, theta: Tensor, v: Tensor, retain_graph: bool, batched: bool = True) -> Tensor:
+    """∂(gᵀv)/∂θ for v (D,) or each row of v (m, D): one batched backward (``is_grads_batched``), or with
+    ``batched=False`` one backward per row (for graphs whose batched double backward fails, e.g. group norm)."""
     if not g.requires_grad:  # E is affine in θ: H = 0
         return torch.zeros_like(v)
+    if v.ndim == 2 and not batched:
+        rows = [vjp(g, theta, row, retain_graph or i < len(v) - 1) for i, row in enumerate(v)]
+        return torch.stack(rows) if rows else torch.zeros_like(v)
     if v.ndim == 1:
         (hv,) = torch.autograd.grad(g, theta, grad_outputs=v, retain_graph=retain_graph,
                                     allow_unused=True)
@@ -38,14 +44,15 @@ def pair_indices(k: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(k) for j in range(i, k)]
 
 
-def bilinear_third_derivatives(value: Tensor, theta: Tensor, u: Tensor) -> Tensor:
+def bilinear_third_derivatives(value: Tensor, theta: Tensor, u: Tensor, batched: bool = True) -> Tensor:
     """∇_θ(uᵢᵀ ∇²value uⱼ) for every pair i ≤ j of the rows of u (k, D): shape (k(k+1)/2, D), pairs in
     :func:`pair_indices` order, from one graph of ``value``.
 
     g = ∇value (create_graph); then for each j the product Huⱼ = ∂(gᵀuⱼ)/∂θ (create_graph) and one batched
     backward that pulls u₀ … uⱼ back through it: row i is ∇_θ(uᵢᵀ H uⱼ) with u held fixed. Each pair costs one
     pass through one product's graph (a single batched product over all j would make every pair pay for all k
-    rows: k³ work instead of k²). Real θ only.
+    rows: k³ work instead of k²). Real θ only. ``batched=False``: one backward per pair instead of one batched
+    backward per column (for graphs whose batched double backward fails).
     """
     k, dim = u.shape
     pairs = pair_indices(k)
@@ -59,8 +66,7 @@ def bilinear_third_derivatives(value: Tensor, theta: Tensor, u: Tensor) -> Tenso
                                       allow_unused=True)
         if hu_j is None or not hu_j.requires_grad:  # E quadratic in θ: no third derivative
             return out
-        (rows,) = torch.autograd.grad(hu_j, theta, grad_outputs=u[: j + 1], is_grads_batched=True,
-                                      retain_graph=j < k - 1, allow_unused=True)
+        rows = vjp(hu_j, theta, u[: j + 1], j < k - 1, batched) if hu_j.requires_grad else None
         if rows is not None:
             for i in range(j + 1):
                 out[index[(i, j)]] = rows[i]

@@ -64,6 +64,15 @@ class ModuleParts:
             values = {**self.layout.unflatten(theta), **self.frozen, **self.buffers, **no_stats}
             return torch.func.functional_call(self.model, values, (x,))
 
+    def probe(self, theta: Tensor, n: int = 8) -> Tensor:
+        """The (unweighted) loss on the first ≤ n examples of micro-batch 0, with graph: a cheap E-like function
+        for one-time checks of the autograd graph."""
+        x, y = self.data(theta, 0)
+        with self.layers.evaluation(theta.device, 0) as no_stats, sdpa_kernel(SDPBackend.MATH):
+            values = {**self.layout.unflatten(theta), **self.frozen, **self.buffers, **no_stats}
+            out = torch.func.functional_call(self.model, values, (x[:n],))
+        return check_scalar(self.loss_fn(out, y[:n]), "loss_fn")
+
     def loss(self, out: Tensor, i: int, theta: Tensor) -> Tensor:
         _, y = self.data(theta, i)
         return self.weights[i] * check_scalar(self.loss_fn(out, y), "loss_fn")

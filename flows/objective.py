@@ -21,6 +21,7 @@ the full-batch loss ``E = Σ_b w_b E_b`` never needs the whole batch in memory.
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
@@ -29,7 +30,7 @@ import torch
 from torch._C._functorch import is_functorch_wrapped_tensor
 from torch import Tensor
 
-from .autodiff import bilinear_third_derivatives, graph_hvp
+from .autodiff import bilinear_third_derivatives, graph_hvp, vjp
 from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
 from .layout import ParameterLayout
 from .modules import (ModuleParts, Piece, StatefulLayers, check_deterministic, check_finite, check_scalar,
@@ -106,6 +107,7 @@ class Objective:
         self.module_parts: ModuleParts | None = None
         self._first_order_only: list[str] | None = None  # found on the first second-order call
         self._faulty_third_order: list[str] | None = None  # found on the first third-order call
+        self.batched_products: bool | None = None  # batched double backward works here (probed once)
         self.theta0 = None if theta0 is None else self.check_theta(theta0, "theta0").detach().clone()
 
     # ------------------------------------------------------------------ constructors
@@ -341,7 +343,8 @@ class Objective:
         hv: Tensor | None = None
         with torch.enable_grad():
             for piece in self.pieces:
-                g_b, hv_b = graph_hvp(piece(theta), theta, v, retain_graph=False)
+                g_b, hv_b = graph_hvp(piece(theta), theta, v, retain_graph=False,
+                                      batched=bool(self.batched_products))
                 grad, hv = (g_b, hv_b) if grad is None or hv is None else (grad + g_b, hv + hv_b)
         assert grad is not None and hv is not None  # there is at least one piece
         return self._reduce(grad), self._reduce(hv)
@@ -436,6 +439,8 @@ class Objective:
                 nodes = once_differentiable_nodes([value.grad_fn], set())
                 found = sorted({f"Function {node._forward_cls.__name__}" for node in nodes})
             self._first_order_only = found
+        if self.batched_products is None and not self._first_order_only:
+            self.batched_products = self._batched_products_work(theta.detach())
         if self._first_order_only:
             raise ValueError(
                 f"second derivatives of {self.name} would be silently wrong: "
@@ -443,6 +448,39 @@ class Objective:
                 "@once_differentiable, and double backward drops its second-order terms without an error; "
                 "give that Function a differentiable backward to use curvature (HVPs, eigenpairs, PF, IGR, "
                 "central flow), or keep to first-order tools (gradient_descent, integrate(flow='gf'))")
+
+    def _batched_products_work(self, theta: Tensor) -> bool:
+        """Whether one batched double backward (``is_grads_batched``) gives the same products as single ones on
+        this graph. PyTorch's group norm breaks it ("The size of tensor a (2) must match the size of tensor b
+        (4)"); where it fails or differs, every batched product of this objective loops over single products
+        (same results, one backward each) and one info-level log line says so. Probed once, on ≤ 8 examples
+        (a module) or on the first piece."""
+        if theta.is_complex():
+            return True
+        leaf = theta.clone().requires_grad_(True)
+        parts = self.module_parts
+        with torch.enable_grad():
+            value = parts.probe(leaf) if parts is not None else self.pieces[0](leaf)
+            (g,) = torch.autograd.grad(value, leaf, create_graph=True)
+            if not g.requires_grad:
+                return True
+            v = torch.randn(2, self.dim, generator=torch.Generator().manual_seed(0), dtype=leaf.dtype).to(leaf.device)
+            single = torch.stack([vjp(g, leaf, row, True) for row in v])
+            why = ""
+            try:
+                batched = vjp(g, leaf, v, True)
+            except RuntimeError as err:
+                why = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+            else:
+                scale = float(single.abs().max()) or 1.0
+                if not bool(torch.allclose(batched, single, rtol=1e-4, atol=1e-5 * scale)):
+                    why = "batched and single products differ"
+        if why:
+            logging.getLogger("driftlab").info(
+                "%s: batched double backward fails on this graph (%s, e.g. torch's group norm); batched Hessian "
+                "products loop over single products (same results, one backward each)", self.name, why)
+            return False
+        return True
 
     def third_derivatives(self, theta: Tensor, u: Tensor) -> Tensor:
         """The bilinear third derivatives tᵢⱼ = ∇_θ(uᵢᵀ H(θ) uⱼ) = D³E(θ)[uᵢ, uⱼ, ·] for i ≤ j, with the
@@ -466,7 +504,7 @@ class Objective:
         out: Tensor | None = None
         with torch.enable_grad(), exact_norms():
             for piece in self.pieces:
-                t = bilinear_third_derivatives(piece(leaf), leaf, rows)
+                t = bilinear_third_derivatives(piece(leaf), leaf, rows, batched=bool(self.batched_products))
                 out = t if out is None else out + t
         assert out is not None  # at least one piece
         return self._reduce(out)

@@ -74,7 +74,8 @@ class HessianOperator:
         assert leaf is not None  # built just above
         cplx = leaf.is_complex()
         for g in self._grads:
-            hv = vjp(g, leaf, rows.conj(), True).conj() if cplx else vjp(g, leaf, rows, True)
+            batched = self.objective.batched_products is not False
+            hv = vjp(g, leaf, rows.conj(), True, batched).conj() if cplx else vjp(g, leaf, rows, True, batched)
             out = hv if out is None else out + hv  # the first piece's product as it is: no zero buffer
         assert out is not None  # an objective has at least one piece
         return self.objective._reduce(out)
