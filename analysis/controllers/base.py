@@ -174,25 +174,31 @@ class ClosureObjective:
 class ControllerOptimizer(torch.optim.Optimizer):
     """Any :class:`StepController` as a ``torch.optim.Optimizer``.
 
-    ``step(closure)`` flattens the parameters into θ, evaluates the loss and
-    gradient with ``closure`` (the usual one: zero the gradients, compute the
-    loss, call ``backward()``, return the loss), asks the controller for (h, d), and writes
-    θ − h d back. The controller may call the closure again (PAL, Alice, DAL
-    with finite differences). All parameters form one flat θ, so a single
-    parameter group is required (several raise a ValueError).
+    ``step(closure)`` flattens the parameters of every group into one θ, evaluates the loss and gradient
+    with ``closure`` (the usual one: zero the gradients, compute the loss, call ``backward()``, return the
+    loss), asks the controller for (h, d), and writes back, group by group,
 
-    The group holds the controller's hyperparameters (``param_groups[0]["lr"]``
-    for the controllers that have a rate, ``"max_lr"``, ``"scale"``, … for the
-    others) and, as in ``torch.optim.SGD``, is read at every step: a
-    ``torch.optim.lr_scheduler`` or a hand edit of the group changes the next
-    step (the new values are validated as the constructor would). Schedulers
-    act on ``"lr"``, so they need a controller that has one. ``state_dict()``
-    carries the controller's state; ``last_info`` holds what the controller
-    reported for the last step.
+        θ_g ← θ_g − (lr_g / lr₀) · h · d_g − lr_g · weight_decay_g · θ_g.
 
-    A step with a non-finite loss, gradient or proposed update is refused:
-    the parameters keep their values, a ``RuntimeWarning`` is issued,
-    ``refused_steps`` counts it and ``last_info["refused"]`` says why.
+    **``lr`` is a schedule on the controller's step.** Each group has an ``"lr"``: for a controller with a
+    rate of its own (``Constant``, ``WNGrad``'s initial rate, ``Alice``) it starts at that rate, lr₀; for the
+    others (PAL, CLR, SPS_max, ALI-G, DAL-p) it starts at lr₀ = 1. The step the method chooses is multiplied by
+    lr_g/lr₀ at every step, so a ``torch.optim.lr_scheduler`` (StepLR, LambdaLR, CosineAnnealingLR, …) or a
+    hand edit scales each group's step exactly as it scales SGD's: for ``Constant`` this is SGD with that
+    schedule. lr_g ≥ 0 (0 freezes the group).
+
+    **Groups.** Per-group settings are ``lr`` and ``weight_decay`` (decoupled, as in AdamW: θ ← θ − lr·wd·θ,
+    default 0) — e.g. no decay for biases and norms, another rate for the head. The controller's curvature
+    probes (PAL's trial loss, DAL's Hg, Alice's glass gradients, the Polyak ratio E/‖g‖²) see the whole θ: all
+    groups as one flat vector, with the unscaled step, so its decision is the one it would take on the whole
+    model; the groups then scale it. The controller's own settings (``mu``, ``max_lr``, …) are for the whole
+    θ and are refused in a group with a different value. They are read from ``param_groups[0]`` at every step
+    (a hand edit changes the next step, validated as the constructor would). ``state_dict()`` carries the
+    controller's state and the groups; ``last_info`` holds what the controller reported for the last step,
+    with ``lr`` the rate applied to the first group.
+
+    A step with a non-finite loss, gradient or proposed update is refused: the parameters keep their values,
+    a ``RuntimeWarning`` is issued, ``refused_steps`` counts it and ``last_info["refused"]`` says why.
     """
 
     def __init__(self, params: Iterable[Tensor] | Iterable[dict], controller: StepController) -> None:
@@ -202,16 +208,36 @@ class ControllerOptimizer(torch.optim.Optimizer):
             raise ValueError("detectors need a flows.Objective; use the controller with flows.gradient_descent, "
                              "or construct it with detector=None for the torch.optim form")
         controller.check_standalone()
-        super().__init__(params, dict(controller.hyperparameters()))
-        if len(self.param_groups) != 1:
-            raise ValueError("driftlab optimizers treat all parameters as one flat θ: pass a single parameter group")
+        settings = {k: v for k, v in controller.hyperparameters().items() if k != "lr"}
+        own = getattr(controller, "lr", None)
+        self.reference_lr = float(own) if isinstance(own, (int, float)) and not isinstance(own, bool) else 1.0
+        super().__init__(params, {**settings, "lr": self.reference_lr, "weight_decay": 0.0})
         self.controller = controller
+        for i, group in enumerate(self.param_groups):
+            self._check_group(i, group)
         self.steps = 0
         self.refused_steps = 0
         self.last_info: dict[str, Any] = {}
 
+    def _check_group(self, i: int, group: dict) -> None:
+        for key in ("lr", "weight_decay"):
+            value = group[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"{type(self).__name__}: param_groups[{i}][{key!r}] must be a finite number ≥ 0, "
+                                 f"got {value!r}")
+        if i > 0:
+            first = self.param_groups[0]
+            differing = [k for k in self.controller.hyperparameters() if k != "lr" and k in group
+                         and _differs(group[k], first[k])]
+            if differing:
+                raise ValueError(f"{type(self).__name__}: param_groups[{i}] sets {differing[0]!r} = "
+                                 f"{group[differing[0]]!r}, but {type(self.controller).__name__}'s settings are for "
+                                 "the whole θ (its probes see all parameters as one vector); only 'lr' and "
+                                 "'weight_decay' may differ between groups")
+
     def _params(self) -> list[Tensor]:
-        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+        return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
@@ -219,6 +245,8 @@ class ControllerOptimizer(torch.optim.Optimizer):
             raise TypeError(f"{type(self).__name__}.step needs a closure that re-evaluates the model, calls "
                             "loss.backward() and returns the loss")
         self._sync_hyperparameters()
+        for i, group in enumerate(self.param_groups):
+            self._check_group(i, group)
         params = self._params()
         obj = ClosureObjective(params, closure)
         theta = obj.flat()
@@ -230,24 +258,40 @@ class ControllerOptimizer(torch.optim.Optimizer):
         ctx = StepContext(self.steps, float(self.steps), theta, loss, grad, obj, base)  # type: ignore[arg-type]
         decision = decide(self.controller, ctx)  # the runner's rules: a float is a rate, a negative rate is refused
         direction = grad if decision.direction is None else decision.direction
-        new = theta - decision.lr * direction
+        scale, decay = self._group_coefficients(params)
+        new = theta * (1.0 - decay) - (decision.lr * scale) * direction
         if not (math.isfinite(decision.lr) and torch.isfinite(new).all()):
             return self._refuse(obj, theta, loss, f"non-finite update (rate {decision.lr!r})")
         obj.write(new)
         for p, g in zip(params, obj.layout.split(grad)):
             p.grad = g.clone()  # leave the gradient at θₙ, as a plain optimizer would
         self.steps += 1
-        self.last_info = {"lr": decision.lr, **decision.info}
+        first = self.param_groups[0]
+        self.last_info = {**decision.info, "lr": decision.lr * first["lr"] / self.reference_lr}
         return loss
 
+    def _group_coefficients(self, params: list[Tensor]) -> tuple[Tensor | float, Tensor | float]:
+        """Per coordinate of θ: the schedule factor lr_g/lr₀ and the decoupled decay lr_g·wd_g (numbers when
+        there is one group)."""
+        if len(self.param_groups) == 1:
+            group = self.param_groups[0]
+            return group["lr"] / self.reference_lr, group["lr"] * group["weight_decay"]
+        owner = {id(p): group for group in self.param_groups for p in group["params"]}
+        scale = torch.cat([torch.full((p.numel(),), owner[id(p)]["lr"] / self.reference_lr, dtype=p.dtype,
+                                      device=p.device) for p in params])
+        decay = torch.cat([torch.full((p.numel(),), owner[id(p)]["lr"] * owner[id(p)]["weight_decay"], dtype=p.dtype,
+                                      device=p.device) for p in params])
+        return scale, decay
+
     def _sync_hyperparameters(self) -> None:
-        """Apply the group's hyperparameters that differ from the controller's (a scheduler changed them)."""
-        current = self.controller.hyperparameters()
+        """Apply the group's controller settings that differ from the controller's (a hand edit changed them);
+        ``lr`` and ``weight_decay`` are the optimizer's, not the controller's."""
+        current = {k: v for k, v in self.controller.hyperparameters().items() if k != "lr"}
         group = self.param_groups[0]
         changed = {k: group[k] for k in current if k in group and _differs(group[k], current[k])}
         if not changed:
             return
-        settings = {**current, **changed}
+        settings = {**self.controller.hyperparameters(), **changed}
         try:
             checked = type(self.controller)(**settings)  # the constructor's validation, on the new values
         except (TypeError, ValueError) as err:
@@ -256,7 +300,9 @@ class ControllerOptimizer(torch.optim.Optimizer):
         for key in changed:
             setattr(self.controller, key, getattr(checked, key))
         for key, value in self.controller.hyperparameters().items():
-            group[key] = value  # normalised as the controller holds them (e.g. betas as a list)
+            if key != "lr":
+                for g in self.param_groups:
+                    g[key] = value  # normalised as the controller holds them (e.g. betas as a list)
 
     def _refuse(self, obj: ClosureObjective, theta: Tensor, loss: Tensor, why: str) -> Tensor:
         obj.write(theta)
@@ -279,7 +325,7 @@ class ControllerOptimizer(torch.optim.Optimizer):
         if ctrl is None:
             raise ValueError("this state dict has no 'controller' entry: it was not saved by a driftlab optimizer")
         super().load_state_dict(state_dict)
-        self._sync_hyperparameters()  # the group's saved values (a scheduler's) before the controller's state
+        self._sync_hyperparameters()  # the group's saved settings before the controller's state
         self.controller.load_state_dict(ctrl)
 
 

@@ -313,9 +313,6 @@ def test_non_finite_steps_are_refused():
     traj = gradient_descent(obj, lr=0.1, steps=5, controller=Wild())
     assert traj.status == "diverged" and traj.events[-1]["kind"] == "refused_step"
     assert len(traj) == 3 and np.isfinite(traj.states).all()
-    with pytest.raises(ValueError, match="single parameter group"):
-        ControllerOptimizer([{"params": [before[0].requires_grad_()]}, {"params": [before[1].requires_grad_()]}],
-                            Constant())
 
 
 def test_the_optimizer_form_reads_decisions_as_the_runner_does():
@@ -384,24 +381,23 @@ def test_an_lr_scheduler_drives_the_controller_rate_as_it_drives_sgd():
     sgd, _ = _train(lambda p: torch.optim.SGD(p, lr=0.3), 7)
     ours, opt = _train(lambda p: ConstantOptimizer(p, lr=0.3), 7)
     torch.testing.assert_close(ours, sgd, rtol=1e-12, atol=1e-14)
-    assert opt.controller.lr == pytest.approx(0.3 * 0.5 ** 3)  # the schedule reached the controller
-    assert opt.last_info["lr"] == pytest.approx(0.3 * 0.5 ** 3)
+    assert opt.last_info["lr"] == pytest.approx(0.3 * 0.5 ** 3)  # the schedule reached the step
     resumed, _ = _train(lambda p: ConstantOptimizer(p, lr=0.3), 7, restart_at=3)
     torch.testing.assert_close(resumed, ours, rtol=0, atol=0)
 
 
-def test_param_group_edits_are_validated_and_several_groups_refused():
+def test_param_group_edits_are_validated():
     model, closure_for = _regression()
     opt = AliceOptimizer(model.parameters(), lr=0.01)
     opt.param_groups[0]["betas"] = (0.5, 0.9)
     opt.step(closure_for(opt))
     assert opt.controller.betas == (0.5, 0.9)
     opt.param_groups[0]["lr"] = -1.0
-    with pytest.raises(ValueError, match=r"param_groups\[0\] set \{'lr': -1.0\}.*lr must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"param_groups\[0\]\['lr'\] must be a finite number ≥ 0"):
         opt.step(closure_for(opt))
     first, second = list(model.parameters())[:2], list(model.parameters())[2:]
-    with pytest.raises(ValueError, match="single parameter group"):
-        ConstantOptimizer([{"params": first}, {"params": second, "lr": 0.01}], lr=0.1)
+    with pytest.raises(ValueError, match="only 'lr' and 'weight_decay' may differ"):
+        PALOptimizer([{"params": first}, {"params": second, "mu": 0.5}])
 
 
 def test_sps_max_and_alig_are_their_papers_formulas_in_both_forms():
