@@ -65,10 +65,16 @@ def pf_stability(eigenvalues, lr: float) -> PFStability:
 
 @dataclass
 class EoSReport:
-    """What :meth:`EoSDetector.detect` found. Events and segments are also listed in ``events``."""
+    """What :meth:`EoSDetector.detect` found. Events and segments are also listed in ``events``.
+
+    ``progressive_sharpening`` is True (a significant rising trend before the crossing), False (tested, not
+    significant) or None: *undetermined*, when the ``sharpening_points`` measurements before the crossing
+    cannot give a one-sided Kendall p below ``sharpening_p`` whatever they are (the smallest p of n points is
+    1/n!, ``sharpening_min_p``: 4 points cannot go below 1/24 = 0.042); measure sharpness more often.
+    """
 
     threshold: float
-    progressive_sharpening: bool
+    progressive_sharpening: bool | None
     sharpening_slope: float
     first_crossing: int | None
     hovering: bool
@@ -76,6 +82,8 @@ class EoSReport:
     spikes: list[int]
     separation_step: int | None
     events: list[Event | Segment] = field(default_factory=list)
+    sharpening_points: int = 0
+    sharpening_min_p: float = 1.0
 
 
 @dataclass
@@ -207,11 +215,14 @@ class EoSDetector:
         # the threshold the report quotes: at the crossing, else at the last measurement
         threshold = float(thresholds[first if first is not None else (measured[-1] if len(measured) else 0)])
         pre = measured[measured <= (first if first is not None else measured[-1])] if len(measured) else measured
-        slope, rising = math.nan, False
-        if len(pre) >= 4:
+        slope, rising = math.nan, None
+        min_p = 1.0 / math.factorial(len(pre)) if len(pre) >= 2 else 1.0  # the exact test's smallest p
+        if min_p < self.sharpening_p:
             tau = stats.kendalltau(times[pre], sharp[pre], alternative="greater")
             slope = float(stats.linregress(times[pre], sharp[pre]).slope)
             rising = bool(tau.pvalue < self.sharpening_p and slope > 0)
+        elif len(pre) >= 2:
+            slope = float(stats.linregress(times[pre], sharp[pre]).slope)
         if rising:
             events.append(Segment("progressive_sharpening", int(pre[0]), int(pre[-1]), float(times[pre[0]]),
                                   float(times[pre[-1]]), {"slope_per_time": slope,
@@ -250,7 +261,8 @@ class EoSDetector:
                 separation = int(hits[0])
                 events.append(Event("gd_gf_separation", separation, float(times[separation]),
                                     {"drift": float(drift[separation]), "ratio": float(ratio[separation])}))
-        return EoSReport(threshold, rising, slope, first, hovering, hover_frac, spikes, separation, events)
+        return EoSReport(threshold, rising, slope, first, hovering, hover_frac, spikes, separation, events,
+                         sharpening_points=len(pre), sharpening_min_p=min_p)
 
 
 def stability_thresholds(trajectory: Trajectory, lr: float | None = None, momentum: float = 0.0) -> np.ndarray:

@@ -163,7 +163,8 @@ def _one_rate(obj, theta0, h: float, config: Config, out: Path, ctx, row_path: P
     gf.save(out / f"h{number_key(h)}" / "gf")
     sharp = gd.metric("sharpness")
     row = {"h": h, "2/h": 2 / h, "λ_max(θ₀)": float(sharp[0]), "max λ_max": float(np.nanmax(sharp)),
-           "progressive sharpening": report.progressive_sharpening,
+           "progressive sharpening": (report.progressive_sharpening if report.progressive_sharpening is not None
+                                      else f"undetermined ({report.sharpening_points} points)"),
            "first crossing (step)": report.first_crossing if report.first_crossing is not None else "none",
            "hover fraction": round(report.hover_fraction, 2), "loss spikes": len(report.spikes),
            "GD–GF separation (step)": report.separation_step if report.separation_step is not None else "none",

@@ -187,3 +187,22 @@ def test_pf_loss_rate_on_a_batchnorm_cnn_matches_the_dense_hessian(cnn_objective
     assert traj.metric("pf_loss_rate")[0] == pytest.approx(expected, rel=1e-6)
     for i in range(3):
         assert traj.metric(f"alignment_{i}")[0] == pytest.approx(float(along[i] / (g @ g)), rel=1e-6, abs=1e-12)
+
+
+def _synthetic(every: int) -> Trajectory:
+    """Sharpness rising linearly from 5 to 12 over 100 steps (crossing 2/h = 10 at step 71), measured every
+    ``every`` steps."""
+    n = np.arange(101)
+    sharp = np.full(101, np.nan)
+    sharp[::every] = 5 + 7 * n[::every] / 100
+    metrics = {"loss": np.exp(-n / 50), "grad_norm": np.ones(101), "sharpness": sharp}
+    return Trajectory(times=n * 0.2, states=None, metrics=metrics, config={"lr": 0.2}, state_mode="none")
+
+
+def test_too_few_points_before_the_crossing_are_undetermined_not_false():
+    """Kendall's one-sided p of 4 points cannot go below 1/24 = 0.042 > sharpening_p = 0.01."""
+    sparse = EoSDetector().detect(_synthetic(every=25), lr=0.2)  # measured at 0, 25, 50 and 75 (the crossing)
+    assert sparse.progressive_sharpening is None
+    assert sparse.sharpening_points == 4 and sparse.sharpening_min_p == pytest.approx(1 / 24)
+    dense = EoSDetector().detect(_synthetic(every=5), lr=0.2)
+    assert dense.progressive_sharpening is True and dense.sharpening_points == 16  # 0, 5, …, 75 (the crossing)
