@@ -175,3 +175,10 @@ def test_a_run_into_a_log_prints_a_line_per_unit_and_quiet_prints_none(tmp_path,
     assert "unit" not in captured.err
     assert main(args + ["--out", str(tmp_path / "quiet"), "--quiet"]) == 0
     assert "driftlab [" not in capsys.readouterr().out
+
+
+def test_central_flow_toy_compares_smoothed_losses_only_where_the_window_is_two_sided():
+    from experiments.central_flow_toy import interior_steps
+
+    assert interior_steps(1000, 50.0) == range(200, 801)
+    assert len(interior_steps(30, 10.0)) == 0  # too short a run: no row is compared
