@@ -34,6 +34,11 @@ class SpectralDensity:
     weights: np.ndarray
     matvecs: int
 
+    @property
+    def starts(self) -> int:
+        """The number of random probes (Lanczos starts)."""
+        return int(self.nodes.shape[0])
+
     def moment(self, n: int) -> tuple[float, float]:
         """(estimate of tr(Aⁿ)/D, its standard error over the probes); exact per probe for n ≤ 2m − 1."""
         per_probe = (self.weights * self.nodes ** n).sum(axis=1)

@@ -41,6 +41,10 @@ class TraceEstimate:
     samples: int
     method: str
 
+    def __str__(self) -> str:
+        return (f"{self.value:.6g} ± {self.standard_error:.2g} ({self.method}, {self.matvecs} products, "
+                f"{self.samples} probes)")
+
 
 def _rademacher(dim: int, count: int, generator: torch.Generator, dtype: torch.dtype,
                 device: torch.device) -> Tensor:
