@@ -19,6 +19,7 @@ parts). Non-finite inputs or targets are refused, naming the micro-batch.
 """
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager, nullcontext
@@ -99,8 +100,14 @@ def check_deterministic(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tenso
             for _ in range(2):
                 with layers.evaluation(theta0.device, 0) as no_stats:
                     params = {**layout.unflatten(theta0), **frozen, **buffers, **no_stats}
-                    out = torch.func.functional_call(model, params, (x0,))
-                values.append(check_scalar(loss_fn(out, y0), "loss_fn"))
+                    try:
+                        out = torch.func.functional_call(model, params, (x0,))
+                    except (RuntimeError, TypeError, IndexError) as err:
+                        raise ValueError(f"data: the model fails on inputs of shape {tuple(x0.shape)} and dtype "
+                                         f"{x0.dtype} ({type(err).__name__}: {str(err).splitlines()[0]}); the inputs "
+                                         "must be what the model's forward takes (feature size, dtype: convert "
+                                         "integer features with .float())") from None
+                values.append(check_loss(loss_fn, out, y0))
         if not torch.equal(values[0], values[1]) and not bool(values[0].isnan()):
             raise ValueError("the loss of this model is random (two identical evaluations gave "
                              f"{float(values[0]):.6g} and {float(values[1]):.6g}): driftlab needs a deterministic "
@@ -269,11 +276,40 @@ def check_finite(batches: list[tuple[Tensor, Tensor]]) -> None:
                                  "clean the data before building the objective")
 
 
+def check_loss(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, y: Tensor) -> Tensor:
+    """loss_fn(out, y) on a probe batch, its failures and silent broadcasts named in driftlab's words."""
+    if isinstance(out, Tensor) and isinstance(y, Tensor) and y.is_floating_point() and out.shape != y.shape:
+        try:
+            joint = torch.broadcast_shapes(out.shape, y.shape)
+        except RuntimeError:
+            joint = None
+        if joint is not None and math.prod(joint) > max(out.numel(), y.numel()):
+            raise ValueError(f"data: targets of shape {tuple(y.shape)} against model outputs of shape "
+                             f"{tuple(out.shape)} would broadcast to {tuple(joint)} in an elementwise loss (every "
+                             "output against every target, silently); reshape the targets to the outputs' shape")
+    try:
+        value = loss_fn(out, y)
+    except (RuntimeError, TypeError, ValueError, IndexError) as err:
+        raise ValueError(f"loss_fn fails on model outputs of shape {tuple(out.shape)} ({out.dtype}) and targets of "
+                         f"shape {tuple(y.shape)} ({y.dtype}): {type(err).__name__}: {str(err).splitlines()[0]}; the "
+                         "targets must fit the loss (same shape as the outputs for MSE, class indices (N,) of dtype "
+                         "long for cross-entropy)") from None
+    if isinstance(value, Tensor) and value.numel() == len(out) > 1 and value.ndim >= 1:
+        raise ValueError(f"loss_fn returns one loss per example (shape {tuple(value.shape)} on a probe of {len(out)} "
+                         "examples): "
+                         "driftlab needs the mean (or sum) over the batch as a scalar; reduce it (reduction='mean', "
+                         "or .mean() in your function, with loss_reduction='sum' for a sum)")
+    return check_scalar(value, "loss_fn")
+
+
 def check_scalar(value: Tensor, what: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{what} must return a torch.Tensor, got {type(value).__name__}")
     if value.numel() != 1 or value.ndim > 1:
         raise ValueError(f"{what} must return a scalar loss, got shape {tuple(value.shape)}")
+    if not (value.is_floating_point() or value.is_complex()):
+        raise TypeError(f"{what} must return a floating-point loss, got dtype {value.dtype} (an integer loss has no "
+                        "gradient)")
     return value.reshape(())
 
 

@@ -105,6 +105,7 @@ class Objective:
         self.model: torch.nn.Module | None = None
         self.layout: ParameterLayout | None = None
         self.module_parts: ModuleParts | None = None
+        self.dtype: torch.dtype | None = None  # from_module: the model's parameter dtype (θ must match)
         self._first_order_only: list[str] | None = None  # found on the first second-order call
         self._faulty_third_order: list[str] | None = None  # found on the first third-order call
         self.batched_products: bool | None = None  # batched double backward works here (probed once)
@@ -223,6 +224,7 @@ class Objective:
                   name=name or type(model).__name__, reduce=reduce, compile=compile)
         obj.parameter_names, obj.parameter_shapes = list(layout.names), list(layout.shapes)
         obj.model, obj.layout, obj.module_parts = model, layout, parts
+        obj.dtype = theta0.dtype
         layers.warn_once(len(batches))
         check_deterministic(model, loss_fn, batches[0], layout, theta0, layers)
         return obj
@@ -236,6 +238,11 @@ class Objective:
             raise TypeError(f"{argname} must be a floating point or complex tensor, got dtype {theta.dtype}")
         if theta.ndim != 1 or theta.shape[0] != self.dim:
             raise ValueError(f"{argname} must have shape ({self.dim},), got {tuple(theta.shape)}")
+        real = theta.real.dtype if theta.is_complex() else theta.dtype
+        if self.dtype is not None and real != self.dtype:
+            raise TypeError(f"{argname} is {real} but {self.name}'s parameters are {self.dtype}: driftlab computes in "
+                            f"the model's precision and does not convert silently; pass {argname}.to({self.dtype}), "
+                            f"or build the objective from model.to({real}) to compute in {real}")
         return theta
 
     def _check_vectors(self, theta: Tensor, v: Tensor) -> Tensor:
