@@ -49,7 +49,8 @@ from flows import Progress
 from flows.gd import progress_line
 
 from . import folder, registry, seeds
-from .common import FIGURES, ConfigError, apply_overrides, read_json, resolve_device, write_manifest
+from .common import (FIGURES, RESULTS_FORMAT, ConfigError, apply_overrides, read_json, resolve_device,
+                     top_level_outputs, write_json, write_manifest)
 
 
 T = TypeVar("T")
@@ -199,6 +200,13 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _folder_argument(text: str) -> Path:
+    """A folder named on the command line; an empty name (which would mean the current directory) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder (an empty name would mean the current directory)")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="driftlab", description="Continuous-time analysis of gradient descent: "
                      "reproduce figures and benchmarks.")
@@ -208,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("name", help="experiment name (see `driftlab list`)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config field (repeatable)")
-    run.add_argument("--out", type=Path, default=None, help="results folder (default results/NAME)")
+    run.add_argument("--out", type=_folder_argument, default=None, help="results folder (default results/NAME)")
     run.add_argument("--figures", type=Path, default=FIGURES, help="where figures go (default figures/)")
     run.add_argument("--device", default="cpu", help="cpu or cuda")
     run.add_argument("--seed", type=_seed_argument, default=None,
@@ -270,18 +278,20 @@ def _seed_plan(args) -> tuple[Path, list[int], list[str]]:
         if not (out / seeds.PLAN).is_file():
             raise ConfigError(f"--overwrite: {out} holds no driftlab {seeds.PLAN}; refusing to delete what "
                               "driftlab did not write")
+        _seed_outputs(out)  # refuses a plan that is not driftlab's
     return out, seeds.parse_seeds(args.seeds), list(args.overrides)
 
 
+def _seed_outputs(out: Path) -> set[str]:
+    """What a run over seeds recorded in ``out/seeds.json`` wrote: its outputs, its seeds' folders, its figures."""
+    plan = folder.driftlab_record(out / seeds.PLAN, "plan")
+    return set(plan["outputs"]) | {seeds.seed_folder(out, s).name for s in plan["seeds"]} | {"figures"}
+
+
 def _empty_but_lock(out: Path) -> None:
-    """Remove a multi-seed folder's content (it holds a seeds plan: checked), keeping the lock this run holds."""
-    for path in out.iterdir():
-        if path.name == folder.LOCK_NAME:
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    """Remove what the run over seeds recorded in the folder's plan wrote, keeping the lock this run holds (and
+    refusing, deleting nothing, when anything else is there)."""
+    folder.clear_outputs(out, seeds.PLAN, _seed_outputs(out))
 
 
 def _run_seeds(args, restore_signals: bool) -> int:
@@ -298,7 +308,7 @@ def _run_seeds(args, restore_signals: bool) -> int:
         seeds.write_plan(out, args.name, plan, overrides, args.device)
     except (ConfigError, ValueError, TypeError, FileNotFoundError, OSError) as err:
         if lock is not None:
-            lock.release()
+            lock.release(discard=True)
         return _fail(str(err))
     stopped = {"flag": False}
 
@@ -343,6 +353,7 @@ def _seeds_interrupted(name: str, out: Path) -> int:
 def _summarise_seeds(module, out: Path, folders: list[Path], figures: Path) -> int:
     try:
         seeds.summarise(out, folders)
+        seeds.record_outputs(out)
         drawn = (module.plot_seeds(folders, figures) if hasattr(module, "plot_seeds")
                  else module.plot(folders[0], figures))
     except (OSError, ValueError, KeyError) as err:
@@ -437,7 +448,7 @@ def _run(args, restore_signals: bool) -> int:
                 raise error  # a bug or a failed rank: the manifest says failed, the traceback says where
             return _fail(f"{args.name}: {error} (the run stopped; DRIFTLAB_DEBUG=1 shows the traceback)"
                          .replace("\n", " "))
-        return _draw(module, args.name, out, ctx)
+        return _draw(module, args.name, out, ctx, lambda: manifest(status))
     finally:
         stop.raised = True  # from here on a signal is only recorded
         if restore_signals:
@@ -463,12 +474,15 @@ def _compute(module, config, out: Path, ctx: RunContext, manifest: Callable[[str
         return ("interrupted", None) if ctx.stop_requested else ("failed", err)
 
 
-def _draw(module, name: str, out: Path, ctx: RunContext) -> int:
-    """Draw the figures of a complete run; an interrupt or a write error here leaves the results complete."""
+def _draw(module, name: str, out: Path, ctx: RunContext, record: Callable[[], None] | None = None) -> int:
+    """Draw the figures of a complete run (then ``record`` the manifest again: drawing may write tables into
+    ``out``); an interrupt or a write error here leaves the results complete."""
     redraw = f"the results in {out} are complete; draw the figures with `driftlab plot {out}`"
     try:
         ctx.check()
         figures = module.plot(out, ctx.figures)
+        if record is not None:
+            record()
     except KeyboardInterrupt:
         print(f"driftlab: interrupted while drawing figures; {redraw}", file=sys.stderr)
         return 130
@@ -497,7 +511,7 @@ def _take_folder(args, out: Path, lock: folder.FolderLock, ctx: RunContext) -> s
         folder.remove_litter(args.figures, recursive=False)
         ctx.verify()
     except (ConfigError, OSError) as err:
-        lock.release()
+        lock.release(discard=True)
         return str(err)
     return None
 
@@ -594,6 +608,8 @@ def _plot(results: Path, figures: Path) -> int:
         return _fail(f"cannot read results in {results}: {err}")
     try:
         paths = module.plot(results, figures)
+        if manifest.get("format") == RESULTS_FORMAT:  # drawing may write tables into the folder: record them
+            write_json(path, {**manifest, "outputs": top_level_outputs(results)})
     except (OSError, ValueError, KeyError) as err:
         return _fail(f"cannot plot {results}: {err}".replace("\n", " "))
     for path in paths:

@@ -86,9 +86,23 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda fh: fh.write(json.dumps(obj, indent=1, default=str).encode()))
 
 
+RESULTS_FORMAT = 1  # the version of driftlab's manifest.json / seeds.json layout
+RUN_STATUSES = ("running", "complete", "failed", "interrupted")
+LOCK_NAME = ".driftlab.lock"
+BOOKKEEPING = ("manifest.json", "seeds.json", LOCK_NAME)
+
+
+def top_level_outputs(out: Path) -> list[str]:
+    """The names directly in ``out`` that a run wrote (everything but the manifest, the seeds plan, the lock and
+    temporary files): recorded in the manifest so that ``--overwrite`` deletes only these."""
+    return sorted(p.name for p in out.iterdir()
+                  if p.name not in BOOKKEEPING and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
+
 def write_manifest(out: Path, name: str, config: Any, status: str, seed: int, **extra: Any) -> None:
-    write_json(out / "manifest.json", {"experiment": name, "status": status, "seed": seed,
-                                       "config": dataclasses.asdict(config), "versions": versions(), **extra})
+    write_json(out / "manifest.json", {"format": RESULTS_FORMAT, "experiment": name, "status": status, "seed": seed,
+                                       "config": dataclasses.asdict(config), "versions": versions(),
+                                       "outputs": top_level_outputs(out), **extra})
 
 
 def read_json(path: Path) -> Any:

@@ -24,9 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .common import ConfigError
-
-LOCK_NAME = ".driftlab.lock"
+from .common import LOCK_NAME, RESULTS_FORMAT, RUN_STATUSES, ConfigError
 
 
 def check_writable_folder(path: Path, option: str) -> None:
@@ -47,14 +45,17 @@ class FolderLock:
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK_NAME
         self._fd: int | None = None
+        self.created = False
 
     def acquire(self) -> None:
+        self.created = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 4096).decode(errors="replace").strip()
             os.close(fd)
+            self.created = False  # another run's lock
             try:
                 who = json.loads(holder)
                 desc = (f"pid {who.get('pid')} on {who.get('host')}, started {who.get('started')}: "
@@ -69,15 +70,77 @@ class FolderLock:
         os.write(fd, json.dumps(info).encode())
         self._fd = fd
 
-    def release(self) -> None:
+    def release(self, discard: bool = False) -> None:
+        """Unlock; with ``discard`` (a refused run) also remove the lock file if this run created it."""
         if self._fd is not None:
+            if discard and self.created:
+                try:
+                    self.path.unlink()
+                except OSError:
+                    pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
 
 
+def _is_litter(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def driftlab_record(path: Path, kind: str) -> dict[str, Any]:
+    """The parsed ``manifest.json`` (``kind="manifest"``) or ``seeds.json`` (``kind="plan"``) at ``path`` when it
+    is driftlab's own (format version, experiment, status or seeds, and the list of outputs); else a ConfigError
+    saying why --overwrite will not trust it."""
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"--overwrite: {path} is not a driftlab {kind} ({why}); refusing to delete what driftlab "
+                           "did not write: empty the folder yourself or choose another --out")
+
+    try:
+        saved = json.loads(path.read_text())
+    except OSError as err:
+        raise refuse(f"unreadable: {err.strerror or err}") from None
+    except ValueError:
+        raise refuse("not JSON") from None
+    if not isinstance(saved, dict):
+        raise refuse(f"a JSON {type(saved).__name__}, not an object")
+    if saved.get("format") != RESULTS_FORMAT:
+        raise refuse(f"format {saved.get('format')!r}, expected {RESULTS_FORMAT}")
+    if not isinstance(saved.get("experiment"), str):
+        raise refuse("no experiment name")
+    if kind == "manifest" and saved.get("status") not in RUN_STATUSES:
+        raise refuse(f"status {saved.get('status')!r} is none of {RUN_STATUSES}")
+    if kind == "plan" and not (isinstance(saved.get("seeds"), list)
+                               and all(isinstance(s, int) and not isinstance(s, bool) for s in saved["seeds"])):
+        raise refuse("no list of seeds")
+    outputs = saved.get("outputs")
+    if not (isinstance(outputs, list) and all(isinstance(o, str) and "/" not in o and o not in ("", ".", "..")
+                                              for o in outputs)):
+        raise refuse("no list of the outputs it wrote")
+    return saved
+
+
+def clear_outputs(out: Path, record: str, allowed: set[str]) -> None:
+    """Delete the entries of ``out`` named in ``allowed`` (what the driftlab run recorded in ``record`` wrote),
+    temporary litter and ``record`` itself, keeping the lock; refuse, deleting nothing, if any other entry is
+    there (naming the first)."""
+    entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME)
+    foreign = [name for name in entries if name not in allowed and name != record and not _is_litter(name)]
+    if foreign:
+        raise ConfigError(f"--overwrite: {out} holds {foreign[0]!r}"
+                          f"{f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''}, which the driftlab run "
+                          f"recorded in {record} did not write; refusing to delete it: move it away or choose "
+                          "another --out")
+    for name in entries:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def prepare_fresh(out: Path, overwrite: bool) -> None:
-    """A fresh run's folder: refuse one with content unless ``overwrite``; then empty it (a driftlab folder only)."""
+    """A fresh run's folder: refuse one with content unless ``overwrite``; then delete what the driftlab run
+    recorded in its manifest wrote (:func:`clear_outputs`), and nothing else."""
     content = [p for p in out.iterdir() if p.name != LOCK_NAME]
     if not content:
         return
@@ -94,11 +157,8 @@ def prepare_fresh(out: Path, overwrite: bool) -> None:
     if not manifest.is_file():
         raise ConfigError(f"--overwrite: {out} holds files but no driftlab manifest.json; "
                           f"refusing to delete what driftlab did not write")
-    for path in content:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    saved = driftlab_record(manifest, "manifest")
+    clear_outputs(out, "manifest.json", set(saved["outputs"]))
 
 
 def _writer_alive(path: Path) -> bool:

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .common import ConfigError, read_json, read_table, read_text, write_benchmark, write_json
+from .common import (RESULTS_FORMAT, ConfigError, read_json, read_table, read_text, top_level_outputs, write_benchmark,
+                     write_json)
 
 PLAN = "seeds.json"
 MAX_SEEDS = 1000
@@ -54,7 +55,15 @@ def seed_folder(out: Path, seed: int) -> Path:
 
 
 def write_plan(out: Path, name: str, seeds: list[int], overrides: list[str], device: str) -> None:
-    write_json(out / PLAN, {"experiment": name, "seeds": seeds, "overrides": overrides, "device": device})
+    write_json(out / PLAN, {"format": RESULTS_FORMAT, "experiment": name, "seeds": seeds, "overrides": overrides,
+                            "device": device, "outputs": top_level_outputs(out)})
+
+
+def record_outputs(out: Path) -> None:
+    """Re-write the plan with every name the run over seeds has written into ``out`` (for ``--overwrite``)."""
+    plan = read_plan(out)
+    plan["outputs"] = top_level_outputs(out)
+    write_json(out / PLAN, plan)
 
 
 def read_plan(out: Path) -> dict[str, Any]:

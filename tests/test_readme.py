@@ -30,7 +30,8 @@ def test_readme_network_example_runs(capsys):
 
 def test_readme_hessian_kit_example_runs(capsys):
     out = _run_block(2, "Hessian-kit example", capsys)
-    found = re.search(r"tr H: (\S+) ± (\S+) \(hutch\+\+, \d+ products, \d+ probes\); SLQ (\S+) ± (\S+) \(4 probes\)", out)
+    found = re.search(r"tr H: (\S+) ± (\S+) \(hutch\+\+, \d+ products, \d+ probes\); "
+                      r"SLQ (\S+) ± (\S+) \(4 probes\)", out)
     hutch, hutch_se, slq, slq_se = (float(v) for v in found.groups())
     assert abs(hutch - slq) <= 4 * (hutch_se ** 2 + slq_se ** 2) ** 0.5  # two independent estimates of one trace
     hessian, ggn, layer = (float(v) for v in re.search(r"Hessian (\S+), Gauss–Newton (\S+), first layer alone (\S+)",

@@ -8,7 +8,7 @@ import torch
 
 from analysis import (PAL, Alice, Constant, CorridorDetector, CorridorLR, DriftAdjustedLR, EoSDetector, WNGrad,
                       get_controller)
-from analysis.controllers import (AliceOptimizer, ConstantOptimizer, ControllerOptimizer, CorridorLROptimizer,
+from analysis.controllers import (AliceOptimizer, ConstantOptimizer, CorridorLROptimizer,
                                   DriftAdjustedLROptimizer, PALOptimizer, WNGradOptimizer)
 from experiments.datasets import fc_tanh, gaussian_mixture, half_mse
 from flows import Objective, gradient_descent, toys

@@ -111,7 +111,8 @@ def _build(name):
         y = torch.randint(0, 2, (n,), generator=g)
     elif name in ("lstm", "gru"):
         model = _Recurrent(nn.LSTM if name == "lstm" else nn.GRU)
-        x, loss, y = torch.randn(n, 4, 3, generator=g, dtype=DT), F.cross_entropy, torch.randint(0, 3, (n,), generator=g)
+        x, loss = torch.randn(n, 4, 3, generator=g, dtype=DT), F.cross_entropy
+        y = torch.randint(0, 3, (n,), generator=g)
     else:
         model, x, loss = _Attention(), torch.randn(n, 3, 4, generator=g, dtype=DT), _mse
         y = torch.randn(n, 2, generator=g, dtype=DT)
