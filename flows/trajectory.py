@@ -112,6 +112,7 @@ class Trajectory:
             "status": self.status,
             "metrics": sorted(self.metrics),
             "length": len(self),
+            "dim": int(np.shape(self.states)[1]) if self.states is not None and np.ndim(self.states) == 2 else None,
             "versions": versions(),
         }
         npz_path, json_path = _with(base, ".npz"), _with(base, ".json")
@@ -121,31 +122,122 @@ class Trajectory:
 
     @classmethod
     def load(cls, path: str | Path) -> Trajectory:
-        """Read a trajectory written by :meth:`save`; a damaged file raises :class:`TrajectoryFileError`."""
+        """Read a trajectory written by :meth:`save`. A file that is missing, damaged or inconsistent (a field of
+        the wrong type, an unknown status or state mode, an array whose shape does not fit ``times``, the
+        state dimension or the projection size) raises :class:`TrajectoryFileError` naming the file and the
+        field: nothing inconsistent loads."""
         base = _base(path)
         npz_path, json_path = _with(base, ".npz"), _with(base, ".json")
         for p in (npz_path, json_path):
-            if not p.exists():
-                raise TrajectoryFileError(f"trajectory file {p} does not exist")
+            if not p.is_file():
+                raise TrajectoryFileError(f"trajectory file {p} does not exist" if not p.exists()
+                                          else f"trajectory file {p} is not a regular file")
         try:
             meta = json.loads(json_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise TrajectoryFileError(f"trajectory metadata {json_path} is corrupted or truncated: {err}") from err
+        except (ValueError, UnicodeDecodeError, RecursionError, OSError) as err:
+            raise TrajectoryFileError(f"trajectory metadata {json_path} is corrupted or truncated: "
+                                      f"{type(err).__name__}: {err}") from None
         try:
             with np.load(npz_path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except Exception as err:  # zipfile.BadZipFile, ValueError, EOFError, OSError …
             raise TrajectoryFileError(f"trajectory arrays {npz_path} are corrupted or truncated: {err}") from err
-        if "times" not in arrays or len(arrays["times"]) != meta.get("length"):
-            raise TrajectoryFileError(f"trajectory arrays {npz_path} do not match {json_path} (length)")
-        if "states_real" in arrays:
-            states = arrays["states_real"] + 1j * arrays["states_imag"]
-        else:
-            states = arrays.get("states")
-        metrics = {k[len("metric__"):]: v for k, v in arrays.items() if k.startswith("metric__")}
-        return cls(arrays["times"], states, metrics, meta.get("events", []), meta.get("config", {}),
-                   meta.get("state_mode", "full"), meta.get("projection_seed"), meta.get("projection_size"),
-                   meta.get("status", "complete"))
+        fields = _check_meta(meta, json_path)
+        times, states, metrics = _check_arrays(arrays, fields, npz_path, json_path)
+        return cls(times, states, metrics, fields["events"], fields["config"], fields["state_mode"],
+                   fields["projection_seed"], fields["projection_size"], fields["status"])
+
+
+STATUSES = ("complete", "diverged", "interrupted", "failed")
+
+
+def _check_meta(meta: Any, path: Path) -> dict[str, Any]:
+    """The metadata's fields, each checked for its type (a TrajectoryFileError naming ``path`` and the field)."""
+    def bad(field_name: str, why: str) -> TrajectoryFileError:
+        return TrajectoryFileError(f"trajectory metadata {path}: field {field_name!r} {why}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(meta, dict):
+        raise TrajectoryFileError(f"trajectory metadata {path} is a JSON {type(meta).__name__}, not an object")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if not is_int(version) or not 1 <= version <= FORMAT_VERSION:
+        raise bad("format_version", f"is {version!r}; this driftlab reads versions 1 to {FORMAT_VERSION}")
+    out = {"events": meta.get("events", []), "config": meta.get("config", {}),
+           "state_mode": meta.get("state_mode", "full"), "projection_seed": meta.get("projection_seed"),
+           "projection_size": meta.get("projection_size"), "status": meta.get("status", "complete"),
+           "length": meta.get("length"), "dim": meta.get("dim"), "metrics": meta.get("metrics")}
+    if not is_int(out["length"]) or out["length"] < 0:
+        raise bad("length", f"must be a non-negative int, got {out['length']!r}")
+    if not (isinstance(out["events"], list) and all(isinstance(e, dict) for e in out["events"])):
+        raise bad("events", "must be a list of objects")
+    if not isinstance(out["config"], dict):
+        raise bad("config", f"must be an object, got a JSON {type(out['config']).__name__}")
+    if out["state_mode"] not in STATE_MODES:
+        raise bad("state_mode", f"is {out['state_mode']!r}; expected one of {STATE_MODES}")
+    if out["status"] not in STATUSES:
+        raise bad("status", f"is {out['status']!r}; expected one of {STATUSES}")
+    for key in ("projection_seed", "projection_size", "dim"):
+        if out[key] is not None and (not is_int(out[key]) or out[key] < 0):
+            raise bad(key, f"must be a non-negative int or null, got {out[key]!r}")
+    if out["state_mode"] == "projection" and out["projection_size"] is None:
+        raise bad("projection_size", "is missing for projected states")
+    if out["metrics"] is not None and not (isinstance(out["metrics"], list)
+                                           and all(isinstance(m, str) for m in out["metrics"])):
+        raise bad("metrics", "must be a list of names")
+    return out
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], npz: Path,
+                  json_path: Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
+    """times, states and metrics, each checked against ``times`` and the recorded state dimension."""
+    def bad(name: str, why: str) -> TrajectoryFileError:
+        return TrajectoryFileError(f"trajectory arrays {npz}: {name!r} {why}")
+
+    if "times" not in arrays:
+        raise bad("times", "is missing")
+    times = arrays["times"]
+    if times.ndim != 1 or not np.issubdtype(times.dtype, np.number) or np.iscomplexobj(times):
+        raise bad("times", f"must be a real 1-D array, got shape {times.shape} and dtype {times.dtype}")
+    n = len(times)
+    if n != meta["length"]:
+        raise TrajectoryFileError(f"trajectory arrays {npz} do not match {json_path} (length): {n} times, "
+                                  f"length {meta['length']}")
+    metrics = {k[len("metric__"):]: v for k, v in arrays.items() if k.startswith("metric__")}
+    if "loss" not in metrics:
+        raise bad("metric__loss", "is missing (every trajectory records its loss)")
+    if meta["metrics"] is not None and sorted(meta["metrics"]) != sorted(metrics):
+        raise TrajectoryFileError(f"trajectory arrays {npz} hold the metrics {sorted(metrics)}, but {json_path} "
+                                  f"lists {sorted(meta['metrics'])}")
+    for name, values in metrics.items():
+        if values.shape != (n,) or not np.issubdtype(values.dtype, np.number):
+            raise bad(f"metric__{name}", f"must be a numeric array of shape ({n},) like times, got shape "
+                      f"{values.shape} and dtype {values.dtype}")
+    if ("states_real" in arrays) != ("states_imag" in arrays):
+        raise bad("states_real" if "states_real" not in arrays else "states_imag",
+                  "is missing (complex states are stored as a real and an imaginary part)")
+    states: np.ndarray | None
+    if "states_real" in arrays:
+        if arrays["states_real"].shape != arrays["states_imag"].shape:
+            raise bad("states_imag", f"has shape {arrays['states_imag'].shape}, the real part "
+                      f"{arrays['states_real'].shape}")
+        states = arrays["states_real"] + 1j * arrays["states_imag"]
+    else:
+        states = arrays.get("states")
+    if meta["state_mode"] == "none":
+        if states is not None:
+            raise bad("states", "is present but the state mode is 'none'")
+        return times, None, metrics
+    if states is None:
+        raise bad("states", f"is missing for state mode {meta['state_mode']!r}")
+    if states.ndim != 2 or states.shape[0] != n or not np.issubdtype(states.dtype, np.number):
+        raise bad("states", f"must be a numeric ({n}, D) array (one row per time), got shape {states.shape}")
+    width = meta["projection_size"] if meta["state_mode"] == "projection" else meta["dim"]
+    if width is not None and states.shape[1] != width:
+        what = "projection size" if meta["state_mode"] == "projection" else "state dimension"
+        raise bad("states", f"has {states.shape[1]} columns, but the recorded {what} is {width}")
+    return times, states, metrics
 
 
 LIST_FLOAT_BYTES = 32  # one float in a Python list: an 8-byte pointer and a 24-byte float object
