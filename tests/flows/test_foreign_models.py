@@ -21,7 +21,7 @@ class _ResidualGroupNorm(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
         self.norm = nn.GroupNorm(2, 4)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
         self.head = nn.Linear(4, 3)
 
     def forward(self, x):
@@ -101,7 +101,7 @@ def _build(name):
         model, x, loss = nn.Linear(6, 4), torch.randn(n, 6, generator=g, dtype=DT), _mse
         y = torch.randn(n, 4, generator=g, dtype=DT)
     elif name == "groupnorm-resnet":
-        model, x, loss = _ResidualGroupNorm(), torch.randn(n, 2, 5, 5, generator=g, dtype=DT), F.cross_entropy
+        model, x, loss = _ResidualGroupNorm(), torch.randn(n, 2, 4, 4, generator=g, dtype=DT), F.cross_entropy
         y = torch.randint(0, 3, (n,), generator=g)
     elif name == "instancenorm":
         model, x, loss = _InstanceNormConv(), torch.randn(n, 2, 6, generator=g, dtype=DT), _mse
