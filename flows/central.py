@@ -58,8 +58,9 @@ class CentralFlowResult:
         third_products, evaluations: pair vectors ∇(uᵢᵀHuⱼ) formed and field evaluations (substeps) over the run.
         seconds: wall-clock seconds spent in the gradient, the eigen updates, the third derivatives and the SDCP
             (its terms and the solve), summed over the run.
-        status: ``complete``; ``diverged`` (θ turned non-finite, or the flow stopped existing: a critical
-            direction without third derivative) or ``interrupted`` (Ctrl-C), with the steps done kept and ``reason``.
+        status: ``complete``; ``diverged`` (θ or the loss turned non-finite, or the flow stopped existing: a
+            critical direction without third derivative), ``interrupted`` (Ctrl-C) or ``failed`` (the model raised:
+            the exception in ``error``), with the steps done kept and ``reason``.
     """
 
     theta: Tensor
@@ -75,6 +76,7 @@ class CentralFlowResult:
     eigen_matvecs: int = 0
     status: str = "complete"
     reason: str = ""
+    error: BaseException | None = field(default=None, repr=False)
     third_products: int = 0
     evaluations: int = 0
     seconds: dict = field(default_factory=dict)
@@ -281,15 +283,17 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
     where: dict[str, Any] = {"theta": theta, "recorded": 0}
     try:
         _run(objective, theta, lr, state, steps, out, states, bar, where)
-    except (ArithmeticError, KeyboardInterrupt) as err:
+    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - keep the steps done, say why it stopped
         if where["recorded"] == 0:  # nothing computed to keep
             raise
         _truncate(out, where["recorded"], states, where["theta"])
-        out.status = "interrupted" if isinstance(err, KeyboardInterrupt) else "diverged"
-        out.reason = str(err) or type(err).__name__
-        if out.status == "diverged":
+        out.status = ("interrupted" if isinstance(err, KeyboardInterrupt)
+                      else "diverged" if isinstance(err, ArithmeticError) else "failed")
+        out.reason = (f"{type(err).__name__}: {err}" if out.status == "failed" else str(err)) or type(err).__name__
+        out.error = err if out.status == "failed" else None
+        if out.status != "interrupted":
             warnings.warn(f"central flow stopped after {where['recorded'] - 1} GD steps: {out.reason}; the steps "
-                          "done are returned (status 'diverged')", RuntimeWarning, stacklevel=2)
+                          f"done are returned (status {out.status!r})", RuntimeWarning, stacklevel=2)
     finally:
         bar.close()
     out.eigen_matvecs = (state.tracker.total_matvecs if state.tracker is not None else 0) + state.ritz_matvecs
@@ -316,6 +320,8 @@ def _run(objective: Objective, theta: Tensor, lr: float, state: CentralState, st
             if sub == 0:
                 _record(out, step, report)
                 where["recorded"], where["theta"] = step + 1, theta
+                if not math.isfinite(report["loss"]) or not math.isfinite(report["predicted_loss"]):
+                    raise ArithmeticError(f"the loss is not finite at GD step {step} ({report['loss']!r})")
             out.infeasibility[step] = max(out.infeasibility[step], report["infeasibility"])
             out.complementarity[step] = max(out.complementarity[step], report["complementarity"])
             if step == steps:  # the last point is measured, not advanced

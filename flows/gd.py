@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from time import monotonic
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -152,7 +153,18 @@ def gradient_descent(
               "controller": type(controller).__name__ if controller is not None else None,
               "controller_settings": getattr(controller, "hyperparameters", lambda: None)(),
               "dtype": str(theta.dtype), "device": str(theta.device)}
-    return run.rec.build(config, run.loop(theta, steps, progress))
+    traj = run.rec.build(config, run.loop(theta, steps, progress))
+    traj.error = run.error
+    return traj
+
+
+def keep_failure(rec: Recorder, err: BaseException, runner: str, time: float) -> None:
+    """A run stopped by an exception: a ``failed`` event naming it and a warning; the rows recorded stay."""
+    step = len(rec.times) - 1
+    reason = f"{type(err).__name__}: {err}"
+    rec.events.append(Event("failed", step, time, {"reason": reason}).to_dict())
+    warnings.warn(f"{runner} failed after step {step} ({reason}); the {step + 1} rows recorded are returned with "
+                  "status 'failed' (the exception is the trajectory's .error)", RuntimeWarning, stacklevel=4)
 
 
 def _check_objective(objective: Objective) -> Objective:
@@ -172,6 +184,7 @@ class _GDRun:
         self.callbacks, self.budget, self.rec = callbacks, budget, rec
         self.time, self.last_lr, self.bound = 0.0, lr, math.inf
         self.velocity: Tensor | None = None
+        self.error: BaseException | None = None
 
     def loop(self, theta: Tensor, steps: int, progress: Progress) -> str:
         """Steps 0..steps; the final status (``complete``, ``diverged``, ``stopped`` or ``interrupted``)."""
@@ -191,6 +204,12 @@ class _GDRun:
         except KeyboardInterrupt:
             self.event("interrupted", len(self.rec.times) - 1)
             return "interrupted"
+        except Exception as err:  # noqa: BLE001 - the model (or a callback) failed: keep the steps done
+            if not self.rec.times:
+                raise  # nothing computed to keep
+            self.error = err
+            keep_failure(self.rec, err, "GD", self.time)
+            return "failed"
         finally:
             bar.close()
 

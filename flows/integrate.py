@@ -27,7 +27,8 @@ from torchdiffeq import odeint
 
 from .events import Event
 from .fields import FLOWS, Flow, LogBranch, get_flow
-from .gd import Budget, Progress, _initial, _progress, check_count, check_positive, gradient_descent, loss_bound
+from .gd import (Budget, Progress, _initial, _progress, check_count, check_positive, gradient_descent, keep_failure,
+                 loss_bound)
 from .objective import Objective
 from .options import Recording, Solver, Spectrum, resolve
 from .spectrum import DENSE_MAX_DIM, EigenTracker, NonFiniteSpectrumError, top_eigenpairs
@@ -232,7 +233,9 @@ def integrate(
     config.update(_work(record, options, run.evals))
     if isinstance(branch, LogBranch):
         _report_branch(branch, config, run.rec)
-    return run.rec.build(config, status)
+    traj = run.rec.build(config, status)
+    traj.error = run.error
+    return traj
 
 
 def _work(record: Flow, options: dict, evaluations: int) -> dict:
@@ -274,6 +277,7 @@ class _FlowRun:
         self.objective, self.flow, self.lr, self.options = objective, record, lr, options
         self.is_complex, self.budget, self.rec = record.complex_state, budget, rec
         self.evals, self.t = 0, 0.0
+        self.error: BaseException | None = None
         self.bar: Any = None
         self._shown = 0.0
 
@@ -339,6 +343,11 @@ class _FlowRun:
                             continue
                         status = self._failure(err, i, flow)
                         break
+                    except Exception:  # noqa: BLE001 - the model failed: redo the chunk point by point, then fail
+                        if len(seg) > 2:
+                            step_chunk = 1
+                            continue
+                        raise
                     n_ok = self._record_chunk(seg, sol, max_loss)
                     if n_ok < len(seg) - 1:
                         status = "diverged"
@@ -351,6 +360,10 @@ class _FlowRun:
         except KeyboardInterrupt:
             status = "interrupted"
             rec.events.append(Event("interrupted", len(rec.times) - 1, rec.times[-1]).to_dict())
+        except Exception as err:  # noqa: BLE001 - the model failed mid-run: keep the points reached
+            self.error = err
+            keep_failure(rec, err, flow, rec.times[-1])
+            status = "failed"
         finally:
             self.bar.close()
         return status
@@ -402,7 +415,9 @@ def compare(
     (the drift needs full states, so they are recorded in full and dropped afterwards). When GD
     diverges at step m the flows are integrated only to t = m·lr (the drift is undefined past it;
     ``config["horizon"]`` of each flow says so). ``time_budget`` (seconds) bounds the whole call:
-    each flow gets what GD and the earlier flows left. Everything is checked before GD runs.
+    each flow gets what GD and the earlier flows left. Everything is checked before GD runs. A Ctrl-C ends
+    the whole call: the part it interrupted is kept as it stood (status ``interrupted``) and the flows not yet
+    started are left out of ``flows``.
     """
     if isinstance(flows, str):
         flows = (flows,)
@@ -416,8 +431,8 @@ def compare(
     result = Comparison(gd, {})
     horizon = len(gd) - 1
     for name in flows:
-        if horizon < 1 or budget.exceeded():
-            break
+        if horizon < 1 or budget.exceeded() or _interrupted(result):
+            break  # one Ctrl-C ends the whole call: the parts done are kept as they stood
         traj = integrate(objective, theta, name, lr, steps=horizon, solver=opts["solver"], spectrum=opts["spectrum"],
                          flow_options=flow_options, progress=progress, time_budget=budget.remaining())
         traj.config["horizon"] = horizon
@@ -431,6 +446,10 @@ def compare(
             traj.states, traj.state_mode = None, "none"
         result.flows[name] = traj
     return result
+
+
+def _interrupted(result: Comparison) -> bool:
+    return result.gd.status == "interrupted" or any(t.status == "interrupted" for t in result.flows.values())
 
 
 def local_error(

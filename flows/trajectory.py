@@ -48,6 +48,7 @@ class Trajectory:
         state_mode: ``"full"``, ``"projection"`` or ``"none"``.
         projection_seed, projection_size: how to rebuild the projection.
         status: ``"complete"``, ``"diverged"``, ``"interrupted"`` or ``"failed"``.
+        error: the exception that ended a ``"failed"`` run (not saved; its text is in the ``failed`` event).
     """
 
     times: np.ndarray
@@ -59,6 +60,7 @@ class Trajectory:
     projection_seed: int | None = None
     projection_size: int | None = None
     status: str = "complete"
+    error: BaseException | None = field(default=None, repr=False, compare=False)  # what ended a "failed" run
 
     def __len__(self) -> int:
         return int(len(self.times))
