@@ -38,6 +38,7 @@ from .gd import Progress, _progress
 from .objective import Objective
 from .sdcp import solve_sdcp
 from .spectrum import EigenTracker
+from .trajectory import check_memory, record_bytes
 
 
 @dataclass
@@ -274,6 +275,9 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
     state = CentralState(substeps=substeps, critical=critical, track=track, eig_tol=tol, max_k=max_k,
                          eig_refresh=eig_refresh)
     n = steps + 1
+    check_memory(f"a central flow of {steps:,} GD steps (D = {objective.dim:,}, keep_states={keep_states})",
+                 record_bytes(n, objective.dim, "full" if keep_states else "none", itemsize=theta.element_size(),
+                              metrics=9), "run fewer steps" + (", or keep_states=False" if keep_states else ""))
     out = CentralFlowResult(theta=theta[None].clone() if keep_states else theta[None], loss=np.full(n, np.nan),
                             predicted_loss=np.full(n, np.nan), predicted_grad_norm2=np.full(n, np.nan),
                             sharpness=np.full(n, np.nan), critical=np.zeros(n, dtype=int),

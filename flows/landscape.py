@@ -82,12 +82,12 @@ def loss_plane(objective: Objective, theta: Tensor, d1: Tensor, d2: Tensor, alph
     _check_directions(d1, d2)
     a = torch.as_tensor(np.asarray(alphas, dtype=float), dtype=theta.dtype, device=theta.device)
     b = torch.as_tensor(np.asarray(betas, dtype=float), dtype=theta.dtype, device=theta.device)
-    check_memory(f"a chunk of {chunk} plane points of D = {objective.dim:,}",
-                 4 * chunk * objective.dim * theta.element_size())
+    check_memory(f"a plane of {len(a):,} × {len(b):,} points, {chunk} at a time, of D = {objective.dim:,}",
+                 4 * chunk * objective.dim * theta.element_size() + 3 * len(a) * len(b) * theta.element_size())
     values = []
-    for ai in a:
-        rows = theta + ai * d1 + b[:, None] * d2  # one row of the grid at a time
-        values.append(batched_loss(objective, rows, chunk))
+    for ai in a:  # one row of the grid at a time, its points formed one chunk at a time
+        values.append(torch.cat([batched_loss(objective, theta + ai * d1 + b[j:j + chunk, None] * d2, chunk)
+                                 for j in range(0, len(b), chunk)]))
     return Plane(a.cpu().numpy(), b.cpu().numpy(), torch.stack(values).cpu().numpy())
 
 
