@@ -444,7 +444,8 @@ def _run(args, restore_signals: bool) -> int:
                   f"`driftlab run {args.name} --resume {out}`", file=sys.stderr)
             return 130
         if error is not None:
-            if os.environ.get("DRIFTLAB_DEBUG") or not isinstance(error, (ValueError, TypeError, OSError)):
+            if os.environ.get("DRIFTLAB_DEBUG") or not isinstance(error, (ValueError, TypeError, OSError,
+                                                                           MemoryError)):
                 raise error  # a bug or a failed rank: the manifest says failed, the traceback says where
             return _fail(f"{args.name}: {error} (the run stopped; DRIFTLAB_DEBUG=1 shows the traceback)"
                          .replace("\n", " "))
@@ -471,6 +472,9 @@ def _compute(module, config, out: Path, ctx: RunContext, manifest: Callable[[str
         return "interrupted", None
     except Exception as err:  # noqa: BLE001 - reported by the caller, after the manifest says failed
         # an error raised while a stop signal unwinds the run is that signal's doing, not a failure
+        if isinstance(err, RuntimeError) and "can't allocate memory" in str(err):  # torch's allocator
+            err = MemoryError("the run needs more memory than this machine has (torch could not allocate "
+                              f"{str(err).split('allocate')[-1].strip(' .:')}); choose a smaller config")
         return ("interrupted", None) if ctx.stop_requested else ("failed", err)
 
 

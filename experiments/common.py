@@ -42,7 +42,7 @@ def _parse(value: str, kind: Any, key: str) -> Any:
             return int(value)
         if kind is float:
             number = float(value)
-            if math.isnan(number):  # no config field means anything by NaN; it would only poison comparisons
+            if not math.isfinite(number):  # no config field means anything by NaN or ±inf (1e400 reads as inf)
                 raise ValueError(value)
             return number
         if kind is str:
@@ -56,7 +56,8 @@ def _parse(value: str, kind: Any, key: str) -> Any:
                 return None
             return _parse(value, args[0], key)
     except ValueError:
-        raise ConfigError(f"--set {key}={value}: expected {getattr(kind, '__name__', kind)}") from None
+        what = "a finite float" if kind is float else getattr(kind, "__name__", kind)
+        raise ConfigError(f"--set {key}={value}: expected {what}") from None
     raise ConfigError(f"--set {key}: unsupported type {kind}")
 
 

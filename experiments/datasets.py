@@ -46,6 +46,9 @@ def _finish(x: np.ndarray, labels: np.ndarray, n_test: int, seed: int, num_class
     order = rng.permutation(len(x))
     test_idx, train_idx = order[:n_test], order[n_test:]
     if n_train is not None:
+        if isinstance(n_train, bool) or not isinstance(n_train, int) or not 1 <= n_train <= len(train_idx):
+            raise ValueError(f"n_train must be an int in [1, {len(train_idx)}] (the training examples left after "
+                             f"n_test = {n_test}), got {n_train!r}")
         train_idx = train_idx[:n_train]
     mean = x[train_idx].mean(0)
     std = x[train_idx].std(0)

@@ -268,6 +268,8 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
         progress: a progress bar over GD steps (None: shown once the run has taken 2 s).
     """
     theta = objective.check_theta(theta0).detach().clone()
+    if theta.is_complex():
+        raise TypeError("theta0 is complex, but the central flow is a flow of a real θ; pass theta0.real")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:

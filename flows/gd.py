@@ -132,7 +132,7 @@ def gradient_descent(
     Returns:
         a :class:`Trajectory` with times t = Σ hᵢ.
     """
-    theta = _initial(_check_objective(objective), theta0)
+    theta = _initial(_check_objective(objective), theta0, real=True)
     lr, steps = check_positive("lr", lr), check_count("steps", steps)
     momentum = check_positive("momentum", momentum, allow_zero=True)
     if momentum >= 1:
@@ -283,12 +283,16 @@ def decide(controller: Controller | None, ctx: StepContext) -> StepDecision:
     return out
 
 
-def _initial(objective: Objective, theta0: Tensor | None) -> Tensor:
+def _initial(objective: Objective, theta0: Tensor | None, *, real: bool = False) -> Tensor:
     if theta0 is None:
         if objective.theta0 is None:
             raise ValueError("theta0 is required: this objective has no default starting point")
         theta0 = objective.theta0
-    return objective.check_theta(theta0, "theta0").detach().clone()
+    theta = objective.check_theta(theta0, "theta0").detach().clone()
+    if real and theta.is_complex():
+        raise TypeError("theta0 is complex, but this runner steps a real θ (complex states belong to the exact "
+                        "principal flow: integrate(..., flow='pf')); pass theta0.real")
+    return theta
 
 
 class _NoBar:

@@ -42,6 +42,17 @@ HVP_METHODS = ("double_backward", "forward_over_reverse")
 MODES = ("current", "eval", "train")
 
 
+def _check_differentiable(fn: Callable[[Tensor], Tensor], theta: Tensor) -> None:
+    """fn(θ) is a scalar with an autograd graph back to θ (else its gradient would be torch's raw error, or 0)."""
+    with torch.enable_grad():
+        leaf = theta.detach().clone().requires_grad_(True)
+        value = check_scalar(fn(leaf), "fn")
+    if not value.requires_grad:
+        raise TypeError("fn's output has no autograd graph back to θ (it is constant, or computed with .detach(), "
+                        ".item(), numpy or integer ops): driftlab differentiates fn, so write it with torch operations "
+                        "on θ")
+
+
 def _identity_reduce(t: Tensor) -> Tensor:
     return t
 
@@ -105,7 +116,8 @@ class Objective:
         self.model: torch.nn.Module | None = None
         self.layout: ParameterLayout | None = None
         self.module_parts: ModuleParts | None = None
-        self.dtype: torch.dtype | None = None  # from_module: the model's parameter dtype (θ must match)
+        self.dtype: torch.dtype | None = None  # from_module: the model's parameter dtype
+        self._precisions_warned: set[torch.dtype] = set()
         self._first_order_only: list[str] | None = None  # found on the first second-order call
         self._faulty_third_order: list[str] | None = None  # found on the first third-order call
         self.batched_products: bool | None = None  # batched double backward works here (probed once)
@@ -137,16 +149,14 @@ class Objective:
         obj = cls([fn], dim, theta0=theta0, name=name or str(getattr(fn, "__name__", "function")),
                   hvp_method=hvp_method)
         if obj.theta0 is not None:
-            with torch.no_grad():
-                check_scalar(fn(obj.theta0), "fn")
+            _check_differentiable(fn, obj.theta0)
             return obj
         # no θ0: probe at zeros in the default dtype, then in the other real precision, so that a function
         # closed over float64 (or float32) constants is accepted; report the first failure if none works
         errors: list[Exception] = []
         for dtype in dict.fromkeys((torch.get_default_dtype(), torch.float64, torch.float32)):
             try:
-                with torch.no_grad():
-                    check_scalar(fn(torch.zeros(dim, dtype=dtype)), "fn")
+                _check_differentiable(fn, torch.zeros(dim, dtype=dtype))
                 return obj
             except RuntimeError as err:  # a dtype clash; a non-scalar output (ValueError) is raised at once
                 errors.append(err)
@@ -239,10 +249,12 @@ class Objective:
         if theta.ndim != 1 or theta.shape[0] != self.dim:
             raise ValueError(f"{argname} must have shape ({self.dim},), got {tuple(theta.shape)}")
         real = theta.real.dtype if theta.is_complex() else theta.dtype
-        if self.dtype is not None and real != self.dtype:
-            raise TypeError(f"{argname} is {real} but {self.name}'s parameters are {self.dtype}: driftlab computes in "
-                            f"the model's precision and does not convert silently; pass {argname}.to({self.dtype}), "
-                            f"or build the objective from model.to({real}) to compute in {real}")
+        if self.dtype is not None and real != self.dtype and real not in self._precisions_warned:
+            self._precisions_warned.add(real)
+            warnings.warn(f"{argname} is {real} but {self.name}'s parameters are {self.dtype}: every result follows "
+                          f"θ, so {self.name} is evaluated in {real} (the model and data cast to it), not in the "
+                          f"model's {self.dtype}; pass {argname}.to({self.dtype}) to compute in the model's precision "
+                          "(said once per objective and precision)", RuntimeWarning, stacklevel=3)
         return theta
 
     def _check_vectors(self, theta: Tensor, v: Tensor) -> Tensor:

@@ -188,5 +188,21 @@ def spec(name: str) -> Toy:
 
 
 def get(name: str, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Objective:
-    """The toy ``name`` as an :class:`Objective` with ``theta0`` set."""
+    """The toy ``name`` as an :class:`Objective` with ``theta0`` set, on ``device`` (checked: "cuda" without a CUDA
+    device is named as such)."""
+    check_device(device)
     return spec(name).objective(dtype=dtype, device=device)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device that exists here (a ValueError naming it and what is available otherwise)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r}: no CUDA device is available here (torch.cuda.is_available() is "
+                         "False); use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(dev)!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
