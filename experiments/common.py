@@ -107,12 +107,16 @@ def write_manifest(out: Path, name: str, config: Any, status: str, seed: int, **
 
 
 def read_json(path: Path) -> Any:
+    """The JSON in ``path``; a ValueError naming the file when it is not a readable JSON file (a folder, binary,
+    truncated or absurdly nested content), FileNotFoundError when it is missing."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a regular file")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is corrupted or truncated: {err}") from err
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"{path} is corrupted or truncated: {type(err).__name__}: {str(err)[:200]}") from None
 
 
 def write_table(path: Path, rows: list[dict[str, Any]]) -> str:

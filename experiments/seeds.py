@@ -68,8 +68,17 @@ def record_outputs(out: Path) -> None:
 
 def read_plan(out: Path) -> dict[str, Any]:
     plan = read_json(out / PLAN)
-    if not isinstance(plan, dict) or not isinstance(plan.get("seeds"), list) or "experiment" not in plan:
-        raise ValueError(f"{out / PLAN} is not a driftlab seeds plan")
+    if not isinstance(plan, dict):
+        raise ValueError(f"{out / PLAN} is not a driftlab seeds plan (a JSON {type(plan).__name__})")
+    checks = {"experiment": lambda v: isinstance(v, str),
+              "seeds": lambda v: isinstance(v, list) and bool(v) and all(
+                  isinstance(s, int) and not isinstance(s, bool) for s in v),
+              "overrides": lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v)}
+    for key, ok in checks.items():
+        if key in plan or key != "overrides":
+            if not ok(plan.get(key)):
+                raise ValueError(f"{out / PLAN} is not a driftlab seeds plan: field {key!r} is "
+                                 f"{plan.get(key)!r}")
     return plan
 
 

@@ -91,3 +91,22 @@ def test_a_refused_fresh_run_leaves_no_lock(tmp_path, capsys):
     assert _run("pf-quadratic", "--out", str(out), "--figures", str(tmp_path / "f"), "--quiet") == 2
     assert "not empty" in capsys.readouterr().err
     assert not (out / LOCK_NAME).exists() and _intact(out)
+
+
+@pytest.mark.parametrize("content", ["[[[[" * 50_000 + "]]]]" * 50_000, b"\xff\xfe\x00", "{\"seeds\": \"0,1\"}",
+                                     "{\"experiment\": 3, \"seeds\": [0]}", "{\"experiment\": \"x\", \"seeds\": [true]}"])
+def test_damaged_seeds_plans_are_named(tmp_path, content):
+    from experiments.seeds import read_plan
+
+    path = tmp_path / "seeds.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError, match="seeds.json"):
+        read_plan(tmp_path)
+
+
+def test_a_folder_in_place_of_a_manifest_is_named(tmp_path):
+    from experiments.common import read_json
+
+    (tmp_path / "manifest.json").mkdir()
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_json(tmp_path / "manifest.json")
