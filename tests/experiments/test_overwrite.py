@@ -93,8 +93,11 @@ def test_a_refused_fresh_run_leaves_no_lock(tmp_path, capsys):
     assert not (out / LOCK_NAME).exists() and _intact(out)
 
 
-@pytest.mark.parametrize("content", ["[[[[" * 50_000 + "]]]]" * 50_000, b"\xff\xfe\x00", "{\"seeds\": \"0,1\"}",
-                                     "{\"experiment\": 3, \"seeds\": [0]}", "{\"experiment\": \"x\", \"seeds\": [true]}"])
+DAMAGED_PLANS = ["[[[[" * 50_000 + "]]]]" * 50_000, b"\xff\xfe\x00", '{"seeds": "0,1"}',
+                 '{"experiment": 3, "seeds": [0]}', '{"experiment": "x", "seeds": [true]}']
+
+
+@pytest.mark.parametrize("content", DAMAGED_PLANS)
 def test_damaged_seeds_plans_are_named(tmp_path, content):
     from experiments.seeds import read_plan
 
