@@ -182,6 +182,16 @@ class EoSDetector:
         return bool(self.sharpness >= self.threshold * (1 - self.band))
 
     # ------------------------------------------------------------------ offline
+    def _sharpening(self, times: np.ndarray, sharp: np.ndarray) -> tuple[bool | None, float, float]:
+        """(rising: True/False/None = undetermined, slope, the smallest p that many points can give) of the
+        measurements before the crossing: one-sided Kendall's τ, whose exact p cannot go below 1/n!."""
+        min_p = 1.0 / math.factorial(len(times)) if len(times) >= 2 else 1.0
+        slope = float(stats.linregress(times, sharp).slope) if len(times) >= 2 else math.nan
+        if min_p >= self.sharpening_p:
+            return None, slope, min_p
+        tau = stats.kendalltau(times, sharp, alternative="greater")
+        return bool(tau.pvalue < self.sharpening_p and slope > 0), slope, min_p
+
     def detect(self, trajectory: Trajectory, *, lr: float | None = None, momentum: float | None = None,
                objective: Objective | None = None, drift: np.ndarray | None = None,
                measure: str = "sharpness") -> EoSReport:
@@ -215,14 +225,7 @@ class EoSDetector:
         # the threshold the report quotes: at the crossing, else at the last measurement
         threshold = float(thresholds[first if first is not None else (measured[-1] if len(measured) else 0)])
         pre = measured[measured <= (first if first is not None else measured[-1])] if len(measured) else measured
-        slope, rising = math.nan, None
-        min_p = 1.0 / math.factorial(len(pre)) if len(pre) >= 2 else 1.0  # the exact test's smallest p
-        if min_p < self.sharpening_p:
-            tau = stats.kendalltau(times[pre], sharp[pre], alternative="greater")
-            slope = float(stats.linregress(times[pre], sharp[pre]).slope)
-            rising = bool(tau.pvalue < self.sharpening_p and slope > 0)
-        elif len(pre) >= 2:
-            slope = float(stats.linregress(times[pre], sharp[pre]).slope)
+        rising, slope, min_p = self._sharpening(times[pre], sharp[pre])
         if rising:
             events.append(Segment("progressive_sharpening", int(pre[0]), int(pre[-1]), float(times[pre[0]]),
                                   float(times[pre[-1]]), {"slope_per_time": slope,

@@ -19,7 +19,6 @@ parts). Non-finite inputs or targets are refused, naming the micro-batch.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager, nullcontext
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 
 from .layout import ParameterLayout
 
@@ -278,15 +278,6 @@ def check_finite(batches: list[tuple[Tensor, Tensor]]) -> None:
 
 def check_loss(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, y: Tensor) -> Tensor:
     """loss_fn(out, y) on a probe batch, its failures and silent broadcasts named in driftlab's words."""
-    if isinstance(out, Tensor) and isinstance(y, Tensor) and y.is_floating_point() and out.shape != y.shape:
-        try:
-            joint = torch.broadcast_shapes(out.shape, y.shape)
-        except RuntimeError:
-            joint = None
-        if joint is not None and math.prod(joint) > max(out.numel(), y.numel()):
-            raise ValueError(f"data: targets of shape {tuple(y.shape)} against model outputs of shape "
-                             f"{tuple(out.shape)} would broadcast to {tuple(joint)} in an elementwise loss (every "
-                             "output against every target, silently); reshape the targets to the outputs' shape")
     try:
         value = loss_fn(out, y)
     except (RuntimeError, TypeError, ValueError, IndexError) as err:
@@ -299,7 +290,48 @@ def check_loss(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, y: Tens
                          "examples): "
                          "driftlab needs the mean (or sum) over the batch as a scalar; reduce it (reduction='mean', "
                          "or .mean() in your function, with loss_reduction='sum' for a sum)")
-    return check_scalar(value, "loss_fn")
+    value = check_scalar(value, "loss_fn")
+    if isinstance(out, Tensor) and isinstance(y, Tensor) and out.shape != y.shape:
+        watch = _TargetBroadcasts(y)
+        with watch:
+            loss_fn(out, y)
+        if watch.found:
+            a_shape, b_shape, joint = watch.found[0]
+            raise ValueError(f"data: in loss_fn the targets (shape {tuple(y.shape)}) meet a tensor of shape "
+                             f"{a_shape if a_shape != tuple(y.shape) else b_shape} in an elementwise op that "
+                             f"broadcasts to {joint} (every output against every target, silently; the model's "
+                             f"outputs have shape {tuple(out.shape)}); reshape the targets to the outputs' shape")
+    return value
+
+
+class _TargetBroadcasts(TorchFunctionMode):
+    """Records elementwise ops inside a loss function where the targets broadcast against another tensor into a
+    result larger than both (targets (N,) against outputs (N, 1) give (N, N)): a silent outer product."""
+
+    def __init__(self, targets: Tensor) -> None:
+        super().__init__()
+        self.storage = targets.untyped_storage().data_ptr()
+        self.found: list[tuple[tuple, tuple, tuple]] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        result = func(*args, **(kwargs or {}))
+        tensors = [a for a in args[:2] if isinstance(a, Tensor)]
+        if len(tensors) == 2 and isinstance(result, Tensor) and tensors[0].shape != tensors[1].shape:
+            first, second = tensors
+            ours = [t.untyped_storage().data_ptr() == self.storage for t in tensors]
+            if any(ours) and not all(ours) and _broadcastable(first.shape, second.shape):
+                joint = torch.broadcast_shapes(first.shape, second.shape)
+                if tuple(result.shape) == tuple(joint) and result.numel() > max(first.numel(), second.numel()):
+                    self.found.append((tuple(first.shape), tuple(second.shape), tuple(joint)))
+        return result
+
+
+def _broadcastable(a: torch.Size, b: torch.Size) -> bool:
+    try:
+        torch.broadcast_shapes(a, b)
+    except RuntimeError:
+        return False
+    return True
 
 
 def check_scalar(value: Tensor, what: str) -> Tensor:

@@ -22,6 +22,7 @@ the full-batch loss ``E = Σ_b w_b E_b`` never needs the whole batch in memory.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
@@ -492,7 +493,7 @@ class Objective:
                 why = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
             else:
                 scale = float(single.abs().max()) or 1.0
-                if not bool(torch.allclose(batched, single, rtol=1e-4, atol=1e-5 * scale)):
+                if math.isfinite(scale) and not bool(torch.allclose(batched, single, rtol=1e-4, atol=1e-5 * scale)):
                     why = "batched and single products differ"
         if why:
             logging.getLogger("driftlab").info(

@@ -147,9 +147,7 @@ def symmetric_eigenpairs(
     """
     dim = op.shape[0]
     start_matvecs = op.matvecs
-    if max_matvecs is not None and (isinstance(max_matvecs, bool) or not isinstance(max_matvecs, int)
-                                    or max_matvecs <= 0):
-        raise ValueError(f"max_matvecs must be a positive int or None (the default budget), got {max_matvecs!r}")
+    _check_budget(max_matvecs)
     budget = max_matvecs if max_matvecs is not None else max(30 * k, 300)
     if generator is None:
         generator = torch.Generator(device=op.device).manual_seed(0)
@@ -168,6 +166,12 @@ def symmetric_eigenpairs(
             release()
     result.matvecs = op.matvecs - start_matvecs
     return result
+
+
+def _check_budget(max_matvecs: Any) -> None:
+    if max_matvecs is not None and (isinstance(max_matvecs, bool) or not isinstance(max_matvecs, int)
+                                    or max_matvecs <= 0):
+        raise ValueError(f"max_matvecs must be a positive int or None (the default budget), got {max_matvecs!r}")
 
 
 def _beyond(value: float, kth: float, which: str, slack: float) -> bool:
@@ -404,9 +408,7 @@ def top_eigenpairs(
         raise ValueError(f"tol must be a positive finite number, got {tol!r}")
     if not bool(torch.isfinite(theta).all()):
         raise ValueError("theta has non-finite entries: the Hessian spectrum is undefined there")
-    if max_matvecs is not None and (isinstance(max_matvecs, bool) or not isinstance(max_matvecs, int)
-                                    or max_matvecs <= 0):
-        raise ValueError(f"max_matvecs must be a positive int or None (the default budget), got {max_matvecs!r}")
+    _check_budget(max_matvecs)
     if v0 is not None:
         if not isinstance(v0, Tensor) or v0.shape[0] != objective.dim or v0.ndim not in (1, 2):
             raise ValueError(f"v0 must be a tensor of shape ({objective.dim},) or ({objective.dim}, p)")

@@ -105,7 +105,8 @@ def test_a_folder_another_run_over_seeds_holds_is_refused(tmp_path, capsys):
 
     out = tmp_path / "out"
     out.mkdir()
-    (out / "seeds.json").write_text(json.dumps({"experiment": "eos-digits", "seeds": [0, 1], "overrides": []}))
+    (out / "seeds.json").write_text(json.dumps({"format": 1, "experiment": "eos-digits", "seeds": [0, 1],
+                                                "overrides": [], "outputs": []}))
     other = folder.FolderLock(out)
     other.acquire()
     try:

@@ -36,8 +36,11 @@ def test_per_example_losses_are_named_with_the_fix():
 
 def test_targets_that_would_broadcast_are_refused_naming_the_shapes():
     x, y = _data(out=1)
-    with pytest.raises(ValueError, match=r"targets of shape \(8,\) against model outputs of shape \(8, 1\)"):
+    with pytest.raises(ValueError, match=r"the targets \(shape \(8,\)\) meet a tensor of shape \(8, 1\) .* "
+                                         r"broadcasts to \(8, 8\)"):
         Objective.from_module(nn.Linear(5, 1), _mse, (x, y[:, 0]))
+    # a loss that reshapes the targets itself is fine
+    Objective.from_module(nn.Linear(5, 1), lambda o, t: _mse(o[:, 0], t), (x, y[:, 0]))
 
 
 def test_a_loss_function_that_fails_on_the_targets_is_named():
