@@ -59,3 +59,9 @@ def test_inputs_that_do_not_fit_the_model_are_named():
 def test_an_integer_loss_is_refused():
     with pytest.raises(TypeError, match="floating-point loss"):
         Objective.from_module(nn.Linear(5, 2), lambda o, y: (o > y).sum(), _data())
+
+
+def test_integer_inputs_to_a_float_model_are_named():
+    _, y = _data()
+    with pytest.raises(ValueError, match=r"fails on inputs of shape \(8, 5\) and dtype torch.int64.*\.float\(\)"):
+        Objective.from_module(nn.Linear(5, 2), _mse, (torch.randint(0, 3, (40, 5)), y))

@@ -146,3 +146,18 @@ def test_a_kernel_called_past_the_functional_layer_is_refused_naming_the_layer()
     model = torch.nn.Sequential(torch.nn.Linear(5, 8), _RawKernel(), torch.nn.Tanh(), torch.nn.Linear(8, 2))
     with pytest.raises(ValueError, match=r"layer '1' \(_RawKernel, NativeLayerNormBackward0\)"):
         _module_error(model)
+
+
+def test_decomposed_instance_norm_is_the_same_function():
+    from flows.norms import decomposed_norms
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3), torch.nn.InstanceNorm1d(4, affine=True),
+                                torch.nn.Tanh()).double()
+    x = torch.randn(5, 2, 9, dtype=DT)
+    plain = decomposed_norms(model)
+    torch.testing.assert_close(plain(x), model(x), rtol=1e-12, atol=1e-12)
+    tracked = torch.nn.Sequential(torch.nn.InstanceNorm1d(2, affine=True, track_running_stats=True)).double()
+    tracked[0].running_mean.uniform_(); tracked[0].running_var.uniform_(0.5, 1.5)
+    tracked.eval()
+    torch.testing.assert_close(decomposed_norms(tracked)(x), tracked(x), rtol=1e-12, atol=1e-12)
