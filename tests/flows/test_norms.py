@@ -158,6 +158,7 @@ def test_decomposed_instance_norm_is_the_same_function():
     plain = decomposed_norms(model)
     torch.testing.assert_close(plain(x), model(x), rtol=1e-12, atol=1e-12)
     tracked = torch.nn.Sequential(torch.nn.InstanceNorm1d(2, affine=True, track_running_stats=True)).double()
-    tracked[0].running_mean.uniform_(); tracked[0].running_var.uniform_(0.5, 1.5)
+    tracked[0].running_mean.uniform_()
+    tracked[0].running_var.uniform_(0.5, 1.5)
     tracked.eval()
     torch.testing.assert_close(decomposed_norms(tracked)(x), tracked(x), rtol=1e-12, atol=1e-12)
