@@ -6,6 +6,8 @@ product; v of shape (D,) or (m, D) (batched with ``is_grads_batched``).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -37,6 +39,19 @@ def vjp(g: Tensor, theta: Tensor, v: Tensor, retain_graph: bool, batched: bool =
         (hv,) = torch.autograd.grad(g, theta, grad_outputs=v, retain_graph=retain_graph,
                                     is_grads_batched=True, allow_unused=True)
     return torch.zeros_like(v) if hv is None else hv
+
+
+def graph_nodes(roots: list, stop: set) -> Iterator:
+    """Every autograd node reachable from ``roots`` (grad_fns; None skipped) without passing a node of ``stop``,
+    each once."""
+    seen, todo = set(), [r for r in roots if r is not None]
+    while todo:
+        node = todo.pop()
+        if node in seen or node in stop:
+            continue
+        seen.add(node)
+        yield node
+        todo.extend(fn for fn, _ in node.next_functions if fn is not None)
 
 
 def pair_indices(k: int) -> list[tuple[int, int]]:

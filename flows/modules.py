@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
+from .autodiff import graph_nodes
 from .layout import ParameterLayout
 
 Piece = Callable[[Tensor], Tensor]
@@ -188,16 +189,11 @@ def once_differentiable_nodes(roots: list[Any], stop: set[Any]) -> list[Any]:
     from torch.autograd.function import once_differentiable
 
     marker = once_differentiable(lambda ctx: None).__code__  # every such backward is this wrapper
-    seen, hits, todo = set(), [], [r for r in roots if r is not None]
-    while todo:
-        node = todo.pop()
-        if node in seen or node in stop:
-            continue
-        seen.add(node)
+    hits = []
+    for node in graph_nodes(roots, stop):
         backward = getattr(getattr(node, "_forward_cls", None), "backward", None)
         if getattr(backward, "__code__", None) is marker:
             hits.append(node)
-        todo.extend(fn for fn, _ in node.next_functions if fn is not None)
     return hits
 
 

@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from .autodiff import graph_nodes
+
 # autograd nodes whose third derivative is wrong; the value says when (None: always, else a saved flag)
 FAULTY_NODES: dict[str, str | None] = {
     "NativeLayerNormBackward0": None,
@@ -176,18 +178,13 @@ def exact_norms() -> ExactNorms:
 def faulty_third_order_nodes(roots: list[Any], stop: set[Any]) -> list[tuple[Any, str]]:
     """(node, name) for each autograd node reachable from ``roots`` (before ``stop``) whose third derivative
     is wrong (:data:`FAULTY_NODES`; batch norm only with batch statistics)."""
-    seen, hits, todo = set(), [], [r for r in roots if r is not None]
-    while todo:
-        node = todo.pop()
-        if node in seen or node in stop:
-            continue
-        seen.add(node)
+    hits = []
+    for node in graph_nodes(roots, stop):
         name = type(node).__name__
         if name in FAULTY_NODES:
             flag = FAULTY_NODES[name]
             if flag is None or bool(getattr(node, flag, True)):
                 hits.append((node, name))
-        todo.extend(fn for fn, _ in node.next_functions if fn is not None)
     return hits
 
 
