@@ -290,8 +290,9 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
     try:
         _run(objective, theta, lr, state, steps, out, states, bar, where)
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - keep the steps done, say why it stopped
-        if where["recorded"] == 0:  # nothing computed to keep
-            raise
+        if where["recorded"] == 0 or (where["recorded"] == 1 and not isinstance(err, (ArithmeticError,
+                                                                                      KeyboardInterrupt))):
+            raise  # nothing computed beyond θ₀ (a refusal at the first evaluation): the error itself
         _truncate(out, where["recorded"], states, where["theta"])
         out.status = ("interrupted" if isinstance(err, KeyboardInterrupt)
                       else "diverged" if isinstance(err, ArithmeticError) else "failed")

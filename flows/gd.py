@@ -159,7 +159,8 @@ def gradient_descent(
 
 
 def keep_failure(rec: Recorder, err: BaseException, runner: str, time: float) -> None:
-    """A run stopped by an exception: a ``failed`` event naming it and a warning; the rows recorded stay."""
+    """A run stopped by an exception after its first step: a ``failed`` event naming it and a warning; the rows
+    recorded stay. (An exception before any step is the caller's to see, raised as it is.)"""
     step = len(rec.times) - 1
     reason = f"{type(err).__name__}: {err}"
     rec.events.append(Event("failed", step, time, {"reason": reason}).to_dict())
@@ -205,8 +206,8 @@ class _GDRun:
             self.event("interrupted", len(self.rec.times) - 1)
             return "interrupted"
         except Exception as err:  # noqa: BLE001 - the model (or a callback) failed: keep the steps done
-            if not self.rec.times:
-                raise  # nothing computed to keep
+            if len(self.rec.times) < 2:
+                raise  # nothing computed beyond the caller's own θ₀: the error itself
             self.error = err
             keep_failure(self.rec, err, "GD", self.time)
             return "failed"

@@ -361,6 +361,8 @@ class _FlowRun:
             status = "interrupted"
             rec.events.append(Event("interrupted", len(rec.times) - 1, rec.times[-1]).to_dict())
         except Exception as err:  # noqa: BLE001 - the model failed mid-run: keep the points reached
+            if len(rec.times) < 2:
+                raise  # nothing computed beyond θ₀ (e.g. a refusal at the first field evaluation): the error itself
             self.error = err
             keep_failure(rec, err, flow, rec.times[-1])
             status = "failed"
