@@ -4,8 +4,10 @@ A results folder belongs to one ``driftlab run`` at a time: the run holds an
 exclusive ``flock`` on ``.driftlab.lock`` inside it (released by the kernel
 when the process dies, however it dies) and writes its pid, host and command
 there so that a second run can name it. A fresh run refuses a non-empty
-folder unless ``--overwrite`` (which empties a folder that holds a driftlab
-manifest, and nothing else) or ``--resume`` is given.
+folder unless ``--overwrite`` or ``--resume`` is given. ``--overwrite`` trusts only
+a manifest (or seeds plan) that parses as driftlab's (format version, experiment,
+status, the list of outputs the run wrote) and deletes only those outputs: any
+other entry in the folder is named and the run refuses, deleting nothing.
 
 Finished units are recorded with the SHA-256 of every file they wrote, so that
 a resume can tell an intact unit from a damaged one and recompute the latter.
