@@ -142,7 +142,8 @@ def symmetric_eigenpairs(
     otherwise the set is certified. ``converged=True`` then means that the values are the k extreme eigenvalues
     with multiplicity, to ``tol``, as far as a random start can tell (the guarantee of every Krylov method); when
     the budget runs out first, ``converged=False`` and a warning names multiplicity. ``extras`` records
-    ``verify_rounds`` and ``verify_matvecs``.
+    ``verify_rounds`` and ``verify_matvecs``. For k = 1 there is nothing to verify (a second copy of the extreme
+    value cannot change it), so no round runs.
     Options as in :func:`top_eigenpairs`.
     """
     dim = op.shape[0]
@@ -151,6 +152,7 @@ def symmetric_eigenpairs(
     budget = max_matvecs if max_matvecs is not None else max(30 * k, 300)
     if generator is None:
         generator = torch.Generator(device=op.device).manual_seed(0)
+    verify = verify and k > 1  # one value: a second copy of it cannot change the answer
     first = _thick_restart(op, k, which, v0=v0, tol=tol, atol=atol, max_matvecs=budget, max_basis=max_basis,
                            generator=generator, spare=spare, release=None if verify else release)
     if not verify or not first.converged or k >= dim - 1:
