@@ -30,6 +30,16 @@ class ConfigError(ValueError):
     """A bad ``--set key=value`` (unknown key, or a value of the wrong type)."""
 
 
+def _expected(kind: Any) -> str:
+    """What a config field of type ``kind`` takes, in words (for one-line errors)."""
+    if kind is float:
+        return "a finite float"
+    if typing.get_origin(kind) is tuple:
+        inner = _expected(typing.get_args(kind)[0]).removeprefix("a ").removeprefix("an ")
+        return f"comma-separated {inner}s"
+    return str(getattr(kind, "__name__", kind))
+
+
 def _parse(value: str, kind: Any, key: str) -> Any:
     origin = typing.get_origin(kind)
     try:
@@ -56,8 +66,7 @@ def _parse(value: str, kind: Any, key: str) -> Any:
                 return None
             return _parse(value, args[0], key)
     except ValueError:
-        what = "a finite float" if kind is float else getattr(kind, "__name__", kind)
-        raise ConfigError(f"--set {key}={value}: expected {what}") from None
+        raise ConfigError(f"--set {key}={value}: expected {_expected(kind)}") from None
     raise ConfigError(f"--set {key}: unsupported type {kind}")
 
 

@@ -376,7 +376,7 @@ def test_bad_input_is_one_line(tmp_path, args, env, message, capsys, monkeypatch
 
 @pytest.mark.parametrize("name,setting,message", [
     ("corridors", "toy_start=nan,0", "toy_start=nan,0"),
-    ("corridors", "toy_start=inf,0", "--set toy_start=inf,0: expected a finite float"),
+    ("corridors", "toy_start=inf,0", "--set toy_start=inf,0: expected comma-separated finite floats"),
     ("pf-quadratic", "samples_per_step=100000000", "GiB"),
     ("pf-toys", "step_scale=1e9", "GiB"),
 ])
