@@ -1,20 +1,51 @@
-"""analysis — what driftlab reads off trajectories: corridor and edge-of-stability detectors,
-the learning-rate controllers they feed, plots.
+"""analysis — what reads runs and steers them: measurement callbacks and detectors, step controllers, plots.
 
 ``analysis`` reads ``flows`` objects; ``flows`` never imports ``analysis``.
 """
-from .corridors import CorridorDetector, corridor_score, detect_corridors, loss_linearity, straightness
-from .controllers import (CONTROLLERS, PAL, Alice, Constant, ControllerOptimizer, CorridorLR, DriftAdjustedLR,
-                          StepController, WNGrad, get_controller)
+# monitors
+from flows.curvature.precondition import stability_threshold
+
+# controllers
+from .controllers import (
+                          CONTROLLERS,
+                          PAL,
+                          Alice,
+                          Constant,
+                          ControllerOptimizer,
+                          CorridorLR,
+                          DriftAdjustedLR,
+                          OptimizerController,
+                          SGDController,
+                          StepController,
+                          WNGrad,
+                          get_controller,
+)
 from .events import Event, Segment, from_dict
-from .stability import (EoSDetector, EoSReport, PFLossRate, PFStability, detect_edge_of_stability,
-                        loss_rate_agreement, pf_stability, stability_threshold)
+from .monitors import (
+                          BatchSharpness,
+                          CorridorDetector,
+                          EoSDetector,
+                          EoSReport,
+                          Midpoints,
+                          PFLossRate,
+                          PFStability,
+                          PreconditionedSharpness,
+                          corridor_score,
+                          detect_corridors,
+                          detect_edge_of_stability,
+                          loss_linearity,
+                          loss_rate_agreement,
+                          pf_stability,
+                          straightness,
+)
 
 __all__ = [
+    # controllers
     "CONTROLLERS", "get_controller", "StepController", "ControllerOptimizer", "Constant", "CorridorLR",
-    "DriftAdjustedLR", "WNGrad", "PAL", "Alice",
+    "DriftAdjustedLR", "WNGrad", "PAL", "Alice", "OptimizerController", "SGDController",
+    # monitors
     "CorridorDetector", "corridor_score", "detect_corridors", "loss_linearity", "straightness",
     "Event", "Segment", "from_dict",
     "EoSDetector", "EoSReport", "PFStability", "PFLossRate", "loss_rate_agreement", "detect_edge_of_stability",
-    "pf_stability", "stability_threshold",
+    "pf_stability", "stability_threshold", "Midpoints", "PreconditionedSharpness", "BatchSharpness",
 ]

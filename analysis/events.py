@@ -1,4 +1,4 @@
-"""Event records for detectors: the one event type of driftlab (:mod:`flows.events`), and mask helpers.
+"""Event records for detectors: the one event type of driftlab (:mod:`flows.records.events`), and mask helpers.
 
 An :class:`Event` happens at one step (a first crossing, a loss spike); a
 :class:`Segment` spans steps ``start..end`` inclusive (a corridor, a hovering
@@ -8,7 +8,7 @@ record their divergence, budget and interrupt events with the same classes, so
 """
 from __future__ import annotations
 
-from flows.events import Event, Segment, from_dict
+from flows.records.events import Event, Segment, from_dict
 
 __all__ = ["Event", "Segment", "from_dict", "segments_from_mask"]
 

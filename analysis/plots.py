@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import matplotlib.pyplot as plt
-from cycler import cycler
 import numpy as np
+from cycler import cycler
 
 from flows import FLOWS
 
@@ -110,7 +110,7 @@ def close(figs: Iterable) -> None:
 
 def spectral_density(ax, density, *, lr: float | None = None, eigenvalues=None, width: float | None = None,
                      points: int = 1000) -> None:
-    """The smoothed Hessian spectral density (log scale) of a :class:`flows.density.SpectralDensity`.
+    """The smoothed Hessian spectral density (log scale) of a :class:`flows.curvature.density.SpectralDensity`.
 
     With ``lr`` the stability edge 2/h is drawn; ``eigenvalues`` (the top-k, say) are marked and coloured by
     their principal-flow regime: Re c(hλ) < 0 (the PF contracts that direction, blue) or > 0 (it grows,

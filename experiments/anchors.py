@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .datasets import digits, fc_tanh, half_mse
+from experiments.datasets import digits, fc_tanh, half_mse
 
 
 @dataclass
@@ -119,7 +119,7 @@ def anchor(name: str, seed: int = 0) -> Anchor:
         return Anchor(name, "fc-tanh 64-200-200-10 after 350 GD steps at h = 0.2 (λ_max ≈ 2/h), ½-MSE, "
                       "1500 digits", model, half_mse, data)
     if name == "digits-cnn-eos":  # the digits CNN (½-MSE) at an edge-of-stability point: 150 GD steps at h = 0.2
-        from .eos_digits import small_cnn
+        from experiments.eos_digits import small_cnn
 
         split = digits(seed=seed, dtype=torch.float32)
         data = (split.x_train.reshape(-1, 1, 8, 8), split.y_train)

@@ -7,18 +7,17 @@ A straight-line fit over the h grid gives the measured order.
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-
-import textwrap
 
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from analysis import plots
-from flows import FLOWS, local_error, toys
-
-from .common import read_table, save_figure, write_table
+from experiments.common import read_table, save_figure, write_table
+from flows import FLOWS, local_error
+from flows.objective import toys
 
 DESCRIPTION = "log-log local error of GF, IGR, third order and PF against h, with fitted slopes"
 EXPECTED = {name: FLOWS[name].order for name in ("gf", "igr", "third_order", "pf")}

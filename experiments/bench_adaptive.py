@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from flows import EigenTracker, OptimizerController, gradient_descent
-from flows.stochastic import MiniBatches, batch_sharpness
-
-from .common import print_benchmark, write_benchmark
-from .datasets import check_digits_widths, digits, fc_tanh, half_mse
-from .threads import pinned_threads
+from analysis import OptimizerController
+from experiments.common import print_benchmark, write_benchmark
+from experiments.datasets import check_digits_widths, digits, fc_tanh, half_mse
+from experiments.threads import pinned_threads
+from flows import EigenTracker, gradient_descent
+from flows.curvature.stochastic import MiniBatches, batch_sharpness
 
 DESCRIPTION = "HVPs of preconditioned vs plain warm tracking along Adam; batch sharpness to a 5% s.e. at batch 64"
 
@@ -115,6 +115,6 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from experiments.cli import main
 
     sys.exit(main(["run", "bench-adaptive", *sys.argv[1:]]))

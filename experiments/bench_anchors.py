@@ -41,11 +41,10 @@ import torch
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from experiments.anchors import ANCHORS, EOS_ANCHORS, Anchor, anchor
+from experiments.common import print_benchmark, write_benchmark
+from experiments.threads import pinned_threads
 from flows import EigenTracker, Objective, top_eigenpairs
-
-from .anchors import ANCHORS, EOS_ANCHORS, Anchor, anchor
-from .common import print_benchmark, write_benchmark
-from .threads import pinned_threads
 
 DESCRIPTION = "driftlab vs PyHessian, hessian-eigenthings, curvlinops: fresh HVP cost and top-10 eigenpairs"
 PEERS = {"pyhessian": "pyhessian", "hessian-eigenthings": "hessian_eigenthings", "curvlinops": "curvlinops"}
@@ -213,7 +212,7 @@ class HVPClock:
         self.seconds = 0.0
 
     def __enter__(self) -> HVPClock:
-        from flows.operators import HessianOperator
+        from flows.objective.hessian import HessianOperator
 
         self._saved = {name: getattr(HessianOperator, name) for name in ("_build", "_apply_rows")}
         for name, method in self._saved.items():
@@ -230,7 +229,7 @@ class HVPClock:
         return timed
 
     def __exit__(self, *exc: object) -> None:
-        from flows.operators import HessianOperator
+        from flows.objective.hessian import HessianOperator
 
         for name, method in self._saved.items():
             setattr(HessianOperator, name, method)
@@ -466,6 +465,6 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from experiments.cli import main
 
     sys.exit(main(["run", "bench-anchors", *sys.argv[1:]]))

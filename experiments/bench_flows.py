@@ -19,16 +19,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from experiments.common import print_benchmark, write_benchmark
+from experiments.datasets import check_digits_widths, digits_objective
+from experiments.threads import pinned_threads
 from flows import EigenTracker, central_flow, gradient_descent, integrate
-
-from .threads import pinned_threads
-from .common import print_benchmark, write_benchmark
-from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "cost per unit flow time: GF, IGR, PF top-k (k=1, 10) vs GD on the digits MLP"
 
@@ -198,6 +197,6 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from experiments.cli import main
 
     sys.exit(main(["run", "bench-flows", *sys.argv[1:]]))

@@ -35,13 +35,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from experiments.anchors import ANCHORS, EOS_ANCHORS, Anchor, _digits_mlp, anchor
+from experiments.bench_anchors import Setup, available_peers
+from experiments.common import print_benchmark, write_benchmark
+from experiments.datasets import half_mse
+from experiments.threads import pinned_threads
 from flows import SpectralDensity, filter_normalized_direction, hessian_trace, loss_plane, spectral_density
-
-from .anchors import ANCHORS, EOS_ANCHORS, Anchor, _digits_mlp, anchor
-from .bench_anchors import Setup, available_peers
-from .common import print_benchmark, write_benchmark
-from .datasets import half_mse
-from .threads import pinned_threads
 
 DESCRIPTION = "Hessian kit vs PyHessian and curvlinops: spectral density, trace, loss planes"
 
@@ -317,6 +316,6 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from experiments.cli import main
 
     sys.exit(main(["run", "bench-hessian-kit", *sys.argv[1:]]))

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
+from experiments.common import print_benchmark, write_benchmark
+from experiments.datasets import check_digits_widths, digits_objective, fc_tanh, half_mse
+from experiments.threads import pinned_threads
 from flows import Objective
-
-from .threads import pinned_threads
-from .common import print_benchmark, write_benchmark
-from .datasets import check_digits_widths, digits_objective, fc_tanh, half_mse
 
 DESCRIPTION = "time per loss, gradient and HVP (fresh, retained graph, batched) on the digits MLP"
 
@@ -113,6 +112,6 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from experiments.cli import main
 
     sys.exit(main(["run", "bench-hvp", *sys.argv[1:]]))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import print_benchmark, write_benchmark, write_json
+from experiments.common import print_benchmark, write_benchmark, write_json
 
 DESCRIPTION = "data-parallel objectives with torch.distributed: 1 vs 2 processes, equality and time per HVP/GD step"
 
@@ -57,14 +57,11 @@ def _free_port() -> int:
 def worker(rank: int, world: int, port: int, cfg: dict, queue) -> None:
     """One rank: build the sharded objective, measure, and (rank 0) put the results on ``queue``."""
     import torch.distributed as dist
-
-    from flows import Objective, gradient_descent, top_eigenpairs
-
-    from .datasets import digits, fc_tanh, half_mse
-
     from threadpoolctl import threadpool_limits
 
-    from .threads import describe_threads, load_thread_pools
+    from experiments.datasets import digits, fc_tanh, half_mse
+    from experiments.threads import describe_threads, load_thread_pools
+    from flows import Objective, gradient_descent, top_eigenpairs
 
     load_thread_pools()
     torch.set_num_threads(max(1, cfg["cores"] // world))

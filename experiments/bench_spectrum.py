@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.common import print_benchmark, write_benchmark
+from experiments.datasets import check_digits_widths, digits_objective
+from experiments.threads import pinned_threads
 from flows import EigenTracker, Objective, top_eigenpairs
-
-from .threads import pinned_threads
-from .common import print_benchmark, write_benchmark
-from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "top-10 eigenpairs at an EoS point: Lanczos cold/warm vs scipy eigsh vs power iteration"
 
@@ -186,6 +185,6 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from experiments.cli import main
 
     sys.exit(main(["run", "bench-spectrum", *sys.argv[1:]]))

@@ -23,11 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from analysis import plots
-from flows import EigenTracker, Midpoints, Objective, central_flow, gaussian_smoothed, gradient_descent, integrate
-
-from .common import read_json, save_figure, write_json, write_table
-from .datasets import swish_mlp_toy
+from analysis import Midpoints, plots
+from experiments.common import read_json, save_figure, write_json, write_table
+from experiments.datasets import swish_mlp_toy
+from flows import EigenTracker, Objective, central_flow, gaussian_smoothed, gradient_descent, integrate
 
 DESCRIPTION = "the central-flows example (swish MLP, h = 0.1): GD, gradient flow and the central flow"
 

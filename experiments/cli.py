@@ -39,19 +39,27 @@ import tempfile
 import time
 import typing
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
 
+from experiments import folder, registry, seeds
+from experiments.common import (
+    FIGURES,
+    RESULTS_FORMAT,
+    ConfigError,
+    apply_overrides,
+    read_json,
+    resolve_device,
+    top_level_outputs,
+    write_json,
+    write_manifest,
+)
 from flows import Progress
-from flows.gd import progress_line
-
-from . import folder, registry, seeds
-from .common import (FIGURES, RESULTS_FORMAT, ConfigError, apply_overrides, read_json, resolve_device,
-                     top_level_outputs, write_json, write_manifest)
-
+from flows.progress import progress_line
 
 T = TypeVar("T")
 
@@ -543,10 +551,8 @@ def _scratch_copy(rank: int, results: Path | None) -> Path:
         return target
 
     def copy(src: str, dst: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):  # a temporary file renamed by rank 0 meanwhile
             shutil.copy2(src, dst)
-        except FileNotFoundError:  # a temporary file renamed by rank 0 meanwhile
-            pass
 
     shutil.copytree(results, target, copy_function=copy,
                     ignore=shutil.ignore_patterns("*.tmp", folder.LOCK_NAME))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from flows.trajectory import atomic_write, versions
+from flows.records.trajectory import atomic_write, versions
 
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from analysis import EoSDetector, get_controller, plots
-from flows import Trajectory, gradient_descent, toys
-from flows.layout import ParameterLayout
-
-from .common import read_json, read_table, save_figure, write_json, write_table
-from .datasets import check_digits_widths, digits_objective
-from .training import digits_problem, minibatch
+from experiments.common import read_json, read_table, save_figure, write_json, write_table
+from experiments.datasets import check_digits_widths, digits_objective
+from experiments.training import digits_problem, minibatch
+from flows import Trajectory, gradient_descent
+from flows.objective import toys
+from flows.objective.layout import ParameterLayout
 
 DESCRIPTION = "controllers (GD, CLR, DAL-p, WNGrad, PAL, Alice) on digits full/mini-batch and two toys"
 

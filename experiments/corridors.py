@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from analysis import CorridorDetector, loss_linearity, plots
-from flows import Trajectory, gradient_descent, toys
-
-from .common import read_json, save_figure, write_json
-from .datasets import check_digits_widths, digits_objective
+from experiments.common import read_json, save_figure, write_json
+from experiments.datasets import check_digits_widths, digits_objective
+from flows import Trajectory, gradient_descent
+from flows.objective import toys
 
 DESCRIPTION = "corridor score, straightness and loss linearity along GD on a corridor toy and the digits MLP"
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis import plots
-
-from .common import read_json, save_figure, write_json, write_table
-from .training import Schedule, digits_problem, fullbatch, minibatch
+from experiments.common import read_json, save_figure, write_json, write_table
+from experiments.training import Schedule, digits_problem, fullbatch, minibatch
 
 DESCRIPTION = "DAL-p trade-off on digits: p ∈ {0.25…2} vs a constant-rate sweep, full batch and mini-batch"
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from analysis import plots
-from flows import Trajectory, compare, sharpness
 
-from .common import number_key, read_json, save_figure, write_json, write_table
-from .datasets import check_digits_widths, digits_objective
+from analysis import plots
+from experiments.common import number_key, read_json, save_figure, write_json, write_table
+from experiments.datasets import check_digits_widths, digits_objective
+from flows import Trajectory, compare, sharpness
 
 DESCRIPTION = "drift of GF, IGR, PF top-k from GD on the digits MLP at h·λ_max ≈ 0.8 and 1.5"
 

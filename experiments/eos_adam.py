@@ -17,11 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis import EoSDetector, plots
-from flows import OptimizerController, PreconditionedSharpness, Trajectory, gradient_descent
-
-from .common import number_key, read_json, save_figure, write_json, write_table, sweep_folders
-from .datasets import check_digits_widths, digits_objective
+from analysis import EoSDetector, OptimizerController, PreconditionedSharpness, plots
+from experiments.common import number_key, read_json, save_figure, sweep_folders, write_json, write_table
+from experiments.datasets import check_digits_widths, digits_objective
+from flows import Trajectory, gradient_descent
 
 DESCRIPTION = "full-batch Adam on digits: preconditioned sharpness λ₁(P⁻¹H) against (2+2β₁)/((1−β₁)h) = 38/h"
 

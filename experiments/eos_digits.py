@@ -24,10 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from analysis import EoSDetector, plots
+from experiments.common import number_key, read_json, save_figure, write_json, write_table
+from experiments.datasets import check_digits_widths, cifar10, digits, digits_objective, fc_tanh, half_mse, shard
 from flows import Objective, Trajectory, gradient_descent, integrate
-
-from .common import number_key, read_json, save_figure, write_json, write_table
-from .datasets import check_digits_widths, cifar10, digits, digits_objective, fc_tanh, half_mse, shard
 
 DESCRIPTION = "edge of stability on digits: loss, sharpness vs 2/h, GD–GF distance, PF coefficients"
 

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from analysis import EoSDetector, plots
+from experiments.common import number_key, read_json, save_figure, sweep_folders, write_json, write_table
+from experiments.datasets import check_digits_widths, digits_objective
 from flows import Trajectory, gradient_descent
-
-from .common import number_key, read_json, save_figure, write_json, write_table, sweep_folders
-from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "heavy-ball GD on digits with β = 0, 0.5, 0.9: λ_max against 2(1+β)/h"
 

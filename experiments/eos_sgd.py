@@ -2,10 +2,11 @@
 
 Andreyev & Beneventano ("Edge of Stochastic Stability", arXiv 2412.20553): mini-batch SGD drives the batch
 sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²] to 2/h while the full-batch λ_max settles below it, lower for smaller
-batches. Here: SGD (:class:`flows.stochastic.SGDController`, epochs of shuffled batches) on the digits fc-tanh MLP
+batches. Here: SGD (:class:`analysis.controllers.stochastic.SGDController`, epochs of shuffled batches) on the digits
+fc-tanh MLP
 with ½-MSE at rate h for each batch size; every ``every`` steps the batch sharpness (Monte-Carlo, to a 5% standard
-error, :func:`flows.stochastic.batch_sharpness`) and λ_max of the full-batch Hessian. Reported per batch size: the
-medians of h·(batch sharpness)/2 and h·λ_max/2 over the last half of the run (1 is the edge), the batch
+error, :func:`flows.curvature.stochastic.batch_sharpness`) and λ_max of the full-batch Hessian. Reported per batch
+size: the medians of h·(batch sharpness)/2 and h·λ_max/2 over the last half of the run (1 is the edge), the batch
 sharpness's mean standard error and HVPs per estimate, the final full-batch loss.
 """
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from analysis import plots
+from analysis.controllers.stochastic import SGDController
+from analysis.monitors.sharpness import BatchSharpness
+from experiments.common import read_json, save_figure, sweep_folders, write_json, write_table
+from experiments.datasets import check_digits_widths, digits, fc_tanh, half_mse
 from flows import Trajectory, gradient_descent
-from flows.stochastic import BatchSharpness, MiniBatches, SGDController
-
-from .common import read_json, save_figure, write_json, write_table, sweep_folders
-from .datasets import check_digits_widths, digits, fc_tanh, half_mse
+from flows.curvature.stochastic import MiniBatches
 
 DESCRIPTION = "SGD on digits, batch 16/64/256: batch sharpness and λ_max against 2/h"
 

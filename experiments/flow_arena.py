@@ -28,11 +28,10 @@ import torch
 from torch import Tensor
 
 from analysis import plots
+from experiments.central_flow_toy import eigenvalues_along
+from experiments.common import number_key, read_json, save_figure, write_json, write_table
+from experiments.datasets import digits_objective, swish_mlp_toy
 from flows import Objective, Trajectory, central_flow, gaussian_smoothed, gradient_descent, integrate, sharpness
-
-from .central_flow_toy import eigenvalues_along
-from .common import number_key, read_json, save_figure, write_json, write_table
-from .datasets import digits_objective, swish_mlp_toy
 
 DESCRIPTION = "GF, IGR, PF top-k (both rests) and the central flow scored against GD on the toy and on digits"
 

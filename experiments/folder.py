@@ -14,6 +14,7 @@ a resume can tell an intact unit from a damaged one and recompute the latter.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import fcntl
 import hashlib
@@ -26,7 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .common import LOCK_NAME, RESULTS_FORMAT, RUN_STATUSES, ConfigError
+from experiments.common import LOCK_NAME, RESULTS_FORMAT, RUN_STATUSES, ConfigError
 
 
 def check_writable_folder(path: Path, option: str) -> None:
@@ -76,10 +77,8 @@ class FolderLock:
         """Unlock; with ``discard`` (a refused run) also remove the lock file if this run created it."""
         if self._fd is not None:
             if discard and self.created:
-                try:
+                with contextlib.suppress(OSError):
                     self.path.unlink()
-                except OSError:
-                    pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

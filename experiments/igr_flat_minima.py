@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from analysis import plots
-from flows import Progress, gradient_descent, integrate, toys
-
-from .common import number_key, read_json, save_figure, write_json, write_table
+from experiments.common import number_key, read_json, save_figure, write_json, write_table
+from flows import Progress, gradient_descent, integrate
+from flows.objective import toys
 
 DESCRIPTION = "IGR (Barrett & Dherin 2021, Fig. 1): GD with larger h lands at flatter minima, as the IGR flow predicts"
 

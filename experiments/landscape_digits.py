@@ -27,11 +27,22 @@ import torch
 from torch import Tensor
 
 from analysis import EoSDetector, plots
-from flows import (Objective, SpectralDensity, Trajectory, ggn_eigenpairs, gradient_descent, hessian_trace,
-                   integrate, loss_plane, parameter_eigenpairs, plane_coordinates, spectral_density, top_eigenpairs)
-
-from .common import read_json, save_figure, write_json, write_table
-from .datasets import check_digits_widths, digits_objective
+from experiments.common import read_json, save_figure, write_json, write_table
+from experiments.datasets import check_digits_widths, digits_objective
+from flows import (
+    Objective,
+    SpectralDensity,
+    Trajectory,
+    ggn_eigenpairs,
+    gradient_descent,
+    hessian_trace,
+    integrate,
+    loss_plane,
+    parameter_eigenpairs,
+    plane_coordinates,
+    spectral_density,
+    top_eigenpairs,
+)
 
 DESCRIPTION = "EoS run on digits seen through the Hessian kit: exact (u₁, g) planes with GD/GF/PF paths, ESDs, GGN"
 

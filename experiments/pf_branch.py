@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from analysis import plots
-from flows import Trajectory, gradient_descent, integrate, toys
-
-from .common import read_table, save_figure, write_table
+from experiments.common import read_table, save_figure, write_table
+from flows import Trajectory, gradient_descent, integrate
+from flows.objective import toys
 
 DESCRIPTION = "exact PF across the branch cut of log(1 − hλ): principal vs continued branch, solvers, drift from GD"
 SOLVERS = ("dopri5", "rk4/20", "rk4/40")

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from analysis import plots
-from flows import FIELDS, Trajectory, gradient_descent, integrate, toys
-from flows.trajectory import check_memory, record_bytes
-
-from .common import number_key, save_figure
+from experiments.common import number_key, save_figure
+from flows import FIELDS, Trajectory, gradient_descent, integrate
+from flows.objective import toys
+from flows.records.trajectory import check_memory, record_bytes
 
 DESCRIPTION = "PF paper quadratic: GD iterates with GF, IGR and PF paths at h = 0.5, 0.9, 1.05"
 

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from analysis import PFLossRate, loss_rate_agreement, plots
+from experiments.common import read_json, save_figure, write_json, write_table
+from experiments.datasets import check_digits_widths, digits_objective
 from flows import Trajectory, gradient_descent
-
-from .common import read_json, save_figure, write_json, write_table
-from .datasets import check_digits_widths, digits_objective
 
 DESCRIPTION = "PF instability analysis on digits: PF-predicted loss rate vs GD's one-step change around spikes"
 

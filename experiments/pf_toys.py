@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from analysis import plots
-from flows import Trajectory, gradient_descent, integrate, toys
-
-from .common import read_json, save_figure, write_json
+from experiments.common import read_json, save_figure, write_json
+from flows import Trajectory, gradient_descent, integrate
+from flows.objective import toys
 
 DESCRIPTION = "saddle and sharp-minimum toys: GD and PF leave where GF and IGR stay"
 

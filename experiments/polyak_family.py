@@ -20,9 +20,8 @@ import numpy as np
 from matplotlib.ticker import NullFormatter
 
 from analysis import plots
-
-from .common import read_json, save_figure, write_json, write_table
-from .training import Schedule, breast_cancer_problem, controller, digits_problem, fullbatch, minibatch
+from experiments.common import read_json, save_figure, write_json, write_table
+from experiments.training import Schedule, breast_cancer_problem, controller, digits_problem, fullbatch, minibatch
 
 DESCRIPTION = "CLR vs SPS_max, ALI-G, WNGrad, PAL, Alice and a constant sweep on digits and breast cancer"
 

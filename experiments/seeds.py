@@ -24,8 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from .common import (RESULTS_FORMAT, ConfigError, read_json, read_table, read_text, top_level_outputs, write_benchmark,
-                     write_json)
+from experiments.common import (
+    RESULTS_FORMAT,
+    ConfigError,
+    read_json,
+    read_table,
+    read_text,
+    top_level_outputs,
+    write_benchmark,
+    write_json,
+)
 
 PLAN = "seeds.json"
 MAX_SEEDS = 1000
@@ -75,8 +83,7 @@ def read_plan(out: Path) -> dict[str, Any]:
                   isinstance(s, int) and not isinstance(s, bool) for s in v),
               "overrides": lambda v: isinstance(v, list) and all(isinstance(o, str) for o in v)}
     for key, ok in checks.items():
-        if key in plan or key != "overrides":
-            if not ok(plan.get(key)):
+        if (key in plan or key != "overrides") and not ok(plan.get(key)):
                 raise ValueError(f"{out / PLAN} is not a driftlab seeds plan: field {key!r} is "
                                  f"{plan.get(key)!r}")
     return plan

@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 
 from analysis import plots
+from experiments.common import read_json, save_figure, write_json, write_table
+from experiments.datasets import check_digits_widths, digits, fc_tanh, half_mse
 from flows import integrate
-from flows.stochastic import MiniBatches, piece_grad
-
-from .common import read_json, save_figure, write_json, write_table
-from .datasets import check_digits_widths, digits, fc_tanh, half_mse
+from flows.curvature.stochastic import MiniBatches, piece_grad
 
 DESCRIPTION = "mean SGD epoch endpoints (batch 64) against SGD's modified flow and gradient flow, 20 epochs"
 

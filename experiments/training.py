@@ -39,9 +39,8 @@ from torch import Tensor, nn
 
 from analysis import EoSDetector, get_controller
 from analysis.controllers import ControllerOptimizer, StepController
+from experiments.datasets import breast_cancer, check_digits_widths, digits, fc_tanh, half_mse
 from flows import EigenTracker, Objective, gradient_descent
-
-from .datasets import breast_cancer, check_digits_widths, digits, fc_tanh, half_mse
 
 BLOW_UP = 1e4
 KINDS = ("constant", "clr", "polyak", "sps", "alig", "dal", "wngrad", "pal", "alice")

@@ -1,36 +1,63 @@
-"""flows — driftlab's dynamics: objective, Hessian spectra, vector fields, integration, GD, trajectories.
+"""flows — driftlab's engine: the objective, its curvature, the dynamics (flows, GD, central flow), the records.
 
-``flows`` never imports ``analysis`` or ``experiments``.
+Sub-packages, from the ground up (each imports only those below it; ``flows`` never imports ``analysis`` or
+``experiments``): ``validate``/``progress``/``records``/``objective`` < ``curvature`` < ``dynamics``.
 """
-from . import toys
-from .objective import HVP_METHODS, Objective
-from .operators import HessianOperator
-from .spectrum import Eigenpairs, EigenTracker, ggn_eigenpairs, parameter_eigenpairs, sharpness, top_eigenpairs
-from .fields import FIELDS, FLOWS, Flow, get_flow, gf, igr, pf, pf_coefficient, pf_topk, third_order
-from .trajectory import Recorder, Trajectory, TrajectoryFileError
-from .gd import Controller, Progress, StepContext, StepDecision, gradient_descent
-from .integrate import METHODS, Comparison, compare, integrate, local_error
-from .options import Recording, Solver, Spectrum
-from .trace import TraceEstimate, hessian_trace, trace
-from .density import SpectralDensity, lanczos_quadrature, spectral_density
-from .landscape import Plane, filter_normalized_direction, interpolate, loss_plane, plane_coordinates
-from .sdcp import SDCPSolution, solve_sdcp
-from .central import CentralFlowResult, CentralState, central_flow
-from .midpoint import Midpoints, gaussian_smoothed
-from .optimizers import (OptimizerController, PreconditionedSharpness, objective_preconditioner,
-                         preconditioner_from, stability_threshold)
+# objective
+# curvature
+from .curvature.density import SpectralDensity, lanczos_quadrature, spectral_density
+from .curvature.landscape import Plane, filter_normalized_direction, interpolate, loss_plane, plane_coordinates
+from .curvature.precondition import objective_preconditioner, preconditioner_from, stability_threshold
+from .curvature.spectrum import (
+    Eigenpairs,
+    EigenTracker,
+    ggn_eigenpairs,
+    parameter_eigenpairs,
+    sharpness,
+    top_eigenpairs,
+)
+from .curvature.trace import TraceEstimate, hessian_trace, trace
+
+# dynamics
+from .dynamics.central import CentralFlowResult, CentralState, central_flow
+from .dynamics.fields import FIELDS, FLOWS, Flow, get_flow, gf, igr, pf, pf_coefficient, pf_topk, third_order
+from .dynamics.gd import Controller, StepContext, StepDecision, gradient_descent
+from .dynamics.integrate import METHODS, Comparison, compare, integrate, local_error
+from .dynamics.options import Recording, Solver, Spectrum
+from .dynamics.sdcp import SDCPSolution, solve_sdcp
+from .objective import toys
+from .objective.hessian import HessianOperator
+from .objective.objective import HVP_METHODS, Objective
+
+# records
+from .progress import Progress
+from .records.smoothing import gaussian_smoothed
+from .records.trajectory import Recorder, Trajectory, TrajectoryFileError
+
+MOVED_TO_ANALYSIS = ("Midpoints", "OptimizerController", "PreconditionedSharpness")
+"""Names ``flows`` exported before 0.3.0 that are measurement callbacks or controllers, now ``analysis``'s."""
+
+
+def __getattr__(name: str) -> object:
+    if name in MOVED_TO_ANALYSIS:
+        raise AttributeError(f"flows.{name} moved to analysis.{name} in driftlab 0.3.0 (flows never imports "
+                             f"analysis): use `from analysis import {name}`")
+    raise AttributeError(f"module 'flows' has no attribute {name!r}")
+
 
 __all__ = [
+    # objective
     "Objective", "HessianOperator", "HVP_METHODS", "toys",
+    # curvature
     "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs", "parameter_eigenpairs", "ggn_eigenpairs",
     "TraceEstimate", "trace", "hessian_trace", "SpectralDensity", "lanczos_quadrature", "spectral_density",
     "Plane", "loss_plane", "plane_coordinates", "interpolate", "filter_normalized_direction",
-    "SDCPSolution", "solve_sdcp",
-    "CentralFlowResult", "CentralState", "central_flow", "Midpoints", "gaussian_smoothed",
-    "OptimizerController", "PreconditionedSharpness", "objective_preconditioner", "preconditioner_from",
-    "stability_threshold",
+    "objective_preconditioner", "preconditioner_from", "stability_threshold",
+    # dynamics
     "FIELDS", "FLOWS", "Flow", "get_flow", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
-    "Trajectory", "Recorder", "TrajectoryFileError",
-    "Controller", "Progress", "StepContext", "StepDecision", "gradient_descent",
+    "Controller", "StepContext", "StepDecision", "gradient_descent",
     "METHODS", "Comparison", "compare", "integrate", "local_error", "Solver", "Spectrum", "Recording",
+    "SDCPSolution", "solve_sdcp", "CentralFlowResult", "CentralState", "central_flow",
+    # records
+    "Trajectory", "Recorder", "TrajectoryFileError", "Progress", "gaussian_smoothed",
 ]

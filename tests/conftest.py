@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from experiments.datasets import fc_tanh, gaussian_mixture, half_mse
-from flows import Objective, toys
+from flows import Objective
+from flows.objective import toys
 
 
 @pytest.fixture(autouse=True)

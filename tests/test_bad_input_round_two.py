@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from experiments.cli import main
-from flows import Objective, central_flow, gradient_descent, toys, top_eigenpairs
+from flows import Objective, central_flow, gradient_descent, top_eigenpairs
+from flows.objective import toys
 
 
 @pytest.mark.parametrize("pair", ["lrs=inf", "lrs=1e400", "lrs=0.1,-inf", "steps=10,", "lrs=nan"])

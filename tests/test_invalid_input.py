@@ -6,11 +6,33 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis import (CONTROLLERS, PAL, Alice, Constant, CorridorDetector, CorridorLR, DriftAdjustedLR, EoSDetector,
-                      WNGrad, get_controller, stability_threshold)
+from analysis import (
+    CONTROLLERS,
+    PAL,
+    Alice,
+    Constant,
+    CorridorDetector,
+    CorridorLR,
+    DriftAdjustedLR,
+    EoSDetector,
+    WNGrad,
+    get_controller,
+)
 from experiments.cli import main
-from flows import (FIELDS, METHODS, EigenTracker, Objective, compare, gradient_descent, integrate, local_error,
-                   sharpness, top_eigenpairs, toys)
+from flows import (
+    FIELDS,
+    METHODS,
+    EigenTracker,
+    Objective,
+    compare,
+    gradient_descent,
+    integrate,
+    local_error,
+    sharpness,
+    stability_threshold,
+    top_eigenpairs,
+)
+from flows.objective import toys
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 OBJ = toys.get("pf-quadratic")

@@ -17,6 +17,8 @@ from typing import Any
 from .adaptive import PAL, Alice, WNGrad
 from .base import ClosureObjective, Constant, ControllerOptimizer, StepController, optimizer_class
 from .curvature import ALIG, CorridorLR, DriftAdjustedLR, SPSMax
+from .optimizers import OptimizerController
+from .stochastic import SGDController
 
 CONTROLLERS: dict[str, type[StepController]] = {
     "constant": Constant, "clr": CorridorLR, "dal": DriftAdjustedLR, "wngrad": WNGrad, "pal": PAL, "alice": Alice,
@@ -44,5 +46,5 @@ __all__ = [
     "CONTROLLERS", "get_controller", "StepController", "ControllerOptimizer", "ClosureObjective", "optimizer_class",
     "Constant", "CorridorLR", "DriftAdjustedLR", "WNGrad", "PAL", "Alice", "SPSMax", "ALIG",
     "ConstantOptimizer", "CorridorLROptimizer", "DriftAdjustedLROptimizer", "WNGradOptimizer", "PALOptimizer",
-    "AliceOptimizer", "SPSMaxOptimizer", "ALIGOptimizer",
+    "AliceOptimizer", "SPSMaxOptimizer", "ALIGOptimizer", "OptimizerController", "SGDController",
 ]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from flows import StepContext, StepDecision
-from flows.gd import check_positive
+from flows.validate import check_positive
 
 from .base import StepController
 

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from flows import StepContext, StepDecision
-from flows.gd import check_positive, decide
-from flows.layout import ParameterLayout
+from flows.dynamics.gd import decide
+from flows.objective.layout import ParameterLayout
+from flows.validate import check_positive
 
 
 class StepController:

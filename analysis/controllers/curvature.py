@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from flows import StepContext, StepDecision
-from flows.gd import check_positive
+from flows.validate import check_positive
 
 from .base import StepController
 

@@ -5,13 +5,29 @@ import math
 import numpy as np
 import pytest
 import torch
+from models import fc_tanh, gaussian_mixture, half_mse
 
-from analysis import (PAL, Alice, Constant, CorridorDetector, CorridorLR, DriftAdjustedLR, EoSDetector, WNGrad,
-                      get_controller)
-from analysis.controllers import (AliceOptimizer, ConstantOptimizer, CorridorLROptimizer,
-                                  DriftAdjustedLROptimizer, PALOptimizer, WNGradOptimizer)
-from experiments.datasets import fc_tanh, gaussian_mixture, half_mse
-from flows import Objective, gradient_descent, toys
+from analysis import (
+    PAL,
+    Alice,
+    Constant,
+    CorridorDetector,
+    CorridorLR,
+    DriftAdjustedLR,
+    EoSDetector,
+    WNGrad,
+    get_controller,
+)
+from analysis.controllers import (
+    AliceOptimizer,
+    ConstantOptimizer,
+    CorridorLROptimizer,
+    DriftAdjustedLROptimizer,
+    PALOptimizer,
+    WNGradOptimizer,
+)
+from flows import Objective, gradient_descent
+from flows.objective import toys
 
 F64 = torch.float64
 
@@ -157,7 +173,7 @@ def _alice_by_hand(grad, theta0, steps, lr=0.01, b1=0.9, b2=0.999, eps=1e-8, qui
     """The reference algorithm, coordinate by coordinate in plain Python floats."""
     n_coord = len(theta0)
     mu, nu = list(theta0), list(theta0)
-    G, R, H, V = [0.0] * n_coord, [0.0] * n_coord, [0.0] * n_coord, [0.0] * n_coord
+    G, R, H, V = [0.0] * n_coord, [0.0] * n_coord, [0.0] * n_coord, [0.0] * n_coord  # noqa: N806  (the paper's names)
     gen = torch.Generator().manual_seed(seed)
     out = [list(mu)]
     for n in range(1, steps + 1):

@@ -3,7 +3,8 @@ import numpy as np
 import torch
 
 from analysis import CorridorDetector, corridor_score, pf_stability
-from flows import compare, gradient_descent, toys
+from flows import compare, gradient_descent
+from flows.objective import toys
 
 
 def test_scores_on_known_corridors():

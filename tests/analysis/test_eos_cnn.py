@@ -2,22 +2,22 @@
 import numpy as np
 import pytest
 import torch
+from models import digits
 from torch import nn
 
 from analysis import EoSDetector
-from analysis.stability import loss_spikes
-from experiments.datasets import digits
+from analysis.monitors.stability import loss_spikes
 from flows import Objective, gradient_descent
 
 
 @pytest.fixture(scope="module")
 def cnn_run():
-    split = digits(dtype=torch.float32, n_train=500)
+    x, y = digits(dtype=torch.float32, n_train=500)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(),
                           nn.Flatten(), nn.Linear(8 * 64, 10))
     obj = Objective.from_module(model, lambda out, y: 0.5 * ((out - y) ** 2).sum(1).mean(),
-                                (split.x_train.reshape(-1, 1, 8, 8), split.y_train))
+                                (x.reshape(-1, 1, 8, 8), y))
     detector = EoSDetector(sharpness_every=20, k=3)
     traj = gradient_descent(obj, None, 0.2, 280, callbacks=[detector], states="none", progress=False)
     return traj, detector.detect(traj)

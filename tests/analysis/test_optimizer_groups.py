@@ -5,8 +5,16 @@ import copy
 import pytest
 import torch
 
-from analysis.controllers import (AliceOptimizer, ALIGOptimizer, ConstantOptimizer, CorridorLROptimizer,
-                                  DriftAdjustedLROptimizer, PALOptimizer, SPSMaxOptimizer, WNGradOptimizer)
+from analysis.controllers import (
+    AliceOptimizer,
+    ALIGOptimizer,
+    ConstantOptimizer,
+    CorridorLROptimizer,
+    DriftAdjustedLROptimizer,
+    PALOptimizer,
+    SPSMaxOptimizer,
+    WNGradOptimizer,
+)
 
 DT = torch.float64
 OPTIMIZERS = {

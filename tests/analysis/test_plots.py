@@ -27,7 +27,7 @@ def test_helpers_draw_on_axes_and_write_nothing(tmp_path, monkeypatch):
 
 
 def test_spectral_density_plot_marks_the_edge_and_the_regimes(mlp_objective):
-    from flows.density import spectral_density
+    from flows.curvature.density import spectral_density
 
     density = spectral_density(mlp_objective, mlp_objective.theta0, starts=2, steps=10)
     lam = [density.nodes.max(), 0.1 * density.nodes.max()]

@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from models import digits_objective
 
-from analysis import EoSDetector, from_dict, stability_threshold
-from experiments.datasets import digits_objective
-from flows import Trajectory, compare, gradient_descent, toys
+from analysis import EoSDetector, from_dict
+from flows import Trajectory, compare, gradient_descent, stability_threshold
+from flows.objective import toys
 
 STEPS = 600
 
@@ -16,7 +17,7 @@ def digits_runs():
     torch.manual_seed(0)
     runs = {}
     for lr in (0.2, 0.02):
-        obj, _, _ = digits_objective(seed=0)
+        obj, _ = digits_objective(seed=0)
         det = EoSDetector(sharpness_every=20)
         traj = gradient_descent(obj, lr=lr, steps=STEPS, states="none", callbacks=[det])
         runs[lr] = (det, traj)
@@ -95,7 +96,8 @@ class _GrowingRate:
 
 
 def test_offline_detection_uses_the_rate_recorded_at_each_step(tmp_path):
-    from flows import Trajectory, gradient_descent, toys
+    from flows import Trajectory, gradient_descent
+    from flows.objective import toys
 
     seen = []
     online = EoSDetector(sharpness_every=1)
@@ -118,7 +120,8 @@ def test_adams_edge_is_measured_on_the_preconditioned_sharpness():
     import torch
     from torch import nn
 
-    from flows import Objective, OptimizerController, gradient_descent, sharpness
+    from analysis import OptimizerController
+    from flows import Objective, gradient_descent, sharpness
 
     gen = torch.Generator().manual_seed(3)
     x, y = torch.randn(32, 5, generator=gen, dtype=torch.float64), torch.randint(0, 3, (32,), generator=gen)

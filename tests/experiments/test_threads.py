@@ -16,9 +16,8 @@ def test_pinned_threads_reaches_every_pool_and_restores_torch():
         assert all(pool["num_threads"] == 1 for pool in threadpool_info())
         assert "torch 1 intra-op" in text
     assert torch.get_num_threads() == before
-    with pytest.raises(ValueError, match="threads must be an int ≥ 0"):
-        with pinned_threads(-1):
-            pass
+    with pytest.raises(ValueError, match="threads must be an int ≥ 0"), pinned_threads(-1):
+        pass
 
 
 @pytest.mark.parametrize("name,settings", [

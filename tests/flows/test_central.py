@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flows import Objective
-from flows.central import central_flow
+from flows.dynamics.central import central_flow
 
 
 def test_below_the_edge_it_is_the_euler_discretised_gradient_flow():
@@ -47,11 +47,11 @@ def test_a_quadratic_above_the_edge_has_no_central_flow_and_says_so():
 
 def test_fused_normalisation_layers_are_rerouted_not_silently_wrong():
     """A LayerNorm net's central flow equals the one of the same net written in elementary ops (the fused
-    kernel's third derivative is wrong; driftlab reroutes it, flows.norms)."""
+    kernel's third derivative is wrong; driftlab reroutes it, flows.objective.norms)."""
     from torch import nn
 
     from flows import sharpness
-    from flows.norms import decomposed_norms
+    from flows.objective.norms import decomposed_norms
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.Tanh(), nn.Linear(6, 3)).double()
@@ -76,7 +76,8 @@ def test_bad_input():
 
 def test_a_float32_network_above_the_edge_is_brought_to_it():
     """An untuned float32 MLP started at ηλ_max = 2.2: the flow pins the critical curvature at 2/η."""
-    from experiments.datasets import fc_tanh, teacher_student
+    from models import fc_tanh, teacher_student
+
     from flows import sharpness
 
     x, y = teacher_student(n=64, d_in=6, d_out=2, width=8, dtype=torch.float32)
@@ -90,7 +91,8 @@ def test_a_float32_network_above_the_edge_is_brought_to_it():
 
 
 def _edge_mlp():
-    from experiments.datasets import fc_tanh, teacher_student
+    from models import fc_tanh, teacher_student
+
     from flows import sharpness
 
     torch.manual_seed(0)

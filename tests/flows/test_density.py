@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from flows.density import lanczos_quadrature, spectral_density
-from flows.operators import MatrixOperator
-
+from flows.curvature.density import lanczos_quadrature, spectral_density
+from flows.curvature.operators import MatrixOperator
 
 
 def test_full_lanczos_nodes_are_the_eigenvalues(constructed):

@@ -2,10 +2,10 @@
 (also inside the PF field) sends only small tensors (the projected matrix's new column), never a D-vector."""
 import pytest
 import torch
+from models import fc_tanh, teacher_student
 
-from experiments.datasets import fc_tanh, teacher_student
 from flows import EigenTracker, Objective, gradient_descent, integrate, top_eigenpairs
-from flows.fields import get_field
+from flows.dynamics.fields import get_field
 
 
 @pytest.fixture

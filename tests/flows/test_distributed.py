@@ -1,32 +1,25 @@
-"""Data-parallel objectives: 2 gloo processes give the 1-process numbers; bad shards fail on every rank."""
+"""Data-parallel objectives: bad shards fail on every rank, without hanging (the 1-process equality of 2 gloo
+processes is tested through the scaling benchmark's harness, tests/experiments/test_distributed_numbers.py)."""
 import datetime
 import os
+import socket
 import time
 
-import numpy as np
 import pytest
 import torch
 
-from experiments.bench_scaling import _free_port, measure
-
 pytestmark = pytest.mark.distributed
 
-CFG = {"n_train": 240, "widths": (64, 16, 10), "k": 3, "gd_steps": 20, "rounds": 1, "cores": 2, "timeout": 60.0}
-
-
-def test_two_processes_equal_one_to_round_off():
-    one, two = measure(1, CFG), measure(2, CFG)
-    assert abs(one["loss"] - two["loss"]) <= 1e-14 * abs(one["loss"])
-    for key in ("grad", "hvp", "theta_after_gd", "gd_losses"):
-        np.testing.assert_allclose(two[key], one[key], rtol=1e-12, atol=1e-15, err_msg=key)
-    np.testing.assert_allclose(two["eigenvalues"], one["eigenvalues"], rtol=1e-10)
-    assert np.abs(one["grad"]).max() > 1e-6  # a real gradient, not zeros
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _bad_worker(rank, world, port, mode, queue):
     import torch.distributed as dist
+    from models import fc_tanh, half_mse
 
-    from experiments.datasets import fc_tanh, half_mse
     from flows import Objective
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import analysis
-from flows import gradient_descent, integrate, toys
-from flows.events import Event, Segment, from_dict
+from flows import gradient_descent, integrate
+from flows.objective import toys
+from flows.records.events import Event, Segment, from_dict
 
 
 def _round_trips(record: dict) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from flows import FLOWS, Flow, compare, get_flow, integrate, local_error
-from flows.fields import pf_coefficient
+from flows.dynamics.fields import pf_coefficient
 
 
 @pytest.mark.parametrize("name", sorted(FLOWS))

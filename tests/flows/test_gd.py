@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from flows import StepDecision, gradient_descent, toys
+from flows import StepDecision, gradient_descent
+from flows.objective import toys
 
 
 def test_gd_matches_hand_iteration_with_momentum():

@@ -2,11 +2,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from models import fc_tanh, gaussian_mixture, half_mse
 
-from experiments.datasets import fc_tanh, gaussian_mixture, half_mse
 from flows import Objective, ggn_eigenpairs, top_eigenpairs
-from flows.operators import GGNOperator
-from flows.spectrum import symmetric_eigenpairs
+from flows.curvature.operators import GGNOperator
+from flows.curvature.spectrum import symmetric_eigenpairs
 
 
 def _dense_ggn(obj, theta):

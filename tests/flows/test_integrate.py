@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flows import Objective, compare, gradient_descent, integrate, local_error, pf_coefficient, toys
-from flows.integrate import default_method, default_tolerances
+from flows import Objective, compare, gradient_descent, integrate, local_error, pf_coefficient
+from flows.dynamics.integrate import default_method, default_tolerances
+from flows.objective import toys
 
 
 @pytest.mark.parametrize("h", [0.5, 0.9, 1.05])
@@ -110,8 +111,8 @@ def test_bad_inputs_list_choices():
 def test_pf_topk_igr_rest_full_rank_equals_pf_and_zero_rank_is_igr():
     obj = toys.get("cubic")
     theta = obj.theta0
-    from flows.fields import igr, pf, pf_topk
     from flows import EigenTracker
+    from flows.dynamics.fields import igr, pf, pf_topk
     h = 0.3
     exact = pf(obj, theta, h).real
     full = pf_topk(obj, theta, h, k=2, rest="igr")
@@ -221,10 +222,10 @@ def test_progress_bar_reports_flow_time(capsys):
 
 def test_log_progress_prints_stdout_lines_and_bad_values_are_named(capsys, monkeypatch):
     """progress="log": lines on stdout (LOG_EVERY set to 0 here, so every update prints), nothing on stderr."""
-    import flows.gd
+    import flows.progress
     from flows import central_flow, gradient_descent
 
-    monkeypatch.setattr(flows.gd, "LOG_EVERY", 0.0)
+    monkeypatch.setattr(flows.progress, "LOG_EVERY", 0.0)
     obj = toys.get("cubic")
     integrate(obj, flow="gf", lr=0.1, steps=3, progress="log")
     gradient_descent(obj, None, 0.1, 4, progress="log")

@@ -3,8 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from flows.landscape import (batched_loss, filter_normalized_direction, interpolate, loss_plane,
-                             plane_coordinates)
+from flows.curvature.landscape import (
+    batched_loss,
+    filter_normalized_direction,
+    interpolate,
+    loss_plane,
+    plane_coordinates,
+)
 
 
 @pytest.mark.parametrize("fixture", ["mlp_objective", "cnn_objective"])

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from flows.layout import ParameterLayout
+from flows.objective.layout import ParameterLayout
 
 
 def test_layout_round_trips_the_parameters_of_a_cnn(cnn_objective):

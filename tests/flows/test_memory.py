@@ -19,15 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import json, sys, torch
-from experiments.datasets import digits, fc_tanh, half_mse
+from models import digits, fc_tanh, half_mse
 from flows import Objective, top_eigenpairs
-from flows.operators import MatrixOperator
-from flows.spectrum import symmetric_eigenpairs
+from flows.curvature.operators import MatrixOperator
+from flows.curvature.spectrum import symmetric_eigenpairs
 
 width, k = int(sys.argv[1]), 10
 torch.set_num_threads(1)
-split = digits(n_train=200)
-obj = Objective.from_module(fc_tanh((64, width, width, 10)), half_mse, split.train)
+obj = Objective.from_module(fc_tanh((64, width, width, 10)), half_mse, digits(n_train=200))
 theta = obj.theta0
 def peak():  # this process's own high-water mark (ru_maxrss would carry the parent's over fork + exec)
     for line in open("/proc/self/status"):
@@ -48,7 +47,8 @@ print(json.dumps({"dim": obj.dim, "extra_bytes": after - before, "matvecs": pair
 
 
 def measure(width: int) -> dict:
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "PYTHONPATH": path}
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(width)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr

@@ -1,5 +1,5 @@
-"""One memory estimate (flows.trajectory.record_bytes) for every runner that sizes arrays from user input: within
-1.5× of a measured peak, aware of the process's address-space limit, and checked before anything is allocated."""
+"""One memory estimate (flows.records.trajectory.record_bytes) for every runner that sizes arrays from user input:
+within 1.5× of a measured peak, aware of the process's address-space limit, and checked before anything is allocated."""
 import json
 import subprocess
 import sys
@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from flows import Objective, central_flow, loss_plane
-from flows.trajectory import MemoryEstimateError
+from flows.records.trajectory import MemoryEstimateError
 
 ROOT = Path(__file__).resolve().parents[2]
 
 MEASURE = r"""
 import json, sys, torch
 from flows import Objective, gradient_descent
-from flows.trajectory import record_bytes
+from flows.records.trajectory import record_bytes
 torch.set_num_threads(1)
 dim, steps = int(sys.argv[1]), int(sys.argv[2])
 obj = Objective.from_function(lambda t: 0.5 * (t * t).sum(), dim)
@@ -34,7 +34,7 @@ print(json.dumps({"peak": rss("VmHWM:") - before, "estimate": record_bytes(steps
 LIMITED = r"""
 import resource, sys, torch
 from flows import Objective, gradient_descent
-from flows.trajectory import MemoryEstimateError, available_memory
+from flows.records.trajectory import MemoryEstimateError, available_memory
 resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 assert available_memory() < 4 << 30, available_memory()
 obj = Objective.from_function(lambda t: 0.5 * (t * t).sum(), 1000)

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
+from analysis.monitors.midpoint import Midpoints
 from flows import Objective, gradient_descent
-from flows.midpoint import Midpoints, gaussian_smoothed
+from flows.records.smoothing import gaussian_smoothed
 
 
 @pytest.mark.parametrize("h_lambda", [2.0, 1.9, 0.5])

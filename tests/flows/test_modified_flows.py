@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from flows import FLOWS, Objective
-from flows.integrate import heavy_ball_local_error, sgd_epoch_local_error
-from flows.stochastic import MiniBatches
+from flows.curvature.stochastic import MiniBatches
+from flows.dynamics.integrate import heavy_ball_local_error, sgd_epoch_local_error
 
 RATES = (0.02, 0.04, 0.08)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from flows import EigenTracker, Objective, gradient_descent, top_eigenpairs
-from flows.operators import MatrixOperator
-from flows.spectrum import symmetric_eigenpairs
+from flows.curvature.operators import MatrixOperator
+from flows.curvature.spectrum import symmetric_eigenpairs
 
 
 def _matrix(values: list[float], seed: int = 0) -> torch.Tensor:

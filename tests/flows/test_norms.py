@@ -1,6 +1,6 @@
 """Third derivatives through every normalisation op PyTorch offers, against central differences of HVPs.
 
-The table of :mod:`flows.norms` as a test: which kernels are wrong to third order (a strict expectation: if
+The table of :mod:`flows.objective.norms` as a test: which kernels are wrong to third order (a strict expectation: if
 torch fixes one, its row fails here and the routing can go), and that under ``exact_norms`` every op is right,
 functional and ``torch.`` forms included; the decompositions equal the kernels to 1e-12.
 """
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from flows import Objective
-from flows.norms import batch_norm, exact_norms, instance_norm, layer_norm
+from flows.objective.norms import batch_norm, exact_norms, instance_norm, layer_norm
 
 DT = torch.float64
 GEN = torch.Generator().manual_seed(0)
@@ -149,7 +149,7 @@ def test_a_kernel_called_past_the_functional_layer_is_refused_naming_the_layer()
 
 
 def test_decomposed_instance_norm_is_the_same_function():
-    from flows.norms import decomposed_norms
+    from flows.objective.norms import decomposed_norms
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv1d(2, 4, 3), torch.nn.InstanceNorm1d(4, affine=True),

@@ -175,7 +175,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="scalar"):
         Objective.from_function(lambda t: t ** 2, dim=3)
     obj = Objective.from_module(model, _half_mse, (x, y))
-    with pytest.raises(ValueError, match=r"shape \(%d,\)" % obj.dim):
+    with pytest.raises(ValueError, match=rf"shape \({obj.dim},\)"):
         obj.grad(torch.zeros(obj.dim + 1, dtype=torch.float64))
     with pytest.raises(TypeError, match="floating point"):
         obj.loss(torch.zeros(obj.dim, dtype=torch.int64))
@@ -207,7 +207,7 @@ def test_bad_inputs_raise_clear_errors():
 def test_compiled_loss_matches_eager_and_failures_fall_back():
     import warnings
 
-    from experiments.datasets import fc_tanh, teacher_student
+    from models import fc_tanh, teacher_student
 
     x, y = teacher_student(n=32, d_in=4, d_out=2, width=6)
     model = fc_tanh((4, 8, 2), dtype=torch.float64)

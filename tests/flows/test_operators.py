@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from flows.operators import HessianOperator, MatrixOperator
+from flows.curvature.operators import MatrixOperator
+from flows.objective.hessian import HessianOperator
 
 
 def _energy(objective):

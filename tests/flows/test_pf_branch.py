@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from flows import gradient_descent, integrate, pf_coefficient, toys
-from flows.fields import LogBranch, pf
+from flows import gradient_descent, integrate, pf_coefficient
+from flows.dynamics.fields import LogBranch, pf
+from flows.objective import toys
 
 # the cubic toy from (0.6, 0.5) at h = 0.5: hλ starts at 1.20 > 1, the complex PF state's eigenvalues
 # cross the cut on their way back below 1, while GD converges

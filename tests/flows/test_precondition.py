@@ -4,8 +4,17 @@ import pytest
 import torch
 from torch import nn
 
-from flows import (EigenTracker, Objective, OptimizerController, PreconditionedSharpness, gradient_descent,
-                   objective_preconditioner, preconditioner_from, sharpness, stability_threshold, top_eigenpairs)
+from analysis import OptimizerController, PreconditionedSharpness
+from flows import (
+    EigenTracker,
+    Objective,
+    gradient_descent,
+    objective_preconditioner,
+    preconditioner_from,
+    sharpness,
+    stability_threshold,
+    top_eigenpairs,
+)
 
 
 def _dense_hessian(obj, model, data, theta):

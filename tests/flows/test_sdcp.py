@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from flows.sdcp import project_psd, solve_sdcp
+from flows.dynamics.sdcp import project_psd, solve_sdcp
 
 
 def _instance(k, rank, seed):

@@ -145,7 +145,7 @@ def test_bad_inputs():
 
 @pytest.mark.parametrize("dim", [5, 400])
 def test_a_non_finite_hessian_is_an_error_on_both_paths(dim):
-    from flows.spectrum import NonFiniteSpectrumError
+    from flows.curvature.spectrum import NonFiniteSpectrumError
 
     obj = Objective.from_function(lambda t: (t ** 2).sum() * torch.tensor(float("nan"), dtype=t.dtype), dim,
                                   theta0=torch.ones(dim, dtype=torch.float64))
@@ -161,8 +161,8 @@ def test_a_non_finite_hessian_is_an_error_on_both_paths(dim):
     ("repeated eigenvalue", np.r_[[4.0, 4.0, 4.0], np.linspace(0, 2, 397)], 3, "LA"),
 ])
 def test_lanczos_recovers_constructed_spectra(name, eigenvalues, k, which, constructed):
-    from flows.operators import MatrixOperator
-    from flows.spectrum import symmetric_eigenpairs
+    from flows.curvature.operators import MatrixOperator
+    from flows.curvature.spectrum import symmetric_eigenpairs
 
     a = constructed(eigenvalues)
     op = MatrixOperator(a)
@@ -180,8 +180,8 @@ def test_lanczos_recovers_constructed_spectra(name, eigenvalues, k, which, const
 
 
 def test_an_exhausted_budget_reports_honest_residuals(constructed):
-    from flows.operators import MatrixOperator
-    from flows.spectrum import symmetric_eigenpairs
+    from flows.curvature.operators import MatrixOperator
+    from flows.curvature.spectrum import symmetric_eigenpairs
 
     a = constructed(np.r_[[1.0, 1.0 - 1e-6], np.linspace(0, 0.999, 998)])
     pairs = symmetric_eigenpairs(MatrixOperator(a), 2, "LA", tol=1e-12, max_matvecs=40)

@@ -6,9 +6,16 @@ import pytest
 import torch
 from torch import nn
 
+from analysis.controllers.stochastic import SGDController
+from analysis.monitors.sharpness import BatchSharpness
 from flows import Objective, gradient_descent
-from flows.stochastic import (BatchSharpness, MiniBatches, SGDController, batch_sharpness, gradient_noise_scale,
-                              minibatch_sharpness, piece_grad_and_hvp)
+from flows.curvature.stochastic import (
+    MiniBatches,
+    batch_sharpness,
+    gradient_noise_scale,
+    minibatch_sharpness,
+    piece_grad_and_hvp,
+)
 
 
 def _setup(n=10, seed=0):

@@ -5,17 +5,17 @@ The finite-difference oracle: zᵀ∇(uᵢᵀHuⱼ) ≈ (uᵢᵀH(θ+εz)uⱼ �
 with H·u from the objective's own HVPs, which are themselves checked against dense Hessians elsewhere.
 The networks include a LayerNorm (the central-flows authors report wrong third derivatives through
 PyTorch's fused LayerNorm: confirmed here with torch 2.13, and the same for the fused BatchNorm) and a
-train-mode BatchNorm: as they are (rerouted by :mod:`flows.norms`) and through
-:func:`flows.modules.decomposed_norms`.
+train-mode BatchNorm: as they are (rerouted by :mod:`flows.objective.norms`) and through
+:func:`flows.objective.modules.decomposed_norms`.
 """
 import pytest
 import torch
+from models import teacher_student
 from torch import nn
 
-from experiments.datasets import teacher_student
 from flows import Objective
-from flows.autodiff import pair_indices
-from flows.modules import decomposed_norms
+from flows.objective.autodiff import pair_indices
+from flows.objective.modules import decomposed_norms
 
 
 def _images(n=24, seed=0):
@@ -82,8 +82,8 @@ def test_quadratic_has_none_and_bad_shapes_are_refused():
 
 @pytest.mark.parametrize("name", ["layernorm", "batchnorm"])
 def test_fused_norm_layers_give_their_decompositions_third_derivatives(name):
-    """The fused kernels are rerouted to elementary ops for third derivatives (flows.norms): the layer as it is
-    and its decomposition give the same function and the same third derivatives."""
+    """The fused kernels are rerouted to elementary ops for third derivatives (flows.objective.norms): the layer as it
+    is and its decomposition give the same function and the same third derivatives."""
     model, loss, data = _model(name)
     fused = Objective.from_module(model, loss, data, mode="train")
     plain = Objective.from_module(decomposed_norms(model), loss, data, mode="train")

@@ -1,9 +1,10 @@
 """Every toy's autograd gradient/Hessian against its hand-written closed form, real and complex."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from flows import toys
+from flows.objective import toys
 
 coords = st.floats(min_value=-2.0, max_value=2.0, allow_nan=False)
 

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from flows import hessian_trace, parameter_eigenpairs, trace
-from flows.operators import MatrixOperator, SubsetOperator
-
+from flows.curvature.operators import MatrixOperator, SubsetOperator
 
 
 @pytest.mark.parametrize("method", ["hutchinson", "hutch++"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flows import Trajectory
-from flows.trajectory import TrajectoryFileError
+from flows.records.trajectory import TrajectoryFileError
 
 
 def _saved(tmp_path, states="full", complex_states=False):

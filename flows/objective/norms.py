@@ -161,7 +161,7 @@ _ROUTES: dict[Any, Callable[..., Tensor]] = {
 class ExactNorms(TorchFunctionMode):
     """A ``TorchFunctionMode`` under which layer, batch and instance normalisation (modules, ``F.`` and
     ``torch.`` forms) run as elementary ops, so that derivatives of every order are right
-    (:mod:`flows.norms`). Other calls pass through unchanged."""
+    (:mod:`flows.objective.norms`). Other calls pass through unchanged."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         route = _ROUTES.get(func)

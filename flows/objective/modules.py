@@ -374,5 +374,5 @@ def split_batches(data, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
     return batches
 
 
-# moved to flows.norms (kept importable from here)
+# moved to flows.objective.norms (kept importable from here)
 from .norms import PlainBatchNorm, PlainLayerNorm, decomposed_norms  # noqa: E402,F401

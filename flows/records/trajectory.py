@@ -14,13 +14,15 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 
-STATE_MODES = ("full", "projection", "none")
+from ..validate import States
+
+STATE_MODES = get_args(States)
 FORMAT_VERSION = 1
 
 

@@ -22,8 +22,8 @@ name                   dθ/dt                                                   
                                                                                        in expectation
 ====================== =============================================================== ==========
 
-The central flow (:mod:`flows.central`, Cohen, Damian et al., ICLR 2025) models GD's *time-averaged* path at the
-edge of stability rather than its iterates.
+The central flow (:mod:`flows.dynamics.central`, Cohen, Damian et al., ICLR 2025) models GD's *time-averaged* path at
+the edge of stability rather than its iterates.
 
 The principal flow (PF) is complex when some hλ > 1: log(1−x) = log|1−x| + iπ.
 :func:`pf` then accepts complex θ, where g and H are the analytic continuations.
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..curvature.spectrum import EigenTracker, top_eigenpairs
+from ..objective.objective import Objective
 from .central import CentralState, central
-from .objective import Objective
-from .spectrum import EigenTracker, top_eigenpairs
 
 KILL_FLOOR = 1e-12  # |1 − hλ| is floored here: hλ = 1 (a one-step kill in GD) decays by 1e-12 per step h
 
@@ -271,7 +271,7 @@ def heavy_ball(objective: Objective, theta: Tensor, lr: float, *, momentum: floa
     displacement δ(θ) = −hg/(1−β) − βh²Hg/(1−β)³ + O(h³) matched to the flow's
     Taylor series. Against GD at the effective rate h/(1−β), whose regulariser is (h/(4(1−β)))‖∇E‖², the
     regulariser is (1+β)/(1−β) times stronger: Ghosh et al. 2023 (arXiv 2302.00849). β = 0 gives IGR. Local
-    error O(h³) from a point on the manifold (:func:`flows.integrate.heavy_ball_local_error`).
+    error O(h³) from a point on the manifold (:func:`flows.dynamics.integrate.heavy_ball_local_error`).
     """
     beta = _check_momentum(momentum)
     g, hg = objective.grad_and_hessian_grad(theta)
@@ -286,8 +286,8 @@ def sgd_modified(objective: Objective, theta: Tensor, lr: float, *, epoch: Objec
         θ' = −∇E_SGD,   E_SGD = E + (h/4m) Σₖ ‖∇E_k‖²,   i.e. θ' = −ḡ − (h/2m) Σₖ H_k g_k,
 
     with E_k the k-th batch's loss and E = Σₖ E_k/m. ``epoch`` is an Objective whose m pieces are E_k/m
-    (:meth:`flows.stochastic.MiniBatches.epoch`); ``objective`` is not read (the loss is the epoch's own). Flow
-    time t = n·h for n SGD steps: one epoch is t = m·h.
+    (:meth:`flows.curvature.stochastic.MiniBatches.epoch`); ``objective`` is not read (the loss is the epoch's own).
+    Flow time t = n·h for n SGD steps: one epoch is t = m·h.
     """
     m = len(epoch.pieces)
     epoch.check_second_order(theta)
@@ -316,7 +316,7 @@ def _branch_option(options: dict) -> dict:
 
 
 def _central_option(options: dict) -> dict:
-    """central: the caller's settings become one :class:`~flows.central.CentralState` per path."""
+    """central: the caller's settings become one :class:`~flows.dynamics.central.CentralState` per path."""
     return {"state": CentralState(**options)}
 
 

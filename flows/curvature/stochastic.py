@@ -26,10 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .gd import StepContext, StepDecision
-from .objective import Objective
+from ..objective.objective import Objective
 from .spectrum import EigenTracker
-from .trajectory import Recorder
 
 
 @dataclass
@@ -175,57 +173,3 @@ def gradient_noise_scale(batches: MiniBatches, theta: Tensor, full_gradient: Ten
 MEASURES = ("batch_sharpness", "minibatch_sharpness", "gradient_noise_scale")
 
 
-class BatchSharpness:
-    """A ``gradient_descent`` callback recording, every ``every`` steps at θₙ, each of ``measures`` and its standard
-    error as ``<measure>`` and ``<measure>_se`` (:func:`batch_sharpness`, :func:`minibatch_sharpness`,
-    :func:`gradient_noise_scale`; the full-batch λ_max is ``gradient_descent(sharpness_every=...)``'s)."""
-
-    def __init__(self, batches: MiniBatches, every: int = 10, rel_error: float = 0.05, max_samples: int = 256,
-                 measures: tuple[str, ...] = ("batch_sharpness",)) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        unknown = sorted(set(measures) - set(MEASURES))
-        if unknown or not measures:
-            raise ValueError(f"measures must be a non-empty subset of {MEASURES}, got {measures!r}")
-        self.batches, self.every, self.rel_error, self.max_samples = batches, every, rel_error, max_samples
-        self.measures = tuple(measures)
-
-    def __call__(self, ctx: StepContext, rec: Recorder) -> None:
-        if ctx.step % self.every:
-            return
-        row = len(rec.times) - 1
-        for name in self.measures:
-            if name == "batch_sharpness":
-                est = batch_sharpness(self.batches, ctx.theta, rel_error=self.rel_error, max_samples=self.max_samples)
-            elif name == "minibatch_sharpness":
-                est = minibatch_sharpness(self.batches, ctx.theta, rel_error=self.rel_error,
-                                          max_samples=min(self.max_samples, 64))
-            else:
-                est = gradient_noise_scale(self.batches, ctx.theta, ctx.grad, rel_error=self.rel_error,
-                                           max_samples=self.max_samples)
-            rec.set_metric(name, row, est.mean)
-            rec.set_metric(f"{name}_se", row, est.standard_error)
-
-
-class SGDController:
-    """SGD through ``gradient_descent``: each step uses the next batch of the current epoch (direction g_B), a new
-    shuffle when an epoch ends; ``epoch_ends`` lists the steps after which an epoch finished."""
-
-    def __init__(self, batches: MiniBatches) -> None:
-        self.batches = batches
-        self._epoch: Objective | None = None
-        self._next = 0
-        self.evaluations = 0
-        self.epoch_ends: list[int] = []
-
-    def hyperparameters(self) -> dict:
-        return {"batch_size": self.batches.batch_size}
-
-    def decide(self, ctx: StepContext) -> StepDecision:
-        if self._epoch is None or self._next == len(self._epoch.pieces):
-            self._epoch, self._next = self.batches.epoch(), 0
-        g = piece_grad(self._epoch, self._next, ctx.theta)
-        self._next += 1
-        if self._next == len(self._epoch.pieces):
-            self.epoch_ends.append(ctx.step)
-        return StepDecision(ctx.lr, direction=g, info={"batch": float(self._next - 1)})

@@ -12,7 +12,7 @@ default 4, the stability linearised over one substep),
     X ⪰ 0,   (2/η)I − M − dt·dM/dt ⪰ 0,   ⟨X, (2/η)I − M − dt·dM/dt⟩ = 0,
 
 where dM_ij/dt = ⟨tᵢⱼ, dθ/dt⟩ and tᵢⱼ = ∇(uᵢᵀHuⱼ) (:meth:`Objective.third_derivatives`). Written out, that is
-the SDCP of :func:`flows.sdcp.solve_sdcp` with
+the SDCP of :func:`flows.dynamics.sdcp.solve_sdcp` with
 
     A = (2/η)I − M + dt·η·[⟨tᵢⱼ, ∇E⟩],    B[X]ᵢⱼ = dt·(η/2)·Σₗₘ ⟨tᵢⱼ, tₗₘ⟩ Xₗₘ.
 
@@ -25,20 +25,20 @@ from __future__ import annotations
 
 import math
 import warnings
-from time import perf_counter
 from dataclasses import dataclass, field
+from time import perf_counter
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .autodiff import pair_indices
-from .gd import Progress, _progress
-from .objective import Objective
+from ..curvature.spectrum import EigenTracker
+from ..objective.autodiff import pair_indices
+from ..objective.objective import Objective
+from ..progress import Progress, progress_bar
+from ..records.trajectory import check_memory, record_bytes
 from .sdcp import solve_sdcp
-from .spectrum import EigenTracker
-from .trajectory import check_memory, record_bytes
 
 
 @dataclass
@@ -285,7 +285,7 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
                             sharpness=np.full(n, np.nan), critical=np.zeros(n, dtype=int),
                             infeasibility=np.zeros(n), complementarity=np.zeros(n), k=np.zeros(n, dtype=int))
     states = [theta.clone()] if keep_states else []
-    bar = _progress(steps, progress, "central flow")
+    bar = progress_bar(steps, progress, "central flow")
     where: dict[str, Any] = {"theta": theta, "recorded": 0}
     try:
         _run(objective, theta, lr, state, steps, out, states, bar, where)

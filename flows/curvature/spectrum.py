@@ -3,7 +3,7 @@
 ``top_eigenpairs(objective, θ, k)`` returns the k extreme eigenpairs of
 H = ∇²E(θ). Two solvers sit in a registry keyed by name:
 
-* ``"lanczos"`` — thick-restart Lanczos (:mod:`flows.lanczos`): one HVP per
+* ``"lanczos"`` — thick-restart Lanczos (:mod:`flows.curvature.lanczos`): one HVP per
   step on a retained gradient graph (:class:`HessianOperator`), full
   reorthogonalisation against a basis stored by rows, Ritz values from the
   small projected matrix on the host and residuals ‖Hu − θu‖ from the Lanczos
@@ -20,18 +20,18 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..objective.objective import Objective
+from ..validate import Which
 from .lanczos import NonFiniteSpectrumError, ThickRestartLanczos
-from .objective import Objective
 from .precondition import PreconditionedOperator, check_preconditioner
 
-WHICH = ("LA", "SA", "LM")
+WHICH = get_args(Which)
 DENSE_MAX_DIM = 300
 
 
@@ -125,12 +125,12 @@ def symmetric_eigenpairs(
     verify: bool = True,
 ) -> Eigenpairs:
     """The k extreme eigenpairs of any symmetric operator, with multiplicity, by thick-restart Lanczos
-    (:mod:`flows.lanczos`) and a verified restart.
+    (:mod:`flows.curvature.lanczos`) and a verified restart.
 
     ``op`` behaves like a (D, D) matrix: ``op.shape``, ``op.dtype``, ``op.device``, ``op @ v`` for v of
-    shape (D,), and a ``matvecs`` counter (a :class:`~flows.operators.HessianOperator`, or a
-    :class:`~flows.operators.MatrixOperator` for a dense matrix). ``v0`` (D,) or (D, p) is a warm start (previous
-    eigenvectors): multiplied as one block, then extended Davidson-style; ``release`` is
+    shape (D,), and a ``matvecs`` counter (a :class:`~flows.objective.hessian.HessianOperator`, or a
+    :class:`~flows.curvature.operators.MatrixOperator` for a dense matrix). ``v0`` (D,) or (D, p) is a warm start
+    (previous eigenvectors): multiplied as one block, then extended Davidson-style; ``release`` is
     called once the products are done, before the Ritz vectors are formed (to free a retained graph first).
 
     **Multiplicity.** The Krylov space of one start vector holds one copy of each eigenvalue: a repeated λ
@@ -307,7 +307,7 @@ def parameter_eigenpairs(objective: Objective, theta: Tensor, parameters: Any, k
                          tol: float = 1e-3, **options: Any) -> Eigenpairs:
     """Top eigenpairs of the Hessian block H_SS of the named ``parameters`` (exact names or module prefixes):
     the curvature of one layer, say (``values[0]`` is that layer's sharpness). Vectors have |S| entries.
-    Lanczos on :class:`~flows.operators.SubsetOperator` (one full HVP per product, the model never copied)."""
+    Lanczos on :class:`~flows.curvature.operators.SubsetOperator` (one full HVP per product, the model never copied)."""
     from .operators import SubsetOperator
 
     if objective.layout is None:
@@ -327,7 +327,7 @@ def parameter_eigenpairs(objective: Objective, theta: Tensor, parameters: Any, k
 def ggn_eigenpairs(objective: Objective, theta: Tensor, k: int = 1, which: str = "LA", tol: float = 1e-3,
                    **options: Any) -> Eigenpairs:
     """Top eigenpairs of the generalised Gauss–Newton matrix G = Σᵢ Jᵢᵀ H_out,i Jᵢ (D, D) at θ: Lanczos on
-    :class:`~flows.operators.GGNOperator` (one jvp, an output-space HVP and one vjp per product; no second
+    :class:`~flows.curvature.operators.GGNOperator` (one jvp, an output-space HVP and one vjp per product; no second
     derivative of the network). ``values[0]`` is the GGN's λ_max, which equals the Hessian's where the residual
     term Σ ∂ℓ/∂f · ∇²f vanishes (at an interpolating minimum of MSE, say). Options as for
     :func:`symmetric_eigenpairs` (``v0`` for a warm start)."""
@@ -378,7 +378,7 @@ def top_eigenpairs(
             ``extras["spare"]``, a cheap enlargement of the next warm start.
         preconditioner: P's diagonal, (D,) positive, or a positive scalar (P = pI): the pairs are then those of
             S = P^{-1/2} H P^{-1/2}, whose eigenvalues are those of P⁻¹H (the preconditioned sharpness of an
-            adaptive method, :mod:`flows.precondition`); eigenvectors of P⁻¹H are P^{-1/2} w. Residuals and
+            adaptive method, :mod:`flows.curvature.precondition`); eigenvectors of P⁻¹H are P^{-1/2} w. Residuals and
             ``matvecs`` refer to S (one HVP per product).
         verify: follow the Lanczos solve with verification rounds from fresh starts orthogonal to the vectors
             found, so that repeated eigenvalues are returned as often as they occur
@@ -411,9 +411,8 @@ def top_eigenpairs(
     if not bool(torch.isfinite(theta).all()):
         raise ValueError("theta has non-finite entries: the Hessian spectrum is undefined there")
     _check_budget(max_matvecs)
-    if v0 is not None:
-        if not isinstance(v0, Tensor) or v0.shape[0] != objective.dim or v0.ndim not in (1, 2):
-            raise ValueError(f"v0 must be a tensor of shape ({objective.dim},) or ({objective.dim}, p)")
+    if v0 is not None and (not isinstance(v0, Tensor) or v0.shape[0] != objective.dim or v0.ndim not in (1, 2)):
+        raise ValueError(f"v0 must be a tensor of shape ({objective.dim},) or ({objective.dim}, p)")
     diagonal = None if preconditioner is None else check_preconditioner(
         preconditioner, objective.dim, dtype=theta.dtype, device=theta.device)
     generator = torch.Generator(device=theta.device).manual_seed(seed)

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .gd import check_count, check_positive
-from .spectrum import EigenTracker
-from .trajectory import STATE_MODES
+from ..curvature.spectrum import EigenTracker
+from ..records.trajectory import STATE_MODES
+from ..validate import check_count, check_positive
 
 
 @dataclass(frozen=True)

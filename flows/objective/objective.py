@@ -28,16 +28,26 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import torch
-from torch._C._functorch import is_functorch_wrapped_tensor
 from torch import Tensor
+from torch._C._functorch import is_functorch_wrapped_tensor
 
 from .autodiff import bilinear_third_derivatives, graph_hvp, vjp
 from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
+from .hessian import HessianOperator
 from .layout import ParameterLayout
-from .modules import (ModuleParts, Piece, StatefulLayers, check_deterministic, check_finite, check_scalar,
-                      graph_search, once_differentiable_layers, once_differentiable_nodes, split_batches)
+from .modules import (
+    ModuleParts,
+    Piece,
+    StatefulLayers,
+    check_deterministic,
+    check_finite,
+    check_scalar,
+    graph_search,
+    once_differentiable_layers,
+    once_differentiable_nodes,
+    split_batches,
+)
 from .norms import exact_norms, faulty_third_order_nodes
-from .operators import HessianOperator
 
 HVP_METHODS = ("double_backward", "forward_over_reverse")
 MODES = ("current", "eval", "train")
@@ -208,7 +218,7 @@ class Objective:
                 of the shard sizes, and every sum is all-reduced, so every rank sees full-batch numbers.
 
         BatchNorm's running statistics (never read in train mode, never written), ghost batch norm,
-        shard checks: see :mod:`flows.modules` and :mod:`flows.distributed`. Complex parameters and
+        shard checks: see :mod:`flows.objective.modules` and :mod:`flows.objective.distributed`. Complex parameters and
         non-finite data are refused, naming them.
         """
         _check_module_arguments(model, loss_fn, loss_reduction, mode, stochastic_seed)
@@ -394,7 +404,7 @@ class Objective:
         """∇_θ (vᵀ H(θ) v) with v held fixed, i.e. the contraction D³E(θ)[v, v, ·], shape (D,).
 
         Needed by the third-order modified flow. Triple backward, real θ only; normalisation ops run as
-        elementary ops (:func:`flows.norms.exact_norms`: the fused kernels' third derivatives are wrong).
+        elementary ops (:func:`flows.objective.norms.exact_norms`: the fused kernels' third derivatives are wrong).
         """
         theta = self.check_theta(theta).detach()
         if theta.is_complex():
@@ -420,8 +430,8 @@ class Objective:
 
     def _check_third_order(self, theta: Tensor) -> None:
         """Refuse third derivatives where an op with a wrong third derivative stays on E's graph even under
-        :func:`flows.norms.exact_norms` (e.g. ``torch.ops.aten.native_layer_norm`` called directly), naming the
-        place. The graph is searched once, on the first third-order call."""
+        :func:`flows.objective.norms.exact_norms` (e.g. ``torch.ops.aten.native_layer_norm`` called directly), naming
+        the place. The graph is searched once, on the first third-order call."""
         if self._faulty_third_order is None:
             parts = self.module_parts
             if parts is not None and self.model is not None and self.layout is not None:
@@ -445,7 +455,7 @@ class Objective:
         A custom ``autograd.Function`` whose backward is ``@once_differentiable`` does not make double backward
         fail: its second derivatives are dropped without an error. The graph of E at θ is searched once (the
         first time curvature is asked for) and every such place is named
-        (:func:`flows.modules.once_differentiable_layers`).
+        (:func:`flows.objective.modules.once_differentiable_layers`).
         """
         if self._first_order_only is None:
             leaf = theta.detach()
@@ -505,11 +515,11 @@ class Objective:
     def third_derivatives(self, theta: Tensor, u: Tensor) -> Tensor:
         """The bilinear third derivatives tᵢⱼ = ∇_θ(uᵢᵀ H(θ) uⱼ) = D³E(θ)[uᵢ, uⱼ, ·] for i ≤ j, with the
         vectors uᵢ held fixed: shape (k(k+1)/2, D) for ``u`` of shape (D, k) (columns, e.g. eigenvectors),
-        pairs ordered (0,0), (0,1), …, (0,k−1), (1,1), … (:func:`flows.autodiff.pair_indices`).
+        pairs ordered (0,0), (0,1), …, (0,k−1), (1,1), … (:func:`flows.objective.autodiff.pair_indices`).
 
         One forward pass per micro-batch and three backward passes, two of them batched (over the k columns,
         then over the pairs): the term ½∇⟨H, Σ⟩ of the central flow with Σ = U X Uᵀ is Σᵢⱼ Xᵢⱼ tᵢⱼ / 2.
-        Real θ only; normalisation ops run as elementary ops (:func:`flows.norms.exact_norms`).
+        Real θ only; normalisation ops run as elementary ops (:func:`flows.objective.norms.exact_norms`).
         """
         theta = self.check_theta(theta).detach()
         if theta.is_complex():

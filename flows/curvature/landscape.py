@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .gd import check_count
-from .objective import Objective
-from .trajectory import check_memory
+from ..objective.objective import Objective
+from ..records.trajectory import check_memory
+from ..validate import check_count
 
 PARALLEL_COSINE = 1.0 - 1e-8
 

@@ -11,8 +11,8 @@ For A (D, D) symmetric and Rademacher probes z (entries ±1, E[zzᵀ] = I):
   as network Hessians are.
 
 ``op`` is any operator with ``shape``, ``dtype``, ``device``, ``op @ V`` (V of shape (D, b)) and a ``matvecs``
-counter: a :class:`~flows.operators.HessianOperator`, a :class:`~flows.operators.MatrixOperator`, or a
-:class:`~flows.operators.SubsetOperator` for the curvature of some parameters only.
+counter: a :class:`~flows.objective.hessian.HessianOperator`, a :class:`~flows.curvature.operators.MatrixOperator`, or a
+:class:`~flows.curvature.operators.SubsetOperator` for the curvature of some parameters only.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .gd import check_count
-from .objective import Objective
+from ..objective.objective import Objective
+from ..validate import check_count
 from .operators import SubsetOperator
 
 TRACE_METHODS = ("hutch++", "hutchinson")

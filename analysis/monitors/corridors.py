@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from flows import EigenTracker, Objective, StepContext, Trajectory, top_eigenpairs
-from flows.gd import check_count, check_positive
+from flows.validate import check_count, check_positive
 
-from .events import Segment, segments_from_mask
+from ..events import Segment, segments_from_mask
 
 SCORE_THRESHOLD = 1e-3  # ‖Hg‖ ≤ 0.1% of |λ|max‖g‖
 COS_THRESHOLD = 1 - 1e-6  # successive steps aligned to ~0.08°

@@ -1,121 +1,14 @@
-"""Matrix-like Hessian operators (curvlinops style): ``H @ v``, ``H @ V``, ``to_scipy()``."""
+"""Matrix-like curvature operators (curvlinops style): ``A @ v``, ``A @ V``, a ``matvecs`` counter.
+
+The Hessian itself is ``flows.objective.hessian.HessianOperator``; here are the operators built on it or
+beside it: dense matrices, blocks of parameters, deflation, the Gauss-Newton matrix.
+"""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import numpy as np
 import torch
 from torch import Tensor
 
-from .autodiff import vjp
-
-if TYPE_CHECKING:  # objective imports this module; the type is for hints only
-    from .objective import Objective
-
-
-class HessianOperator:
-    """H = ∇²E(θ) at a fixed θ, shape (D, D), acting on (D,) vectors or (D, m) blocks.
-
-    With ``retain_graph=True`` (default) the gradient graph ∇E(θ) is built
-    once, here, and every product is one extra backward pass through it
-    (≈1.3 gradients per vector on an MLP, against ≈2.3 for a fresh HVP). Call
-    :meth:`release` (or drop the operator) to free that graph. With
-    ``retain_graph=False`` each product recomputes the graph (less memory).
-
-    Attributes:
-        theta: the point, (D,).
-        gradient: ∇E(θ), (D,), a free by-product of building the graph.
-        matvecs: number of Hessian-vector products applied so far.
-    """
-
-    def __init__(self, objective: Objective, theta: Tensor, *, retain_graph: bool = True) -> None:
-        self.objective = objective
-        self.theta = objective.check_theta(theta).detach()
-        objective.check_second_order(self.theta)
-        self.shape = (objective.dim, objective.dim)
-        self.dtype, self.device = self.theta.dtype, self.theta.device
-        self.matvecs = 0
-        self._retain = retain_graph
-        self._leaf: Tensor | None = None
-        self._grads: list[Tensor] = []
-        self.gradient: Tensor | None = None
-        if retain_graph:
-            self._build()
-
-    def _build(self) -> None:
-        leaf = self.theta.clone().requires_grad_(True)
-        grads, total = [], torch.zeros_like(leaf)
-        with torch.enable_grad():
-            for piece in self.objective.pieces:
-                value = piece(leaf)
-                (g,) = torch.autograd.grad(value, leaf, grad_outputs=torch.ones_like(value),
-                                           create_graph=True)
-                if leaf.is_complex():
-                    g = g.conj()
-                grads.append(g)
-                total = total + g.detach()
-        self._leaf, self._grads = leaf, grads
-        self.gradient = self.objective._reduce(total)
-
-    def release(self) -> None:
-        """Free the retained gradient graph."""
-        self._leaf, self._grads = None, []
-
-    def _apply_rows(self, rows: Tensor) -> Tensor:
-        """H applied to each row of ``rows`` ((D,) or (m, D))."""
-        rows = rows.to(device=self.device, dtype=self.dtype)
-        self.matvecs += 1 if rows.ndim == 1 else rows.shape[0]
-        if not self._retain:
-            return self.objective.hvp(self.theta, rows)
-        if self._leaf is None:
-            self._build()
-        out: Tensor | None = None
-        leaf = self._leaf
-        assert leaf is not None  # built just above
-        cplx = leaf.is_complex()
-        for g in self._grads:
-            batched = self.objective.batched_products is not False
-            hv = vjp(g, leaf, rows.conj(), True, batched).conj() if cplx else vjp(g, leaf, rows, True, batched)
-            out = hv if out is None else out + hv  # the first piece's product as it is: no zero buffer
-        assert out is not None  # an objective has at least one piece
-        return self.objective._reduce(out)
-
-    def __matmul__(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"HessianOperator @ x needs a torch.Tensor, got {type(x).__name__}")
-        if x.ndim == 1:
-            if x.shape[0] != self.shape[1]:
-                raise ValueError(f"x must have shape ({self.shape[1]},), got {tuple(x.shape)}")
-            return self._apply_rows(x)
-        if x.ndim == 2 and x.shape[0] == self.shape[1]:
-            return self._apply_rows(x.T.contiguous()).T
-        raise ValueError(f"x must have shape ({self.shape[1]},) or ({self.shape[1]}, m), got {tuple(x.shape)}")
-
-    def to_dense(self) -> Tensor:
-        """The dense (D, D) matrix (small D only)."""
-        return self @ torch.eye(self.shape[0], dtype=self.dtype, device=self.device)
-
-    def to_scipy(self):
-        """A ``scipy.sparse.linalg.LinearOperator`` (numpy in, numpy out), e.g. for ``eigsh``."""
-        from scipy.sparse.linalg import LinearOperator
-
-        np_dtype = torch.empty((), dtype=self.dtype).numpy().dtype
-
-        def matmat(x: np.ndarray) -> np.ndarray:
-            t = torch.as_tensor(np.ascontiguousarray(x), device=self.device).to(self.dtype)
-            return (self @ t).detach().cpu().numpy()
-
-        def matvec(x: np.ndarray) -> np.ndarray:
-            return matmat(np.asarray(x).reshape(-1))
-
-        return LinearOperator(self.shape, matvec=matvec, rmatvec=matvec, matmat=matmat,
-                              dtype=np_dtype)
-
-    def __repr__(self) -> str:
-        return f"HessianOperator(shape={self.shape}, dtype={self.dtype}, device={self.device})"
-
-
-__all__ = ["HessianOperator"]
+from ..objective.objective import Objective
 
 
 class MatrixOperator:
@@ -244,7 +137,7 @@ class DeflatedOperator:
     value equal to it, never one beyond it in any order (LA, SA or LM); with σ = 0 a positive definite H would
     show a spurious smallest eigenvalue 0.
 
-    The verification pass of :func:`flows.spectrum.symmetric_eigenpairs` runs Lanczos on it from a start
+    The verification pass of :func:`flows.curvature.spectrum.symmetric_eigenpairs` runs Lanczos on it from a start
     vector orthogonal to U: a Krylov space of one vector holds one copy of each eigenvalue, so further copies
     of a repeated eigenvalue (or values hidden from the first start) show up only in a fresh start outside the
     span of the vectors already found. One product of A per product.

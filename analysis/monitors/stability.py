@@ -20,24 +20,16 @@ import numpy as np
 import torch
 from scipy import stats
 
-from flows import EigenTracker, Objective, OptimizerController, StepContext, Trajectory, pf_coefficient, sharpness
-from flows.gd import check_count, check_positive
+from flows import EigenTracker, Objective, StepContext, Trajectory, pf_coefficient, sharpness, stability_threshold
+from flows.validate import check_count, check_positive
 
-from .events import Event, Segment
+from .. import OptimizerController
+from ..events import Event, Segment
 
 BAND = 0.1  # hovering: |λ_max − 2/h| ≤ 10% of 2/h
 HOVER_FRACTION = 0.5  # … for at least half of the measured steps after the crossing
 SPIKE_RELATIVE = 0.01  # a rise of the two-step-averaged loss by > 1% counts as a spike
 SEPARATION_RELATIVE = 0.1  # GD and GF separate when their distance is 10% of the way GD travelled
-
-
-def stability_threshold(lr: float, momentum: float = 0.0) -> float:
-    """2(1+β)/h, the largest stable curvature of GD (β = 0: 2/h)."""
-    lr = check_positive("lr", lr)
-    momentum = check_positive("momentum", momentum, allow_zero=True)
-    if momentum >= 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-    return 2 * (1 + momentum) / lr
 
 
 @dataclass

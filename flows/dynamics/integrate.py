@@ -1,7 +1,7 @@
 """Integrate a flow with torchdiffeq on an output grid, and run GD beside it.
 
 ``integrate(objective, θ0, flow="gf", lr=h, times=...)`` solves θ' = F(θ) from
-:data:`flows.fields.FLOWS`; ``compare(objective, θ0, lr, steps, flows=...)``
+:data:`flows.dynamics.fields.FLOWS`; ``compare(objective, θ0, lr, steps, flows=...)``
 runs GD and each flow on the grid t = n·h and measures their drift
 ‖θ_GD(n) − θ_flow(n·h)‖ and loss gaps per step.
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from time import monotonic
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 import numpy as np
@@ -25,21 +25,22 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from .events import Event
+from ..curvature.spectrum import DENSE_MAX_DIM, EigenTracker, NonFiniteSpectrumError, top_eigenpairs
+from ..objective.objective import Objective
+from ..progress import Progress, progress_bar
+from ..records.events import Event
+from ..records.trajectory import Recorder, Trajectory, reserve_rows
+from ..validate import check_count, check_positive, loss_bound
 from .fields import FLOWS, Flow, LogBranch, get_flow
-from .gd import (Budget, Progress, _initial, _progress, check_count, check_positive, gradient_descent, keep_failure,
-                 loss_bound)
-from .objective import Objective
+from .gd import Budget, _initial, gradient_descent, keep_failure
 from .options import Recording, Solver, Spectrum, resolve
-from .spectrum import DENSE_MAX_DIM, EigenTracker, NonFiniteSpectrumError, top_eigenpairs
-from .trajectory import Recorder, Trajectory, reserve_rows
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 FIXED_METHODS = ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams")
 METHODS = ADAPTIVE_METHODS + FIXED_METHODS
 
 
-class _Diverged(Exception):
+class _DivergedError(Exception):
     pass
 
 
@@ -178,20 +179,20 @@ def integrate(
     """Solve θ' = F_flow(θ; h=lr) from θ0 and record θ at ``times`` (or at t = n·lr, n ≤ steps).
 
     Args:
-        flow: a name in :data:`~flows.fields.FLOWS`: ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``,
+        flow: a name in :data:`~flows.dynamics.fields.FLOWS`: ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``,
             ``pf_topk_igr``, ``central``.
-        solver: a :class:`~flows.options.Solver` (method, rtol/atol, step_size, max_num_steps, chunk);
+        solver: a :class:`~flows.dynamics.options.Solver` (method, rtol/atol, step_size, max_num_steps, chunk);
             ``method`` (also positional) and the other fields are accepted as keyword shorthands.
             ``"auto"``: dopri5 for D ≤ 300, rk4 at the stiffness bound for networks (:func:`default_method`);
             tolerances default by θ's precision (:func:`default_tolerances`); the fixed step defaults to
             min(lr, 1/:func:`stiffness`), with λ_max taken ≥ 2/lr for networks (D > 300).
-        spectrum: a :class:`~flows.options.Spectrum` for the top-k flows (shorthands ``k``, ``tracker``,
+        spectrum: a :class:`~flows.dynamics.options.Spectrum` for the top-k flows (shorthands ``k``, ``tracker``,
             ``eig_tol``, ``eig_refresh``).
-        recording: a :class:`~flows.options.Recording` (shorthands ``states``, ``projection_size``).
+        recording: a :class:`~flows.dynamics.options.Recording` (shorthands ``states``, ``projection_size``).
         flow_options: options of the field, checked against its record: for ``pf``, ``branch`` =
-            ``"principal"`` (default) or ``"continued"`` (:class:`~flows.fields.LogBranch`); for ``pf_topk``,
+            ``"principal"`` (default) or ``"continued"`` (:class:`~flows.dynamics.fields.LogBranch`); for ``pf_topk``,
             ``rest``; for ``central``, ``substeps`` (the SDCP's relaxation time h/substeps), ``critical``,
-            ``track``, ``eig_tol``, ``max_k`` (:class:`~flows.central.CentralState`).
+            ``track``, ``eig_tol``, ``max_k`` (:class:`~flows.dynamics.central.CentralState`).
         max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
         time_budget: wall-clock seconds; then status ``"stopped"``, a ``time_budget`` event, work kept.
         progress: a bar over flow time (None: shown once the call has run for 2 s).
@@ -265,7 +266,7 @@ def _report_branch(branch: LogBranch, config: dict, rec: Recorder) -> None:
                   "from there (see the pf_branch_cut event)", RuntimeWarning, stacklevel=3)
 
 
-class _OutOfTime(Exception):
+class _OutOfTimeError(Exception):
     pass
 
 
@@ -289,7 +290,7 @@ class _FlowRun:
 
     def rhs(self, t: Tensor, y: Tensor) -> Tensor:
         if self.budget.exceeded():
-            raise _OutOfTime()
+            raise _OutOfTimeError()
         self.evals += 1
         self.t = float(t)
         now = monotonic()
@@ -300,9 +301,9 @@ class _FlowRun:
             timed = {"t": self.t} if self.flow.timed else {}
             out = self.pack(self.flow(self.objective, self.unpack(y), self.lr, **timed, **self.options))
         except (NonFiniteSpectrumError, torch.linalg.LinAlgError) as err:  # the state has blown up
-            raise _Diverged(f"eigendecomposition failed at t={self.t:.6g}: {err}") from None
+            raise _DivergedError(f"eigendecomposition failed at t={self.t:.6g}: {err}") from None
         if not bool(torch.isfinite(out).all()):
-            raise _Diverged(f"non-finite vector field at t={self.t:.6g}")
+            raise _DivergedError(f"non-finite vector field at t={self.t:.6g}")
         return out
 
     def record(self, t: float, z: Tensor) -> float:
@@ -321,7 +322,7 @@ class _FlowRun:
         y = self.pack(theta)
         max_loss = loss_bound(max_loss, self.record(float(grid[0]), theta))
         tgrid = grid.to(dtype=theta.real.dtype, device=y.device)
-        self.bar = _progress(float(grid[-1] - grid[0]), progress, flow)
+        self.bar = progress_bar(float(grid[-1] - grid[0]), progress, flow)
         i, step_chunk = 0, chunk
         try:
             with torch.no_grad():
@@ -329,7 +330,7 @@ class _FlowRun:
                     seg = tgrid[i:i + step_chunk + 1]
                     try:
                         sol = odeint(self.rhs, y, seg, method=method, rtol=rtol, atol=atol, options=solver_options)
-                    except _OutOfTime:
+                    except _OutOfTimeError:
                         rec.events.append(Event("time_budget", i, rec.times[-1], {
                                            "reached_time": self.t,
                                            "reason": f"wall-clock budget of {self.budget.seconds} s used up at flow "
@@ -337,7 +338,7 @@ class _FlowRun:
                                                      "are kept up to the last output time"}).to_dict())
                         status = "stopped"
                         break
-                    except (_Diverged, AssertionError) as err:
+                    except (_DivergedError, AssertionError) as err:
                         if len(seg) > 2:  # redo this chunk one grid interval at a time, keeping what can be reached
                             step_chunk = 1
                             continue
@@ -382,7 +383,7 @@ class _FlowRun:
         return len(seg) - 1
 
     def _failure(self, err: Exception, step: int, flow: str) -> str:
-        if isinstance(err, _Diverged):
+        if isinstance(err, _DivergedError):
             self.rec.events.append(Event("divergence", step, self.t, {"reason": str(err)}).to_dict())
             return "diverged"
         # torchdiffeq asserts on 'underflow in dt' and 'max_num_steps exceeded'
@@ -520,7 +521,7 @@ def sgd_epoch_local_error(epoch: Objective, theta: Tensor, lr: float, flow: str 
     batches passed as its ``epoch``; O(h³)) or ``gf`` on the epoch's mean loss (O(h²))."""
     import itertools
 
-    from .stochastic import piece_grad
+    from ..curvature.stochastic import piece_grad
 
     m = len(epoch.pieces)
     if m > 6:

@@ -7,20 +7,21 @@ constant rate), so GD and the flows share one time axis.
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from time import monotonic
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union, runtime_checkable
+from time import monotonic
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from .events import Event
-from .objective import Objective
-from .spectrum import EigenTracker
-from .trajectory import Recorder, Trajectory, reserve_rows
+from ..curvature.spectrum import EigenTracker
+from ..objective.objective import Objective
+from ..progress import Progress, progress_bar
+from ..records.events import Event
+from ..records.trajectory import Recorder, Trajectory, reserve_rows
+from ..validate import check_count, check_positive, loss_bound
 
 
 @dataclass
@@ -42,8 +43,8 @@ class StepContext:
 class StepDecision:
     """A controller's answer: the rate h and optionally a direction d (default g): θ ← θ − h d.
 
-    An optimizer that computes its own step (Adam, RMSProp, momentum SGD: :mod:`flows.optimizers`) gives the
-    whole ``displacement`` Δ instead, θ ← θ − Δ exactly; ``lr`` is then its base rate (recorded, and the h of its
+    An optimizer that computes its own step (Adam, RMSProp, momentum SGD: :mod:`analysis.controllers.optimizers`) gives
+    the whole ``displacement`` Δ instead, θ ← θ − Δ exactly; ``lr`` is then its base rate (recorded, and the h of its
     stability threshold).
     """
 
@@ -58,28 +59,6 @@ class Controller(Protocol):
     """Anything with ``decide(ctx) -> StepDecision | float`` (see ``analysis.controllers``)."""
 
     def decide(self, ctx: StepContext) -> StepDecision | float: ...
-
-
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    """A finite real number > 0 (≥ 0 with ``allow_zero``), else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0 or (value == 0 and not allow_zero):
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def loss_bound(max_loss: float | None, initial_loss: float) -> float:
-    """The divergence bound: ``max_loss``, or 1e12·max(1, |E(θ₀)|) when it is None."""
-    if max_loss is not None:
-        return float(max_loss)
-    return 1e12 * max(1.0, abs(initial_loss)) if math.isfinite(initial_loss) else math.inf
-
-
-def check_count(name: str, value: int, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int ≥ {minimum}, got {value!r}")
-    return value
 
 
 class Budget:
@@ -189,7 +168,7 @@ class _GDRun:
 
     def loop(self, theta: Tensor, steps: int, progress: Progress) -> str:
         """Steps 0..steps; the final status (``complete``, ``diverged``, ``stopped`` or ``interrupted``)."""
-        bar = _progress(steps, progress, "GD")
+        bar = progress_bar(steps, progress, "GD")
         try:
             for n in range(steps + 1):
                 theta, status = self.step(n, theta, last=n == steps)
@@ -296,77 +275,8 @@ def _initial(objective: Objective, theta0: Tensor | None, *, real: bool = False)
     return theta
 
 
-class _NoBar:
-    def update(self, n: float = 1) -> None:
-        pass
-
-    def set_postfix(self, **_: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _measure(objective: Objective, theta: Tensor, step: int) -> dict[str, float]:
     loss, grad = objective.loss_and_grad(theta)
     return {"loss": float(loss), "grad_norm": float(torch.linalg.vector_norm(grad)), "step": step}
 
 
-Progress = Union[bool, None, str]
-"""``True``: a bar; ``None``: a bar once a call has run 2 s; ``False``: nothing; ``"log"``: a line on stdout at
-most once a minute (for output that goes to a log file, where a bar would be one endless line)."""
-
-LOG_EVERY = 60.0
-
-
-class _LogLines:
-    """Progress as occasional stdout lines: "driftlab [HH:MM:SS] GD: 120/300 (40%), 1.1 min"."""
-
-    def __init__(self, total: float, desc: str) -> None:
-        self.total, self.desc, self.n, self.postfix = total, desc, 0.0, ""
-        self.start = self.last = monotonic()
-
-    def update(self, n: float = 1) -> None:
-        self.n += n
-        self._maybe_print()
-
-    def set_postfix(self, refresh: bool = True, **values: object) -> None:
-        self.postfix = "".join(f", {k}={v}" for k, v in values.items())
-        self._maybe_print()
-
-    def _maybe_print(self) -> None:
-        now = monotonic()
-        if now - self.last >= LOG_EVERY:
-            self.last = now
-            share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
-            progress_line(f"{self.desc}: {self.n:g}/{self.total:g}{share}, {(now - self.start) / 60:.1f} min"
-                          f"{self.postfix}")
-
-    def close(self) -> None:
-        pass
-
-
-def progress_line(message: str) -> None:
-    """One progress line on stdout, flushed: "driftlab [HH:MM:SS] message"."""
-    print(f"driftlab [{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def check_progress(progress: object) -> Progress:
-    """``progress`` as given when it is one of :data:`Progress`'s values, else a ValueError naming them."""
-    if progress is True or progress is False or progress is None or progress == "log":
-        return progress
-    raise ValueError(f"progress must be True, False, None or 'log', got {progress!r}")
-
-
-def _progress(total: float, enabled: Progress, desc: str):
-    """A tqdm bar on stderr; ``enabled=None`` shows it only once the loop has run for 2 s (see :data:`Progress`)."""
-    enabled = check_progress(enabled)
-    if enabled is False:
-        return _NoBar()
-    if enabled == "log":
-        return _LogLines(total, desc)
-    from tqdm.auto import tqdm
-
-    auto = enabled is None  # quiet for short calls, and at most one line a second in a log
-    return tqdm(total=round(total, 6), desc=desc, leave=False, delay=2.0 if auto else 0.0,
-                mininterval=1.0 if auto else 0.1)

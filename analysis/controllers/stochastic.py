@@ -1,0 +1,34 @@
+"""Mini-batch SGD through ``gradient_descent``'s runner: θ ← θ − h g_B, one fresh shuffle per epoch.
+
+One epoch is a fresh shuffle cut into ⌊N/b⌋ batches (the remainder dropped); the full-batch loss is recorded
+per step, so SGD is recorded like GD.
+"""
+from __future__ import annotations
+
+from flows.curvature.stochastic import MiniBatches, piece_grad
+from flows.dynamics.gd import StepContext, StepDecision
+from flows.objective.objective import Objective
+
+
+class SGDController:
+    """SGD through ``gradient_descent``: each step uses the next batch of the current epoch (direction g_B), a new
+    shuffle when an epoch ends; ``epoch_ends`` lists the steps after which an epoch finished."""
+
+    def __init__(self, batches: MiniBatches) -> None:
+        self.batches = batches
+        self._epoch: Objective | None = None
+        self._next = 0
+        self.evaluations = 0
+        self.epoch_ends: list[int] = []
+
+    def hyperparameters(self) -> dict:
+        return {"batch_size": self.batches.batch_size}
+
+    def decide(self, ctx: StepContext) -> StepDecision:
+        if self._epoch is None or self._next == len(self._epoch.pieces):
+            self._epoch, self._next = self.batches.epoch(), 0
+        g = piece_grad(self._epoch, self._next, ctx.theta)
+        self._next += 1
+        if self._next == len(self._epoch.pieces):
+            self.epoch_ends.append(ctx.step)
+        return StepDecision(ctx.lr, direction=g, info={"batch": float(self._next - 1)})

@@ -1,0 +1,2 @@
+"""The dynamics: the ``Flow`` records (vector fields), their options, ODE integration, the GD runner, the
+central flow and its SDCP."""

@@ -1,0 +1,7 @@
+"""The objective E(θ) on one flat parameter vector: from functions and modules, layouts, data-parallel
+reduction, autodiff helpers, exact norm layers, the Hessian operator, and the named analytic toys."""
+from . import toys
+from .hessian import HessianOperator
+from .objective import HVP_METHODS, Objective
+
+__all__ = ["Objective", "HVP_METHODS", "HessianOperator", "toys"]

@@ -1,0 +1,80 @@
+"""Progress output for long calls: a tqdm bar on stderr, or a line on stdout at most once a minute.
+
+Every runner takes ``progress`` (see :data:`Progress`); nothing in driftlab runs for minutes without showing it.
+"""
+from __future__ import annotations
+
+import time
+from time import monotonic
+
+
+class _NoBar:
+    def update(self, n: float = 1) -> None:
+        pass
+
+    def set_postfix(self, **_: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+Progress = bool | None | str
+"""``True``: a bar; ``None``: a bar once a call has run 2 s; ``False``: nothing; ``"log"``: a line on stdout at
+most once a minute (for output that goes to a log file, where a bar would be one endless line)."""
+
+
+LOG_EVERY = 60.0
+
+
+class _LogLines:
+    """Progress as occasional stdout lines: "driftlab [HH:MM:SS] GD: 120/300 (40%), 1.1 min"."""
+
+    def __init__(self, total: float, desc: str) -> None:
+        self.total, self.desc, self.n, self.postfix = total, desc, 0.0, ""
+        self.start = self.last = monotonic()
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        self._maybe_print()
+
+    def set_postfix(self, refresh: bool = True, **values: object) -> None:
+        self.postfix = "".join(f", {k}={v}" for k, v in values.items())
+        self._maybe_print()
+
+    def _maybe_print(self) -> None:
+        now = monotonic()
+        if now - self.last >= LOG_EVERY:
+            self.last = now
+            share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+            progress_line(f"{self.desc}: {self.n:g}/{self.total:g}{share}, {(now - self.start) / 60:.1f} min"
+                          f"{self.postfix}")
+
+    def close(self) -> None:
+        pass
+
+
+def progress_line(message: str) -> None:
+    """One progress line on stdout, flushed: "driftlab [HH:MM:SS] message"."""
+    print(f"driftlab [{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def check_progress(progress: object) -> Progress:
+    """``progress`` as given when it is one of :data:`Progress`'s values, else a ValueError naming them."""
+    if progress is True or progress is False or progress is None or progress == "log":
+        return progress
+    raise ValueError(f"progress must be True, False, None or 'log', got {progress!r}")
+
+
+def progress_bar(total: float, enabled: Progress, desc: str):
+    """A tqdm bar on stderr; ``enabled=None`` shows it only once the loop has run for 2 s (see :data:`Progress`)."""
+    enabled = check_progress(enabled)
+    if enabled is False:
+        return _NoBar()
+    if enabled == "log":
+        return _LogLines(total, desc)
+    from tqdm.auto import tqdm
+
+    auto = enabled is None  # quiet for short calls, and at most one line a second in a log
+    return tqdm(total=round(total, 6), desc=desc, leave=False, delay=2.0 if auto else 0.0,
+                mininterval=1.0 if auto else 0.1)
