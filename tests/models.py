@@ -1,7 +1,7 @@
 """The small models and data sets that the tests of ``flows`` and ``analysis`` use.
 
 These tests never import ``experiments`` (the layers below it are tested on their own), so the few zoo pieces
-they need are written here once more, the same constructions as ``experiments.datasets`` (same seeds, same
+they need are written here once more, the same constructions as ``experiments.zoo.datasets`` (same seeds, same
 numbers): a change to the experiments' zoo cannot move a threshold of an engine test.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ driftlab's words."""
 import pytest
 import torch
 
-from experiments.cli import main
+from experiments.cli.main import main
 from flows import Objective, central_flow, gradient_descent, top_eigenpairs
 from flows.objective import toys
 
@@ -25,7 +25,7 @@ def test_infinite_rate_bounds_are_refused(capsys, tmp_path):
 
 @pytest.mark.parametrize("n_train", [0, 100000])
 def test_a_training_set_size_the_data_cannot_give_is_refused(n_train):
-    from experiments.datasets import digits
+    from experiments.zoo.datasets import digits
 
     with pytest.raises(ValueError, match=r"n_train must be an int in \[1, 1500\]"):
         digits(n_train=n_train)

@@ -1,7 +1,7 @@
 """Divergence is an outcome on a real network: event, partial trajectory saved, normal return."""
 import numpy as np
 
-from experiments.datasets import digits_objective
+from experiments.zoo.datasets import digits_objective
 from flows import Trajectory, gradient_descent, integrate
 
 

@@ -18,7 +18,7 @@ from analysis import (
     WNGrad,
     get_controller,
 )
-from experiments.cli import main
+from experiments.cli.main import main
 from flows import (
     FIELDS,
     METHODS,

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from experiments import registry
-from experiments.cli import main
+from experiments.cli import registry
+from experiments.cli.main import main
 from flows import Trajectory
 
 TINY = {
@@ -106,7 +106,7 @@ def test_list_names_every_experiment(capsys):
 
 
 def test_close_rates_get_their_own_units(tmp_path):
-    from experiments.common import number_key
+    from experiments.cli.common import number_key
 
     assert number_key(0.1) == "0.1" and number_key(0.1000001) == "0.1000001" and number_key(2.0) == "2"
     assert number_key(1 / 3) == repr(1 / 3)
@@ -178,7 +178,7 @@ def test_a_run_into_a_log_prints_a_line_per_unit_and_quiet_prints_none(tmp_path,
 
 
 def test_central_flow_toy_compares_smoothed_losses_only_where_the_window_is_two_sided():
-    from experiments.central_flow_toy import interior_steps
+    from experiments.edge_of_stability.central_flow_toy import interior_steps
 
     assert interior_steps(1000, 50.0) == range(200, 801)
     assert len(interior_steps(30, 10.0)) == 0  # too short a run: no row is compared

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from experiments.bench_scaling import measure
+from experiments.benchmarks.scaling import measure
 
 pytestmark = pytest.mark.distributed
 

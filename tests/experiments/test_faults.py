@@ -169,7 +169,7 @@ def test_signal_storms_end_interrupted_with_every_finished_unit(tmp_path, straig
 def test_the_program_ignores_stop_signals_once_its_run_is_over(tmp_path):
     """CPython resets Python signal handlers to SIG_DFL at exit, so a late SIGTERM of a storm used to kill a run that
     had already saved its work (status -15 instead of 130): in program mode the handlers end as SIG_IGN."""
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -183,8 +183,8 @@ def test_the_program_ignores_stop_signals_once_its_run_is_over(tmp_path):
 
 
 def test_signal_while_drawing_figures_leaves_complete_results_and_no_temporary_file(tmp_path, capsys, monkeypatch):
-    from experiments import common
-    from experiments.cli import main
+    from experiments.cli import common
+    from experiments.cli.main import main
 
     out, figs = tmp_path / "out", tmp_path / "figs"
 
@@ -362,7 +362,7 @@ def test_full_disk_is_one_line_and_loses_nothing(tmp_path):
     ([], {"DRIFTLAB_DIST_TIMEOUT": "-5"}, "DRIFTLAB_DIST_TIMEOUT"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, env, message, capsys, monkeypatch):
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -381,7 +381,7 @@ def test_bad_input_is_one_line(tmp_path, args, env, message, capsys, monkeypatch
     ("pf-toys", "step_scale=1e9", "GiB"),
 ])
 def test_bad_settings_of_other_experiments_are_one_line(tmp_path, name, setting, message, capsys):
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     code = main(["run", name, "--out", str(tmp_path / "o"), "--figures", str(tmp_path / "f"), "--quiet",
                  "--set", setting])
@@ -392,7 +392,7 @@ def test_bad_settings_of_other_experiments_are_one_line(tmp_path, name, setting,
 
 @pytest.mark.parametrize("damage", ["list", "no config", "no seed", "completed not a list", "config not a dict"])
 def test_manifests_of_the_wrong_shape_are_one_line(tmp_path, damage, capsys):
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     out = tmp_path / "o"
     assert main(["run", "pf-quadratic", "--out", str(out), "--figures", str(tmp_path / "f"), "--quiet",
@@ -420,7 +420,7 @@ def test_manifests_of_the_wrong_shape_are_one_line(tmp_path, damage, capsys):
 
 
 def test_seed_with_resume_is_refused(tmp_path, capsys):
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     out = tmp_path / "o"
     assert main(["run", "pf-quadratic", "--out", str(out), "--figures", str(tmp_path / "f"), "--quiet", "--seed", "3",
@@ -457,6 +457,6 @@ def test_resume_under_torchrun_with_the_same_launch_command(tmp_path):
 
 
 def _free_port() -> int:
-    from experiments.bench_scaling import _free_port as free
+    from experiments.benchmarks.scaling import _free_port as free
 
     return free()

@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.common import save_figure  # noqa: E402
+from experiments.cli.common import save_figure  # noqa: E402
 
 
 def test_saved_figures_follow_the_umask(tmp_path):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.landscape_digits import choose_moments, plane_directions, square_grid
+from experiments.drift.landscape_digits import choose_moments, plane_directions, square_grid
 
 
 def test_moments_are_half_way_to_the_crossing_the_crossing_and_half_way_to_the_end():

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.cli import main
-from experiments.common import LOCK_NAME
+from experiments.cli.common import LOCK_NAME
+from experiments.cli.main import main
 
 
 def _run(*args: str) -> int:
@@ -99,7 +99,7 @@ DAMAGED_PLANS = ["[[[[" * 50_000 + "]]]]" * 50_000, b"\xff\xfe\x00", '{"seeds": 
 
 @pytest.mark.parametrize("content", DAMAGED_PLANS)
 def test_damaged_seeds_plans_are_named(tmp_path, content):
-    from experiments.seeds import read_plan
+    from experiments.cli.seeds import read_plan
 
     path = tmp_path / "seeds.json"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -108,7 +108,7 @@ def test_damaged_seeds_plans_are_named(tmp_path, content):
 
 
 def test_a_folder_in_place_of_a_manifest_is_named(tmp_path):
-    from experiments.common import read_json
+    from experiments.cli.common import read_json
 
     (tmp_path / "manifest.json").mkdir()
     with pytest.raises(ValueError, match="not a regular file"):

@@ -93,7 +93,7 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_resume_refuses_mismatches(tmp_path, capsys):
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     out = tmp_path / "o"
     assert main(["run", "bea-order", "--out", str(out), "--figures", str(tmp_path / "f"), "--quiet",
@@ -108,7 +108,7 @@ def test_resume_refuses_mismatches(tmp_path, capsys):
 
 
 def test_plot_names_a_truncated_results_file(tmp_path, capsys):
-    from experiments.cli import main
+    from experiments.cli.main import main
 
     out = tmp_path / "o"
     assert main(["run", "pf-toys", "--out", str(out), "--figures", str(tmp_path / "f"), "--quiet",

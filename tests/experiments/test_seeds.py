@@ -5,10 +5,10 @@ import signal
 import pytest
 from test_cli import TINY  # the tiny config of every experiment (test basenames are unique, so this resolves)
 
-from experiments import registry
-from experiments.cli import main
-from experiments.common import ConfigError, read_table
-from experiments.seeds import parse_seeds, summarise_column, summarise_tables
+from experiments.cli import registry
+from experiments.cli.common import ConfigError, read_table
+from experiments.cli.main import main
+from experiments.cli.seeds import parse_seeds, summarise_column, summarise_tables
 
 EOS = ["--set", "lrs=0.2,0.5", "--set", "steps=6", "--set", "sharpness_every=3", "--set", "k=2", "--set",
        "gf_every=3", "--set", "n_train=60", "--set", "widths=64,8,10"]
@@ -57,7 +57,7 @@ def test_a_run_over_seeds_summarises_every_table_and_each_seed_equals_its_single
 
 
 def test_an_interrupted_run_over_seeds_resumes_to_the_same_tables(tmp_path, monkeypatch):
-    from experiments import eos_digits
+    from experiments.edge_of_stability import eos_digits
 
     out = tmp_path / "out"
     original, calls = eos_digits.run, [0]
@@ -101,7 +101,7 @@ def test_bad_seed_requests_are_refused_before_any_run(tmp_path, capsys):
 
 
 def test_a_folder_another_run_over_seeds_holds_is_refused(tmp_path, capsys):
-    from experiments import folder
+    from experiments.cli import folder
 
     out = tmp_path / "out"
     out.mkdir()

@@ -5,8 +5,8 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from experiments.cli import main
-from experiments.threads import pinned_threads
+from experiments.cli.main import main
+from experiments.cli.threads import pinned_threads
 
 
 def test_pinned_threads_reaches_every_pool_and_restores_torch():

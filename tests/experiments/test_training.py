@@ -1,11 +1,11 @@
-"""experiments.training: method specs, the optimum E* by L-BFGS, and the runs' summary rows."""
+"""experiments.zoo.training: method specs, the optimum E* by L-BFGS, and the runs' summary rows."""
 import math
 
 import pytest
 import torch
 
-from experiments.polyak_family import _with_best_constant
-from experiments.training import Problem, controller, fullbatch, minibatch, optimal_loss
+from experiments.step_sizes.polyak_family import _with_best_constant
+from experiments.zoo.training import Problem, controller, fullbatch, minibatch, optimal_loss
 from flows import Objective
 
 
@@ -94,8 +94,8 @@ def test_a_blow_up_ends_as_diverged_in_both_modes():
 
 def test_pf_spikes_says_when_gd_diverged(tmp_path, capsys):
     """At a huge rate GD diverges within a few steps: the table and stderr say so instead of scoring silently."""
-    from experiments.cli import main
-    from experiments.common import read_table
+    from experiments.cli.common import read_table
+    from experiments.cli.main import main
 
     out = tmp_path / "out"
     assert main(["run", "pf-spikes", "--out", str(out), "--figures", str(tmp_path / "f"), "--quiet",

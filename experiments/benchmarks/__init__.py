@@ -1,0 +1,1 @@
+"""Speed benchmarks, each a registered experiment (``driftlab run bench-NAME``)."""

@@ -1,0 +1,1 @@
+"""Step-size figures: the controllers on digits, corridors, the Polyak family, the DAL trade-off."""
