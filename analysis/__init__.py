@@ -6,9 +6,38 @@
 from flows.curvature.precondition import stability_threshold
 
 # controllers
-from .controllers import CONTROLLERS, PAL, Alice, Constant, ControllerOptimizer, CorridorLR, DriftAdjustedLR, OptimizerController, SGDController, StepController, WNGrad, get_controller
+from .controllers import (
+    CONTROLLERS,
+    PAL,
+    Alice,
+    Constant,
+    ControllerOptimizer,
+    CorridorLR,
+    DriftAdjustedLR,
+    OptimizerController,
+    SGDController,
+    StepController,
+    WNGrad,
+    get_controller,
+)
 from .events import Event, Segment, from_dict
-from .monitors import BatchSharpness, CorridorDetector, EoSDetector, EoSReport, Midpoints, PFLossRate, PFStability, PreconditionedSharpness, corridor_score, detect_corridors, detect_edge_of_stability, loss_linearity, loss_rate_agreement, pf_stability, straightness
+from .monitors import (
+    BatchSharpness,
+    CorridorDetector,
+    EoSDetector,
+    EoSReport,
+    Midpoints,
+    PFLossRate,
+    PFStability,
+    PreconditionedSharpness,
+    corridor_score,
+    detect_corridors,
+    detect_edge_of_stability,
+    loss_linearity,
+    loss_rate_agreement,
+    pf_stability,
+    straightness,
+)
 
 __all__ = [
     # controllers

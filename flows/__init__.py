@@ -8,7 +8,14 @@ Sub-packages, from the ground up (each imports only those below it; ``flows`` ne
 from .curvature.density import SpectralDensity, lanczos_quadrature, spectral_density
 from .curvature.landscape import Plane, filter_normalized_direction, interpolate, loss_plane, plane_coordinates
 from .curvature.precondition import objective_preconditioner, preconditioner_from, stability_threshold
-from .curvature.spectrum import Eigenpairs, EigenTracker, ggn_eigenpairs, parameter_eigenpairs, sharpness, top_eigenpairs
+from .curvature.spectrum import (
+    Eigenpairs,
+    EigenTracker,
+    ggn_eigenpairs,
+    parameter_eigenpairs,
+    sharpness,
+    top_eigenpairs,
+)
 from .curvature.trace import TraceEstimate, hessian_trace, trace
 
 # dynamics

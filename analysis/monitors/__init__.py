@@ -8,7 +8,15 @@
 from .corridors import CorridorDetector, corridor_score, detect_corridors, loss_linearity, straightness
 from .midpoint import Midpoints
 from .sharpness import BatchSharpness, PreconditionedSharpness
-from .stability import EoSDetector, EoSReport, PFLossRate, PFStability, detect_edge_of_stability, loss_rate_agreement, pf_stability
+from .stability import (
+    EoSDetector,
+    EoSReport,
+    PFLossRate,
+    PFStability,
+    detect_edge_of_stability,
+    loss_rate_agreement,
+    pf_stability,
+)
 
 __all__ = [
     "CorridorDetector", "corridor_score", "detect_corridors", "loss_linearity", "straightness", "Midpoints",

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from analysis import OptimizerController
+from experiments.benchmarks.harness import command_line
 from experiments.cli.common import print_benchmark, write_benchmark
 from experiments.cli.context import RunContext
 from experiments.cli.threads import pinned_threads
@@ -116,6 +117,4 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from experiments.cli.main import main
-
-    sys.exit(main(["run", "bench-adaptive", *sys.argv[1:]]))
+    sys.exit(command_line("bench-adaptive"))

@@ -27,11 +27,9 @@ the adaptation is stated in the table's notes.
 """
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,16 +37,15 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from experiments.benchmarks.harness import PEERS, Setup, available_peers, command_line, residuals
 from experiments.cli.common import print_benchmark, write_benchmark
 from experiments.cli.context import RunContext
 from experiments.cli.threads import pinned_threads
-from experiments.zoo.anchors import ANCHORS, EOS_ANCHORS, Anchor, anchor
+from experiments.zoo.anchors import ANCHORS, EOS_ANCHORS, anchor
 from flows import EigenTracker, Objective, top_eigenpairs
 
 DESCRIPTION = "driftlab vs PyHessian, hessian-eigenthings, curvlinops: fresh HVP cost and top-10 eigenpairs"
-PEERS = {"pyhessian": "pyhessian", "hessian-eigenthings": "hessian_eigenthings", "curvlinops": "curvlinops"}
 
 
 @dataclass
@@ -74,95 +71,6 @@ class Config:
             raise ValueError("rounds must be ≥ 3, eig_rounds ≥ 1 and min_seconds ≥ 0")
         if not 0 < self.tol < 1 or self.k < 1:
             raise ValueError("tol must be in (0, 1) and k ≥ 1")
-
-
-def available_peers() -> tuple[list[str], list[str]]:
-    """(installed peers, one-line notes for the missing ones)."""
-    have, notes = [], []
-    for name, module in PEERS.items():
-        if importlib.util.find_spec(module) is None:
-            notes.append(f"{name}: not installed, skipped (pip install -e '.[bench]')")
-        else:
-            have.append(name)
-    return have, notes
-
-
-class Setup:
-    """One anchor with driftlab's objectives and each peer's operator built on the same model and data."""
-
-    def __init__(self, a: Anchor, peers: list[str]) -> None:
-        self.anchor, self.model, self.loss_fn, (self.x, self.y) = a, a.model, a.loss_fn, a.data
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.obj = Objective.from_module(self.model, self.loss_fn, a.data, name=a.name)
-            self.fwd = Objective.from_module(self.model, self.loss_fn, a.data, hvp_method="forward_over_reverse")
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        assert self.obj.theta0 is not None  # from_module sets it
-        self.theta: Tensor = self.obj.theta0
-        gen = torch.Generator().manual_seed(0)
-        self.v = torch.randn(self.obj.dim, generator=gen)
-        self.v_list = [c.view_as(p) for c, p in zip(self.v.split([p.numel() for p in self.params]), self.params)]
-        self.notes: list[str] = []
-        self.peers = {name: getattr(self, "_" + name.replace("-", "_"))() for name in peers}
-
-    def _math_kernel(self) -> Any:
-        """Attention on the math kernel for peers (the fused CPU kernel has no second derivative)."""
-        return sdpa_kernel(SDPBackend.MATH)
-
-    def _hessian_eigenthings(self) -> Any:
-        import hessian_eigenthings as he
-
-        return he.HessianOperator(self.model, [(self.x, self.y)], he.supervised_loss(self.loss_fn))
-
-    def _pyhessian(self) -> Any:
-        from pyhessian import hessian
-
-        modes = [(m, m.training) for m in self.model.modules()]
-        ph = hessian(self.model, self.loss_fn, dataloader=[(self.x, self.y)], cuda=False)
-        for m, flag in modes:  # PyHessian calls model.eval() silently; give the model its modes back
-            m.training = flag
-        return ph
-
-    def _curvlinops(self) -> Any:
-        from curvlinops import HessianLinearOperator
-
-        loss = self.loss_fn
-        if not isinstance(loss, torch.nn.Module):  # ½‖f − y‖² averaged over examples = (C/2)·MSELoss(mean)
-            loss = torch.nn.MSELoss(reduction="mean")
-            self.curvlinops_scale = self.y.shape[1] / 2
-            note = "curvlinops: ½-MSE given as nn.MSELoss(mean), products scaled by C/2"
-            self.notes += [note] if note not in self.notes else []
-        else:
-            self.curvlinops_scale = 1.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return HessianLinearOperator(self.model, loss, self.params, [(self.x, self.y)],
-                                         check_deterministic=False)
-
-    def plain_gradient(self) -> Any:
-        with self._math_kernel():
-            return torch.autograd.grad(self.loss_fn(self.model(self.x), self.y), self.params)
-
-    def fresh_products(self) -> dict[str, Callable[[], Any]]:
-        """name → a call that computes one fresh product (or the gradient)."""
-        calls: dict[str, Callable[[], Any]] = {
-            "plain autograd gradient": self.plain_gradient,
-            "driftlab Objective.grad": lambda: self.obj.grad(self.theta),
-            "driftlab hvp (double backward)": lambda: self.obj.hvp(self.theta, self.v),
-            "driftlab hvp (forward-over-reverse)": lambda: self.fwd.hvp(self.theta, self.v),
-        }
-        peer_calls = {"hessian-eigenthings": lambda op: op.matvec(self.v),
-                      "pyhessian": lambda op: op.dataloader_hv_product(self.v_list),
-                      "curvlinops": lambda op: op @ self.v}
-        for name, op in self.peers.items():
-            calls[f"{name} fresh product"] = self._peer_call(peer_calls[name], op)
-        return calls
-
-    def _peer_call(self, call: Callable[[Any], Any], op: Any) -> Callable[[], Any]:
-        def run() -> Any:
-            with self._math_kernel():
-                return call(op)
-        return run
 
 
 def time_fresh(setup: Setup, rounds: int, check: Callable[[], None], min_seconds: float = 20.0) -> list[dict]:
@@ -198,9 +106,7 @@ def time_fresh(setup: Setup, rounds: int, check: Callable[[], None], min_seconds
 
 def relative_residuals(obj: Objective, theta: Tensor, values: Tensor, vectors: Tensor) -> float:
     """max ‖Hu − λu‖/|λ| over the pairs, from fresh driftlab HVPs (vectors as columns, normalised here)."""
-    vectors = vectors / torch.linalg.vector_norm(vectors, dim=0)
-    hv = obj.hvp(theta, vectors.T.contiguous()).T
-    return float((torch.linalg.vector_norm(hv - vectors * values, dim=0) / values.abs()).max())
+    return float(residuals(obj, theta, values, vectors / torch.linalg.vector_norm(vectors, dim=0)).max())
 
 
 Solve = Callable[[], tuple[Tensor, Tensor, int]]  # () → (values (k,), vectors (D, k), HVPs)
@@ -466,6 +372,4 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from experiments.cli.main import main
-
-    sys.exit(main(["run", "bench-anchors", *sys.argv[1:]]))
+    sys.exit(command_line("bench-anchors"))

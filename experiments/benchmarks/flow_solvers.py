@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from experiments.benchmarks.harness import command_line
 from experiments.cli.common import print_benchmark, write_benchmark
 from experiments.cli.context import RunContext
 from experiments.cli.threads import pinned_threads
@@ -198,6 +199,4 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from experiments.cli.main import main
-
-    sys.exit(main(["run", "bench-flows", *sys.argv[1:]]))
+    sys.exit(command_line("bench-flows"))

@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from experiments.benchmarks.anchors import Setup, available_peers
+from experiments.benchmarks.harness import Setup, available_peers, command_line, median_seconds
 from experiments.cli.common import print_benchmark, write_benchmark
 from experiments.cli.context import RunContext
 from experiments.cli.threads import pinned_threads
-from experiments.zoo.anchors import ANCHORS, EOS_ANCHORS, Anchor, _digits_mlp, anchor
+from experiments.zoo.anchors import ANCHORS, EOS_ANCHORS, Anchor, anchor, digits_mlp
 from experiments.zoo.datasets import half_mse
 from flows import SpectralDensity, filter_normalized_direction, hessian_trace, loss_plane, spectral_density
 
@@ -74,7 +74,7 @@ MODELS = (*ANCHORS, *EOS_ANCHORS, "digits-small")
 
 
 def _small_anchor(widths: tuple[int, ...], seed: int) -> Anchor:
-    model, data = _digits_mlp(widths, seed)
+    model, data = digits_mlp(widths, seed)
     model = model.double()
     data = (data[0].double(), data[1].double())
     return Anchor("digits-small", f"fc-tanh {'-'.join(map(str, widths))} (float64), ½-MSE, 1500 digits", model,
@@ -110,15 +110,6 @@ def _exact_moments(dense: Tensor) -> np.ndarray:
     """tr(Hⁿ)/D for n = 0, 1, 2 from the eigenvalues of the dense Hessian."""
     values = torch.linalg.eigvalsh(dense).numpy()
     return np.array([np.mean(values ** n) for n in range(3)])
-
-
-def _timed(call: Callable[[], Any], rounds: int) -> tuple[Any, float]:
-    times, result = [], None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        result = call()
-        times.append(time.perf_counter() - start)
-    return result, statistics.median(times)
 
 
 def _density_methods(setup: Setup, config: Config) -> dict[str, Callable[[], tuple[Any, int]]]:
@@ -194,7 +185,7 @@ def _density_rows(small: Setup, big: Setup, truth: np.ndarray, config: Config, c
             result, _ = _density_methods(small, config)[name]()
             m1, m2 = _moments(result)
             ctx.check()
-            (_, products), seconds = _timed(_density_methods(big, config)[name], config.rounds)
+            (_, products), seconds = median_seconds(_density_methods(big, config)[name], config.rounds)
         except Exception as err:  # noqa: BLE001 - a peer that fails here is reported, not fatal
             if isinstance(err, KeyboardInterrupt):
                 raise
@@ -218,12 +209,12 @@ def _plane_rows(setup: Setup, config: Config, ctx) -> list[dict]:
     d1 = filter_normalized_direction(obj, theta, seed=1)
     d2 = filter_normalized_direction(obj, theta, seed=2)
     axis = np.linspace(-1.0, 1.0, n)
-    batched, t_batched = _timed(lambda: loss_plane(obj, theta, d1, d2, axis, axis), config.rounds)
+    batched, t_batched = median_seconds(lambda: loss_plane(obj, theta, d1, d2, axis, axis), config.rounds)
     ctx.check()
 
     def one_at_a_time() -> np.ndarray:
         return np.array([[float(obj.loss(theta + a * d1 + b * d2)) for b in axis] for a in axis])
-    looped, t_looped = _timed(one_at_a_time, 1)
+    looped, t_looped = median_seconds(one_at_a_time, 1)
     gap = float(np.max(np.abs(batched.values - looped) / np.maximum(np.abs(looped), 1e-30)))
     return [_row("plane", f"driftlab loss_plane (batched), {n}×{n}", products=n * n, seconds=t_batched,
                  target="≤ 10 s", note=f"max rel. difference to the loop {gap:.1e}"),
@@ -317,6 +308,4 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from experiments.cli.main import main
-
-    sys.exit(main(["run", "bench-hessian-kit", *sys.argv[1:]]))
+    sys.exit(command_line("bench-hessian-kit"))

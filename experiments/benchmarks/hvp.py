@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from experiments.benchmarks.harness import command_line
 from experiments.cli.common import print_benchmark, write_benchmark
 from experiments.cli.context import RunContext
 from experiments.cli.threads import pinned_threads
@@ -113,6 +114,4 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from experiments.cli.main import main
-
-    sys.exit(main(["run", "bench-hvp", *sys.argv[1:]]))
+    sys.exit(command_line("bench-hvp"))

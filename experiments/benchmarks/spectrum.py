@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.benchmarks.harness import command_line, residuals
 from experiments.cli.common import print_benchmark, write_benchmark
 from experiments.cli.context import RunContext
 from experiments.cli.threads import pinned_threads
@@ -48,12 +49,6 @@ class Config:
             raise ValueError(f"threads must be ≥ 0, got {self.threads}")
         if self.k < 1 or self.track_steps < 1 or self.warmup_steps < 0:
             raise ValueError("k and track_steps must be ≥ 1, warmup_steps ≥ 0")
-
-
-def residuals(obj: Objective, theta: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor) -> np.ndarray:
-    """‖Hu − λu‖/|λ| for each pair, from fresh HVPs (independent of the solver)."""
-    hv = obj.hvp(theta, vectors.T.contiguous()).T
-    return (torch.linalg.vector_norm(hv - vectors * values, dim=0) / values.abs()).cpu().numpy()
 
 
 class CountingHVP:
@@ -186,6 +181,4 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    from experiments.cli.main import main
-
-    sys.exit(main(["run", "bench-spectrum", *sys.argv[1:]]))
+    sys.exit(command_line("bench-spectrum"))

@@ -142,18 +142,6 @@ def write_table(path: Path, rows: list[dict[str, Any]]) -> str:
     return format_table(rows)
 
 
-def write_benchmark(out: Path, stem: str, header: str, rows: list[dict[str, Any]]) -> None:
-    """Save a benchmark as ``stem.csv`` and ``stem.md`` (header line + Markdown table) in ``out``."""
-    table = write_table(out / f"{stem}.csv", rows)
-    atomic_write(out / f"{stem}.md", lambda fh: fh.write((header + "\n\n" + table + "\n").encode()))
-
-
-def print_benchmark(out: Path, stem: str) -> list[Path]:
-    """A benchmark's ``plot``: no figure, print the saved table."""
-    print(read_text(out / f"{stem}.md"))
-    return []
-
-
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of ``rows`` (floats to 4 significant digits)."""
     def cell(v: Any) -> str:
@@ -214,3 +202,15 @@ def save_figure(fig, figures: Path, stem: str) -> list[Path]:
         paths.append(final)
     plt.close(fig)
     return paths
+
+
+def write_benchmark(out: Path, stem: str, header: str, rows: list[dict[str, Any]]) -> None:
+    """Save a benchmark as ``stem.csv`` and ``stem.md`` (header line + Markdown table) in ``out``."""
+    table = write_table(out / f"{stem}.csv", rows)
+    atomic_write(out / f"{stem}.md", lambda fh: fh.write((header + "\n\n" + table + "\n").encode()))
+
+
+def print_benchmark(out: Path, stem: str) -> list[Path]:
+    """A benchmark's ``plot``: no figure, print the saved table."""
+    print(read_text(out / f"{stem}.md"))
+    return []

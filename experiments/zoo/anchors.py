@@ -60,7 +60,7 @@ def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
         torch.random.set_rng_state(state)
 
 
-def _digits_mlp(widths: tuple[int, ...], seed: int) -> tuple[nn.Module, tuple[Tensor, Tensor]]:
+def digits_mlp(widths: tuple[int, ...], seed: int) -> tuple[nn.Module, tuple[Tensor, Tensor]]:
     split = digits(seed=seed, dtype=torch.float32)
     return fc_tanh(widths, seed=seed), split.train
 
@@ -111,10 +111,10 @@ def _sequences(n: int, length: int, vocab: int, seed: int) -> tuple[Tensor, Tens
 def anchor(name: str, seed: int = 0) -> Anchor:
     """Build the anchor model ``name`` (one of :data:`ANCHORS`) with seeded weights and data."""
     if name == "digits-mlp":
-        model, data = _digits_mlp((64, 200, 200, 10), seed)
+        model, data = digits_mlp((64, 200, 200, 10), seed)
         return Anchor(name, "fc-tanh 64-200-200-10, ½-MSE, 1500 digits", model, half_mse, data)
     if name == "digits-eos":  # the digits MLP at an edge-of-stability point: 350 GD steps at h = 0.2
-        model, data = _digits_mlp((64, 200, 200, 10), seed)
+        model, data = digits_mlp((64, 200, 200, 10), seed)
         _gradient_descent(model, half_mse, data, lr=0.2, steps=350)
         return Anchor(name, "fc-tanh 64-200-200-10 after 350 GD steps at h = 0.2 (λ_max ≈ 2/h), ½-MSE, "
                       "1500 digits", model, half_mse, data)
@@ -128,7 +128,7 @@ def anchor(name: str, seed: int = 0) -> Anchor:
         return Anchor(name, "conv-tanh ×2 + linear (16 channels) on 8×8 digits after 150 GD steps at h = 0.2 "
                       "(λ_max ≈ 2/h), ½-MSE, 1500 images", model, half_mse, data)
     if name == "mlp-1m":
-        model, data = _digits_mlp((64, 1000, 1000, 10), seed)
+        model, data = digits_mlp((64, 1000, 1000, 10), seed)
         return Anchor(name, "fc-tanh 64-1000-1000-10, ½-MSE, 1500 digits", model, half_mse, data)
     if name in ("cnn", "bn-cnn"):
         bn = name == "bn-cnn"

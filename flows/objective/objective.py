@@ -35,7 +35,18 @@ from .autodiff import bilinear_third_derivatives, graph_hvp, vjp
 from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
 from .hessian import HessianOperator
 from .layout import ParameterLayout
-from .modules import ModuleParts, Piece, StatefulLayers, check_deterministic, check_finite, check_scalar, graph_search, once_differentiable_layers, once_differentiable_nodes, split_batches
+from .modules import (
+    ModuleParts,
+    Piece,
+    StatefulLayers,
+    check_deterministic,
+    check_finite,
+    check_scalar,
+    graph_search,
+    once_differentiable_layers,
+    once_differentiable_nodes,
+    split_batches,
+)
 from .norms import exact_norms, faulty_third_order_nodes
 
 HVP_METHODS = ("double_backward", "forward_over_reverse")
