@@ -24,22 +24,31 @@ from experiments.zoo.datasets import check_digits_widths, digits, fc_tanh, half_
 from flows import EigenTracker, gradient_descent
 from flows.curvature.stochastic import MiniBatches, batch_sharpness
 
-DESCRIPTION = "HVPs of preconditioned vs plain warm tracking along Adam; batch sharpness to a 5% s.e. at batch 64"
-
 
 @dataclass
 class Config:
     adam_lr: float = 1e-3
+    """Adam's learning rate along the tracked run."""
     adam_steps: int = 300
+    """Adam steps tracked."""
     every: int = 10
+    """Measure λ₁(P⁻¹H) every this many steps."""
     batch_size: int = 64
+    """Examples per batch of the batch-sharpness estimate."""
     rel_error: float = 0.05
+    """Relative standard error at which the batch-sharpness estimate stops."""
     gd_points: tuple[int, ...] = (0, 150, 350)
+    """GD steps (at gd_lr) after which the batch sharpness is estimated."""
     gd_lr: float = 0.2
+    """GD's learning rate for the batch-sharpness points."""
     tol: float = 1e-3
+    """Relative eigen-residual tolerance of the trackers."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
     n_train: int = 0
+    """Training examples (0: the whole digits training split)."""
     threads: int = 0
+    """Threads for torch and the BLAS pools (0: leave them as they are); printed in the table header."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

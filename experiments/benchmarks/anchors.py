@@ -45,21 +45,29 @@ from experiments.cli.threads import pinned_threads
 from experiments.zoo.anchors import ANCHORS, EOS_ANCHORS, anchor
 from flows import EigenTracker, Objective, top_eigenpairs
 
-DESCRIPTION = "driftlab vs PyHessian, hessian-eigenthings, curvlinops: fresh HVP cost and top-10 eigenpairs"
-
 
 @dataclass
 class Config:
     anchors: tuple[str, ...] = ANCHORS
+    """Anchor models of the fresh-HVP table (``experiments.zoo.anchors``)."""
     eig_anchors: tuple[str, ...] = ("digits-eos", "mlp-1m", "transformer")
-    track_anchors: tuple[str, ...] = EOS_ANCHORS  # warm tracking along GD at h = 0.2 from their EoS points
+    """Anchor models of the eigenpair and tracking tables."""
+    track_anchors: tuple[str, ...] = EOS_ANCHORS
+    """Warm tracking along GD at h = 0.2 from their EoS points."""
     track_steps: int = 30
-    threads: int = 0  # torch and BLAS threads, pinned for the measurement (0: torch's current count)
-    rounds: int = 11  # at least; fast models get more rounds, up to 101 or about min_seconds per model
+    """GD steps of the warm-started tracking comparison."""
+    threads: int = 0
+    """Torch and BLAS threads, pinned for the measurement (0: torch's current count)"""
+    rounds: int = 11
+    """At least; fast models get more rounds, up to 101 or about min_seconds per model."""
     min_seconds: float = 20.0
+    """Fast models get more interleaved rounds, up to 101 or about this many seconds per model."""
     eig_rounds: int = 3
+    """Interleaved rounds of each eigensolver timing (the median is reported)."""
     k: int = 10
+    """Eigenpairs requested."""
     tol: float = 1e-3
+    """Relative residual ‖Hu − λu‖/|λ| every solver must reach."""
 
     def validate(self) -> None:
         for name in (*self.anchors, *self.eig_anchors, *self.track_anchors):

@@ -31,22 +31,30 @@ from experiments.cli.threads import pinned_threads
 from experiments.zoo.datasets import check_digits_widths, digits_objective
 from flows import EigenTracker, central_flow, gradient_descent, integrate
 
-DESCRIPTION = "cost per unit flow time: GF, IGR, PF top-k (k=1, 10) vs GD on the digits MLP"
-
 
 @dataclass
 class Config:
     lr: float = 0.2
+    """GD's learning rate h."""
     warmup_steps: int = 100
+    """GD steps before the flows are timed (their common start)."""
     span_steps: int = 10
+    """Flow time covered, in GD steps (T = span_steps·h)."""
     substeps: int = 4
+    """RK4 steps per GD step."""
     ks: tuple[int, ...] = (1, 10)
+    """Eigenpairs of the top-k principal flows timed."""
 
     widths: tuple[int, ...] = (64, 200, 200, 10)
-    threads: int = 0  # torch and BLAS threads, pinned for the measurement (0: torch's current count)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    threads: int = 0
+    """Torch and BLAS threads, pinned for the measurement (0: torch's current count)"""
     n_train: int = 1500
-    central_warmup_steps: int = 350  # GD steps at lr before the central flow is timed (350: the digits-eos point)
-    central_steps: int = 10  # GD steps of central flow timed (0: no central-flow table)
+    """Training examples (digits)."""
+    central_warmup_steps: int = 350
+    """GD steps at lr before the central flow is timed (350: the digits-eos point)"""
+    central_steps: int = 10
+    """GD steps of central flow timed (0: no central-flow table)"""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

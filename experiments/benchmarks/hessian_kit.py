@@ -43,22 +43,31 @@ from experiments.zoo.anchors import ANCHORS, EOS_ANCHORS, Anchor, anchor, digits
 from experiments.zoo.datasets import half_mse
 from flows import SpectralDensity, filter_normalized_direction, hessian_trace, loss_plane, spectral_density
 
-DESCRIPTION = "Hessian kit vs PyHessian and curvlinops: spectral density, trace, loss planes"
-
 
 @dataclass
 class Config:
     starts: int = 10
+    """Random starts of each stochastic Lanczos density."""
     steps: int = 80
+    """Lanczos steps per start."""
     plane: int = 41
+    """Points per side of the timed loss plane."""
     matvecs: int = 99
+    """Hessian-vector products of each trace estimate."""
     reference_matvecs: int = 2997
+    """Products of the reference Hutch++ trace on the large model (its standard error is printed)."""
     repeats: int = 5
+    """Random seeds per trace estimator (mean error and spread over them)."""
     rounds: int = 3
-    threads: int = 0  # torch and BLAS threads, pinned (0: torch's current count)
+    """Timing rounds (the median is reported)."""
+    threads: int = 0
+    """Torch and BLAS threads, pinned (0: torch's current count)"""
     small_widths: tuple[int, ...] = (64, 32, 10)
-    model: str = "digits-eos"  # the network timed (an anchor of bench-anchors, or "digits-small")
+    """Widths of the small MLP whose dense Hessian gives the exact moments."""
+    model: str = "digits-eos"
+    """The network timed (an anchor of bench-anchors, or "digits-small")"""
     peers: bool = True
+    """Time the installed peers as well (false: driftlab alone)."""
 
     def validate(self) -> None:
         for name in ("starts", "steps", "repeats", "rounds"):

@@ -26,22 +26,30 @@ from experiments.cli.threads import pinned_threads
 from experiments.zoo.datasets import check_digits_widths, digits_objective
 from flows import EigenTracker, Objective, top_eigenpairs
 
-DESCRIPTION = "top-10 eigenpairs at an EoS point: Lanczos cold/warm vs scipy eigsh vs power iteration"
-
 
 @dataclass
 class Config:
     k: int = 10
+    """Eigenpairs requested."""
     tol: float = 1e-3
+    """Relative residual tolerance."""
     lr: float = 0.2
+    """GD's learning rate of the run to the EoS point."""
     warmup_steps: int = 350
+    """GD steps to the edge-of-stability point."""
     track_steps: int = 50
+    """GD steps of the warm-started tracking comparison."""
     power_tol: float = 1e-3
+    """Relative tolerance of deflated power iteration."""
     power_max_iter: int = 100
+    """Most iterations per eigenpair of power iteration."""
 
     widths: tuple[int, ...] = (64, 200, 200, 10)
-    threads: int = 0  # torch and BLAS threads, pinned for the measurement (0: torch's current count)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    threads: int = 0
+    """Torch and BLAS threads, pinned for the measurement (0: torch's current count)"""
     n_train: int = 1500
+    """Training examples (digits)."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

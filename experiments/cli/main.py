@@ -1,6 +1,7 @@
-"""The `driftlab` command line: list, run and plot experiments.
+"""The `driftlab` command line: list, show, run and plot experiments.
 
     driftlab list
+    driftlab show NAME
     driftlab run NAME [--set key=value ...] [--out DIR] [--overwrite] [--device cpu|cuda] [--seed N] [--quiet]
     driftlab run NAME --resume DIR
     driftlab run NAME --seeds 0,1,2 [...]   (one run per seed in DIR/seed-N; tables summarised over seeds)
@@ -36,6 +37,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "reproduce figures and benchmarks.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="name and description of every experiment")
+    show = sub.add_parser("show", help="an experiment's settings: types, defaults, help, runtime of the defaults")
+    show.add_argument("name", help="experiment name (see `driftlab list`)")
     run = sub.add_parser("run", help="run an experiment, save results, draw its figures")
     run.add_argument("name", help="experiment name (see `driftlab list`)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -114,8 +118,15 @@ def main(argv: list[str] | None = None, *, restore_signals: bool | None = None) 
     except SystemExit as stop:
         return int(stop.code or 0)
     if args.command == "list":
+        width = max(map(len, registry.names()))
         for name in registry.names():
-            print(f"{name:16s} {registry.get(name).DESCRIPTION}")
+            print(f"{name:{width}s}  {registry.entry(name).description}")
+        return 0
+    if args.command == "show":
+        try:
+            print("\n".join(registry.describe(args.name)))
+        except ValueError as err:
+            return _fail(str(err))
         return 0
     if args.command == "plot":
         if (args.results / seeds.PLAN).exists():
@@ -290,11 +301,12 @@ def _run(args, restore_signals: bool) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as this rank's process
     torch.manual_seed(seed)
     stop = StopSignals(ctx)
+    started, earlier = time.monotonic(), float(previous.get("seconds", 0.0))
 
     def manifest(status: str) -> None:
         with stop.shield():
             write_manifest(out, args.name, config, status, seed, device=str(device), completed=ctx.completed,
-                           seeds=ctx.seeds, files=ctx.files)
+                           seeds=ctx.seeds, files=ctx.files, seconds=round(earlier + time.monotonic() - started, 1))
 
     ctx.on_progress = lambda: manifest("running")
     stop.install()

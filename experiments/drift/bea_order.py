@@ -20,17 +20,21 @@ from experiments.cli.context import RunContext
 from flows import FLOWS, local_error
 from flows.objective import toys
 
-DESCRIPTION = "log-log local error of GF, IGR, third order and PF against h, with fitted slopes"
 EXPECTED = {name: FLOWS[name].order for name in ("gf", "igr", "third_order", "pf")}
 
 
 @dataclass
 class Config:
     toys: tuple[str, ...] = ("cubic", "saddle", "sharp-valley")
+    """Analytic toys (names of ``flows.toys``) whose one-step local errors are measured."""
     flows: tuple[str, ...] = ("gf", "igr", "third_order", "pf")
+    """Flows compared with one GD step (names of ``flows.FLOWS``)."""
     h_min: float = 0.005
+    """Smallest learning rate of the log-spaced sweep."""
     h_max: float = 0.08
+    """Largest learning rate of the log-spaced sweep."""
     points: int = 6
+    """Learning rates in the sweep."""
 
     def validate(self) -> None:
         for name in self.toys:

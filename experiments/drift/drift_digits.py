@@ -19,19 +19,25 @@ from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits_objective
 from flows import Trajectory, compare, sharpness
 
-DESCRIPTION = "drift of GF, IGR, PF top-k from GD on the digits MLP at h·λ_max ≈ 0.8 and 1.5"
-
 
 @dataclass
 class Config:
     targets: tuple[float, ...] = (0.8, 1.5)
+    """Values of h·λ_max(θ₀); each sets the learning rate h = target/λ_max(θ₀)."""
     steps: int = 50
+    """GD steps; the flows cover t = steps·h."""
     flows: tuple[str, ...] = ("gf", "igr", "pf_topk", "pf_topk_igr")
+    """Flows compared with GD (names of ``flows.FLOWS``)."""
     k: int = 10
+    """Eigenpairs of the top-k principal flows."""
     substeps: int = 4
+    """RK4 steps per GD step."""
     n_train: int = 1500
+    """Training examples (digits)."""
     eig_refresh_per_step: int = 4
+    """Eigenpair solves per GD step for the top-k flows (the subspace is kept in between)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

@@ -28,18 +28,21 @@ from experiments.cli.context import RunContext
 from flows import Progress, gradient_descent, integrate
 from flows.objective import toys
 
-DESCRIPTION = "IGR (Barrett & Dherin 2021, Fig. 1): GD with larger h lands at flatter minima, as the IGR flow predicts"
-
 START = (2.8, 3.5)
 
 
 @dataclass
 class Config:
     lrs: tuple[float, ...] = (0.001, 0.004, 0.008, 0.012, 0.016)
-    time: float = 6.0  # flow time of every run (GD takes time/h steps; every run has converged by t ≈ 3)
-    init_noise: float = 0.25  # standard deviation of the seed's perturbation of the start (2.8, 3.5)
-    flow_step: float = 1e-3  # RK4 step for the flows (the IGR field depends on h, its integration step need not)
-    path_points: int = 400  # points kept on each flow path (for the figure)
+    """Learning rates h of GD and of the IGR flow (one run each)."""
+    time: float = 6.0
+    """Flow time of every run (GD takes time/h steps; every run has converged by t ≈ 3)"""
+    init_noise: float = 0.25
+    """Standard deviation of the seed's perturbation of the start (2.8, 3.5)"""
+    flow_step: float = 1e-3
+    """RK4 step for the flows (the IGR field depends on h, its integration step need not)"""
+    path_points: int = 400
+    """Points kept on each flow path (for the figure)"""
 
     def validate(self) -> None:
         if not self.lrs or any(not h > 0 for h in self.lrs):

@@ -45,8 +45,6 @@ from flows import (
     top_eigenpairs,
 )
 
-DESCRIPTION = "EoS run on digits seen through the Hessian kit: exact (u₁, g) planes with GD/GF/PF paths, ESDs, GGN"
-
 MOMENTS = ("before crossing", "at crossing", "hovering")
 PATHS = ("gd", "gf", "pf_topk")
 
@@ -54,19 +52,33 @@ PATHS = ("gd", "gf", "pf_topk")
 @dataclass
 class Config:
     lr: float = 0.2
+    """GD's learning rate h (0.2 reaches the edge of stability on digits)."""
     steps: int = 600
+    """GD steps."""
     sharpness_every: int = 10
+    """Measure λ_max every this many steps."""
     ggn_every: int = 20
-    k: int = 4  # eigenvalues tracked, marked on the densities, and the principal flow's top-k
-    window: int = 20  # GD steps drawn from each moment
-    substeps: int = 4  # RK4 steps per GD step for the flows
+    """Measure the Gauss–Newton matrix's λ_max every this many steps."""
+    k: int = 4
+    """Eigenvalues tracked, marked on the densities, and the principal flow's top-k."""
+    window: int = 20
+    """GD steps drawn from each moment."""
+    substeps: int = 4
+    """RK4 steps per GD step for the flows."""
     grid: int = 41
-    margin: float = 0.3  # the plane extends this fraction beyond the paths on each side
+    """Points per side of each loss plane."""
+    margin: float = 0.3
+    """The plane extends this fraction beyond the paths on each side."""
     density_starts: int = 10
+    """Random starts (probes) of each stochastic Lanczos spectral density."""
     density_steps: int = 80
+    """Lanczos steps per start of each spectral density."""
     trace_matvecs: int = 99
-    n_train: int = 0  # 0: the whole digits training split
+    """Hessian-vector products of each Hutch++ trace estimate."""
+    n_train: int = 0
+    """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

@@ -29,8 +29,6 @@ from experiments.cli.context import RunContext
 from experiments.zoo.datasets import swish_mlp_toy
 from flows import EigenTracker, Objective, central_flow, gaussian_smoothed, gradient_descent, integrate
 
-DESCRIPTION = "the central-flows example (swish MLP, h = 0.1): GD, gradient flow and the central flow"
-
 PUBLISHED = {"smoothed GD loss": 0.10, "central-flow prediction": 0.10, "loss at the central flow": 0.06,
              "gradient-flow loss": 0.04, "step GD's hλ₁ reaches 2": 350, "central hλ₁ after it": 2.0,
              "GF hλ₁ at the end": "> 4"}
@@ -39,13 +37,21 @@ PUBLISHED = {"smoothed GD loss": 0.10, "central-flow prediction": 0.10, "loss at
 @dataclass
 class Config:
     lr: float = 0.1
+    """GD's learning rate η."""
     steps: int = 1000
-    k: int = 5  # eigenvalues drawn per path
-    substeps: int = 4  # the central flow's Euler substeps per GD step
-    gf_substeps: int = 8  # RK4 steps per GD step for gradient flow
-    sigma: float = 50.0  # Gaussian smoothing of GD's loss, in steps
+    """GD steps (the flows cover t = steps·η)."""
+    k: int = 5
+    """Eigenvalues drawn per path."""
+    substeps: int = 4
+    """The central flow's Euler substeps per GD step."""
+    gf_substeps: int = 8
+    """RK4 steps per GD step for gradient flow."""
+    sigma: float = 50.0
+    """Gaussian smoothing of GD's loss, in steps."""
     n: int = 128
+    """Examples of the toy data set (x ~ N(0, I₈), y ~ N(0, 1))."""
     width: int = 16
+    """Hidden width of the swish MLP."""
 
     def validate(self) -> None:
         if not self.lr > 0:

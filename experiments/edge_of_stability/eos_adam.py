@@ -23,20 +23,27 @@ from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits_objective
 from flows import Trajectory, gradient_descent
 
-DESCRIPTION = "full-batch Adam on digits: preconditioned sharpness λ₁(P⁻¹H) against (2+2β₁)/((1−β₁)h) = 38/h"
-
 
 @dataclass
 class Config:
     lrs: tuple[float, ...] = (1e-3, 2e-3)
+    """Adam's learning rates h."""
     steps: int = 600
-    every: int = 10  # steps between measurements of λ₁(P⁻¹H)
-    sharpness_every: int = 50  # steps between measurements of the plain λ_max(H)
+    """Adam steps (full batch)."""
+    every: int = 10
+    """Steps between measurements of λ₁(P⁻¹H)"""
+    sharpness_every: int = 50
+    """Steps between measurements of the plain λ_max(H)"""
     beta1: float = 0.9
+    """Adam's β₁ (sets the threshold (2+2β₁)/((1−β₁)h))."""
     beta2: float = 0.999
+    """Adam's β₂."""
     eps: float = 1e-8
-    n_train: int = 0  # 0: the whole digits training split
+    """Adam's ε."""
+    n_train: int = 0
+    """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

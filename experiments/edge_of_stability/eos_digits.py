@@ -29,23 +29,33 @@ from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, cifar10, digits, digits_objective, fc_tanh, half_mse, shard
 from flows import Objective, Trajectory, gradient_descent, integrate
 
-DESCRIPTION = "edge of stability on digits: loss, sharpness vs 2/h, GD–GF distance, PF coefficients"
-
 
 @dataclass
 class Config:
     lrs: tuple[float, ...] = (0.02, 0.1, 0.2)
+    """GD's learning rates h."""
     steps: int = 600
+    """GD steps per rate."""
     sharpness_every: int = 20
+    """Measure the top-k eigenvalues every this many steps."""
     k: int = 4
+    """Top eigenvalues tracked (and the PF coefficients Re c(hλᵢ) reported)."""
     gf_every: int = 20
-    gf_step: float = 0.1  # RK4 step for the gradient flow (capped at h)
-    n_train: int = 0  # 0: the whole digits training split (2048 images for CIFAR-10)
-    widths: tuple[int, ...] = (64, 200, 200, 10)  # the MLP's layers
-    arch: str = "mlp"  # "mlp" (fc-tanh, ½-MSE) or "cnn" (two conv-tanh layers + linear, cross-entropy)
-    data: str = "digits"  # "digits" or "cifar10:PATH" (a local folder of the python batches; arch=cnn)
-    channels: int = 16  # the CNN's channels per conv layer
-    loss: str = "auto"  # "auto" (½-MSE for the MLP, cross-entropy for the CNN), "mse" or "ce"
+    """Compare GD with the gradient flow every this many steps."""
+    gf_step: float = 0.1
+    """RK4 step for the gradient flow (capped at h)"""
+    n_train: int = 0
+    """Training examples (0: the whole training split; 2048 images for CIFAR-10)."""
+    widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The MLP's layers."""
+    arch: str = "mlp"
+    """'mlp' (fc-tanh, ½-MSE) or 'cnn' (two conv-tanh layers + linear, cross-entropy)"""
+    data: str = "digits"
+    """'digits' or 'cifar10:PATH' (a local folder of the python batches; arch=cnn)"""
+    channels: int = 16
+    """The CNN's channels per conv layer."""
+    loss: str = "auto"
+    """'auto' (½-MSE for the MLP, cross-entropy for the CNN), 'mse' or 'ce'."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

@@ -20,17 +20,21 @@ from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits_objective
 from flows import Trajectory, gradient_descent
 
-DESCRIPTION = "heavy-ball GD on digits with β = 0, 0.5, 0.9: λ_max against 2(1+β)/h"
-
 
 @dataclass
 class Config:
     betas: tuple[float, ...] = (0.0, 0.5, 0.9)
-    threshold: float = 10.0  # 2(1+β)/h for every β: h = 2(1+β)/threshold
+    """Heavy-ball momenta β (the threshold is 2(1+β)/h)."""
+    threshold: float = 10.0
+    """2(1+β)/h for every β: h = 2(1+β)/threshold."""
     steps: int = 600
+    """GD steps per momentum."""
     sharpness_every: int = 10
+    """Measure λ_max every this many steps."""
     n_train: int = 0
+    """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

@@ -25,18 +25,23 @@ from experiments.zoo.datasets import check_digits_widths, digits, fc_tanh, half_
 from flows import Trajectory, gradient_descent
 from flows.curvature.stochastic import MiniBatches
 
-DESCRIPTION = "SGD on digits, batch 16/64/256: batch sharpness and λ_max against 2/h"
-
 
 @dataclass
 class Config:
     batch_sizes: tuple[int, ...] = (16, 64, 256)
+    """SGD batch sizes, one run each."""
     lr: float = 0.2
+    """SGD's learning rate h."""
     steps: int = 2000
+    """SGD steps per batch size."""
     every: int = 100
+    """Measure λ_max and the batch sharpness every this many steps."""
     rel_error: float = 0.05
+    """Relative standard error at which the batch-sharpness estimate stops drawing batches."""
     n_train: int = 0
+    """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

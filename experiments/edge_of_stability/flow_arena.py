@@ -34,27 +34,39 @@ from experiments.edge_of_stability.central_flow_toy import eigenvalues_along
 from experiments.zoo.datasets import digits_objective, swish_mlp_toy
 from flows import Objective, Trajectory, central_flow, gaussian_smoothed, gradient_descent, integrate, sharpness
 
-DESCRIPTION = "GF, IGR, PF top-k (both rests) and the central flow scored against GD on the toy and on digits"
-
 FLOW_NAMES = ("gf", "igr", "pf_topk", "pf_topk_igr", "central")
 
 
 @dataclass
 class Config:
     flows: tuple[str, ...] = FLOW_NAMES
+    """Flows scored against GD (names of ``flows.FLOWS``)."""
     toy_lr: float = 0.1
+    """GD's learning rate on the swish-MLP toy."""
     toy_steps: int = 1000
+    """GD steps on the toy."""
     toy_sigma: float = 50.0
-    digits_targets: tuple[float, ...] = (0.8, 1.6)  # h·λ_max(θ₀): stable for the run, and into the edge
+    """Width (in steps) of the Gaussian that smooths GD's loss on the toy."""
+    digits_targets: tuple[float, ...] = (0.8, 1.6)
+    """H·λ_max(θ₀): stable for the run, and into the edge."""
     digits_steps: int = 150
+    """GD steps on digits (at h = 2.5/λ_max(θ₀))."""
     digits_sigma: float = 10.0
+    """Width (in steps) of the Gaussian that smooths GD's loss on digits."""
     n_train: int = 1000
+    """Training examples (digits)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
-    k: int = 10  # PF top-k
-    substeps: int = 4  # RK4 steps (BEA/PF flows) and Euler substeps (central flow) per GD step
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    k: int = 10
+    """PF top-k."""
+    substeps: int = 4
+    """RK4 steps (BEA/PF flows) and Euler substeps (central flow) per GD step."""
     sharpness_every: int = 5
+    """Measure GD's λ_max every this many steps."""
     objectives: tuple[str, ...] = ("toy", "digits")
-    central_refresh_per_step: bool = True  # False: an eigen solve at every central-flow substep
+    """Which objectives to run: 'toy', 'digits'."""
+    central_refresh_per_step: bool = True
+    """False: an eigen solve at every central-flow substep."""
 
     def validate(self) -> None:
         unknown = sorted(set(self.flows) - set(FLOW_NAMES))

@@ -27,18 +27,23 @@ from experiments.cli.context import RunContext
 from flows import Trajectory, gradient_descent, integrate
 from flows.objective import toys
 
-DESCRIPTION = "exact PF across the branch cut of log(1 − hλ): principal vs continued branch, solvers, drift from GD"
 SOLVERS = ("dopri5", "rk4/20", "rk4/40")
 
 
 @dataclass
 class Config:
     toy: str = "cubic"
+    """The analytic toy (a name of ``flows.toys``)."""
     start: tuple[float, ...] = (0.6, 0.5)
+    """θ₀, one number per coordinate of the toy."""
     lr: float = 0.5
+    """GD's learning rate h."""
     steps: int = 20
+    """GD steps; the flows cover t = steps·h."""
     solvers: tuple[str, ...] = SOLVERS
-    budget: float = 30.0  # wall-clock seconds per PF run
+    """ODE solvers compared: 'dopri5', or 'rk4/N' (RK4 with N steps per GD step)."""
+    budget: float = 30.0
+    """Wall-clock seconds per PF run."""
 
     def validate(self) -> None:
         spec = toys.spec(self.toy)

@@ -25,18 +25,23 @@ from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits_objective
 from flows import Trajectory, gradient_descent
 
-DESCRIPTION = "PF instability analysis on digits: PF-predicted loss rate vs GD's one-step change around spikes"
-
 
 @dataclass
 class Config:
     lr: float = 0.2
+    """GD's learning rate h."""
     steps: int = 600
+    """GD steps."""
     k: int = 4
+    """Top eigenpairs in the PF's predicted loss rate Σᵢ Re c(hλᵢ)(gᵀuᵢ)²."""
     every: int = 1
-    before: int = 20  # steps before each spike that are scored
+    """Record the PF's prediction every this many steps."""
+    before: int = 20
+    """Steps before each spike that are scored."""
     n_train: int = 0
+    """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

@@ -31,8 +31,6 @@ from experiments.cli.context import RunContext
 from flows import Trajectory, gradient_descent, integrate
 from flows.objective import toys
 
-DESCRIPTION = "saddle and sharp-minimum toys: GD and PF leave where GF and IGR stay"
-
 CASES = {  # name: (toy, h, θ0, steps)
     "saddle-stable-manifold": ("saddle", 2.2, (1.0, 0.0), 6),
     "saddle-escape": ("saddle", 0.5, (1.0, 1e-3), 24),
@@ -47,9 +45,13 @@ TITLES = {"saddle-stable-manifold": "saddle, start on y = 0", "saddle-escape": "
 @dataclass
 class Config:
     cases: tuple[str, ...] = tuple(CASES)
+    """Which toy cases to run (saddle, escape, sharp minimum; each with its own h, θ₀ and steps)."""
     flows: tuple[str, ...] = ("gf", "igr", "pf", "pf_topk")
+    """Flows drawn beside GD (names of ``flows.FLOWS``)."""
     substeps: int = 20
-    step_scale: float = 1.0  # multiplies each case's number of steps
+    """RK4 steps per GD step for the flows."""
+    step_scale: float = 1.0
+    """Multiplies each case's number of steps."""
 
     def validate(self) -> None:
         for c in self.cases:

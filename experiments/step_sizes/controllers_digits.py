@@ -27,8 +27,6 @@ from flows import Trajectory, gradient_descent
 from flows.objective import toys
 from flows.objective.layout import ParameterLayout
 
-DESCRIPTION = "controllers (GD, CLR, DAL-p, WNGrad, PAL, Alice) on digits full/mini-batch and two toys"
-
 # spec → (controller name, the keyword its number sets, display name)
 KINDS = {"constant": ("constant", "lr", "GD"), "clr": ("clr", "max_lr", "CLR"), "dal": ("dal", "p", "DAL"),
          "wngrad": ("wngrad", "lr", "WNGrad"), "pal": ("pal", "mu", "PAL"), "alice": ("alice", "lr", "Alice")}
@@ -60,17 +58,27 @@ def parse_method(spec: str) -> tuple[str, dict, str]:
 @dataclass
 class Config:
     steps: int = 500
+    """Full-batch steps per method."""
     methods: tuple[str, ...] = ("constant:0.02", "constant:0.2", "clr", "dal:0.5", "dal:1", "dal:2", "wngrad:1",
                                 "pal", "alice:0.01")
+    """Full-batch methods, as 'kind[:number]' specs (``experiments.zoo.training``)."""
     minibatch_methods: tuple[str, ...] = ("constant:0.05", "constant:0.2", "clr:5", "dal:1", "wngrad:1", "pal",
                                           "alice:0.01")
+    """Mini-batch methods, as 'kind[:number]' specs."""
     epochs: int = 20
+    """Mini-batch epochs per method."""
     batch_size: int = 64
+    """Examples per mini-batch."""
     toy_steps: int = 30
+    """Steps on each of the two toys."""
     sharpness_every: int = 25
+    """Measure λ_max every this many full-batch steps."""
     eval_every: int = 10
-    n_train: int = 0  # 0: the whole training split (1500 images)
+    """Measure the test accuracy every this many steps."""
+    n_train: int = 0
+    """Training examples (0: the whole training split, 1500 images)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

@@ -24,19 +24,25 @@ from experiments.zoo.datasets import check_digits_widths, digits_objective
 from flows import Trajectory, gradient_descent
 from flows.objective import toys
 
-DESCRIPTION = "corridor score, straightness and loss linearity along GD on a corridor toy and the digits MLP"
-
 
 @dataclass
 class Config:
     toy_lr: float = 0.2
+    """GD's learning rate on the corridor toy E = x + y²."""
     toy_steps: int = 40
+    """GD steps on the toy."""
     toy_start: tuple[float, ...] = (2.0, 0.6)
+    """θ₀ on the toy (x, y)."""
     lr: float = 0.1
+    """GD's learning rate on digits."""
     steps: int = 200
+    """GD steps on digits."""
     n_train: int = 0
+    """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
     score_threshold: float = 1e-3
+    """Corridor score ‖Hg‖/(λ_max‖g‖) below which a step counts as in a corridor."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)

@@ -19,15 +19,15 @@ from experiments.cli.common import read_json, save_figure, write_json, write_tab
 from experiments.cli.context import RunContext
 from experiments.zoo.training import Schedule, digits_problem, fullbatch, minibatch
 
-DESCRIPTION = "DAL-p trade-off on digits: p ∈ {0.25…2} vs a constant-rate sweep, full batch and mini-batch"
-
 KEYS = ("final train loss", "test acc", "beyond the edge (hλ/2 > 1)", "median lr")
 
 
 @dataclass
 class Config(Schedule):
     ps: tuple[float, ...] = (0.25, 0.5, 1.0, 1.5, 2.0)
+    """DAL exponents p (h = 2/vᵖ, v = ‖Hg‖/‖g‖)."""
     rates: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
+    """Constant learning rates of the comparison sweep."""
 
     def validate(self) -> None:
         super().validate()

@@ -24,18 +24,21 @@ from experiments.cli.common import read_json, save_figure, write_json, write_tab
 from experiments.cli.context import RunContext
 from experiments.zoo.training import Schedule, breast_cancer_problem, controller, digits_problem, fullbatch, minibatch
 
-DESCRIPTION = "CLR vs SPS_max, ALI-G, WNGrad, PAL, Alice and a constant sweep on digits and breast cancer"
-
 PROBLEMS = ("digits", "breast-cancer")
 
 
 @dataclass
 class Config(Schedule):
     problems: tuple[str, ...] = PROBLEMS
+    """Problems: 'digits' (the fc-tanh MLP) and 'breast-cancer' (logistic regression, E* known)."""
     methods: tuple[str, ...] = ("clr", "clr:5", "sps:5", "alig:5", "wngrad:1", "pal", "alice:0.01")
+    """Methods, as 'kind[:number]' specs (``experiments.zoo.training``)."""
     digits_rates: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
+    """Constant learning rates of the sweep on digits."""
     cancer_rates: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    """Constant learning rates of the sweep on breast cancer."""
     steps: int = 300
+    """Full-batch steps per method."""
 
     def validate(self) -> None:
         super().validate()

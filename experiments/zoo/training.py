@@ -50,12 +50,18 @@ KINDS = ("constant", "clr", "polyak", "sps", "alig", "dal", "wngrad", "pal", "al
 class Schedule:
     """The settings every controller comparison shares (an experiment's ``Config`` extends it)."""
 
-    steps: int = 500  # full-batch steps
-    epochs: int = 10  # mini-batch epochs
+    steps: int = 500
+    """Full-batch steps per method."""
+    epochs: int = 10
+    """Mini-batch epochs per method."""
     batch_size: int = 64
-    sharpness_every: int = 10  # steps between full-batch sharpness measurements
-    n_train: int = 0  # digits training examples (0: the whole split)
-    widths: tuple[int, ...] = (64, 200, 200, 10)  # the digits MLP
+    """Examples per mini-batch."""
+    sharpness_every: int = 10
+    """Steps between full-batch sharpness measurements."""
+    n_train: int = 0
+    """Digits training examples (0: the whole split)."""
+    widths: tuple[int, ...] = (64, 200, 200, 10)
+    """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
 
     def validate(self) -> None:
         check_digits_widths(self.widths)
