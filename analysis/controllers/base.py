@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from flows import StepContext, StepDecision
+from flows import Controller, StepContext, StepDecision
 from flows.dynamics.gd import decide
 from flows.objective.layout import ParameterLayout
 from flows.validate import check_positive
 
 
-class StepController:
+class StepController(Controller):
     """Base class: ``decide(ctx) -> StepDecision`` plus resumable state.
 
     Subclasses set ``name`` and implement :meth:`decide`; the state that

@@ -19,10 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from flows.curvature.precondition import SUPPORTED, preconditioner_from, stability_threshold
-from flows.dynamics.gd import StepContext, StepDecision
+from flows.dynamics.gd import Controller, StepContext, StepDecision
 
 
-class OptimizerController:
+class OptimizerController(Controller):
     """A ``torch.optim`` optimizer as a ``gradient_descent`` controller on the flat θ (module docstring).
 
     Args:

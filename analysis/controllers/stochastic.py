@@ -6,11 +6,11 @@ per step, so SGD is recorded like GD.
 from __future__ import annotations
 
 from flows.curvature.stochastic import MiniBatches, piece_grad
-from flows.dynamics.gd import StepContext, StepDecision
+from flows.dynamics.gd import Controller, StepContext, StepDecision
 from flows.objective.objective import Objective
 
 
-class SGDController:
+class SGDController(Controller):
     """SGD through ``gradient_descent``: each step uses the next batch of the current epoch (direction g_B), a new
     shuffle when an epoch ends; ``epoch_ends`` lists the steps after which an epoch finished."""
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flows import EigenTracker, Objective, StepContext, Trajectory, top_eigenpairs
+from flows import EigenTracker, Objective, Recorder, StepContext, StepDecision, Trajectory, top_eigenpairs
 from flows.validate import check_count, check_positive
 
 from ..events import Segment, segments_from_mask
@@ -140,8 +140,8 @@ class CorridorDetector:
             self._seen = ctx.step
         return self.score
 
-    def __call__(self, ctx: StepContext, recorder) -> None:
-        recorder.set_metric("corridor_score", len(recorder.times) - 1, self.observe(ctx))
+    def __call__(self, ctx: StepContext, decision: StepDecision, recorder: Recorder) -> None:
+        recorder.log("corridor_score", self.observe(ctx))
 
     # ------------------------------------------------------------------ offline
     def detect(self, trajectory: Trajectory, objective: Objective | None = None) -> list[Segment]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from flows.dynamics.gd import StepContext, StepDecision
 from flows.records.trajectory import Recorder
 
 
@@ -24,14 +25,14 @@ class Midpoints:
     def __init__(self) -> None:
         self._previous: list[Tensor] = []
 
-    def __call__(self, ctx, rec: Recorder) -> None:
+    def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
         self._previous.append(ctx.theta.detach())
         if len(self._previous) < 3:
             return
         before, centre, after = self._previous[-3:]
         self._previous = self._previous[-2:]
         mid = 0.25 * (before + 2 * centre + after)
-        row = len(rec.times) - 2  # the row of θₙ (θₙ₊₁ has just been recorded)
+        row = rec.row - 1  # the row of θₙ (θₙ₊₁ has just been recorded)
         rec.set_metric("midpoint_loss", row, float(ctx.objective.loss(mid)))
         rec.set_metric("midpoint_distance", row, float((centre - mid).norm()))
 

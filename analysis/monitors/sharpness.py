@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flows.curvature.spectrum import EigenTracker
 from flows.curvature.stochastic import MEASURES, MiniBatches, batch_sharpness, gradient_noise_scale, minibatch_sharpness
-from flows.dynamics.gd import StepContext
+from flows.dynamics.gd import StepContext, StepDecision
 from flows.records.trajectory import Recorder
 
 from ..controllers.optimizers import OptimizerController
@@ -23,15 +23,14 @@ class PreconditionedSharpness:
         self.controller, self.every = controller, every
         self.tracker = EigenTracker(k=1, tol=tol)
 
-    def __call__(self, ctx: StepContext, rec: Recorder) -> None:
+    def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
         if ctx.step % self.every or self.controller.optimizer is None:
             return
         if self.controller.steps_taken != ctx.step + 1:
             return  # the last row: no step was taken from it, so no P belongs to it
-        row = len(rec.times) - 1
         pairs = self.tracker.update(ctx.objective, ctx.theta, self.controller.preconditioner())
-        rec.set_metric("preconditioned_sharpness", row, float(pairs.values[0]))
-        rec.set_metric("stability_threshold", row, self.controller.threshold())
+        rec.log("preconditioned_sharpness", float(pairs.values[0]))
+        rec.log("stability_threshold", self.controller.threshold())
 
 
 class BatchSharpness:
@@ -49,10 +48,9 @@ class BatchSharpness:
         self.batches, self.every, self.rel_error, self.max_samples = batches, every, rel_error, max_samples
         self.measures = tuple(measures)
 
-    def __call__(self, ctx: StepContext, rec: Recorder) -> None:
+    def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
         if ctx.step % self.every:
             return
-        row = len(rec.times) - 1
         for name in self.measures:
             if name == "batch_sharpness":
                 est = batch_sharpness(self.batches, ctx.theta, rel_error=self.rel_error, max_samples=self.max_samples)
@@ -62,5 +60,5 @@ class BatchSharpness:
             else:
                 est = gradient_noise_scale(self.batches, ctx.theta, ctx.grad, rel_error=self.rel_error,
                                            max_samples=self.max_samples)
-            rec.set_metric(name, row, est.mean)
-            rec.set_metric(f"{name}_se", row, est.standard_error)
+            rec.log(name, est.mean)
+            rec.log(f"{name}_se", est.standard_error)

@@ -20,7 +20,17 @@ import numpy as np
 import torch
 from scipy import stats
 
-from flows import EigenTracker, Objective, StepContext, Trajectory, pf_coefficient, sharpness, stability_threshold
+from flows import (
+    EigenTracker,
+    Objective,
+    Recorder,
+    StepContext,
+    StepDecision,
+    Trajectory,
+    pf_coefficient,
+    sharpness,
+    stability_threshold,
+)
 from flows.validate import check_count, check_positive
 
 from .. import OptimizerController
@@ -141,32 +151,31 @@ class EoSDetector:
             self._seen = ctx.step
         return self.sharpness
 
-    def __call__(self, ctx: StepContext, recorder) -> None:
-        """Runner callback: ``ctx.lr`` is the rate actually used at this step."""
+    def __call__(self, ctx: StepContext, decision: StepDecision, recorder: Recorder) -> None:
+        """Runner callback: ``decision.lr`` is the rate actually used at this step."""
+        lr = decision.lr
         if self.optimizer is not None:
             if self.optimizer.steps_taken != ctx.step + 1:
                 return  # the last row took no step: no preconditioner belongs to it
             self.threshold = self.optimizer.threshold()
         else:
-            self.threshold = stability_threshold(ctx.lr, ctx.momentum) if ctx.lr > 0 else math.inf
+            self.threshold = stability_threshold(lr, ctx.momentum) if lr > 0 else math.inf
         if ctx.step % self.sharpness_every:
             return
         self.observe(ctx)
-        row = len(recorder.times) - 1
-        recorder.set_metric("sharpness", row, self.sharpness)
+        recorder.log("sharpness", self.sharpness)
         if self.optimizer is not None:
-            recorder.set_metric("stability_threshold", row, self.threshold)
+            recorder.log("stability_threshold", self.threshold)
         for i, value in enumerate(self.eigenvalues):
-            recorder.set_metric(f"eigenvalue_{i}", row, float(value))
-        if ctx.lr > 0 and self.optimizer is None:
-            view = pf_stability(self.eigenvalues, ctx.lr)
+            recorder.log(f"eigenvalue_{i}", float(value))
+        if lr > 0 and self.optimizer is None:
+            view = pf_stability(self.eigenvalues, lr)
             for i, rc in enumerate(view.re_c):
-                recorder.set_metric(f"pf_re_c_{i}", row, rc)
+                recorder.log(f"pf_re_c_{i}", rc)
         if self.crossed_at is None and self.sharpness >= self.threshold:
             self.crossed_at = ctx.step
-            recorder.events.append(Event("eos_crossing", ctx.step, ctx.time,
-                                         {"sharpness": self.sharpness, "threshold": self.threshold,
-                                          "lr": ctx.lr}).to_dict())
+            recorder.event(Event("eos_crossing", ctx.step, ctx.time,
+                                 {"sharpness": self.sharpness, "threshold": self.threshold, "lr": lr}))
 
     @property
     def at_edge(self) -> bool:
@@ -356,21 +365,20 @@ class PFLossRate:
             raise ValueError(f"every must be an int ≥ 1, got {every!r}")
         self.k, self.every, self.tracker = k, every, EigenTracker(k=k, tol=tol)
 
-    def __call__(self, ctx: StepContext, recorder) -> None:
-        if ctx.step % self.every or not ctx.lr > 0:
+    def __call__(self, ctx: StepContext, decision: StepDecision, recorder: Recorder) -> None:
+        if ctx.step % self.every or not decision.lr > 0:
             return
         pairs = self.tracker.update(ctx.objective, ctx.theta)
         g = ctx.grad.to(pairs.vectors.dtype)
         g2 = float(torch.dot(g, g))
         along = (pairs.vectors.T @ g).double().cpu().numpy() ** 2
-        view = pf_stability(pairs.values.double().cpu().numpy(), ctx.lr)
-        row = len(recorder.times) - 1
+        view = pf_stability(pairs.values.double().cpu().numpy(), decision.lr)
         for i in range(len(along)):
-            recorder.set_metric(f"eigenvalue_{i}", row, float(pairs.values[i]))
-            recorder.set_metric(f"alignment_{i}", row, float(along[i] / g2) if g2 > 0 else math.nan)
-            recorder.set_metric(f"pf_re_c_{i}", row, float(view.re_c[i]))
-        recorder.set_metric("pf_loss_rate", row, float((view.re_c * along).sum() - (g2 - along.sum())))
-        recorder.set_metric("gf_loss_rate", row, -g2)
+            recorder.log(f"eigenvalue_{i}", float(pairs.values[i]))
+            recorder.log(f"alignment_{i}", float(along[i] / g2) if g2 > 0 else math.nan)
+            recorder.log(f"pf_re_c_{i}", float(view.re_c[i]))
+        recorder.log("pf_loss_rate", float((view.re_c * along).sum() - (g2 - along.sum())))
+        recorder.log("gf_loss_rate", -g2)
 
 
 def loss_rate_agreement(trajectory: Trajectory, lr: float, before: int = 20,

@@ -21,7 +21,7 @@ from experiments.cli.common import print_benchmark, write_benchmark
 from experiments.cli.context import RunContext
 from experiments.cli.threads import pinned_threads
 from experiments.zoo.datasets import check_digits_widths, digits, fc_tanh, half_mse
-from flows import EigenTracker, gradient_descent
+from flows import EigenTracker, Recorder, StepContext, StepDecision, gradient_descent
 from flows.curvature.stochastic import MiniBatches, batch_sharpness
 
 
@@ -84,7 +84,7 @@ def _tracking(obj, theta0, config: Config, ctx) -> list[dict]:
     plain, pre = EigenTracker(k=1, tol=config.tol), EigenTracker(k=1, tol=config.tol)
     counts: dict[str, list[int]] = {"plain": [], "pre": []}
 
-    def measure(step_ctx, rec) -> None:
+    def measure(step_ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
         if step_ctx.step % config.every or ctrl.steps_taken != step_ctx.step + 1:
             return
         counts["plain"].append(plain.update(obj, step_ctx.theta).matvecs)

@@ -32,7 +32,10 @@ from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits_objective
 from flows import (
     Objective,
+    Recorder,
     SpectralDensity,
+    StepContext,
+    StepDecision,
     Trajectory,
     ggn_eigenpairs,
     gradient_descent,
@@ -102,12 +105,12 @@ class GGNSharpness:
         self.every = every
         self.vector: Tensor | None = None
 
-    def __call__(self, c, rec) -> None:
+    def __call__(self, c: StepContext, decision: StepDecision, rec: Recorder) -> None:
         if c.step % self.every:
             return
         pairs = ggn_eigenpairs(c.objective, c.theta, 1, v0=self.vector)
         self.vector = pairs.vectors[:, 0]
-        rec.set_metric("ggn_sharpness", len(rec.times) - 1, float(pairs.values[0]))
+        rec.log("ggn_sharpness", float(pairs.values[0]))
 
 
 def run(config: Config, out: Path, ctx: RunContext) -> None:
@@ -131,7 +134,7 @@ def _gd_run(obj: Objective, theta0: Tensor, config: Config, out: Path, ctx) -> d
     """GD with the EoS detector and the GGN's λ_max; θ saved at every measurement; the three moments chosen."""
     saved: dict[int, Tensor] = {}
 
-    def keep(c, rec) -> None:
+    def keep(c: StepContext, decision: StepDecision, rec: Recorder) -> None:
         if c.step % config.sharpness_every == 0:
             saved[c.step] = c.theta.detach().clone()
 

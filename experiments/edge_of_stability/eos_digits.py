@@ -27,7 +27,7 @@ from analysis import EoSDetector, plots
 from experiments.cli.common import number_key, read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, cifar10, digits, digits_objective, fc_tanh, half_mse, shard
-from flows import Objective, Trajectory, gradient_descent, integrate
+from flows import Objective, Recorder, StepContext, StepDecision, Trajectory, gradient_descent, integrate
 
 
 @dataclass
@@ -156,11 +156,10 @@ def _one_rate(obj, theta0, h: float, config: Config, out: Path, ctx, row_path: P
     gf_states = {int(n): torch.as_tensor(s, dtype=theta0.dtype, device=theta0.device)
                  for n, s in zip(grid, gf.state_matrix())}
 
-    def distances(c, rec):
-        row = len(rec.times) - 1
-        rec.set_metric("distance_from_start", row, float(torch.linalg.vector_norm(c.theta - theta0)))
+    def distances(c: StepContext, decision: StepDecision, rec: Recorder) -> None:
+        rec.log("distance_from_start", float(torch.linalg.vector_norm(c.theta - theta0)))
         if c.step in gf_states:
-            rec.set_metric("gf_distance", row, float(torch.linalg.vector_norm(c.theta - gf_states[c.step])))
+            rec.log("gf_distance", float(torch.linalg.vector_norm(c.theta - gf_states[c.step])))
 
     det = EoSDetector(sharpness_every=config.sharpness_every, k=config.k)
     gd = gradient_descent(obj, theta0, lr=h, steps=config.steps, states="none", callbacks=[det, distances],

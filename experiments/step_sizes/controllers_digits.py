@@ -23,7 +23,7 @@ from experiments.cli.common import read_json, read_table, save_figure, write_jso
 from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits_objective
 from experiments.zoo.training import digits_problem, minibatch
-from flows import Trajectory, gradient_descent
+from flows import Recorder, StepContext, StepDecision, Trajectory, gradient_descent
 from flows.objective import toys
 from flows.objective.layout import ParameterLayout
 
@@ -99,9 +99,9 @@ class _Timed:
     def __init__(self, fn) -> None:
         self.fn, self.seconds = fn, 0.0
 
-    def __call__(self, ctx, recorder) -> None:
+    def __call__(self, ctx: StepContext, decision: StepDecision, recorder: Recorder) -> None:
         t0 = time.perf_counter()
-        self.fn(ctx, recorder)
+        self.fn(ctx, decision, recorder)
         self.seconds += time.perf_counter() - t0
 
 
@@ -148,10 +148,10 @@ def _fullbatch(spec: str, config: Config, out: Path, ctx) -> dict:
     name, kw, label = parse_method(spec)
     det = _Timed(EoSDetector(sharpness_every=config.sharpness_every))
 
-    def test_acc(c, rec, every=config.eval_every):
+    def test_acc(c: StepContext, decision: StepDecision, rec: Recorder, every: int = config.eval_every) -> None:
         if c.step % every == 0:
-            rec.set_metric("test_acc", len(rec.times) - 1,
-                           _accuracy(model, obj.parameter_names, obj.parameter_shapes, c.theta, x_test, labels_test))
+            rec.log("test_acc",
+                    _accuracy(model, obj.parameter_names, obj.parameter_shapes, c.theta, x_test, labels_test))
 
     acc = _Timed(test_acc)
     controller = get_controller(name, **kw)

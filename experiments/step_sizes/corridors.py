@@ -21,7 +21,7 @@ from analysis import CorridorDetector, loss_linearity, plots
 from experiments.cli.common import read_json, save_figure, write_json
 from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits_objective
-from flows import Trajectory, gradient_descent
+from flows import Recorder, StepContext, StepDecision, Trajectory, gradient_descent
 from flows.objective import toys
 
 
@@ -58,13 +58,13 @@ def _straightness_callback():
     """Records cos∠(θₙ − θₙ₋₁, θₙ₋₁ − θₙ₋₂) online, without keeping the states."""
     memory: dict[str, torch.Tensor | None] = {}
 
-    def callback(ctx, rec) -> None:
+    def callback(ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
         prev = memory.get("theta")
         step = None if prev is None else ctx.theta - prev
         last = memory.get("step")
         if step is not None and last is not None:
             cos = torch.dot(step, last) / (torch.linalg.vector_norm(step) * torch.linalg.vector_norm(last))
-            rec.set_metric("straightness", len(rec.times) - 2, float(cos))  # centred on θₙ₋₁
+            rec.set_metric("straightness", rec.row - 1, float(cos))  # centred on θₙ₋₁
         memory["theta"], memory["step"] = ctx.theta, step
 
     return callback

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from analysis import EoSDetector, get_controller
 from analysis.controllers import ControllerOptimizer, StepController
 from experiments.zoo.datasets import breast_cancer, check_digits_widths, digits, fc_tanh, half_mse
-from flows import EigenTracker, Objective, gradient_descent
+from flows import EigenTracker, Objective, Recorder, StepContext, StepDecision, gradient_descent
 
 BLOW_UP = 1e4
 KINDS = ("constant", "clr", "polyak", "sps", "alig", "dal", "wngrad", "pal", "alice")
@@ -180,18 +180,18 @@ def fullbatch(problem: Problem, spec: str, steps: int, sharpness_every: int, eva
     detector = EoSDetector(sharpness_every=sharpness_every)
     test_x = problem.test_x.to(ctx.device)
 
-    def test_accuracy(c, rec) -> None:
+    def test_accuracy(c, rec: Recorder) -> None:
         if c.step % eval_every == 0:
             params = obj.layout.unflatten(c.theta) if obj.layout is not None else {}
             with torch.no_grad():
                 out = torch.func.functional_call(problem.model, params, (test_x,))
-            rec.set_metric("test_acc", len(rec.times) - 1, problem.accuracy(out.cpu()))
+            rec.log("test_acc", problem.accuracy(out.cpu()))
 
     spent = [0.0]  # seconds in the diagnostics, not counted in the step time
 
-    def diagnostics(c, rec) -> None:
+    def diagnostics(c: StepContext, decision: StepDecision, rec: Recorder) -> None:
         tick = time.perf_counter()
-        detector(c, rec)
+        detector(c, decision, rec)
         test_accuracy(c, rec)
         spent[0] += time.perf_counter() - tick
 

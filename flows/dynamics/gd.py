@@ -6,6 +6,7 @@ constant rate), so GD and the flows share one time axis.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,9 +25,12 @@ from ..records.trajectory import Recorder, Trajectory, reserve_rows
 from ..validate import check_count, check_positive, loss_bound
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepContext:
-    """What a controller or callback sees at step n (before the update)."""
+    """What a controller or callback sees at step n: θₙ, E(θₙ), gₙ and the runner's rate, before the update.
+
+    Frozen: the rate actually used at step n is the :class:`StepDecision`'s, which callbacks receive beside it.
+    """
 
     step: int
     time: float
@@ -56,9 +60,46 @@ class StepDecision:
 
 @runtime_checkable
 class Controller(Protocol):
-    """Anything with ``decide(ctx) -> StepDecision | float`` (see ``analysis.controllers``)."""
+    """What ``gradient_descent`` asks of a controller (``analysis.controllers`` has them all).
+
+    ``decide(ctx)`` returns the step (a :class:`StepDecision`, or a bare rate h); ``owns_momentum`` says the
+    controller applies its own momentum (then the runner's must be 0); ``evaluations`` counts the objective
+    evaluations it made beyond the runner's one per step (recorded as the ``evaluations`` metric);
+    ``hyperparameters()`` gives its settings for the run's config (None: nothing to record). Subclass this protocol
+    to inherit the defaults (False, 0, None) and write only ``decide``.
+    """
+
+    owns_momentum: bool = False
+    evaluations: int = 0
 
     def decide(self, ctx: StepContext) -> StepDecision | float: ...
+
+    def hyperparameters(self) -> dict[str, Any] | None:
+        """The controller's settings, recorded in the run's config (None: none)."""
+        return None
+
+
+StepCallback = Callable[[StepContext, StepDecision, Recorder], None]
+"""A ``gradient_descent`` callback: called at every row with the step's context, the decision taken from it (at the
+last row, where no step is taken, the last rate used) and the recorder, whose :meth:`~Recorder.log` and
+:meth:`~Recorder.event` write into the current row."""
+
+
+def check_callbacks(callbacks: Sequence[StepCallback]) -> list[StepCallback]:
+    """The callbacks as a list; a TypeError naming any that cannot take (ctx, decision, recorder)."""
+    out = list(callbacks)
+    for callback in out:
+        if not callable(callback):
+            raise TypeError(f"callbacks must be callables (ctx, decision, recorder), got {type(callback).__name__}")
+        try:
+            inspect.signature(callback).bind(None, None, None)
+        except TypeError:
+            raise TypeError(f"callback {getattr(callback, '__name__', type(callback).__name__)} must take (ctx, "
+                            "decision, recorder); driftlab 0.3.0 added the decision (the rate used is decision.lr, "
+                            "no longer ctx.lr)") from None
+        except ValueError:  # no signature to inspect (a builtin): let the call decide
+            pass
+    return out
 
 
 class Budget:
@@ -90,7 +131,7 @@ def gradient_descent(
     sharpness_every: int = 0,
     tracker: EigenTracker | None = None,
     max_loss: float | None = None,
-    callbacks: Sequence[Callable[[StepContext, Recorder], None]] = (),
+    callbacks: Sequence[StepCallback] = (),
     time_budget: float | None = None,
     progress: Progress = None,
 ) -> Trajectory:
@@ -116,21 +157,24 @@ def gradient_descent(
     momentum = check_positive("momentum", momentum, allow_zero=True)
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    if momentum and getattr(controller, "owns_momentum", False):
+    if controller is not None and not isinstance(controller, Controller):
+        missing = [name for name in ("decide", "owns_momentum", "evaluations", "hyperparameters")
+                   if not hasattr(controller, name)]
+        raise TypeError(f"controller must implement flows.Controller, {type(controller).__name__} lacks "
+                        f"{', '.join(missing)} (subclass flows.Controller for the defaults)")
+    if momentum and controller is not None and controller.owns_momentum:
         raise ValueError(f"momentum must be 0 with {type(controller).__name__}: the optimizer applies its own")
     sharpness_every = check_count("sharpness_every", sharpness_every)
     if max_loss is not None and not (isinstance(max_loss, (int, float)) and max_loss > 0):
         raise ValueError(f"max_loss must be None or a positive number, got {max_loss!r}")
-    if controller is not None and not isinstance(controller, Controller):
-        raise TypeError(f"controller must have a decide(ctx) method, got {type(controller).__name__}")
     if sharpness_every and tracker is None:
         tracker = EigenTracker(k=1, tol=1e-3)
     reserve_rows(steps + 1, objective.dim, states, projection_size, theta.element_size())
-    run = _GDRun(objective, lr, controller, momentum, sharpness_every, tracker, max_loss, list(callbacks),
+    run = _GDRun(objective, lr, controller, momentum, sharpness_every, tracker, max_loss, check_callbacks(callbacks),
                  Budget(time_budget), Recorder(objective.dim, states, projection_size))
     config = {"kind": "gd", "lr": lr, "steps": steps, "momentum": momentum, "objective": objective.name,
               "controller": type(controller).__name__ if controller is not None else None,
-              "controller_settings": getattr(controller, "hyperparameters", lambda: None)(),
+              "controller_settings": controller.hyperparameters() if controller is not None else None,
               "dtype": str(theta.dtype), "device": str(theta.device)}
     traj = run.rec.build(config, run.loop(theta, steps, progress))
     traj.error = run.error
@@ -140,9 +184,9 @@ def gradient_descent(
 def keep_failure(rec: Recorder, err: BaseException, runner: str, time: float) -> None:
     """A run stopped by an exception after its first step: a ``failed`` event naming it and a warning; the rows
     recorded stay. (An exception before any step is the caller's to see, raised as it is.)"""
-    step = len(rec.times) - 1
+    step = rec.row
     reason = f"{type(err).__name__}: {err}"
-    rec.events.append(Event("failed", step, time, {"reason": reason}).to_dict())
+    rec.event(Event("failed", step, time, {"reason": reason}))
     warnings.warn(f"{runner} failed after step {step} ({reason}); the {step + 1} rows recorded are returned with "
                   "status 'failed' (the exception is the trajectory's .error)", RuntimeWarning, stacklevel=4)
 
@@ -158,7 +202,7 @@ class _GDRun:
 
     def __init__(self, objective: Objective, lr: float, controller: Controller | None, momentum: float,
                  sharpness_every: int, tracker: EigenTracker | None, max_loss: float | None,
-                 callbacks: list[Callable[[StepContext, Recorder], None]], budget: Budget, rec: Recorder) -> None:
+                 callbacks: list[StepCallback], budget: Budget, rec: Recorder) -> None:
         self.objective, self.lr, self.controller, self.momentum = objective, lr, controller, momentum
         self.sharpness_every, self.tracker, self.max_loss = sharpness_every, tracker, max_loss
         self.callbacks, self.budget, self.rec = callbacks, budget, rec
@@ -182,7 +226,7 @@ class _GDRun:
                     return "stopped"
             return "complete"
         except KeyboardInterrupt:
-            self.event("interrupted", len(self.rec.times) - 1)
+            self.event("interrupted", self.rec.row)
             return "interrupted"
         except Exception as err:  # noqa: BLE001 - the model (or a callback) failed: keep the steps done
             if len(self.rec.times) < 2:
@@ -194,7 +238,7 @@ class _GDRun:
             bar.close()
 
     def event(self, kind: str, step: int, **evidence: Any) -> None:
-        self.rec.events.append(Event(kind, step, self.time, evidence).to_dict())
+        self.rec.event(Event(kind, step, self.time, evidence))
 
     def step(self, n: int, theta: Tensor, last: bool) -> tuple[Tensor, str | None]:
         """Record row n and take step n (none at the last row); θₙ₊₁ and a status when the run ends here."""
@@ -209,18 +253,17 @@ class _GDRun:
             return theta, "diverged"
         if self.tracker is not None and self.sharpness_every and n % self.sharpness_every == 0:
             row["sharpness"] = float(self.tracker.update(self.objective, theta).values[0])  # θ is sane here
-        # a controller sees the runner's rate; at the last row no step is taken, so callbacks see the last
-        # rate actually used (lr when no step was taken)
-        ctx = StepContext(n, self.time, theta, loss, grad, self.objective, self.last_lr if last else self.lr,
-                          self.momentum)
+        # the context carries the runner's rate; the rate used is the decision's (at the last row, where no step
+        # is taken, callbacks get the last rate used: lr when no step was taken)
+        ctx = StepContext(n, self.time, theta, loss, grad, self.objective, self.lr, self.momentum)
         if last:
             self.rec.add(self.time, theta, **row)
-            self.notify(ctx)
+            self.notify(ctx, StepDecision(self.last_lr))  # no step from the last row: the last rate used
             return theta, None
         decision = decide(self.controller, ctx)
         row.update(lr=decision.lr, **decision.info)
         # cumulative objective evaluations: the runner's one per step plus the controller's extra ones
-        row["evaluations"] = float(n + 1 + getattr(self.controller, "evaluations", 0))
+        row["evaluations"] = float(n + 1 + (self.controller.evaluations if self.controller is not None else 0))
         if decision.displacement is not None:
             if self.momentum:
                 raise ValueError("momentum must be 0 with a controller that gives its own displacement (an optimizer "
@@ -237,15 +280,14 @@ class _GDRun:
             self.event("refused_step", n, lr=decision.lr,  # θₙ stays the last recorded state
                        reason="non-finite rate or update proposed by the controller")
             return theta, "diverged"
-        ctx.lr, ctx.info = decision.lr, dict(decision.info)  # callbacks see the rate actually used
         self.last_lr = decision.lr
-        self.notify(ctx)
+        self.notify(ctx, decision)
         self.time += decision.lr
         return new_theta, None
 
-    def notify(self, ctx: StepContext) -> None:
+    def notify(self, ctx: StepContext, decision: StepDecision) -> None:
         for callback in self.callbacks:
-            callback(ctx, self.rec)
+            callback(ctx, decision, self.rec)
 
 
 def decide(controller: Controller | None, ctx: StepContext) -> StepDecision:

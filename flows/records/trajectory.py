@@ -358,9 +358,25 @@ class Recorder:
             if len(series) < n + 1:
                 series.append(float("nan"))
 
+    @property
+    def row(self) -> int:
+        """The index of the current (last added) row; −1 before the first."""
+        return len(self.times) - 1
+
     def set_metric(self, name: str, index: int, value: float) -> None:
+        """Metric ``name`` at row ``index`` (rows before it without one stay NaN)."""
         series = self.metrics.setdefault(name, [float("nan")] * len(self.times))
         series[index] = float(value)
+
+    def log(self, name: str, value: float) -> None:
+        """Metric ``name`` at the current row: what a callback measured at the state it was called with."""
+        if not self.times:
+            raise IndexError(f"log({name!r}): no row recorded yet")
+        self.set_metric(name, len(self.times) - 1, value)
+
+    def event(self, event: Any) -> None:
+        """Keep an event (an ``Event``, or anything with ``to_dict()``) in the trajectory."""
+        self.events.append(event.to_dict())
 
     def build(self, config: dict[str, Any], status: str = "complete") -> Trajectory:
         states = np.stack(self.states) if self.states and self.state_mode != "none" else None

@@ -5,7 +5,7 @@ import torch
 from models import digits_objective
 
 from analysis import EoSDetector, from_dict
-from flows import Trajectory, compare, gradient_descent, stability_threshold
+from flows import Controller, Trajectory, compare, gradient_descent, stability_threshold
 from flows.objective import toys
 
 STEPS = 600
@@ -88,7 +88,7 @@ def test_gd_gf_separation_on_the_quadratic():
     assert EoSDetector().detect(calm.gd, objective=obj, drift=calm.drift["gf"]).separation_step is None
 
 
-class _GrowingRate:
+class _GrowingRate(Controller):
     """hₙ = 0.01·1.1ⁿ: the threshold 2/hₙ falls past λ_max = 2 of the pf-quadratic toy at n = 49."""
 
     def decide(self, ctx):
@@ -102,13 +102,13 @@ def test_offline_detection_uses_the_rate_recorded_at_each_step(tmp_path):
     seen = []
     online = EoSDetector(sharpness_every=1)
     traj = gradient_descent(toys.get("pf-quadratic"), lr=0.01, steps=55, controller=_GrowingRate(),
-                            callbacks=[online, lambda ctx, rec: seen.append((ctx.step, ctx.lr))])
+                            callbacks=[online, lambda ctx, decision, rec: seen.append((ctx.step, decision.lr))])
     traj.save(tmp_path / "run")
     offline = EoSDetector(sharpness_every=1).detect(Trajectory.load(tmp_path / "run"))
     assert online.crossed_at == offline.first_crossing == 49
     crossing = next(e for e in offline.events if e.kind == "eos_crossing")
     assert crossing.evidence["lr"] == pytest.approx(0.01 * 1.1 ** 49)
-    # the last row takes no step: callbacks see the last rate used, not the runner's base rate
+    # the last row takes no step: callbacks get the last rate used as the decision, not the runner's base rate
     assert seen[-1] == (55, pytest.approx(0.01 * 1.1 ** 54))
     # an explicit lr= still imposes one constant rate
     assert EoSDetector(sharpness_every=1).detect(traj, lr=0.01).first_crossing is None

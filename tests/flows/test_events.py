@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import analysis
-from flows import gradient_descent, integrate
+from flows import Controller, gradient_descent, integrate
 from flows.objective import toys
 from flows.records.events import Event, Segment, from_dict
 
@@ -21,7 +21,7 @@ def _nan_controller(ctx):
     return math.nan
 
 
-def _interrupt_at_step_3(ctx, rec):
+def _interrupt_at_step_3(ctx, decision, rec):
     if ctx.step == 3:
         raise KeyboardInterrupt
 
@@ -29,7 +29,7 @@ def _interrupt_at_step_3(ctx, rec):
 def test_gd_events_round_trip_every_field():
     cubic = toys.get("cubic")
     diverged = gradient_descent(cubic, lr=50.0, steps=50)
-    nan_rate = type("NanRate", (), {"decide": staticmethod(_nan_controller)})()
+    nan_rate = type("NanRate", (Controller,), {"decide": staticmethod(_nan_controller)})()
     refused = gradient_descent(cubic, lr=0.1, steps=5, controller=nan_rate)
     stopped = gradient_descent(cubic, lr=1e-6, steps=10 ** 6, time_budget=0.2, states="none")
     interrupted = gradient_descent(cubic, lr=0.1, steps=10, callbacks=[_interrupt_at_step_3])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from flows import StepDecision, gradient_descent
+from flows import Controller, StepDecision, gradient_descent
 from flows.objective import toys
 
 
@@ -33,7 +33,7 @@ def test_divergence_is_an_outcome():
 
 
 def test_controller_protocol():
-    class Halving:
+    class Halving(Controller):
         def decide(self, ctx):
             return StepDecision(ctx.lr / 2 ** ctx.step, info={"note": float(ctx.step)})
 
@@ -44,3 +44,35 @@ def test_controller_protocol():
     np.testing.assert_allclose(traj.metric("note")[:3], [0.0, 1.0, 2.0])
     with pytest.raises(TypeError, match="decide"):
         gradient_descent(obj, lr=0.1, steps=1, controller=object())
+
+    class DuckTyped:  # decide alone: the runner names what is missing instead of probing with getattr
+        def decide(self, ctx):
+            return 0.1
+
+    with pytest.raises(TypeError, match="lacks owns_momentum, evaluations, hyperparameters"):
+        gradient_descent(obj, lr=0.1, steps=1, controller=DuckTyped())
+
+
+def test_callbacks_get_a_frozen_context_the_decision_and_the_recorder():
+    import dataclasses
+
+    obj = toys.get("cubic")
+    seen = []
+
+    def record(ctx, decision, rec):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            ctx.lr = 1.0
+        rec.log("doubled_rate", 2 * decision.lr)
+        seen.append((ctx.step, ctx.lr, decision.lr, rec.row))
+
+    class Growing(Controller):
+        def decide(self, ctx):
+            return 0.1 * (ctx.step + 1)
+
+    traj = gradient_descent(obj, lr=0.1, steps=3, controller=Growing(), callbacks=[record])
+    assert [s[0] for s in seen] == [0, 1, 2, 3] and [s[3] for s in seen] == [0, 1, 2, 3]
+    assert all(s[1] == 0.1 for s in seen)  # the runner's rate, unchanged after the decision
+    np.testing.assert_allclose([s[2] for s in seen], [0.1, 0.2, 0.3, 0.3])  # the last row: the last rate used
+    np.testing.assert_allclose(traj.metric("doubled_rate"), [0.2, 0.4, 0.6, 0.6])
+    with pytest.raises(TypeError, match=r"must take \(ctx, decision, recorder\)"):
+        gradient_descent(obj, lr=0.1, steps=1, callbacks=[lambda ctx, rec: None])
