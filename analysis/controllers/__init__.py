@@ -4,7 +4,7 @@ Each controller works two ways:
 
 * as ``controller=`` in :func:`flows.gradient_descent` on a flat θ — it sees
   the step context and returns (h, d, info); ``info`` is recorded per step;
-* as a ``torch.optim.Optimizer`` (``CorridorLROptimizer``, ``PALOptimizer``, …,
+* as a ``torch.optim.Optimizer`` (``CorridorLROptimizer``, ``PALOptimizer``, … in ``torch_optim``,
   or ``ControllerOptimizer(params, controller)``) in an ordinary training loop
   with the closure convention.
 
@@ -19,20 +19,22 @@ from .base import ClosureObjective, Constant, ControllerOptimizer, StepControlle
 from .curvature import ALIG, CorridorLR, DriftAdjustedLR, SPSMax
 from .optimizers import OptimizerController
 from .stochastic import SGDController
+from .torch_optim import (
+    AliceOptimizer,
+    ALIGOptimizer,
+    ConstantOptimizer,
+    CorridorLROptimizer,
+    DriftAdjustedLROptimizer,
+    PALOptimizer,
+    SPSMaxOptimizer,
+    WNGradOptimizer,
+)
 
 CONTROLLERS: dict[str, type[StepController]] = {
     "constant": Constant, "clr": CorridorLR, "dal": DriftAdjustedLR, "wngrad": WNGrad, "pal": PAL, "alice": Alice,
     "sps": SPSMax, "alig": ALIG,
 }
 
-ConstantOptimizer = optimizer_class(Constant)
-CorridorLROptimizer = optimizer_class(CorridorLR)
-DriftAdjustedLROptimizer = optimizer_class(DriftAdjustedLR)
-WNGradOptimizer = optimizer_class(WNGrad)
-PALOptimizer = optimizer_class(PAL)
-AliceOptimizer = optimizer_class(Alice)
-SPSMaxOptimizer = optimizer_class(SPSMax)
-ALIGOptimizer = optimizer_class(ALIG)
 
 
 def get_controller(name: str, **settings: Any) -> StepController:

@@ -2,21 +2,23 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from flows import StepContext, StepDecision
-from flows.validate import check_positive
+from flows.validate import check_choice, check_count, check_positive
 
-from .base import StepController
+from .base import StepController, companion
 
 LIMITERS = ("fixed", "sgdm", "adam")
 HESSIAN_TERMS = ("zero", "abs", "rms")
 GLASS = 3.0 / (4.0 * math.pi)  # α = (3/4π) ρ/|G|
 
 
+@dataclass(eq=False, repr=False)
 class WNGrad(StepController):
     """WNGrad (Wu, Ward & Bottou 2018): b ← b + ‖g‖²/b, then θ ← θ − g/b, with b₀ = 1/``lr``.
 
@@ -31,19 +33,16 @@ class WNGrad(StepController):
     optimizer's parameters. Records ``b`` (global) or the range of rates.
     """
 
-    name = "wngrad"
+    name: ClassVar[str] = "wngrad"
+    lr: float = 0.1
+    per_row: bool = field(default=False, kw_only=True)
+    shapes: list[tuple[int, ...]] | None = companion()
 
-    def __init__(self, lr: float = 0.1, *, per_row: bool = False,
-                 shapes: list[tuple[int, ...]] | None = None) -> None:
-        super().__init__()
-        self.lr = check_positive("lr", lr)
-        if not isinstance(per_row, bool):
-            raise TypeError(f"per_row must be True or False, got {per_row!r}")
-        self.per_row = per_row
-        self.shapes = None if shapes is None else [tuple(int(n) for n in s) for s in shapes]
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "per_row": self.per_row}
+    def __post_init__(self) -> None:
+        self.lr = check_positive("lr", self.lr)
+        if not isinstance(self.per_row, bool):
+            raise TypeError(f"per_row must be True or False, got {self.per_row!r}")
+        self.shapes = None if self.shapes is None else [tuple(int(n) for n in s) for s in self.shapes]
 
     def _groups(self, ctx: StepContext) -> tuple[Tensor, int]:
         shapes = self.shapes or getattr(ctx.objective, "parameter_shapes", None)
@@ -87,6 +86,7 @@ class WNGrad(StepController):
         return StepDecision(top, g * (rate / top), {"rate_min": float(rate.min()), "rate_max": top})
 
 
+@dataclass(eq=False, repr=False)
 class PAL(StepController):
     """Parabolic Approximation Line search (Mutschler & Zell 2020).
 
@@ -106,20 +106,19 @@ class PAL(StepController):
     ``pal_b``, ``pal_step`` (s) and ``pal_clipped``; the rate is s/‖d‖.
     """
 
-    name = "pal"
+    name: ClassVar[str] = "pal"
+    mu: float = 1.0
+    s_max: float = 3.16
+    beta: float = 0.4
+    alpha: float = 1 / 0.6
+    epsilon: float = 1e-10
 
-    def __init__(self, mu: float = 1.0, s_max: float = 3.16, beta: float = 0.4, alpha: float = 1 / 0.6,
-                 epsilon: float = 1e-10) -> None:
-        super().__init__()
-        self.mu = check_positive("mu", mu)
-        self.s_max = check_positive("s_max", s_max)
-        self.beta = check_positive("beta", beta, allow_zero=True)
-        self.alpha = check_positive("alpha", alpha)
-        self.epsilon = check_positive("epsilon", epsilon)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"mu": self.mu, "s_max": self.s_max, "beta": self.beta, "alpha": self.alpha,
-                "epsilon": self.epsilon}
+    def __post_init__(self) -> None:
+        self.mu = check_positive("mu", self.mu)
+        self.s_max = check_positive("s_max", self.s_max)
+        self.beta = check_positive("beta", self.beta, allow_zero=True)
+        self.alpha = check_positive("alpha", self.alpha)
+        self.epsilon = check_positive("epsilon", self.epsilon)
 
     def decide(self, ctx: StepContext) -> StepDecision:
         g = ctx.grad
@@ -153,6 +152,7 @@ class PAL(StepController):
         return StepDecision(s / norm, d, info)
 
 
+@dataclass(eq=False, repr=False)
 class Alice(StepController):
     """Alice (Duersch et al. 2024, "Curvature in the Looking-Glass"), after the public reference code.
 
@@ -182,46 +182,47 @@ class Alice(StepController):
     enters as in the reference.
     """
 
-    name = "alice"
+    name: ClassVar[str] = "alice"
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    w1: float = 0.0
+    w2: float = 0.0
+    phi: float | None = None
+    omega: float = 1.0
+    limit_method: str = "adam"
+    lr_min: float = 0.0
+    lr_max: float | None = None
+    hess_comp: str = "abs"
+    grad_glass: bool = True
+    quick_steps: int = 3
+    seed: int = 0
 
-    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 w1: float = 0.0, w2: float = 0.0, phi: float | None = None, omega: float = 1.0,
-                 limit_method: str = "adam", lr_min: float = 0.0, lr_max: float | None = None,
-                 hess_comp: str = "abs", grad_glass: bool = True, quick_steps: int = 3, seed: int = 0) -> None:
-        super().__init__()
-        self.lr = check_positive("lr", lr)
+    def __post_init__(self) -> None:
+        self.lr = check_positive("lr", self.lr)
+        betas = self.betas
         if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0 < b < 1 for b in betas)):
             raise ValueError(f"betas must be two numbers in (0, 1), got {betas!r}")
         self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = check_positive("eps", eps)
-        self.w1 = check_positive("w1", w1, allow_zero=True)
-        self.w2 = check_positive("w2", w2, allow_zero=True)
+        self.eps = check_positive("eps", self.eps)
+        self.w1 = check_positive("w1", self.w1, allow_zero=True)
+        self.w2 = check_positive("w2", self.w2, allow_zero=True)
+        phi = self.phi
         self.phi = 1.0 - self.betas[0] if phi is None else check_positive("phi", phi)
         if not 0 < self.phi < 2:
             raise ValueError(f"phi must be in (0, 2), got {phi!r}")
-        self.omega = check_positive("omega", omega)
-        if limit_method not in LIMITERS:
-            raise ValueError(f"limit_method must be one of {LIMITERS}, got {limit_method!r}")
-        self.limit_method = limit_method
-        self.lr_min = check_positive("lr_min", lr_min, allow_zero=True)
-        self.lr_max = 2.0 * self.lr if lr_max is None else check_positive("lr_max", lr_max)
+        self.omega = check_positive("omega", self.omega)
+        check_choice("limit_method", self.limit_method, LIMITERS)
+        self.lr_min = check_positive("lr_min", self.lr_min, allow_zero=True)
+        self.lr_max = 2.0 * self.lr if self.lr_max is None else check_positive("lr_max", self.lr_max)
         if self.lr_min > self.lr_max:
-            raise ValueError(f"lr_min={lr_min} must not exceed lr_max={self.lr_max}")
-        if hess_comp not in HESSIAN_TERMS:
-            raise ValueError(f"hess_comp must be one of {HESSIAN_TERMS}, got {hess_comp!r}")
-        if hess_comp == "zero" and not grad_glass:
+            raise ValueError(f"lr_min={self.lr_min} must not exceed lr_max={self.lr_max}")
+        check_choice("hess_comp", self.hess_comp, HESSIAN_TERMS)
+        if self.hess_comp == "zero" and not self.grad_glass:
             raise ValueError("hess_comp='zero' with grad_glass=False leaves no curvature term")
-        self.hess_comp, self.grad_glass = hess_comp, bool(grad_glass)
-        if isinstance(quick_steps, bool) or not isinstance(quick_steps, int) or quick_steps < 0:
-            raise ValueError(f"quick_steps must be an int ≥ 0, got {quick_steps!r}")
-        self.quick_steps = quick_steps
-        self.seed = int(seed)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "betas": list(self.betas), "eps": self.eps, "w1": self.w1, "w2": self.w2,
-                "phi": self.phi, "omega": self.omega, "limit_method": self.limit_method, "lr_min": self.lr_min,
-                "lr_max": self.lr_max, "hess_comp": self.hess_comp, "grad_glass": self.grad_glass,
-                "quick_steps": self.quick_steps, "seed": self.seed}
+        self.grad_glass = bool(self.grad_glass)
+        self.quick_steps = check_count("quick_steps", self.quick_steps)
+        self.seed = int(self.seed)
 
     @property
     def warmup(self) -> float:
@@ -277,13 +278,15 @@ class Alice(StepController):
         g0 = self._regularised(g0, nu)
         st["G"] = g0 + b1 * (st["G"] - g0)
         info = {"alice_sample": float(sample)}
+        phi = self.phi
+        assert phi is not None  # resolved in __post_init__
         if n <= self.warmup:
-            return StepDecision(self.phi, torch.zeros_like(mu), {**info, "alice_rate_median": 0.0})
+            return StepDecision(phi, torch.zeros_like(mu), {**info, "alice_rate_median": 0.0})
         step = self._step(st)
         st["nu"] = mu + self.omega * step
         absg = st["G"].abs()
         rate = torch.where(absg > 0, step.abs() / absg, torch.zeros_like(absg))
-        return StepDecision(self.phi, -step, {**info, "alice_rate_median": float(rate.median())})
+        return StepDecision(phi, -step, {**info, "alice_rate_median": float(rate.median())})
 
     def _step(self, st: dict[str, Any]) -> Tensor:
         """Δ per coordinate (Alg. 3 of the reference): the glass-and-curvature step, clamped, signed for descent."""

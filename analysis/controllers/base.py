@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -23,30 +24,44 @@ from flows.dynamics.gd import decide
 from flows.objective.layout import ParameterLayout
 from flows.validate import check_positive
 
+SETTING = "setting"
 
+
+def state_field(default: Any = None, factory: Callable[[], Any] | None = None) -> Any:
+    """A dataclass field that is the controller's working state, not a setting (no constructor argument)."""
+    if factory is not None:
+        return field(default_factory=factory, init=False, repr=False, compare=False, metadata={SETTING: False})
+    return field(default=default, init=False, repr=False, compare=False, metadata={SETTING: False})
+
+
+def companion(default: Any = None) -> Any:
+    """A keyword-only constructor argument that is an object the controller uses (a detector), not a setting."""
+    return field(default=default, kw_only=True, repr=False, compare=False, metadata={SETTING: False})
+
+
+@dataclass(eq=False)
 class StepController(Controller):
-    """Base class: ``decide(ctx) -> StepDecision`` plus resumable state.
+    """Base class of the step controllers: dataclasses whose fields are their settings, plus resumable state.
 
-    Subclasses set ``name`` and implement :meth:`decide`; the state that
-    changes from step to step lives in ``self.state`` (a dict of tensors and
-    numbers), so :meth:`state_dict`/:meth:`load_state_dict` round-trip it.
-    ``evaluations`` counts objective evaluations (loss or gradient) the
-    controller made beyond the one at θₙ that the runner provides.
+    Each subclass declares its settings as dataclass fields (validated in ``__post_init__``) and implements
+    :meth:`decide`; :meth:`hyperparameters` is the fields. The state that changes from step to step lives in
+    ``self.state`` (a dict of tensors and numbers), so :meth:`state_dict`/:meth:`load_state_dict` round-trip it.
+    ``evaluations`` counts objective evaluations (loss or gradient) the controller made beyond the one at θₙ
+    that the runner provides.
     """
 
-    name = "controller"
-    uses_detector = False
-
-    def __init__(self) -> None:
-        self.state: dict[str, Any] = {}
-        self.evaluations = 0
+    name: ClassVar[str] = "controller"
+    uses_detector: ClassVar[bool] = False
+    state: dict[str, Any] = state_field(factory=dict)
+    evaluations: int = state_field(default=0)
 
     def decide(self, ctx: StepContext) -> StepDecision:  # pragma: no cover - interface
         raise NotImplementedError
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The constructor settings, as plain values (recorded with runs)."""
-        return {}
+        """The settings (the constructor arguments that are not companions), as plain values, recorded with runs."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if f.init and f.metadata.get(SETTING, True)}
 
     def check_standalone(self) -> None:
         """Raise ValueError when the settings need a runner (``flows.gradient_descent``) to make sense."""
@@ -74,24 +89,32 @@ class StepController(Controller):
         return f"{type(self).__name__}({args})"
 
 
+def _plain(value: Any) -> Any:
+    """A setting as JSON writes it (tuples as lists)."""
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
+
+
+@dataclass(eq=False, repr=False)
 class Constant(StepController):
     """Plain GD/SGD, the baseline: hₙ = ``lr``; with heavy-ball momentum β, dₙ = vₙ = βvₙ₋₁ + gₙ.
 
     (Momentum here belongs to the controller, so it also works in the
     ``torch.optim`` form; do not combine it with ``gradient_descent(momentum=)``.)
+
+    Attributes:
+        lr: the rate h > 0.
+        momentum: β ∈ [0, 1).
     """
 
-    name = "constant"
+    name: ClassVar[str] = "constant"
+    lr: float = 0.1
+    momentum: float = 0.0
 
-    def __init__(self, lr: float = 0.1, momentum: float = 0.0) -> None:
-        super().__init__()
-        self.lr = check_positive("lr", lr)
-        self.momentum = check_positive("momentum", momentum, allow_zero=True)
+    def __post_init__(self) -> None:
+        self.lr = check_positive("lr", self.lr)
+        self.momentum = check_positive("momentum", self.momentum, allow_zero=True)
         if self.momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"lr": self.lr, "momentum": self.momentum}
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
 
     def decide(self, ctx: StepContext) -> StepDecision:
         if not self.momentum:
@@ -337,13 +360,15 @@ def _differs(a: Any, b: Any) -> bool:
 
 
 def optimizer_class(controller_cls: type[StepController]) -> type[ControllerOptimizer]:
-    """``XOptimizer(params, **hyperparameters)`` for a controller class ``X``."""
+    """``XOptimizer(params, **settings)`` for a controller class ``X`` of one's own (driftlab's controllers have
+    explicit classes in :mod:`analysis.controllers.torch_optim`)."""
 
-    def __init__(self, params, **kwargs) -> None:
-        ControllerOptimizer.__init__(self, params, controller_cls(**kwargs))
+    class Generated(ControllerOptimizer):
+        def __init__(self, params: Iterable[Tensor] | Iterable[dict], **settings: Any) -> None:
+            super().__init__(params, controller_cls(**settings))
 
-    doc = (f"``torch.optim`` form of :class:`{controller_cls.__name__}`: "
-           f"``{controller_cls.__name__}Optimizer(model.parameters(), **settings)``.\n\n"
-           + (controller_cls.__doc__ or ""))
-    return type(f"{controller_cls.__name__}Optimizer", (ControllerOptimizer,),
-                {"__init__": __init__, "__doc__": doc, "__module__": controller_cls.__module__})
+    Generated.__name__ = Generated.__qualname__ = f"{controller_cls.__name__}Optimizer"
+    Generated.__doc__ = (f"``torch.optim`` form of :class:`{controller_cls.__name__}`: "
+                         f"``{controller_cls.__name__}Optimizer(model.parameters(), **settings)``.")
+    Generated.__module__ = controller_cls.__module__
+    return Generated

@@ -2,19 +2,40 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 
 from flows import StepContext, StepDecision
-from flows.validate import check_positive
+from flows.validate import check_choice, check_count, check_positive
 
-from .base import StepController
+from .base import StepController, companion
 
 OUTSIDE = ("polyak", "fallback")
 HVP = ("exact", "finite_difference")
 
 
+def check_finite(name: str, value: float) -> float:
+    """A finite real number, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def polyak_rate(ctx: StepContext, e_star: float, scale: float, max_lr: float | None) -> tuple[float, dict[str, float]]:
+    """h = scale·(E(θ) − E*)/‖g‖², 0 when E ≤ E* or g = 0 (``clr_clipped``), capped at ``max_lr``; with the info
+    recorded (``clr``: the uncapped rate)."""
+    gap = float(ctx.loss) - e_star
+    g2 = float(torch.linalg.vector_norm(ctx.grad)) ** 2
+    raw = scale * gap / g2 if g2 > 0 else 0.0
+    lr, clipped = (raw, 0.0) if raw > 0 else (0.0, 1.0)
+    if max_lr is not None and lr > max_lr:
+        lr = max_lr
+    return lr, {"clr": raw, "clr_clipped": clipped}
+
+
+@dataclass(eq=False, repr=False)
 class CorridorLR(StepController):
     """Corridor learning rate (CLR): h = scale · (E(θ) − E*) / ‖g‖², capped at ``max_lr``.
 
@@ -32,38 +53,25 @@ class CorridorLR(StepController):
     Records per step: ``clr`` (the uncapped rate), ``lr``, ``in_corridor``.
     """
 
-    name = "clr"
+    name: ClassVar[str] = "clr"
+    e_star: float = 0.0
+    scale: float = field(default=1.0, kw_only=True)
+    max_lr: float | None = field(default=None, kw_only=True)
+    outside: str = field(default="polyak", kw_only=True)
+    fallback_lr: float | None = field(default=None, kw_only=True)
+    detector: Any | None = companion()
 
-    def __init__(self, e_star: float = 0.0, *, scale: float = 1.0, max_lr: float | None = None,
-                 detector: Any | None = None, outside: str = "polyak", fallback_lr: float | None = None) -> None:
-        super().__init__()
-        if not (isinstance(e_star, (int, float)) and math.isfinite(e_star)):
-            raise ValueError(f"e_star must be a finite number, got {e_star!r}")
-        self.e_star = float(e_star)
-        self.scale = check_positive("scale", scale)
-        self.max_lr = None if max_lr is None else check_positive("max_lr", max_lr)
-        if outside not in OUTSIDE:
-            raise ValueError(f"outside must be one of {OUTSIDE}, got {outside!r}")
-        if outside == "fallback" and (detector is None or fallback_lr is None):
+    def __post_init__(self) -> None:
+        self.e_star = check_finite("e_star", self.e_star)
+        self.scale = check_positive("scale", self.scale)
+        self.max_lr = None if self.max_lr is None else check_positive("max_lr", self.max_lr)
+        check_choice("outside", self.outside, OUTSIDE)
+        if self.outside == "fallback" and (self.detector is None or self.fallback_lr is None):
             raise ValueError("outside='fallback' needs a detector= (CorridorDetector) and a fallback_lr=")
-        self.outside = outside
-        self.fallback_lr = None if fallback_lr is None else check_positive("fallback_lr", fallback_lr)
-        self.detector = detector
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"e_star": self.e_star, "scale": self.scale, "max_lr": self.max_lr, "outside": self.outside,
-                "fallback_lr": self.fallback_lr}
+        self.fallback_lr = None if self.fallback_lr is None else check_positive("fallback_lr", self.fallback_lr)
 
     def decide(self, ctx: StepContext) -> StepDecision:
-        gap = float(ctx.loss) - self.e_star
-        g2 = float(torch.linalg.vector_norm(ctx.grad)) ** 2
-        raw = self.scale * gap / g2 if g2 > 0 else 0.0
-        lr, clipped = raw, 0.0
-        if not raw > 0:
-            lr, clipped = 0.0, 1.0
-        if self.max_lr is not None and lr > self.max_lr:
-            lr = self.max_lr
-        info = {"clr": raw, "clr_clipped": clipped}
+        lr, info = polyak_rate(ctx, self.e_star, self.scale, self.max_lr)
         if self.detector is not None:
             self.detector.observe(ctx)
             info["in_corridor"] = float(self.detector.in_corridor)
@@ -73,7 +81,8 @@ class CorridorLR(StepController):
         return StepDecision(lr, None, info)
 
 
-class SPSMax(CorridorLR):
+@dataclass(eq=False, repr=False)
+class SPSMax(StepController):
     """SPS_max, the stochastic Polyak step of Loizou, Vaswani, Laradji & Lacoste-Julien (2021, eq. (5)):
     h = min((E(θ) − E*)/(c·‖g‖²), ``max_lr``) with E* the optimal value of the loss being stepped on (0 for
     non-negative losses that interpolate), c = 1/2 by default (their theory's choice), max_lr = γ_b.
@@ -82,16 +91,22 @@ class SPSMax(CorridorLR):
     E and g are the batch's, as in the paper. Records ``clr`` (the uncapped step) and ``lr``.
     """
 
-    name = "sps"
+    name: ClassVar[str] = "sps"
+    c: float = 0.5
+    max_lr: float = 1.0
+    e_star: float = 0.0
 
-    def __init__(self, c: float = 0.5, max_lr: float = 1.0, e_star: float = 0.0) -> None:
-        self.c = check_positive("c", c)
-        super().__init__(e_star, scale=1.0 / self.c, max_lr=check_positive("max_lr", max_lr))
+    def __post_init__(self) -> None:
+        self.c = check_positive("c", self.c)
+        self.max_lr = check_positive("max_lr", self.max_lr)
+        self.e_star = check_finite("e_star", self.e_star)
 
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"c": self.c, "max_lr": self.max_lr, "e_star": self.e_star}
+    def decide(self, ctx: StepContext) -> StepDecision:
+        lr, info = polyak_rate(ctx, self.e_star, 1.0 / self.c, self.max_lr)
+        return StepDecision(lr, None, info)
 
 
+@dataclass(eq=False, repr=False)
 class ALIG(StepController):
     """ALI-G (Berrada, Zisserman & Kumar 2020, eq. (5), without momentum): h = min((E(θ) − E*)/(‖g‖² + δ),
     ``max_lr``) with E* = 0 by default (ALI-G assumes interpolation), δ > 0 a small constant keeping the step
@@ -99,18 +114,15 @@ class ALIG(StepController):
     When E ≤ E* the step is 0. Records ``lr``.
     """
 
-    name = "alig"
+    name: ClassVar[str] = "alig"
+    max_lr: float = 1.0
+    delta: float = 1e-5
+    e_star: float = 0.0
 
-    def __init__(self, max_lr: float = 1.0, delta: float = 1e-5, e_star: float = 0.0) -> None:
-        super().__init__()
-        self.max_lr = check_positive("max_lr", max_lr)
-        self.delta = check_positive("delta", delta)
-        if not (isinstance(e_star, (int, float)) and math.isfinite(e_star)):
-            raise ValueError(f"e_star must be a finite number, got {e_star!r}")
-        self.e_star = float(e_star)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"max_lr": self.max_lr, "delta": self.delta, "e_star": self.e_star}
+    def __post_init__(self) -> None:
+        self.max_lr = check_positive("max_lr", self.max_lr)
+        self.delta = check_positive("delta", self.delta)
+        self.e_star = check_finite("e_star", self.e_star)
 
     def decide(self, ctx: StepContext) -> StepDecision:
         gap = float(ctx.loss) - self.e_star
@@ -118,6 +130,7 @@ class ALIG(StepController):
         return StepDecision(min(max(gap, 0.0) / (g2 + self.delta), self.max_lr))
 
 
+@dataclass(eq=False, repr=False)
 class DriftAdjustedLR(StepController):
     """DAL-p: h = min(2 / vᵖ, max_lr) with v = ‖Hg‖/‖g‖, the curvature along the gradient.
 
@@ -137,27 +150,24 @@ class DriftAdjustedLR(StepController):
     ``sharpness`` when a detector is attached.
     """
 
-    name = "dal"
+    name: ClassVar[str] = "dal"
+    p: float = 1.0
+    max_lr: float = field(default=5.0, kw_only=True)
+    hvp: str = field(default="exact", kw_only=True)
+    start: int = field(default=0, kw_only=True)
+    stop: int | None = field(default=None, kw_only=True)
+    base_lr: float | None = field(default=None, kw_only=True)
+    detector: Any | None = companion()
 
-    def __init__(self, p: float = 1.0, *, max_lr: float = 5.0, hvp: str = "exact", start: int = 0,
-                 stop: int | None = None, base_lr: float | None = None, detector: Any | None = None) -> None:
-        super().__init__()
-        self.p = check_positive("p", p, allow_zero=True)
-        self.max_lr = check_positive("max_lr", max_lr)
-        if hvp not in HVP:
-            raise ValueError(f"hvp must be one of {HVP}, got {hvp!r}")
-        self.hvp = hvp
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise ValueError(f"start must be an int ≥ 0, got {start!r}")
-        if stop is not None and (isinstance(stop, bool) or not isinstance(stop, int) or stop <= start):
-            raise ValueError(f"stop must be None or an int > start={start}, got {stop!r}")
-        self.start, self.stop = start, stop
-        self.base_lr = None if base_lr is None else check_positive("base_lr", base_lr)
-        self.detector = detector
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {"p": self.p, "max_lr": self.max_lr, "hvp": self.hvp, "start": self.start, "stop": self.stop,
-                "base_lr": self.base_lr}
+    def __post_init__(self) -> None:
+        self.p = check_positive("p", self.p, allow_zero=True)
+        self.max_lr = check_positive("max_lr", self.max_lr)
+        check_choice("hvp", self.hvp, HVP)
+        self.start = check_count("start", self.start)
+        if self.stop is not None and (isinstance(self.stop, bool) or not isinstance(self.stop, int)
+                                      or self.stop <= self.start):
+            raise ValueError(f"stop must be None or an int > start={self.start}, got {self.stop!r}")
+        self.base_lr = None if self.base_lr is None else check_positive("base_lr", self.base_lr)
 
     def check_standalone(self) -> None:
         """In the torch.optim form there is no runner rate: a window needs ``base_lr``."""

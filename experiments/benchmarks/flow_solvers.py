@@ -142,14 +142,14 @@ def measure_central(config: Config, device: torch.device, check: Callable[[], No
                                progress=False)
     per_step_total = time.perf_counter() - clock
     check()
-    steps = max(len(cf.loss) - 1, 1)
-    updates = max(cf.evaluations, 1)
-    k_mean = float(cf.k.mean()) if cf.k.size else 0.0
-    parts = {name: cf.seconds.get(key, 0.0) / steps for name, key in (
+    steps = max(len(cf) - 1, 1)
+    updates = max(cf.config["evaluations"], 1)
+    k_mean = float(cf.metric("k").mean()) if len(cf) else 0.0
+    parts = {name: cf.config["central_seconds"].get(key, 0.0) / steps for name, key in (
         ("gradient", "gradient"), ("warm eigen update", "eigen"), ("third-derivative pairs", "third"),
         ("SDCP (terms + solve)", "sdcp"))}
     per_step = total / steps
-    budget = 4 * (t_grad + parts["warm eigen update"] / 4 + cf.third_products / updates * t_pair)
+    budget = 4 * (t_grad + parts["warm eigen update"] / 4 + cf.config["third_products"] / updates * t_pair)
     rows = [{"part": name, "s per GD step": round(sec, 4), "share": f"{sec / per_step:.1%}",
              "gradient-equivalents": round(sec / t_grad, 1)} for name, sec in parts.items()]
     other = per_step - sum(parts.values())
@@ -161,13 +161,15 @@ def measure_central(config: Config, device: torch.device, check: Callable[[], No
                  round(budget, 4), "share": f"{per_step / budget:.2f}× used", "gradient-equivalents":
                  round(budget / t_grad, 1)})
     rows.append({"part": f"HVPs per eigen update (tracked k = {k_mean:.2f}; budget 2k + 10 = {2 * k_mean + 10:.1f})",
-                 "s per GD step": round(cf.eigen_matvecs / updates, 1), "share": "",
+                 "s per GD step": round(cf.config["eigen_matvecs"] / updates, 1), "share": "",
                  "gradient-equivalents": ""})
-    rows.append({"part": f"pair vectors per substep (critical directions ≤ {int(cf.critical.max())})",
-                 "s per GD step": round(cf.third_products / updates, 2), "share": "", "gradient-equivalents": ""})
-    per_step_seconds = per_step_total / max(len(per_step_cf.loss) - 1, 1)
-    rows.append({"part": f"total with eig_refresh = h (a solve per GD step; {per_step_cf.eigen_matvecs / steps:.1f} "
-                         f"eigen HVPs per step against {cf.eigen_matvecs / steps:.1f})",
+    rows.append({"part": f"pair vectors per substep (critical directions ≤ {int(cf.metric('critical').max())})",
+                 "s per GD step": round(cf.config["third_products"] / updates, 2), "share": "",
+                 "gradient-equivalents": ""})
+    per_step_seconds = per_step_total / max(len(per_step_cf) - 1, 1)
+    per_step_hvps, every_hvps = per_step_cf.config["eigen_matvecs"] / steps, cf.config["eigen_matvecs"] / steps
+    rows.append({"part": f"total with eig_refresh = h (a solve per GD step; {per_step_hvps:.1f} "
+                         f"eigen HVPs per step against {every_hvps:.1f})",
                  "s per GD step": round(per_step_seconds, 4), "share": f"{per_step_seconds / per_step:.0%} of total",
                  "gradient-equivalents": round(per_step_seconds / t_grad, 1)})
     return rows, t_grad

@@ -28,6 +28,7 @@ from experiments.cli.common import read_json, save_figure, write_json, write_tab
 from experiments.cli.context import RunContext
 from experiments.zoo.datasets import swish_mlp_toy
 from flows import EigenTracker, Objective, central_flow, gaussian_smoothed, gradient_descent, integrate
+from flows.dynamics.central import sigma_matrix
 
 PUBLISHED = {"smoothed GD loss": 0.10, "central-flow prediction": 0.10, "loss at the central flow": 0.06,
              "gradient-flow loss": 0.04, "step GD's hλ₁ reaches 2": 350, "central hλ₁ after it": 2.0,
@@ -112,14 +113,16 @@ def _gf(obj: Objective, theta0: Tensor, config: Config, path: Path, ctx) -> None
 
 def _central(obj: Objective, theta0: Tensor, config: Config, path: Path, ctx) -> None:
     clock = time.perf_counter()
-    cf = central_flow(obj, theta0, config.lr, config.steps, substeps=config.substeps, keep_states=True,
+    cf = central_flow(obj, theta0, config.lr, config.steps, substeps=config.substeps, states="full",
                       progress=ctx.progress)
     seconds = time.perf_counter() - clock
-    sigma_sum = np.array([sum(s) for s in cf.sigma])
-    _save(path, seconds, loss=cf.loss, predicted_loss=cf.predicted_loss, critical=cf.critical, k=cf.k,
-          sigma_trace=sigma_sum, infeasibility=cf.infeasibility, complementarity=cf.complementarity,
-          eigenvalues=eigenvalues_along(obj, cf.theta, config.k), eigen_matvecs=cf.eigen_matvecs, status=cf.status,
-          reason=cf.reason)
+    sigma_sum = np.nansum(sigma_matrix(cf), axis=1)
+    states = torch.as_tensor(cf.state_matrix(), dtype=theta0.dtype, device=theta0.device)
+    _save(path, seconds, loss=cf.losses, predicted_loss=cf.metric("predicted_loss"), critical=cf.metric("critical"),
+          k=cf.metric("k"), sigma_trace=sigma_sum, infeasibility=cf.metric("infeasibility"),
+          complementarity=cf.metric("complementarity"), eigenvalues=eigenvalues_along(obj, states, config.k),
+          eigen_matvecs=cf.config["eigen_matvecs"], status=cf.status,
+          reason=cf.events[-1].get("reason", "") if cf.events else "")
 
 
 def interior_steps(last: int, sigma: float) -> range:

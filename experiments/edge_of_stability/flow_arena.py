@@ -156,10 +156,11 @@ def _flow(setting: Setting, name: str, config: Config, folder: Path, ctx) -> Non
     work: dict = {}
     if name == "central":
         cf = central_flow(obj, setting.theta0, h, min(steps, len(gd) - 1), substeps=config.substeps,
-                          keep_states=True, eig_refresh=h if config.central_refresh_per_step else 0.0,
+                          states="full", eig_refresh=h if config.central_refresh_per_step else 0.0,
                           progress=ctx.progress)
-        states, loss, predicted, status = cf.theta, cf.loss, cf.predicted_loss, cf.status
-        work = {"eigen_matvecs": cf.eigen_matvecs, "field_evaluations": (len(loss) - 1) * config.substeps + 1}
+        states = torch.as_tensor(cf.state_matrix(), dtype=setting.theta0.dtype, device=setting.theta0.device)
+        loss, predicted, status = cf.losses, cf.metric("predicted_loss"), cf.status
+        work = {"eigen_matvecs": cf.config["eigen_matvecs"], "field_evaluations": (len(loss) - 1) * config.substeps + 1}
     else:
         traj = integrate(obj, setting.theta0, name, h, steps=len(gd) - 1, method="rk4", step_size=h / config.substeps,
                          k=config.k, eig_refresh=h, progress=ctx.progress)

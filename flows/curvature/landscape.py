@@ -51,8 +51,11 @@ def _check_directions(d1: Tensor, d2: Tensor | None) -> None:
 
 
 def batched_loss(objective: Objective, thetas: Tensor, chunk: int = 8) -> Tensor:
-    """E at each row of ``thetas`` (n, D), ``chunk`` rows at a time through ``torch.func.vmap``. The default 8
-    is measured: on the digits MLP (2 cores) 3.1 ms a point at 4–16 rows, 5.0 at 64, 3.6 one at a time."""
+    """E at each row of ``thetas`` (n, D), ``chunk`` rows at a time through ``torch.func.vmap``.
+
+    The default chunk of 8 was chosen by the Hessian-kit benchmark (docs/benchmarks.md): larger chunks were slower
+    per point on the digits MLP.
+    """
     chunk = check_count("chunk", chunk, minimum=1)
 
     def energy(t: Tensor) -> Tensor:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
@@ -37,50 +36,11 @@ from ..curvature.spectrum import EigenTracker
 from ..objective.autodiff import pair_indices
 from ..objective.objective import Objective
 from ..progress import Progress, progress_bar
-from ..records.trajectory import check_memory, record_bytes
+from ..records.events import Event
+from ..records.trajectory import Recorder, Trajectory, check_memory, record_bytes
+from ..validate import States, check_count, check_positive
+from .gd import keep_failure
 from .sdcp import solve_sdcp
-
-
-@dataclass
-class CentralFlowResult:
-    """Per GD step n = 0 … steps (arrays of length steps + 1, NaN where not defined).
-
-    Attributes:
-        theta: θ(n) of the flow (steps + 1, D) if ``keep_states``, else only the final θ (1, D).
-        loss: E(θ(n)).
-        predicted_loss: E + ½⟨H, Σ⟩, the predicted time average of GD's loss.
-        predicted_grad_norm2: ‖∇E‖² + ⟨Σ, H²⟩, the predicted time average of GD's ‖g‖².
-        sharpness: λ_max(θ(n)).
-        critical: number of critical directions (ηλ > ``critical``).
-        sigma: eigenvalues of X (oscillation variances), one list per step.
-        infeasibility, complementarity: the worst SDCP residuals of the step's substeps.
-        k: eigenpairs the tracker followed.
-        eigen_matvecs: HVPs the tracker spent over the run.
-        third_products, evaluations: pair vectors ∇(uᵢᵀHuⱼ) formed and field evaluations (substeps) over the run.
-        seconds: wall-clock seconds spent in the gradient, the eigen updates, the third derivatives and the SDCP
-            (its terms and the solve), summed over the run.
-        status: ``complete``; ``diverged`` (θ or the loss turned non-finite, or the flow stopped existing: a
-            critical direction without third derivative), ``interrupted`` (Ctrl-C) or ``failed`` (the model raised:
-            the exception in ``error``), with the steps done kept and ``reason``.
-    """
-
-    theta: Tensor
-    loss: np.ndarray
-    predicted_loss: np.ndarray
-    predicted_grad_norm2: np.ndarray
-    sharpness: np.ndarray
-    critical: np.ndarray
-    sigma: list = field(default_factory=list)
-    infeasibility: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    complementarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    k: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
-    eigen_matvecs: int = 0
-    status: str = "complete"
-    reason: str = ""
-    error: BaseException | None = field(default=None, repr=False)
-    third_products: int = 0
-    evaluations: int = 0
-    seconds: dict = field(default_factory=dict)
 
 
 def _sdcp_terms(t: Tensor, g: Tensor, values: Tensor, lr: float, dt: float) -> tuple[Tensor, Tensor]:
@@ -247,106 +207,121 @@ def central(objective: Objective, theta: Tensor, lr: float, *, state: CentralSta
 
 
 def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *, substeps: int = 4,
-                 critical: float = 1.95, track: float = 0.75, tol: float = 1e-3, keep_states: bool = False,
-                 max_k: int = 16, eig_refresh: float = 0.0, progress: Progress = None
-                 ) -> CentralFlowResult:
+                 critical: float = 1.95, track: float = 0.75, tol: float = 1e-3, max_k: int = 16,
+                 eig_refresh: float = 0.0, states: States = "none", projection_size: int = 64,
+                 progress: Progress = None) -> Trajectory:
     """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps in the paper's discretisation
     (Euler substeps of dt = 1/substeps GD steps; module docstring). ``integrate(..., flow="central")`` integrates the
     same field with any torchdiffeq method.
 
     Args:
-        objective, theta0: E and θ(0) (D,), real; float64 recommended.
+        objective: E, real; float64 recommended.
+        theta0: θ(0), shape (D,), real.
         lr: GD's rate η > 0.
         steps: GD steps to cover; each is ``substeps`` Euler substeps of dt = 1/substeps.
+        substeps: Euler substeps per GD step (the stability is linearised over one).
         critical: ηλ above which an eigen-direction is critical (1.95).
         track: the tracker follows every eigenvalue above track·2/η (0.75, :class:`EigenTracker` threshold mode).
         tol: relative eigen-residual tolerance of the tracker.
-        keep_states: keep θ at every GD step (else the final θ only).
         max_k: most eigenpairs tracked.
         eig_refresh: flow time between eigen solves (0: every substep; η: once per GD step, with Rayleigh–Ritz
             on the kept subspace in between, :class:`CentralState`).
+        states: what the trajectory keeps of θ at each GD step: ``"full"``, ``"projection"`` or ``"none"``.
+        projection_size: directions of the random projection (``states="projection"``).
         progress: a progress bar over GD steps (None: shown once the run has taken 2 s).
+
+    Returns:
+        A :class:`Trajectory` with one row per GD step n = 0 … steps at t = n·η: ``loss``, ``grad_norm``,
+        ``predicted_loss`` (E + ½⟨H, Σ⟩, the predicted time average of GD's loss), ``predicted_grad_norm2``
+        (‖∇E‖² + ⟨Σ, H²⟩), ``sharpness``, ``critical`` (directions with ηλ > ``critical``), ``k`` (pairs
+        tracked), ``infeasibility`` and ``complementarity`` (the worst SDCP residuals of the step's substeps) and
+        ``sigma_i`` (the eigenvalues of X, the oscillation variances, NaN beyond the step's critical count). Its
+        config holds the settings and the work (``eigen_matvecs``, ``third_products``, ``evaluations``,
+        ``central_seconds`` per part). Status ``complete``; ``diverged`` (θ or the loss turned non-finite, or the flow
+        stopped existing: a critical direction without third derivative), ``interrupted`` (Ctrl-C) or ``failed``
+        (the model raised: the exception in ``.error``), each with the steps done kept and an event saying why.
     """
     theta = objective.check_theta(theta0).detach().clone()
     if theta.is_complex():
         raise TypeError("theta0 is complex, but the central flow is a flow of a real θ; pass theta0.real")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    lr, steps = check_positive("lr", lr), check_count("steps", steps)
     state = CentralState(substeps=substeps, critical=critical, track=track, eig_tol=tol, max_k=max_k,
                          eig_refresh=eig_refresh)
-    n = steps + 1
-    check_memory(f"a central flow of {steps:,} GD steps (D = {objective.dim:,}, keep_states={keep_states})",
-                 record_bytes(n, objective.dim, "full" if keep_states else "none", itemsize=theta.element_size(),
-                              metrics=9), "run fewer steps" + (", or keep_states=False" if keep_states else ""))
-    out = CentralFlowResult(theta=theta[None].clone() if keep_states else theta[None], loss=np.full(n, np.nan),
-                            predicted_loss=np.full(n, np.nan), predicted_grad_norm2=np.full(n, np.nan),
-                            sharpness=np.full(n, np.nan), critical=np.zeros(n, dtype=int),
-                            infeasibility=np.zeros(n), complementarity=np.zeros(n), k=np.zeros(n, dtype=int))
-    states = [theta.clone()] if keep_states else []
+    rec = Recorder(objective.dim, states, projection_size)
+    check_memory(f"a central flow of {steps:,} GD steps (D = {objective.dim:,}, states={states!r})",
+                 record_bytes(steps + 1, objective.dim, states, projection_size, theta.element_size(),
+                              metrics=9 + max_k),
+                 "run fewer steps" + ("" if states == "none" else ", or states='none'"))
     bar = progress_bar(steps, progress, "central flow")
-    where: dict[str, Any] = {"theta": theta, "recorded": 0}
+    status, error = "complete", None
     try:
-        _run(objective, theta, lr, state, steps, out, states, bar, where)
+        _run(objective, theta, lr, state, steps, rec, bar)
     except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - keep the steps done, say why it stopped
-        if where["recorded"] == 0 or (where["recorded"] == 1 and not isinstance(err, (ArithmeticError,
-                                                                                      KeyboardInterrupt))):
+        if rec.row < 0 or (rec.row == 0 and not isinstance(err, (ArithmeticError, KeyboardInterrupt))):
             raise  # nothing computed beyond θ₀ (a refusal at the first evaluation): the error itself
-        _truncate(out, where["recorded"], states, where["theta"])
-        out.status = ("interrupted" if isinstance(err, KeyboardInterrupt)
-                      else "diverged" if isinstance(err, ArithmeticError) else "failed")
-        out.reason = (f"{type(err).__name__}: {err}" if out.status == "failed" else str(err)) or type(err).__name__
-        out.error = err if out.status == "failed" else None
-        if out.status != "interrupted":
-            warnings.warn(f"central flow stopped after {where['recorded'] - 1} GD steps: {out.reason}; the steps "
-                          f"done are returned (status {out.status!r})", RuntimeWarning, stacklevel=2)
+        status, error = _stopped(rec, err, lr)
     finally:
         bar.close()
-    out.eigen_matvecs = (state.tracker.total_matvecs if state.tracker is not None else 0) + state.ritz_matvecs
-    out.third_products, out.seconds, out.evaluations = state.third_products, dict(state.seconds), state.evaluations
-    return out
+    config = {"kind": "central", "lr": lr, "steps": steps, "objective": objective.name, "dtype": str(theta.dtype),
+              "device": str(theta.device), "central_tol": tol, "central_max_k": max_k, "eig_refresh": eig_refresh,
+              **state.summary(), "evaluations": state.evaluations}
+    traj = rec.build(config, status)
+    traj.error = error
+    return traj
 
 
-def _truncate(out: CentralFlowResult, rows: int, states: list[Tensor], theta: Tensor) -> None:
-    """Keep the first ``rows`` recorded GD steps of a run that stopped early."""
-    for name in ("loss", "predicted_loss", "predicted_grad_norm2", "sharpness", "critical", "infeasibility",
-                 "complementarity", "k"):
-        setattr(out, name, getattr(out, name)[:rows])
-    out.sigma = out.sigma[:rows]
-    out.theta = torch.stack(states[:rows]) if states else theta[None]
+CentralFlowResult = Trajectory
+"""What :func:`central_flow` returns: a :class:`Trajectory` since driftlab 0.3.0 (the name is kept for imports)."""
 
 
-def _run(objective: Objective, theta: Tensor, lr: float, state: CentralState, steps: int, out: CentralFlowResult,
-         states: list[Tensor], bar, where: dict) -> None:
-    keep_states, dt = bool(states), lr / state.substeps
+def _stopped(rec: Recorder, err: BaseException, lr: float) -> tuple[str, BaseException | None]:
+    """The status of a run an exception stopped after its first row, with its event (and a warning unless it was
+    interrupted); the exception itself when the model failed."""
+    if isinstance(err, KeyboardInterrupt):
+        rec.event(Event("interrupted", rec.row, rec.times[-1], {"reason": "KeyboardInterrupt"}))
+        return "interrupted", None
+    if not isinstance(err, ArithmeticError):
+        keep_failure(rec, err, "central flow", rec.times[-1])
+        return "failed", err
+    rec.event(Event("divergence", rec.row, rec.times[-1], {"reason": str(err) or type(err).__name__}))
+    warnings.warn(f"central flow stopped after {rec.row} GD steps: {err}; the steps done are returned (status "
+                  "'diverged')", RuntimeWarning, stacklevel=3)
+    return "diverged", None
+
+
+def sigma_matrix(trajectory: Trajectory) -> np.ndarray:
+    """The oscillation variances of a central-flow trajectory, (rows, most critical directions), NaN-padded."""
+    columns = sorted((name for name in trajectory.metrics if name.startswith("sigma_")), key=lambda n: int(n[6:]))
+    if not columns:
+        return np.zeros((len(trajectory), 0))
+    return np.stack([trajectory.metric(name) for name in columns], axis=1)
+
+
+def _run(objective: Objective, theta: Tensor, lr: float, state: CentralState, steps: int, rec: Recorder,
+         bar: Any) -> None:
+    dt = lr / state.substeps
     for step in range(steps + 1):
         for sub in range(state.substeps):
             drift = state.drift(objective, theta, lr, (step + sub / state.substeps) * lr)
             report = state.report
             if sub == 0:
-                _record(out, step, report)
-                where["recorded"], where["theta"] = step + 1, theta
+                rec.add(step * lr, theta, **_row(report))
                 if not math.isfinite(report["loss"]) or not math.isfinite(report["predicted_loss"]):
                     raise ArithmeticError(f"the loss is not finite at GD step {step} ({report['loss']!r})")
-            out.infeasibility[step] = max(out.infeasibility[step], report["infeasibility"])
-            out.complementarity[step] = max(out.complementarity[step], report["complementarity"])
+            else:
+                for name in ("infeasibility", "complementarity"):
+                    rec.set_metric(name, step, max(rec.metrics[name][step], report[name]))
             if step == steps:  # the last point is measured, not advanced
                 break
             theta = theta - dt * drift
             if not bool(torch.isfinite(theta).all()):
                 raise ArithmeticError(f"the central flow diverged at GD step {step} (non-finite θ)")
-        if keep_states and step < steps:
-            states.append(theta.clone())
         bar.update(1 if step < steps else 0)
-    out.theta = torch.stack(states) if keep_states else theta[None]
 
 
-def _record(out: CentralFlowResult, step: int, report: dict) -> None:
-    out.loss[step] = report["loss"]
-    out.predicted_loss[step] = report["predicted_loss"]
-    out.predicted_grad_norm2[step] = report["predicted_grad_norm2"]
-    out.sharpness[step] = report["sharpness"]
-    out.critical[step] = report["critical"]
-    out.k[step] = report["k"]
-    out.sigma.append(report["sigma"])
+def _row(report: dict) -> dict[str, float]:
+    row = {name: float(report[name]) for name in ("loss", "predicted_loss", "predicted_grad_norm2", "sharpness",
+                                                   "critical", "k", "infeasibility", "complementarity")}
+    row["grad_norm"] = math.sqrt(report["grad_norm2"])
+    row.update({f"sigma_{i}": float(value) for i, value in enumerate(sorted(report["sigma"], reverse=True))})
+    return row

@@ -41,7 +41,7 @@ class HessianOperator:
 
     With ``retain_graph=True`` (default) the gradient graph ∇E(θ) is built
     once, here, and every product is one extra backward pass through it
-    (≈1.3 gradients per vector on an MLP, against ≈2.3 for a fresh HVP). Call
+    (cheaper per vector than a fresh HVP: the cost is in docs/benchmarks.md). Call
     :meth:`release` (or drop the operator) to free that graph. With
     ``retain_graph=False`` each product recomputes the graph (less memory).
 

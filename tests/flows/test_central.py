@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from flows import Objective
-from flows.dynamics.central import central_flow
+from flows import Objective, Trajectory
+from flows.dynamics.central import central_flow, sigma_matrix
 
 
 def test_below_the_edge_it_is_the_euler_discretised_gradient_flow():
@@ -13,13 +13,15 @@ def test_below_the_edge_it_is_the_euler_discretised_gradient_flow():
     obj = Objective.from_function(lambda th: 0.5 * th @ h @ th, 3)
     theta0 = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
     lr, steps, substeps = 0.1, 20, 4  # ηλ_max = 0.3: nothing critical
-    out = central_flow(obj, theta0, lr, steps, substeps=substeps, keep_states=True)
+    out = central_flow(obj, theta0, lr, steps, substeps=substeps, states="full")
     per_step = (torch.eye(3, dtype=torch.float64) - lr / substeps * h).matrix_power(substeps)
     expect = torch.stack([per_step.matrix_power(n) @ theta0 for n in range(steps + 1)])
-    torch.testing.assert_close(out.theta, expect, rtol=1e-12, atol=1e-14)
-    assert (out.critical == 0).all()
-    np.testing.assert_allclose(out.predicted_loss, out.loss)  # no oscillation, no correction
-    np.testing.assert_allclose(out.sharpness, 3.0)
+    assert isinstance(out, Trajectory) and out.status == "complete"
+    np.testing.assert_allclose(out.state_matrix(), expect.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(out.times, lr * np.arange(steps + 1))  # the GD grid t = n·η
+    assert (out.metric("critical") == 0).all()
+    np.testing.assert_allclose(out.metric("predicted_loss"), out.losses)  # no oscillation, no correction
+    np.testing.assert_allclose(out.metric("sharpness"), 3.0)
 
 
 def test_at_the_edge_the_toy_reaches_its_hand_derived_stationary_point():
@@ -28,15 +30,17 @@ def test_at_the_edge_the_toy_reaches_its_hand_derived_stationary_point():
     # ½(x̄² + X) = s: X = 2s, predicted loss −s·y + ½(2/η)·X.
     c, s, lr = 19.0, 0.1, 0.1
     obj = Objective.from_function(lambda th: 0.5 * (c + th[1]) * th[0] ** 2 - s * th[1], 2)
-    out = central_flow(obj, torch.tensor([0.01, 0.0], dtype=torch.float64), lr, 400, keep_states=True)
+    out = central_flow(obj, torch.tensor([0.01, 0.0], dtype=torch.float64), lr, 400, states="full")
     edge = 2 / lr - c
     late = slice(200, None)
-    assert (out.critical[late] == 1).all() and (out.critical[:5] == 0).all()
-    np.testing.assert_allclose(out.theta[200:, 1].numpy(), edge, rtol=1e-9)
-    assert out.sharpness.max() <= 2 / lr * (1 + 1e-9)  # the flow never leaves the stable region
-    np.testing.assert_allclose([sig[0] for sig in out.sigma[200:]], 2 * s, rtol=1e-6)
-    np.testing.assert_allclose(out.predicted_loss[late], -s * edge + 0.5 * (2 / lr) * 2 * s, rtol=1e-6)
-    assert out.infeasibility.max() <= 1e-9 and out.complementarity.max() <= 1e-9
+    critical = out.metric("critical")
+    assert (critical[late] == 1).all() and (critical[:5] == 0).all()
+    np.testing.assert_allclose(out.state_matrix()[200:, 1], edge, rtol=1e-9)
+    assert out.metric("sharpness").max() <= 2 / lr * (1 + 1e-9)  # the flow never leaves the stable region
+    np.testing.assert_allclose(out.metric("sigma_0")[200:], 2 * s, rtol=1e-6)
+    assert np.isnan(out.metric("sigma_0")[:5]).all()  # nothing critical, no oscillation variance
+    np.testing.assert_allclose(out.metric("predicted_loss")[late], -s * edge + 0.5 * (2 / lr) * 2 * s, rtol=1e-6)
+    assert out.metric("infeasibility").max() <= 1e-9 and out.metric("complementarity").max() <= 1e-9
 
 
 def test_a_quadratic_above_the_edge_has_no_central_flow_and_says_so():
@@ -59,8 +63,8 @@ def test_fused_normalisation_layers_are_rerouted_not_silently_wrong():
     obj = Objective.from_module(model, nn.CrossEntropyLoss(), (x, torch.arange(16) % 3))
     plain = Objective.from_module(decomposed_norms(model), nn.CrossEntropyLoss(), (x, torch.arange(16) % 3))
     lr = 2.2 / sharpness(obj, obj.theta0)
-    a, b = central_flow(obj, obj.theta0, lr, 3), central_flow(plain, plain.theta0, lr, 3)
-    torch.testing.assert_close(torch.as_tensor(a.theta), torch.as_tensor(b.theta), rtol=1e-8, atol=1e-10)
+    a, b = central_flow(obj, obj.theta0, lr, 3, states="full"), central_flow(plain, plain.theta0, lr, 3, states="full")
+    np.testing.assert_allclose(a.state_matrix(), b.state_matrix(), rtol=1e-8, atol=1e-10)
 
 
 def test_bad_input():
@@ -84,10 +88,11 @@ def test_a_float32_network_above_the_edge_is_brought_to_it():
     obj = Objective.from_module(fc_tanh((6, 16, 2)), lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(), (x, y))
     lr = 2.2 / sharpness(obj, obj.theta0)
     out = central_flow(obj, obj.theta0, lr, 6)
-    assert out.critical[0] >= 1 and np.isfinite(out.predicted_loss).all()
-    assert out.sharpness[1:].max() <= 2 / lr * 1.01  # stable from the first step on (to the tracker's tolerance)
-    assert out.infeasibility.max() <= 1e-9 and out.complementarity.max() <= 1e-8
-    assert all(min(sig) >= -1e-12 * max(1.0, max(sig)) for sig in out.sigma if sig)  # X ⪰ 0 (to rounding)
+    assert out.metric("critical")[0] >= 1 and np.isfinite(out.metric("predicted_loss")).all()
+    assert out.metric("sharpness")[1:].max() <= 2 / lr * 1.01  # stable from the first step on (tracker's tolerance)
+    assert out.metric("infeasibility").max() <= 1e-9 and out.metric("complementarity").max() <= 1e-8
+    sigma = sigma_matrix(out)
+    assert sigma.shape[1] >= 1 and (np.nan_to_num(sigma) >= -1e-12 * max(1.0, np.nanmax(sigma))).all()  # X ⪰ 0
 
 
 def _edge_mlp():
@@ -109,16 +114,16 @@ def test_the_registered_field_through_integrate_is_the_papers_discretisation_wit
 
     obj, lr = _edge_mlp()
     steps = 12
-    euler_cf = central_flow(obj, obj.theta0, lr, steps, keep_states=True)
+    euler_cf = central_flow(obj, obj.theta0, lr, steps, states="full").state_matrix()
     traj = integrate(obj, obj.theta0, "central", lr, steps=steps, method="euler", step_size=lr / 4)
-    np.testing.assert_allclose(traj.state_matrix(), euler_cf.theta.numpy(), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(traj.state_matrix(), euler_cf, rtol=0, atol=1e-13)
     assert traj.config["eigen_matvecs"] > 0 and traj.config["central_substeps"] == 4
     rk4 = integrate(obj, obj.theta0, "central", lr, steps=steps, method="rk4", step_size=lr / 8).state_matrix()
     dopri = integrate(obj, obj.theta0, "central", lr, steps=steps, method="dopri5").state_matrix()
     gap_methods = np.abs(rk4 - dopri).max()
-    gap_euler = np.abs(rk4 - euler_cf.theta.numpy()).max()
+    gap_euler = np.abs(rk4 - euler_cf).max()
     assert gap_methods < 0.05 * gap_euler, (gap_methods, gap_euler)
-    assert np.abs(rk4 - euler_cf.theta.numpy()).max() < 0.05 * np.abs(euler_cf.theta.numpy()).max()
+    assert np.abs(rk4 - euler_cf).max() < 0.05 * np.abs(euler_cf).max()
 
 
 def test_central_flow_options_are_checked():
@@ -145,11 +150,12 @@ def test_a_run_stopped_midway_keeps_its_steps_and_says_why():
         return 0.5 * (c + th[1]) * th[0] ** 2 - s * th[1]
 
     obj = Objective.from_function(energy, 2)
-    out = central_flow(obj, torch.tensor([0.01, 0.0], dtype=torch.float64), lr, 400, keep_states=True)
-    assert out.status == "interrupted" and out.reason == "KeyboardInterrupt"
-    n = len(out.loss)
-    assert 2 < n < 401 and out.theta.shape == (n, 2) and len(out.sigma) == n and np.isfinite(out.loss).all()
-    np.testing.assert_allclose(out.loss, [0.5 * (c + y) * x ** 2 - s * y for x, y in out.theta.tolist()], rtol=1e-12)
+    out = central_flow(obj, torch.tensor([0.01, 0.0], dtype=torch.float64), lr, 400, states="full")
+    assert out.status == "interrupted" and out.events[-1]["kind"] == "interrupted"
+    n = len(out)
+    states = out.state_matrix()
+    assert 2 < n < 401 and states.shape == (n, 2) and sigma_matrix(out).shape[0] == n and np.isfinite(out.losses).all()
+    np.testing.assert_allclose(out.losses, [0.5 * (c + y) * x ** 2 - s * y for x, y in states.tolist()], rtol=1e-12)
 
 
 def test_eigenpairs_once_per_step_stay_close_and_cost_less():
@@ -158,11 +164,23 @@ def test_eigenpairs_once_per_step_stay_close_and_cost_less():
     fast transient of the first steps; 1.8e-5 relative on the 1000-step toy), the sharpness after the transient
     within 0.1%."""
     obj, lr = _edge_mlp()
-    every = central_flow(obj, obj.theta0, lr, 15, keep_states=True)
-    per_step = central_flow(obj, obj.theta0, lr, 15, keep_states=True, eig_refresh=lr)
-    gap = float((every.theta - per_step.theta).norm(dim=1).max())
-    assert gap < 0.03 * float(every.theta.norm(dim=1).max()), gap
-    assert per_step.eigen_matvecs < every.eigen_matvecs
-    np.testing.assert_allclose(per_step.sharpness[5:], every.sharpness[5:], rtol=1e-3)
+    every = central_flow(obj, obj.theta0, lr, 15, states="full")
+    per_step = central_flow(obj, obj.theta0, lr, 15, states="full", eig_refresh=lr)
+    gap = float(np.linalg.norm(every.state_matrix() - per_step.state_matrix(), axis=1).max())
+    assert gap < 0.03 * float(np.linalg.norm(every.state_matrix(), axis=1).max()), gap
+    assert per_step.config["eigen_matvecs"] < every.config["eigen_matvecs"]
+    np.testing.assert_allclose(per_step.metric("sharpness")[5:], every.metric("sharpness")[5:], rtol=1e-3)
     with pytest.raises(ValueError, match="eig_refresh"):
         central_flow(obj, obj.theta0, lr, 1, eig_refresh=-1.0)
+
+
+def test_the_trajectory_saves_and_loads_with_its_predictions(tmp_path):
+    c, s, lr = 19.0, 0.1, 0.1
+    obj = Objective.from_function(lambda th: 0.5 * (c + th[1]) * th[0] ** 2 - s * th[1], 2)
+    out = central_flow(obj, torch.tensor([0.01, 0.0], dtype=torch.float64), lr, 60, states="projection",
+                       projection_size=2)
+    back = Trajectory.load(out.save(tmp_path / "central"))
+    for name in ("predicted_loss", "predicted_grad_norm2", "sigma_0", "infeasibility", "critical"):
+        np.testing.assert_array_equal(back.metric(name), out.metric(name))
+    assert back.config["kind"] == "central" and back.config["eigen_matvecs"] == out.config["eigen_matvecs"] > 0
+    assert back.states.shape == (61, 2)

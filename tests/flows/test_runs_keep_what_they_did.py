@@ -29,8 +29,9 @@ def _raising_below(threshold: float) -> Objective:
 def test_central_flow_stops_diverged_when_the_loss_turns_nan():
     with pytest.warns(RuntimeWarning, match="not finite"):
         run = central_flow(_nan_loss_below(0.5), THETA0, 0.1, 20)
-    assert run.status == "diverged" and "GD step 7" in run.reason  # 0.9⁷ = 0.478 < 0.5
-    assert len(run.loss) == 8 and np.isfinite(run.loss[:7]).all()
+    assert run.status == "diverged" and "GD step 7" in run.events[-1]["reason"]  # 0.9⁷ = 0.478 < 0.5
+    assert run.events[-1]["kind"] == "divergence"
+    assert len(run) == 8 and np.isfinite(run.losses[:7]).all()
 
 
 @pytest.mark.parametrize("runner", ["gd", "gf", "igr", "central"])
@@ -47,10 +48,8 @@ def test_an_exception_mid_run_returns_the_steps_done_as_failed(runner):
     assert run.status == "failed"
     assert isinstance(run.error, RuntimeError) and "simulator crashed" in str(run.error)
     assert any("failed" in str(w.message) or "stopped" in str(w.message) for w in caught)
-    losses = run.loss if runner == "central" else run.losses
-    assert 5 <= len(losses) <= 9 and np.isfinite(losses).all()  # the steps before θ₀ fell under 0.5
-    if runner != "central":
-        assert run.events[-1]["kind"] == "failed" and "simulator crashed" in run.events[-1]["reason"]
+    assert 5 <= len(run.losses) <= 9 and np.isfinite(run.losses).all()  # the steps before θ₀ fell under 0.5
+    assert run.events[-1]["kind"] == "failed" and "simulator crashed" in run.events[-1]["reason"]
 
 
 def test_an_exception_at_the_first_evaluation_is_raised():
