@@ -74,7 +74,9 @@ def mean_band(ax, x, series, *, color: str | None = None, label: str | None = No
     spread[several] = np.sqrt((deviations[:, several] ** 2).sum(axis=0) / (count[several] - 1))
     low, high = mean - spread, mean + spread
     if log:
-        mean, low, high = 10 ** mean, 10 ** low, 10 ** high
+        mean = 10 ** mean
+        low = 10 ** low
+        high = 10 ** high
     x = np.asarray(x, dtype=float)
     (line,) = ax.plot(x[keep], mean[keep], color=color, label=label, **kw)
     ax.fill_between(x[keep], low[keep], high[keep], color=line.get_color(), alpha=0.2, lw=0)

@@ -31,7 +31,10 @@ class _LogLines:
     """Progress as occasional stdout lines: "driftlab [HH:MM:SS] GD: 120/300 (40%), 1.1 min"."""
 
     def __init__(self, total: float, desc: str) -> None:
-        self.total, self.desc, self.n, self.postfix = total, desc, 0.0, ""
+        self.total = total
+        self.desc = desc
+        self.n = 0.0
+        self.postfix = ""
         self.start = self.last = monotonic()
 
     def update(self, n: float = 1) -> None:

@@ -45,7 +45,10 @@ class BatchSharpness:
         unknown = sorted(set(measures) - set(MEASURES))
         if unknown or not measures:
             raise ValueError(f"measures must be a non-empty subset of {MEASURES}, got {measures!r}")
-        self.batches, self.every, self.rel_error, self.max_samples = batches, every, rel_error, max_samples
+        self.batches = batches
+        self.every = every
+        self.rel_error = rel_error
+        self.max_samples = max_samples
         self.measures = tuple(measures)
 
     def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:

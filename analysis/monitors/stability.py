@@ -363,7 +363,9 @@ class PFLossRate:
             raise ValueError(f"k must be an int ≥ 1, got {k!r}")
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be an int ≥ 1, got {every!r}")
-        self.k, self.every, self.tracker = k, every, EigenTracker(k=k, tol=tol)
+        self.k = k
+        self.every = every
+        self.tracker = EigenTracker(k=k, tol=tol)
 
     def __call__(self, ctx: StepContext, decision: StepDecision, recorder: Recorder) -> None:
         if ctx.step % self.every or not decision.lr > 0:

@@ -302,7 +302,11 @@ def time_tracking(setup: Setup, k: int, tol: float, steps: int, lr: float, check
     tracker = EigenTracker(k=k, tol=tol, verify=verify)
     theta = setup.theta
     tracker.update(setup.obj, theta)
-    costs, seconds, worst, unconverged, sharp = [], [], 0.0, 0, []
+    costs = []
+    seconds = []
+    worst = 0.0
+    unconverged = 0
+    sharp = []
     for _ in range(steps):
         theta = theta - lr * setup.obj.grad(theta)
         start = time.perf_counter()

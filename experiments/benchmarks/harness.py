@@ -40,7 +40,10 @@ class Setup:
     """One anchor with driftlab's objectives and each peer's operator built on the same model and data."""
 
     def __init__(self, a: Anchor, peers: list[str]) -> None:
-        self.anchor, self.model, self.loss_fn, (self.x, self.y) = a, a.model, a.loss_fn, a.data
+        self.anchor = a
+        self.model = a.model
+        self.loss_fn = a.loss_fn
+        self.x, self.y = a.data
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.obj = Objective.from_module(self.model, self.loss_fn, a.data, name=a.name)

@@ -214,7 +214,9 @@ def _row(task: str, method: str, *, products: float = math.nan, seconds: float =
 
 
 def _plane_rows(setup: Setup, config: Config, ctx) -> list[dict]:
-    obj, theta, n = setup.obj, setup.theta, config.plane
+    obj = setup.obj
+    theta = setup.theta
+    n = config.plane
     d1 = filter_normalized_direction(obj, theta, seed=1)
     d2 = filter_normalized_direction(obj, theta, seed=2)
     axis = np.linspace(-1.0, 1.0, n)

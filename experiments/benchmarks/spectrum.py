@@ -63,7 +63,9 @@ class CountingHVP:
     """Fresh HVP per product, counted (the edge-of-stability reference code's way)."""
 
     def __init__(self, obj: Objective, theta: torch.Tensor) -> None:
-        self.obj, self.theta, self.count = obj, theta, 0
+        self.obj = obj
+        self.theta = theta
+        self.count = 0
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.count += 1 if v.ndim == 1 else v.shape[0]
@@ -152,7 +154,11 @@ def measure(config: Config, device: torch.device) -> tuple[list[dict], dict]:
 
     tracker = EigenTracker(k=config.k, tol=config.tol)
     tracker.update(obj, theta)
-    path, costs, secs, worst, unconverged = theta, [], [], 0.0, 0
+    path = theta
+    costs = []
+    secs = []
+    worst = 0.0
+    unconverged = 0
     for _ in range(config.track_steps):
         path = path - config.lr * obj.grad(path)
         t0 = time.perf_counter()

@@ -126,7 +126,9 @@ class StopSignals:
     SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self, ctx: RunContext) -> None:
-        self.ctx, self.shielded, self.raised = ctx, 0, False
+        self.ctx = ctx
+        self.shielded = 0
+        self.raised = False
         self.previous: dict[int, Any] = {}
 
     def __call__(self, signum, frame) -> None:

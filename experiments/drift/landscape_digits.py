@@ -270,7 +270,9 @@ def _lr(out: Path) -> float:
 
 
 def _draw_plane(ax, plane, info: dict) -> None:
-    a, b, values = plane["alphas"], plane["betas"], plane["values"]
+    a = plane["alphas"]
+    b = plane["betas"]
+    values = plane["values"]
     levels = np.quantile(values, np.linspace(0.0, 1.0, 16))
     contour = ax.contourf(a, b, values.T, levels=np.unique(levels), cmap="viridis")
     ax.figure.colorbar(contour, ax=ax, fraction=0.046)

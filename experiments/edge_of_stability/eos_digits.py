@@ -125,10 +125,14 @@ def eos_objective(config: Config, seed: int) -> Objective:
                                      shard(*split.train), name="digits-fc-tanh")
     if config.data == "digits":
         split = digits(seed=seed, n_train=config.n_train or None)
-        x, side, c_in = split.x_train.reshape(-1, 1, 8, 8), 8, 1
+        x = split.x_train.reshape(-1, 1, 8, 8)
+        side = 8
+        c_in = 1
     else:
         split = cifar10(config.data.split(":", 1)[1], n_train=config.n_train or 2048, n_test=0)
-        x, side, c_in = split.x_train, 32, 3
+        x = split.x_train
+        side = 32
+        c_in = 3
     model = small_cnn(c_in, side, config.channels, seed=seed)
     return Objective.from_module(model, loss_function(config), shard(x, split.y_train), name=f"{config.data}-cnn")
 

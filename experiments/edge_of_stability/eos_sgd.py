@@ -83,7 +83,9 @@ def _one(obj, model, data, theta0, b: int, config: Config, folder: Path, ctx) ->
     ctx.check()
     traj.save(folder / "sgd")
     h = config.lr
-    bs, lam, se = traj.metric("batch_sharpness"), traj.metric("sharpness"), traj.metric("batch_sharpness_se")
+    bs = traj.metric("batch_sharpness")
+    lam = traj.metric("sharpness")
+    se = traj.metric("batch_sharpness_se")
     measured = np.flatnonzero(np.isfinite(bs))
     late = measured[measured >= len(traj) // 2]
     row = {"batch size": b, "h": h, "steps": len(traj) - 1,

@@ -150,7 +150,9 @@ def _gd(setting: Setting, config: Config, folder: Path, ctx) -> None:
 
 def _flow(setting: Setting, name: str, config: Config, folder: Path, ctx) -> None:
     """Run one flow on the GD grid and save its series against GD (distances, predicted loss, sharpness, cost)."""
-    obj, h, steps = setting.objective, setting.lr, setting.steps
+    obj = setting.objective
+    h = setting.lr
+    steps = setting.steps
     gd = Trajectory.load(folder / "gd")
     clock = time.perf_counter()
     work: dict = {}
@@ -159,7 +161,9 @@ def _flow(setting: Setting, name: str, config: Config, folder: Path, ctx) -> Non
                           states="full", eig_refresh=h if config.central_refresh_per_step else 0.0,
                           progress=ctx.progress)
         states = torch.as_tensor(cf.state_matrix(), dtype=setting.theta0.dtype, device=setting.theta0.device)
-        loss, predicted, status = cf.losses, cf.metric("predicted_loss"), cf.status
+        loss = cf.losses
+        predicted = cf.metric("predicted_loss")
+        status = cf.status
         work = {"eigen_matvecs": cf.config["eigen_matvecs"], "field_evaluations": (len(loss) - 1) * config.substeps + 1}
     else:
         traj = integrate(obj, setting.theta0, name, h, steps=len(gd) - 1, method="rk4", step_size=h / config.substeps,
@@ -227,7 +231,9 @@ def plot(out: Path, figures: Path) -> list[Path]:
             h, sigma = gd["lr"], gd["sigma"]
             loss = np.asarray(gd["loss"])
             steps = np.arange(len(loss))
-            ax_d, ax_l, ax_s = axes[c], axes[cols + c], axes[2 * cols + c]
+            ax_d = axes[c]
+            ax_l = axes[cols + c]
+            ax_s = axes[2 * cols + c]
             ax_l.plot(steps, loss, color=plots.color("gd"), alpha=0.25, lw=0.8)
             ax_l.plot(steps, gaussian_smoothed(loss, sigma), color=plots.color("gd"), lw=2.5,
                       label=f"GD smoothed (σ = {sigma:g})")

@@ -68,7 +68,9 @@ def lanczos_quadrature(op: Any, starts: int = 10, steps: int = 80, *, seed: int 
     """
     starts = check_count("starts", starts, minimum=1)
     steps = min(check_count("steps", steps, minimum=1), op.shape[0])
-    dim, dtype, device = op.shape[0], op.dtype, op.device
+    dim = op.shape[0]
+    dtype = op.dtype
+    device = op.device
     check_memory(f"Lanczos bases of {starts} probes × {steps + 1} vectors of D = {dim:,}",
                  starts * (steps + 1) * dim * torch.empty(0, dtype=dtype).element_size())
     gen = torch.Generator(device="cpu").manual_seed(seed)

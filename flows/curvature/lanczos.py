@@ -138,7 +138,9 @@ class ThickRestartLanczos:
 
     def __init__(self, op, *, rows: int, order: Callable[[np.ndarray], np.ndarray],
                  random: Callable[[], Tensor]) -> None:
-        self.op, self.order, self.random = op, order, random
+        self.op = op
+        self.order = order
+        self.random = random
         self.dim = op.shape[0]
         self.basis = RowBasis(rows, self.dim, op.dtype, op.device)
         self.a = np.zeros((rows, rows))
@@ -182,7 +184,9 @@ class ThickRestartLanczos:
         self.basis.subtract(n, c, parts)
         pieces = [c, torch.linalg.vector_norm(w)[None]] + ([extra.reshape(-1)] if extra is not None else [])
         host = torch.cat(pieces).to(device="cpu", dtype=torch.float64).numpy()
-        coeffs, norm, extras = host[:n].copy(), float(host[n]), host[n + 1:]
+        coeffs = host[:n].copy()
+        norm = float(host[n])
+        extras = host[n + 1:]
         if np.isfinite(host).all() and norm ** 2 < 0.5 * (norm ** 2 + float(coeffs @ coeffs)):
             c2 = self.basis.coefficients(n, parts)  # "twice is enough"
             self.basis.subtract(n, c2, parts)
@@ -200,7 +204,9 @@ class ThickRestartLanczos:
             del q  # the solve holds no D-vector beyond the basis and the product
         else:
             products = self.op @ torch.stack([self.basis.row(m + i) for i in range(b)], dim=1)
-        self.m, self.p, self.steps = m + b, self.p - b, self.steps + 1
+        self.m = m + b
+        self.p = self.p - b
+        self.steps = self.steps + 1
         appended = None
         for i in range(b):
             appended = self._column(m + i, products[:, i].contiguous(), plain=b == 1 and self.p == 0)

@@ -144,7 +144,9 @@ class DeflatedOperator:
     """
 
     def __init__(self, op, basis: Tensor, shift: float = 0.0) -> None:
-        self.op, self.basis, self.shift = op, basis.to(device=op.device, dtype=op.dtype), float(shift)
+        self.op = op
+        self.basis = basis.to(device=op.device, dtype=op.dtype)
+        self.shift = float(shift)
         self.shape = tuple(op.shape)
         self.dtype, self.device = op.dtype, op.device
 

@@ -69,7 +69,9 @@ class PreconditionedOperator:
     def __init__(self, op, diagonal: Tensor) -> None:
         self.op = op
         self.scale = diagonal.rsqrt()
-        self.shape, self.dtype, self.device = op.shape, op.dtype, op.device
+        self.shape = op.shape
+        self.dtype = op.dtype
+        self.device = op.device
 
     @property
     def matvecs(self) -> int:

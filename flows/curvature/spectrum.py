@@ -192,10 +192,16 @@ def _verify(op: Any, found: Eigenpairs, k: int, which: str, *, tol: float, atol:
     from .operators import DeflatedOperator
 
     dim = op.shape[0]
-    values, vectors, residuals = found.values, found.vectors, found.residuals
+    values = found.values
+    vectors = found.vectors
+    residuals = found.residuals
     spare = found.extras.get("spare")
-    locked_vals, locked_vecs, locked_res = values, vectors, residuals  # every pair found (the k best + beaten)
-    rounds, spent, certified = 0, 0, False
+    locked_vals = values  # every pair found (the k best + beaten)
+    locked_vecs = vectors
+    locked_res = residuals
+    rounds = 0
+    spent = 0
+    certified = False
     scale = float(values.abs().max())
     while spent < budget and locked_vecs.shape[1] < dim - 1:
         rounds += 1
@@ -221,7 +227,9 @@ def _verify(op: Any, found: Eigenpairs, k: int, which: str, *, tol: float, atol:
         locked_vecs = torch.cat([locked_vecs, probe.vectors[:, keep]], dim=1)
         locked_res = torch.cat([locked_res, probe.residuals[keep]])
         idx = torch.as_tensor(_order_numpy(locked_vals.cpu().numpy(), which)[:k], device=locked_vals.device)
-        values, vectors, residuals = locked_vals[idx], locked_vecs[:, idx], locked_res[idx]
+        values = locked_vals[idx]
+        vectors = locked_vecs[:, idx]
+        residuals = locked_res[idx]
         spare = None  # the first solve's spare directions may now duplicate a locked vector
         scale = max(scale, float(probe.values.abs().max()))
     else:
@@ -473,9 +481,16 @@ class EigenTracker:
             raise ValueError(f"max_k must be an int ≥ k = {k}, got {max_k!r}")
         if not 0 <= shrink < 1:
             raise ValueError(f"shrink must be in [0, 1), got {shrink!r}")
-        self.k, self.which, self.tol, self.extra = k, which, tol, extra
-        self.method, self.max_matvecs, self.seed = method, max_matvecs, seed
-        self.threshold, self.max_k, self.shrink = threshold, max_k, shrink
+        self.k = k
+        self.which = which
+        self.tol = tol
+        self.extra = extra
+        self.method = method
+        self.max_matvecs = max_matvecs
+        self.seed = seed
+        self.threshold = threshold
+        self.max_k = max_k
+        self.shrink = shrink
         if not isinstance(verify, bool):
             raise TypeError(f"verify must be True or False, got {verify!r}")
         self.verify = verify

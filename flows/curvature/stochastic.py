@@ -56,7 +56,10 @@ class MiniBatches:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
             raise ValueError(f"batch_size must be an int in [1, {n}] (the data holds {n} examples), got "
                              f"{batch_size!r}")
-        self.model, self.loss_fn, self.data, self.batch_size = model, loss_fn, data, batch_size
+        self.model = model
+        self.loss_fn = loss_fn
+        self.data = data
+        self.batch_size = batch_size
         self.n, self.options = n, objective_options
         # separate streams: estimators drawing batches never shift the epochs an SGD run sees
         self.generator = torch.Generator().manual_seed(seed)

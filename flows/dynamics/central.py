@@ -102,7 +102,11 @@ class CentralState:
         self.ritz_matvecs = 0  # HVPs of the Rayleigh–Ritz updates between solves
         self._basis: Tensor | None = None
         self._stamp = -math.inf
-        self.substeps, self.critical, self.track, self.eig_tol, self.max_k = substeps, critical, track, eig_tol, max_k
+        self.substeps = substeps
+        self.critical = critical
+        self.track = track
+        self.eig_tol = eig_tol
+        self.max_k = max_k
         self.tracker: EigenTracker | None = None
         self.x: Tensor | None = None
         self.report: dict = {}
@@ -125,7 +129,9 @@ class CentralState:
         if self.tracker is None or self._lr != lr:  # the threshold is tied to the rate
             self.tracker = EigenTracker(k=1, tol=self.eig_tol, threshold=self.track * 2.0 / lr,
                                         max_k=max(1, min(self.max_k, objective.dim - 1)))
-            self._lr, self.x, self._basis = lr, None, None
+            self._lr = lr
+            self.x = None
+            self._basis = None
         self.evaluations += 1
         clock = perf_counter()
         loss, g = objective.loss_and_grad(theta)

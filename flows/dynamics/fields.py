@@ -145,7 +145,9 @@ class LogBranch:
             if self.mode == "continued":
                 turns = needed
                 log = log + 2j * math.pi * turns
-        self._x, self._log, self._turns = x.detach().clone(), log.detach().clone(), turns
+        self._x = x.detach().clone()
+        self._log = log.detach().clone()
+        self._turns = turns
         return log
 
 

@@ -203,10 +203,19 @@ class _GDRun:
     def __init__(self, objective: Objective, lr: float, controller: Controller | None, momentum: float,
                  sharpness_every: int, tracker: EigenTracker | None, max_loss: float | None,
                  callbacks: list[StepCallback], budget: Budget, rec: Recorder) -> None:
-        self.objective, self.lr, self.controller, self.momentum = objective, lr, controller, momentum
-        self.sharpness_every, self.tracker, self.max_loss = sharpness_every, tracker, max_loss
-        self.callbacks, self.budget, self.rec = callbacks, budget, rec
-        self.time, self.last_lr, self.bound = 0.0, lr, math.inf
+        self.objective = objective
+        self.lr = lr
+        self.controller = controller
+        self.momentum = momentum
+        self.sharpness_every = sharpness_every
+        self.tracker = tracker
+        self.max_loss = max_loss
+        self.callbacks = callbacks
+        self.budget = budget
+        self.rec = rec
+        self.time = 0.0
+        self.last_lr = lr
+        self.bound = math.inf
         self.velocity: Tensor | None = None
         self.error: BaseException | None = None
 

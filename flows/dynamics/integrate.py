@@ -210,10 +210,10 @@ def integrate(
     opts = resolve("integrate", {"solver": solver, "spectrum": spectrum, "recording": recording}, shorthands)
     solver, spectrum, recording = opts["solver"], opts["spectrum"], opts["recording"]
     record = get_flow(flow)
-    method = default_method(objective) if solver.method == "auto" else solver.method
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid choices: auto, {', '.join(METHODS)}")
-    lr, budget, options = check_positive("lr", lr), Budget(time_budget), _flow_options(record, flow_options)
+    method = _method(objective, solver)
+    lr = check_positive("lr", lr)
+    budget = Budget(time_budget)
+    options = _flow_options(record, flow_options)
     theta, grid = _start(objective, theta0, record, lr, times, steps, recording)
     default_rtol, default_atol = default_tolerances(theta.dtype)
     rtol = default_rtol if solver.rtol is None else solver.rtol
@@ -237,6 +237,14 @@ def integrate(
     traj = run.rec.build(config, status)
     traj.error = run.error
     return traj
+
+
+def _method(objective: Objective, solver: Solver) -> str:
+    """The solver's method, "auto" resolved (:func:`default_method`); a ValueError naming the valid choices."""
+    method = default_method(objective) if solver.method == "auto" else solver.method
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid choices: auto, {', '.join(METHODS)}")
+    return method
 
 
 def _work(record: Flow, options: dict, evaluations: int) -> dict:
@@ -275,8 +283,13 @@ class _FlowRun:
 
     def __init__(self, objective: Objective, record: Flow, lr: float, options: dict, budget: Budget,
                  rec: Recorder) -> None:
-        self.objective, self.flow, self.lr, self.options = objective, record, lr, options
-        self.is_complex, self.budget, self.rec = record.complex_state, budget, rec
+        self.objective = objective
+        self.flow = record
+        self.lr = lr
+        self.options = options
+        self.is_complex = record.complex_state
+        self.budget = budget
+        self.rec = rec
         self.evals, self.t = 0, 0.0
         self.error: BaseException | None = None
         self.bar: Any = None

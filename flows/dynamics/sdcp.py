@@ -97,7 +97,9 @@ def solve_sdcp(a: Tensor, b: Tensor, *, x0: Tensor | None = None, tol: float = 1
         s, infeasible, complementary = kkt_residuals(a, b, zero)
         return SDCPSolution(zero, s, infeasible, complementary, 0, True)
     x = project_psd(x0.to(a)) if x0 is not None else torch.zeros_like(a)
-    y, t, value = x, 1.0, math.inf
+    y = x
+    t = 1.0
+    value = math.inf
     for iteration in range(1, max_iter + 1):
         x_new = project_psd(y - (a + _apply(b, y)) / lipschitz)
         new_value = float(0.5 * (x_new * _apply(b, x_new)).sum() + (a * x_new).sum())

@@ -43,7 +43,11 @@ class ModuleParts:
     def __init__(self, model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                  batches: list[tuple[Tensor, Tensor]], layout: ParameterLayout, n_total: int,
                  loss_reduction: str, layers: StatefulLayers) -> None:
-        self.model, self.loss_fn, self.batches, self.layout, self.layers = model, loss_fn, batches, layout, layers
+        self.model = model
+        self.loss_fn = loss_fn
+        self.batches = batches
+        self.layout = layout
+        self.layers = layers
         self.weights = [len(x) / n_total if loss_reduction == "mean" else 1.0 / n_total for x, _ in batches]
         self.frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = dict(model.named_buffers())
@@ -212,7 +216,9 @@ class StatefulLayers:
     """
 
     def __init__(self, model: torch.nn.Module, mode: str, seed: int | None) -> None:
-        self.model, self.mode, self.seed = model, mode, seed
+        self.model = model
+        self.mode = mode
+        self.seed = seed
         self.modules = list(model.named_modules())
         self.dropouts = [m for _, m in self.modules if isinstance(m, _DROPOUT)]
         self.norms = [(name, m) for name, m in self.modules

@@ -244,7 +244,9 @@ class Objective:
         obj = cls(pieces, theta0.numel(), theta0=theta0, hvp_method=hvp_method,
                   name=name or type(model).__name__, reduce=reduce, compile=compile)
         obj.parameter_names, obj.parameter_shapes = list(layout.names), list(layout.shapes)
-        obj.model, obj.layout, obj.module_parts = model, layout, parts
+        obj.model = model
+        obj.layout = layout
+        obj.module_parts = parts
         obj.dtype = theta0.dtype
         layers.warn_once(len(batches))
         check_deterministic(model, loss_fn, batches[0], layout, theta0, layers)
