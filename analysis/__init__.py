@@ -2,10 +2,8 @@
 
 ``analysis`` reads ``flows`` objects; ``flows`` never imports ``analysis``.
 """
-# monitors
 from flows.curvature.precondition import stability_threshold
 
-# controllers
 from .controllers import (
     CONTROLLERS,
     PAL,
@@ -30,6 +28,7 @@ from .monitors import (
     PFLossRate,
     PFStability,
     PreconditionedSharpness,
+    Sharpness,
     corridor_score,
     detect_corridors,
     detect_edge_of_stability,
@@ -47,5 +46,5 @@ __all__ = [
     "CorridorDetector", "corridor_score", "detect_corridors", "loss_linearity", "straightness",
     "Event", "Segment", "from_dict",
     "EoSDetector", "EoSReport", "PFStability", "PFLossRate", "loss_rate_agreement", "detect_edge_of_stability",
-    "pf_stability", "stability_threshold", "Midpoints", "PreconditionedSharpness", "BatchSharpness",
+    "pf_stability", "stability_threshold", "Midpoints", "PreconditionedSharpness", "BatchSharpness", "Sharpness",
 ]

@@ -44,6 +44,8 @@ def _graph() -> dict[str, set[str]]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 names = _resolve(node, module, path.name == "__init__.py")
+                if all(name in paths for name in names[1:]):
+                    names = names[1:]  # `from package import submodule, …`: the submodules, not the face
             elif isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             else:
@@ -77,8 +79,9 @@ def test_analysis_never_imports_experiments():
 
 
 def test_no_import_cycle_counting_type_only_imports():
-    """A package's ``__init__`` re-exporting its own modules is not a cycle; any other loop is."""
-    graph = {m: {t for t in ts if not (m.startswith(t + ".") and _is_package(t))} for m, ts in _graph().items()}
+    """A package's ``__init__`` importing its own modules is not a cycle (Python loads the package first); a module
+    importing its own package's face is, and so is any other loop."""
+    graph = {m: {t for t in ts if not (t.startswith(m + ".") and _is_package(m))} for m, ts in _graph().items()}
     seen: dict[str, int] = {}
     stack: list[str] = []
 
@@ -96,6 +99,12 @@ def test_no_import_cycle_counting_type_only_imports():
     for module in sorted(graph):
         if module not in seen:
             visit(module)
+
+
+def test_no_module_imports_its_own_package_face():
+    """``from .. import X`` inside a package runs while that package's ``__init__`` is still loading: a cycle."""
+    inward = [(m, t) for m, ts in _graph().items() for t in ts if m.startswith(t + ".")]
+    assert not inward, inward
 
 
 def _is_package(module: str) -> bool:

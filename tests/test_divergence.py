@@ -1,13 +1,14 @@
 """Divergence is an outcome on a real network: event, partial trajectory saved, normal return."""
 import numpy as np
 
+from analysis import Sharpness
 from experiments.zoo.datasets import digits_objective
 from flows import Trajectory, gradient_descent, integrate
 
 
 def test_gd_and_flow_diverge_cleanly_on_digits(tmp_path):
     obj, _, _ = digits_objective(n_train=200, widths=(64, 32, 10))
-    traj = gradient_descent(obj, lr=50.0, steps=200, sharpness_every=5)
+    traj = gradient_descent(obj, lr=50.0, steps=200, callbacks=[Sharpness(every=5)])
     assert traj.status == "diverged"
     event = traj.events[-1]
     assert event["kind"] == "divergence" and event["last_finite_step"] == event["step"] - 1

@@ -143,11 +143,9 @@ class DriftAdjustedLR(StepController):
     Hg is exact (one HVP, ``hvp="exact"``) or the finite difference
     (∇E(θ + εg) − g)/ε with ε = 0.01/‖g‖ (one extra gradient). Outside the
     window ``start ≤ n < stop`` the rate is ``base_lr`` (default: the runner's ``lr``).
-    With ``detector`` (an :class:`analysis.EoSDetector`) the sharpness it
-    measures is logged next to v.
+    (The sharpness beside v is a monitor's to record: ``analysis.Sharpness`` or an ``EoSDetector`` callback.)
 
-    Records per step: ``v``, ``dal`` (the rate before the window), ``lr``, and
-    ``sharpness`` when a detector is attached.
+    Records per step: ``v``, ``dal`` (the rate before the window) and ``lr``.
     """
 
     name: ClassVar[str] = "dal"
@@ -157,7 +155,6 @@ class DriftAdjustedLR(StepController):
     start: int = field(default=0, kw_only=True)
     stop: int | None = field(default=None, kw_only=True)
     base_lr: float | None = field(default=None, kw_only=True)
-    detector: Any | None = companion()
 
     def __post_init__(self) -> None:
         self.p = check_positive("p", self.p, allow_zero=True)
@@ -188,9 +185,6 @@ class DriftAdjustedLR(StepController):
     def decide(self, ctx: StepContext) -> StepDecision:
         active = ctx.step >= self.start and (self.stop is None or ctx.step < self.stop)
         info: dict[str, float] = {}
-        if self.detector is not None:
-            self.detector.observe(ctx)
-            info["sharpness"] = self.detector.sharpness
         if not active:
             return StepDecision(self.base_lr if self.base_lr is not None else ctx.lr, None,
                                 {**info, "v": math.nan, "dal": math.nan})

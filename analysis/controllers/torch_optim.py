@@ -40,10 +40,8 @@ class DriftAdjustedLROptimizer(ControllerOptimizer):
     defaults)."""
 
     def __init__(self, params: Params, p: float = 1.0, *, max_lr: float = 5.0, hvp: str = "exact", start: int = 0,
-                 stop: int | None = None, base_lr: float | None = None, detector: Any | None = None) -> None:
-        controller = DriftAdjustedLR(
-            p=p, max_lr=max_lr, hvp=hvp, start=start, stop=stop, base_lr=base_lr, detector=detector)
-        super().__init__(params, controller)
+                 stop: int | None = None, base_lr: float | None = None) -> None:
+        super().__init__(params, DriftAdjustedLR(p=p, max_lr=max_lr, hvp=hvp, start=start, stop=stop, base_lr=base_lr))
 
 
 class WNGradOptimizer(ControllerOptimizer):

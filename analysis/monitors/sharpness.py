@@ -1,42 +1,100 @@
-"""Sharpness measured along a run: ``gradient_descent`` callbacks that record curvature metrics.
+"""Sharpness measured along a run: the ``gradient_descent`` callbacks that record curvature metrics.
 
-* :class:`PreconditionedSharpness` — λ₁(P⁻¹H) of an adaptive optimizer and its threshold;
+* :class:`Sharpness` — the one writer of ``sharpness`` (λ₁(H), with ``eigenvalue_i`` for the top k) and, given an
+  optimizer, of ``preconditioned_sharpness`` (λ₁(P⁻¹H) with the P of each step) and its ``stability_threshold``;
+  detectors and controllers that need the sharpness read it from one of these monitors;
+* :class:`PreconditionedSharpness` — :class:`Sharpness` for an optimizer, kept under its 0.2 name;
 * :class:`BatchSharpness` — mini-batch curvature estimates (``flows.curvature.stochastic``) with standard errors.
 """
 from __future__ import annotations
+
+import math
+
+import numpy as np
 
 from flows.curvature.spectrum import EigenTracker
 from flows.curvature.stochastic import MEASURES, MiniBatches, batch_sharpness, gradient_noise_scale, minibatch_sharpness
 from flows.dynamics.gd import StepContext, StepDecision
 from flows.records.trajectory import Recorder
+from flows.validate import check_count, check_positive
 
 from ..controllers.optimizers import OptimizerController
 
 
-class PreconditionedSharpness:
-    """A ``gradient_descent`` callback recording, every ``every`` steps, ``preconditioned_sharpness`` = λ₁(P⁻¹H) at
-    θₙ with the P step n divided by, and ``stability_threshold`` (its edge), from a warm-started tracker."""
+class Sharpness:
+    """Records the top of the Hessian spectrum every ``every`` steps, from a warm-started tracker.
 
-    def __init__(self, controller: OptimizerController, every: int = 1, tol: float = 1e-3) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive int, got {every!r}")
-        self.controller, self.every = controller, every
-        self.tracker = EigenTracker(k=1, tol=tol)
+    Without ``optimizer``: ``sharpness`` = λ₁(H(θₙ)) and the top k as ``eigenvalue_0`` … ``eigenvalue_{k−1}``.
+    With ``optimizer`` (an :class:`~analysis.OptimizerController`): ``preconditioned_sharpness`` = λ₁(P⁻¹H) with
+    the P that step n divided by (none at the last row, where no step is taken) and ``stability_threshold``, the
+    optimizer's edge (Adam: (2 + 2β₁)/((1 − β₁)h)).
+
+    Args:
+        every: measure at the steps n with n % every == 0.
+        k: eigenvalues tracked (the top k, algebraically largest).
+        tol: relative eigen-residual tolerance of the tracker.
+        optimizer: the optimizer whose preconditioner P the spectrum is taken under (None: P = I).
+
+    Attributes:
+        values: the latest eigenvalues (descending), empty before the first measurement.
+        value: the latest λ₁ (NaN before the first measurement).
+        metric: the name λ₁ is recorded under.
+    """
+
+    def __init__(self, every: int = 10, k: int = 1, tol: float = 1e-3,
+                 optimizer: OptimizerController | None = None) -> None:
+        self.every = check_count("every", every, minimum=1)
+        self.k = check_count("k", k, minimum=1)
+        self.tol = check_positive("tol", tol)
+        self.optimizer = optimizer
+        self.tracker = EigenTracker(k=self.k, tol=self.tol)
+        self.values = np.array([])
+        self.value = math.nan
+        self.metric = "sharpness" if optimizer is None else "preconditioned_sharpness"
+        self._seen: int | None = None
+
+    def due(self, ctx: StepContext) -> bool:
+        """Whether step n is measured: a multiple of ``every`` and, under an optimizer, a step it took."""
+        if ctx.step % self.every:
+            return False
+        return self.optimizer is None or (self.optimizer.optimizer is not None
+                                          and self.optimizer.steps_taken == ctx.step + 1)
+
+    def observe(self, ctx: StepContext) -> float:
+        """Measure at θₙ when the step is due (once per step); the latest λ₁."""
+        if self.due(ctx) and self._seen != ctx.step:
+            pre = self.optimizer.preconditioner() if self.optimizer is not None else None
+            pairs = self.tracker.update(ctx.objective, ctx.theta, pre)
+            self.values = pairs.values.detach().cpu().numpy()
+            self.value = float(self.values[0])
+            self._seen = ctx.step
+        return self.value
 
     def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
-        if ctx.step % self.every or self.controller.optimizer is None:
+        if not self.due(ctx):
             return
-        if self.controller.steps_taken != ctx.step + 1:
-            return  # the last row: no step was taken from it, so no P belongs to it
-        pairs = self.tracker.update(ctx.objective, ctx.theta, self.controller.preconditioner())
-        rec.log("preconditioned_sharpness", float(pairs.values[0]))
-        rec.log("stability_threshold", self.controller.threshold())
+        self.observe(ctx)
+        rec.log(self.metric, self.value)
+        if self.optimizer is not None:
+            rec.log("stability_threshold", self.optimizer.threshold())
+        else:
+            for i, value in enumerate(self.values):
+                rec.log(f"eigenvalue_{i}", float(value))
+
+
+class PreconditionedSharpness(Sharpness):
+    """:class:`Sharpness` under an optimizer's preconditioner: ``preconditioned_sharpness`` = λ₁(P⁻¹H) and
+    ``stability_threshold`` every ``every`` steps."""
+
+    def __init__(self, controller: OptimizerController, every: int = 1, tol: float = 1e-3) -> None:
+        super().__init__(every=every, k=1, tol=tol, optimizer=controller)
+        self.controller = controller
 
 
 class BatchSharpness:
     """A ``gradient_descent`` callback recording, every ``every`` steps at θₙ, each of ``measures`` and its standard
     error as ``<measure>`` and ``<measure>_se`` (:func:`batch_sharpness`, :func:`minibatch_sharpness`,
-    :func:`gradient_noise_scale`; the full-batch λ_max is ``gradient_descent(sharpness_every=...)``'s)."""
+    :func:`gradient_noise_scale`; the full-batch λ_max is :class:`Sharpness`'s)."""
 
     def __init__(self, batches: MiniBatches, every: int = 10, rel_error: float = 0.05, max_samples: int = 256,
                  measures: tuple[str, ...] = ("batch_sharpness",)) -> None:

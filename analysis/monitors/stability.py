@@ -33,8 +33,9 @@ from flows import (
 )
 from flows.validate import check_count, check_positive
 
-from .. import OptimizerController
+from ..controllers.optimizers import OptimizerController
 from ..events import Event, Segment
+from .sharpness import Sharpness
 
 BAND = 0.1  # hovering: |λ_max − 2/h| ≤ 10% of 2/h
 HOVER_FRACTION = 0.5  # … for at least half of the measured steps after the crossing
@@ -106,8 +107,8 @@ class EoSDetector:
             (all k are recorded, as metrics ``eigenvalue_0`` … ``eigenvalue_{k-1}``).
         optimizer: an :class:`~flows.OptimizerController` (Adam, RMSProp, momentum SGD): online, the detector then
             measures the preconditioned sharpness λ₁(P⁻¹H) with the P of each step and compares it with that
-            optimizer's own threshold (Adam: (2 + 2β₁)/((1 − β₁)h)), recording ``sharpness`` = λ₁(P⁻¹H) and
-            ``stability_threshold``.
+            optimizer's own threshold (Adam: (2 + 2β₁)/((1 − β₁)h)), recording ``preconditioned_sharpness`` =
+            λ₁(P⁻¹H) and ``stability_threshold`` (through its :class:`Sharpness` monitor, the one writer of both).
 
     Offline, :meth:`detect` compares any recorded measure (``measure=``: ``sharpness``,
     ``preconditioned_sharpness``, ``batch_sharpness`` …) with a recorded ``stability_threshold`` metric where
@@ -133,41 +134,38 @@ class EoSDetector:
                              f"{self.hover_fraction!r}, {self.sharpening_p!r}")
         check_count("sharpness_every", self.sharpness_every, minimum=1)
         check_count("k", self.k, minimum=1)
-        self.sharpness = math.nan
+        self.monitor = Sharpness(every=self.sharpness_every, k=self.k, optimizer=self.optimizer)
         self.threshold = math.nan
         self.crossed_at: int | None = None
-        self.eigenvalues = np.array([])
-        self._tracker = EigenTracker(k=self.k, tol=1e-3)
-        self._seen: int | None = None
+
+    @property
+    def sharpness(self) -> float:
+        """The latest measured sharpness (λ₁(P⁻¹H) under an optimizer), NaN before the first measurement."""
+        return self.monitor.value
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        """The latest top-k eigenvalues, descending."""
+        return self.monitor.values
 
     # ------------------------------------------------------------------ online
     def observe(self, ctx: StepContext) -> float:
         """Measure λ_max at θₙ when n is a multiple of ``sharpness_every`` (once per step); the latest value."""
-        if ctx.step % self.sharpness_every == 0 and self._seen != ctx.step:
-            pre = self.optimizer.preconditioner() if self.optimizer is not None else None
-            pairs = self._tracker.update(ctx.objective, ctx.theta, pre)
-            self.eigenvalues = pairs.values.detach().cpu().numpy()
-            self.sharpness = float(self.eigenvalues[0])
-            self._seen = ctx.step
-        return self.sharpness
+        return self.monitor.observe(ctx)
 
     def __call__(self, ctx: StepContext, decision: StepDecision, recorder: Recorder) -> None:
-        """Runner callback: ``decision.lr`` is the rate actually used at this step."""
+        """Runner callback: the sharpness is recorded by the detector's :class:`Sharpness` monitor; the detector adds
+        the PF coefficients Re c(hλᵢ) and the ``eos_crossing`` event (``decision.lr`` is the rate used)."""
         lr = decision.lr
         if self.optimizer is not None:
-            if self.optimizer.steps_taken != ctx.step + 1:
-                return  # the last row took no step: no preconditioner belongs to it
+            if not self.monitor.due(ctx):
+                return  # not measured here (or the last row, which took no step: no preconditioner belongs to it)
             self.threshold = self.optimizer.threshold()
         else:
             self.threshold = stability_threshold(lr, ctx.momentum) if lr > 0 else math.inf
-        if ctx.step % self.sharpness_every:
+        if not self.monitor.due(ctx):
             return
-        self.observe(ctx)
-        recorder.log("sharpness", self.sharpness)
-        if self.optimizer is not None:
-            recorder.log("stability_threshold", self.threshold)
-        for i, value in enumerate(self.eigenvalues):
-            recorder.log(f"eigenvalue_{i}", float(value))
+        self.monitor(ctx, decision, recorder)
         if lr > 0 and self.optimizer is None:
             view = pf_stability(self.eigenvalues, lr)
             for i, rc in enumerate(view.re_c):
@@ -195,7 +193,7 @@ class EoSDetector:
 
     def detect(self, trajectory: Trajectory, *, lr: float | None = None, momentum: float | None = None,
                objective: Objective | None = None, drift: np.ndarray | None = None,
-               measure: str = "sharpness") -> EoSReport:
+               measure: str | None = None) -> EoSReport:
         """Read the EoS story off ``trajectory`` (needs a ``sharpness`` metric, or ``objective`` + full states).
 
         The threshold at step n is the recorded ``stability_threshold`` metric where the run has one (an
@@ -204,6 +202,7 @@ class EoSDetector:
         detection agrees with the online callback; ``lr=`` imposes one constant rate instead. ``measure`` names
         the metric compared with it (``sharpness``, ``preconditioned_sharpness``, ``batch_sharpness`` …).
         """
+        measure = self.monitor.metric if measure is None else measure
         momentum = momentum if momentum is not None else trajectory.config.get("momentum", 0.0) or 0.0
         thresholds = _thresholds(trajectory, lr, momentum)
         if measure != "sharpness" and measure not in trajectory.metrics:
@@ -212,7 +211,7 @@ class EoSDetector:
         if sharp is None or np.all(np.isnan(sharp)):
             if objective is None or trajectory.states is None or trajectory.state_mode != "full":
                 raise ValueError("this trajectory has no 'sharpness' metric: record it with "
-                                 "gradient_descent(..., sharpness_every=N) or EoSDetector as a callback, "
+                                 "analysis.Sharpness(every=N) or EoSDetector as a callback, "
                                  "or pass objective= with a full-state trajectory")
             sharp = np.full(len(trajectory), np.nan)
             dtype = objective.theta0.dtype if objective.theta0 is not None else torch.float64

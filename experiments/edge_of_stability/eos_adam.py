@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from analysis import EoSDetector, OptimizerController, PreconditionedSharpness, plots
+from analysis import EoSDetector, OptimizerController, PreconditionedSharpness, Sharpness, plots
 from experiments.cli.common import number_key, read_json, save_figure, sweep_folders, write_json, write_table
 from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits_objective
@@ -73,8 +73,8 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
 def _one_rate(obj, theta0: torch.Tensor, lr: float, config: Config, folder: Path, ctx) -> dict:
     ctrl = OptimizerController(torch.optim.Adam, lr=lr, betas=(config.beta1, config.beta2), eps=config.eps)
     traj = gradient_descent(obj, theta0, lr, config.steps, controller=ctrl, states="none",
-                            sharpness_every=config.sharpness_every,
-                            callbacks=[PreconditionedSharpness(ctrl, every=config.every)], progress=ctx.progress)
+                            callbacks=[Sharpness(every=config.sharpness_every),
+                                       PreconditionedSharpness(ctrl, every=config.every)], progress=ctx.progress)
     ctx.check()
     traj.save(folder / "adam")
     row = summarise(traj, lr, config.beta1)

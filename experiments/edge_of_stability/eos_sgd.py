@@ -18,7 +18,7 @@ import numpy as np
 
 from analysis import plots
 from analysis.controllers.stochastic import SGDController
-from analysis.monitors.sharpness import BatchSharpness
+from analysis.monitors.sharpness import BatchSharpness, Sharpness
 from experiments.cli.common import read_json, save_figure, sweep_folders, write_json, write_table
 from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits, fc_tanh, half_mse
@@ -77,8 +77,8 @@ def _one(obj, model, data, theta0, b: int, config: Config, folder: Path, ctx) ->
     batches = MiniBatches(model, half_mse, data, b, seed=ctx.unit_seed(f"b{b}"))
     probe = MiniBatches(model, half_mse, data, b, seed=ctx.unit_seed(f"b{b}/probe"))
     traj = gradient_descent(obj, theta0, config.lr, config.steps, controller=SGDController(batches), states="none",
-                            sharpness_every=config.every,
-                            callbacks=[BatchSharpness(probe, every=config.every, rel_error=config.rel_error)],
+                            callbacks=[Sharpness(every=config.every),
+                                       BatchSharpness(probe, every=config.every, rel_error=config.rel_error)],
                             progress=ctx.progress)
     ctx.check()
     traj.save(folder / "sgd")

@@ -17,7 +17,6 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from ..curvature.spectrum import EigenTracker
 from ..objective.objective import Objective
 from ..progress import Progress, progress_bar
 from ..records.events import Event
@@ -128,8 +127,6 @@ def gradient_descent(
     momentum: float = 0.0,
     states: str = "full",
     projection_size: int = 64,
-    sharpness_every: int = 0,
-    tracker: EigenTracker | None = None,
     max_loss: float | None = None,
     callbacks: Sequence[StepCallback] = (),
     time_budget: float | None = None,
@@ -137,14 +134,14 @@ def gradient_descent(
 ) -> Trajectory:
     """Run GD for ``steps`` steps from ``theta0`` (default ``objective.theta0``).
 
-    Records θₙ (per ``states``), loss, grad_norm, the rate used (``lr``) and,
-    every ``sharpness_every`` steps, λ_max (``sharpness``, from ``tracker`` or
-    a warm-started top-1 tracker). A controller's ``info`` entries are recorded
-    as metrics too. Divergence is an outcome: when the loss turns non-finite
-    or exceeds ``max_loss`` (default 1e12·max(1, |E(θ₀)|)) the run stops,
-    records a ``divergence`` event, and returns what it has (status
-    ``"diverged"``). A non-finite step proposed by the controller is refused
-    the same way (a ``refused_step`` event; θ stays at the last state).
+    Records θₙ (per ``states``), loss, grad_norm and the rate used (``lr``); a
+    controller's ``info`` entries are recorded as metrics too, and callbacks add
+    their own (the sharpness: ``analysis.Sharpness`` or ``analysis.EoSDetector``).
+    Divergence is an outcome: when the loss turns non-finite or exceeds
+    ``max_loss`` (default 1e12·max(1, |E(θ₀)|)) the run stops, records a
+    ``divergence`` event, and returns what it has (status ``"diverged"``). A
+    non-finite step proposed by the controller is refused the same way (a
+    ``refused_step`` event; θ stays at the last state).
     ``time_budget`` (wall-clock seconds) stops the run with status
     ``"stopped"`` and a ``time_budget`` event; ``progress`` shows a bar
     (``None``: only when the run takes more than 2 s).
@@ -164,13 +161,10 @@ def gradient_descent(
                         f"{', '.join(missing)} (subclass flows.Controller for the defaults)")
     if momentum and controller is not None and controller.owns_momentum:
         raise ValueError(f"momentum must be 0 with {type(controller).__name__}: the optimizer applies its own")
-    sharpness_every = check_count("sharpness_every", sharpness_every)
     if max_loss is not None and not (isinstance(max_loss, (int, float)) and max_loss > 0):
         raise ValueError(f"max_loss must be None or a positive number, got {max_loss!r}")
-    if sharpness_every and tracker is None:
-        tracker = EigenTracker(k=1, tol=1e-3)
     reserve_rows(steps + 1, objective.dim, states, projection_size, theta.element_size())
-    run = _GDRun(objective, lr, controller, momentum, sharpness_every, tracker, max_loss, check_callbacks(callbacks),
+    run = _GDRun(objective, lr, controller, momentum, max_loss, check_callbacks(callbacks),
                  Budget(time_budget), Recorder(objective.dim, states, projection_size))
     config = {"kind": "gd", "lr": lr, "steps": steps, "momentum": momentum, "objective": objective.name,
               "controller": type(controller).__name__ if controller is not None else None,
@@ -201,14 +195,12 @@ class _GDRun:
     """One GD run: the step with its checks, the callbacks, and the stop conditions."""
 
     def __init__(self, objective: Objective, lr: float, controller: Controller | None, momentum: float,
-                 sharpness_every: int, tracker: EigenTracker | None, max_loss: float | None,
+                 max_loss: float | None,
                  callbacks: list[StepCallback], budget: Budget, rec: Recorder) -> None:
         self.objective = objective
         self.lr = lr
         self.controller = controller
         self.momentum = momentum
-        self.sharpness_every = sharpness_every
-        self.tracker = tracker
         self.max_loss = max_loss
         self.callbacks = callbacks
         self.budget = budget
@@ -260,8 +252,6 @@ class _GDRun:
             self.event("divergence", n, loss=row["loss"], last_finite_step=n - 1,
                        reason="non-finite" if not math.isfinite(row["loss"]) else f"loss > max_loss={self.bound}")
             return theta, "diverged"
-        if self.tracker is not None and self.sharpness_every and n % self.sharpness_every == 0:
-            row["sharpness"] = float(self.tracker.update(self.objective, theta).values[0])  # θ is sane here
         # the context carries the runner's rate; the rate used is the decision's (at the last row, where no step
         # is taken, callbacks get the last rate used: lr when no step was taken)
         ctx = StepContext(n, self.time, theta, loss, grad, self.objective, self.lr, self.momentum)

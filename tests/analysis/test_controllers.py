@@ -92,11 +92,34 @@ def test_dal_steps_by_hand_with_window_and_cap():
         th = th - h * g
 
 
-def test_dal_logs_sharpness_from_the_eos_detector():
+def test_one_writer_of_sharpness_beside_dal():
+    """DAL records v; the sharpness beside it comes from one monitor (here inside the EoS detector), once per row."""
+    from analysis import Sharpness
+    from flows import Recorder
+
     obj = toys.get("pf-quadratic")
-    dal = DriftAdjustedLR(1.0, detector=EoSDetector(sharpness_every=1))
-    traj = gradient_descent(obj, lr=0.1, steps=3, controller=dal)
-    np.testing.assert_allclose(traj.metric("sharpness")[:3], 2.0, rtol=1e-6)
+    writes = []
+    log = Recorder.log
+
+    def counting_log(self, name, value):
+        writes.append(name)
+        log(self, name, value)
+
+    Recorder.log = counting_log
+    try:
+        traj = gradient_descent(obj, lr=0.1, steps=3, controller=DriftAdjustedLR(1.0),
+                                callbacks=[EoSDetector(sharpness_every=1)])
+    finally:
+        Recorder.log = log
+    np.testing.assert_allclose(traj.metric("sharpness"), 2.0, rtol=1e-6)
+    assert writes.count("sharpness") == len(traj) == 4 and np.isfinite(traj.metric("v")[:3]).all()
+    with pytest.raises(TypeError, match="detector"):
+        DriftAdjustedLR(1.0, detector=EoSDetector())  # the companion moved to the callbacks
+    monitor = Sharpness(every=2, k=2)
+    traj = gradient_descent(obj, lr=0.1, steps=4, callbacks=[monitor])
+    np.testing.assert_allclose(traj.metric("sharpness")[::2], 2.0, rtol=1e-6)
+    np.testing.assert_allclose(traj.metric("eigenvalue_1")[::2], 0.02, rtol=1e-6)
+    assert np.isnan(traj.metric("sharpness")[1::2]).all()
 
 
 # ---------------------------------------------------------------------------- WNGrad

@@ -115,8 +115,8 @@ def test_offline_detection_uses_the_rate_recorded_at_each_step(tmp_path):
 
 
 def test_adams_edge_is_measured_on_the_preconditioned_sharpness():
-    """Online with an optimizer: the detector records λ₁(P⁻¹H) and Adam's 38/h; offline, detect reads the
-    recorded thresholds (not 2/h) and names the measure in its crossing event."""
+    """Online with an optimizer: the detector records λ₁(P⁻¹H) as preconditioned_sharpness and Adam's 38/h;
+    offline, detect reads the recorded thresholds (not 2/h) and names the measure in its crossing event."""
     import torch
     from torch import nn
 
@@ -131,8 +131,9 @@ def test_adams_edge_is_measured_on_the_preconditioned_sharpness():
     ctrl = OptimizerController(torch.optim.Adam, lr=0.05)
     det = EoSDetector(sharpness_every=3, optimizer=ctrl)
     traj = gradient_descent(obj, obj.theta0, 0.05, 9, controller=ctrl, callbacks=[det], states="full")
-    measured = np.flatnonzero(np.isfinite(traj.metric("sharpness")))
+    measured = np.flatnonzero(np.isfinite(traj.metric("preconditioned_sharpness")))
     assert list(measured) == [0, 3, 6]  # the last row (9) took no step
+    assert "sharpness" not in traj.metrics  # one name, one meaning: λ₁(H) is not λ₁(P⁻¹H)
     np.testing.assert_allclose(traj.metric("stability_threshold")[measured], 38 / 0.05)
     last = torch.as_tensor(traj.state_matrix()[8])
     assert det.threshold == pytest.approx(38 / 0.05)

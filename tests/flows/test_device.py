@@ -4,6 +4,7 @@ import pytest
 import torch
 from models import fc_tanh, teacher_student
 
+from analysis import Sharpness
 from flows import EigenTracker, Objective, gradient_descent, integrate, top_eigenpairs
 from flows.dynamics.fields import get_field
 
@@ -67,7 +68,7 @@ def test_cuda_end_to_end():
     cpu = _objective("cpu")
     ref = top_eigenpairs(cpu, cpu.theta0, k=3, method="dense")
     torch.testing.assert_close(pairs.values.cpu(), ref.values, rtol=1e-6, atol=1e-8)
-    traj = gradient_descent(obj, lr=0.1, steps=5, sharpness_every=2)
+    traj = gradient_descent(obj, lr=0.1, steps=5, callbacks=[Sharpness(every=2)])
     flow = integrate(obj, flow="pf_topk", lr=0.1, steps=3, k=2)
     assert traj.status == "complete" and flow.status == "complete"
     assert traj.config["device"].startswith("cuda")

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from analysis import Sharpness
 from flows import Trajectory, TrajectoryFileError, gradient_descent, integrate
 from flows.objective import toys
 
 
 def test_save_load_round_trip_is_lossless(tmp_path):
     obj = toys.get("pf-quadratic")
-    gd = gradient_descent(obj, lr=0.5, steps=5, sharpness_every=2)
+    gd = gradient_descent(obj, lr=0.5, steps=5, callbacks=[Sharpness(every=2)])
     pf = integrate(obj, flow="pf", lr=1.05, steps=3)
     for traj, name in ((gd, "gd"), (pf, "pf")):
         traj.events.append({"kind": "note", "step": 1, "time": 0.5})
