@@ -171,11 +171,19 @@ class DriftAdjustedLR(StepController):
         if (self.start > 0 or self.stop is not None) and self.base_lr is None:
             raise ValueError("DriftAdjustedLR with a start/stop window needs base_lr= in the torch.optim form")
 
+    @property
+    def wants_hessian(self) -> bool:
+        """The exact Hg is one backward pass through the graph of the runner's own gradient."""
+        return self.hvp == "exact"
+
     def hessian_gradient(self, ctx: StepContext) -> torch.Tensor:
-        """Hg at θₙ, exact or by the finite difference of the gradient."""
+        """Hg at θₙ: exact (through ``ctx.hessian`` when the runner kept gₙ's graph, else a fresh graph) or by
+        the finite difference of the gradient."""
         g = ctx.grad
         if self.hvp == "exact":
             self.evaluations += 1
+            if ctx.hessian is not None:
+                return ctx.hessian @ g
             return ctx.objective.grad_and_hessian_grad(ctx.theta)[1]
         gnorm = torch.linalg.vector_norm(g)
         eps = 0.01 / gnorm

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from ..objective.hessian import HessianOperator
 from ..objective.objective import Objective
 from ..progress import Progress, progress_bar
 from ..records.events import Event
@@ -40,6 +41,9 @@ class StepContext:
     lr: float
     momentum: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    hessian: HessianOperator | None = None
+    """H(θₙ) on the gradient graph the runner built for gₙ, when the controller ``wants_hessian`` (H @ v is then
+    one backward pass, no new forward); None otherwise."""
 
 
 @dataclass
@@ -64,12 +68,18 @@ class Controller(Protocol):
     ``decide(ctx)`` returns the step (a :class:`StepDecision`, or a bare rate h); ``owns_momentum`` says the
     controller applies its own momentum (then the runner's must be 0); ``evaluations`` counts the objective
     evaluations it made beyond the runner's one per step (recorded as the ``evaluations`` metric);
-    ``hyperparameters()`` gives its settings for the run's config (None: nothing to record). Subclass this protocol
+    ``hyperparameters()`` gives its settings for the run's config (None: nothing to record); ``wants_hessian``
+    asks the runner for H(θₙ) on the graph of its own gradient (``ctx.hessian``). Subclass this protocol
     to inherit the defaults (False, 0, None) and write only ``decide``.
     """
 
     owns_momentum: bool = False
     evaluations: int = 0
+
+    @property
+    def wants_hessian(self) -> bool:
+        """Whether ``decide`` multiplies by H(θₙ): the runner then keeps gₙ's graph and passes ``ctx.hessian``."""
+        return False
 
     def decide(self, ctx: StepContext) -> StepDecision | float: ...
 
@@ -155,7 +165,7 @@ def gradient_descent(
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if controller is not None and not isinstance(controller, Controller):
-        missing = [name for name in ("decide", "owns_momentum", "evaluations", "hyperparameters")
+        missing = [name for name in ("decide", "owns_momentum", "evaluations", "hyperparameters", "wants_hessian")
                    if not hasattr(controller, name)]
         raise TypeError(f"controller must implement flows.Controller, {type(controller).__name__} lacks "
                         f"{', '.join(missing)} (subclass flows.Controller for the defaults)")
@@ -243,7 +253,12 @@ class _GDRun:
 
     def step(self, n: int, theta: Tensor, last: bool) -> tuple[Tensor, str | None]:
         """Record row n and take step n (none at the last row); θₙ₊₁ and a status when the run ends here."""
-        loss, grad = self.objective.loss_and_grad(theta)
+        hessian = None
+        if not last and self.controller is not None and self.controller.wants_hessian:
+            hessian = self.objective.hessian_operator(theta)  # gₙ with its graph kept: H @ v without a new forward
+            loss, grad = hessian.loss, hessian.gradient
+        else:
+            loss, grad = self.objective.loss_and_grad(theta)
         row: dict[str, float] = {"loss": float(loss), "grad_norm": float(torch.linalg.vector_norm(grad)), "step": n}
         if n == 0:
             self.bound = loss_bound(self.max_loss, row["loss"])
@@ -254,12 +269,14 @@ class _GDRun:
             return theta, "diverged"
         # the context carries the runner's rate; the rate used is the decision's (at the last row, where no step
         # is taken, callbacks get the last rate used: lr when no step was taken)
-        ctx = StepContext(n, self.time, theta, loss, grad, self.objective, self.lr, self.momentum)
+        ctx = StepContext(n, self.time, theta, loss, grad, self.objective, self.lr, self.momentum, hessian=hessian)
         if last:
             self.rec.add(self.time, theta, **row)
             self.notify(ctx, StepDecision(self.last_lr))  # no step from the last row: the last rate used
             return theta, None
         decision = decide(self.controller, ctx)
+        if hessian is not None:
+            hessian.release()
         row.update(lr=decision.lr, **decision.info)
         # cumulative objective evaluations: the runner's one per step plus the controller's extra ones
         row["evaluations"] = float(n + 1 + (self.controller.evaluations if self.controller is not None else 0))

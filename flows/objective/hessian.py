@@ -48,6 +48,7 @@ class HessianOperator:
     Attributes:
         theta: the point, (D,).
         gradient: ∇E(θ), (D,), a free by-product of building the graph.
+        loss: E(θ), 0-d, another (None until the graph is built).
         matvecs: number of Hessian-vector products applied so far.
     """
 
@@ -62,15 +63,17 @@ class HessianOperator:
         self._leaf: Tensor | None = None
         self._grads: list[Tensor] = []
         self.gradient: Tensor | None = None
+        self.loss: Tensor | None = None
         if retain_graph:
             self._build()
 
     def _build(self) -> None:
         leaf = self.theta.clone().requires_grad_(True)
-        grads, total = [], torch.zeros_like(leaf)
+        grads, total, loss = [], torch.zeros_like(leaf), torch.zeros((), dtype=leaf.dtype, device=leaf.device)
         with torch.enable_grad():
             for piece in self.objective.pieces:
                 value = piece(leaf)
+                loss = loss + value.detach()
                 (g,) = torch.autograd.grad(value, leaf, grad_outputs=torch.ones_like(value),
                                            create_graph=True)
                 if leaf.is_complex():
@@ -78,6 +81,7 @@ class HessianOperator:
                 grads.append(g)
                 total = total + g.detach()
         self._leaf, self._grads = leaf, grads
+        self.loss = self.objective._reduce(loss)
         self.gradient = self.objective._reduce(total)
 
     def release(self) -> None:

@@ -468,3 +468,39 @@ def test_sps_max_and_alig_are_their_papers_formulas_in_both_forms():
     for bad in (lambda: SPSMax(c=0.0), lambda: ALIG(delta=-1.0), lambda: ALIG(e_star=float("nan"))):
         with pytest.raises(ValueError):
             bad()
+
+
+def test_exact_dal_reuses_the_runners_gradient_graph():
+    """With hvp="exact" the runner keeps gₙ's graph and DAL's Hg is one backward pass through it: one forward per
+    step instead of two, and the same rates as a fresh graph (the finite-difference form is untouched)."""
+    calls = {"n": 0}
+    a = torch.tensor([[3.0, 1.0], [1.0, 2.0]], dtype=torch.float64)
+
+    def energy(th):
+        calls["n"] += 1
+        return 0.5 * th @ a @ th + 0.1 * th[0] ** 3
+
+    from flows import Objective
+
+    theta0 = torch.tensor([0.5, -0.3], dtype=torch.float64)
+
+    def forwards_per_step(**settings) -> float:
+        counts = []
+        for steps in (6, 12):  # the difference leaves out the one-time probes of a new objective
+            calls["n"] = 0
+            gradient_descent(Objective.from_function(energy, 2), theta0, 0.1, steps,
+                             controller=DriftAdjustedLR(1.0, **settings))
+            counts.append(calls["n"])
+        return (counts[1] - counts[0]) / 6
+
+    assert forwards_per_step() == 1.0  # the runner's gradient; Hg is a backward pass through its graph
+    assert forwards_per_step(hvp="finite_difference") == 2.0
+    traj = gradient_descent(Objective.from_function(energy, 2), theta0, 0.1, 6, controller=DriftAdjustedLR(1.0))
+    th = theta0.clone()
+    for n in range(6):
+        g = torch.func.grad(energy)(th)
+        hg = torch.func.hessian(energy)(th) @ g
+        h = min(2.0 / float(hg.norm() / g.norm()), 5.0)
+        assert traj.metric("lr")[n] == pytest.approx(h, rel=1e-12)
+        th = th - h * g
+    assert DriftAdjustedLR(1.0).wants_hessian and not DriftAdjustedLR(1.0, hvp="finite_difference").wants_hessian

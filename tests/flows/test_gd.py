@@ -49,7 +49,7 @@ def test_controller_protocol():
         def decide(self, ctx):
             return 0.1
 
-    with pytest.raises(TypeError, match="lacks owns_momentum, evaluations, hyperparameters"):
+    with pytest.raises(TypeError, match="lacks owns_momentum, evaluations, hyperparameters, wants_hessian"):
         gradient_descent(obj, lr=0.1, steps=1, controller=DuckTyped())
 
 
