@@ -41,10 +41,12 @@ def style():
 
 
 def color(method: str) -> str:
+    """The colour of a flow or method in every figure (the flow records' own, else a fixed palette)."""
     return METHOD_COLORS.get(method, OKABE_ITO["sky"])
 
 
 def label(method: str, lr: float | None = None) -> str:
+    """The legend label of a flow or method, with the rate when given."""
     name = METHOD_LABELS.get(method, method)
     return name if lr is None else f"{name}, h={lr:g}"
 
@@ -99,6 +101,7 @@ def contour(ax, fn, xlim: tuple[float, float], ylim: tuple[float, float], levels
 
 
 def subplots(n: int, ncols: int | None = None, width: float = 3.4, height: float = 2.9, **kw):
+    """A figure with ``n`` axes in rows of ``ncols`` (a flat list of axes), sized per panel."""
     ncols = ncols or n
     nrows = int(np.ceil(n / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False, **kw)
@@ -106,6 +109,7 @@ def subplots(n: int, ncols: int | None = None, width: float = 3.4, height: float
 
 
 def close(figs: Iterable) -> None:
+    """Close figures (after saving) so that long runs do not hold them."""
     for fig in figs:
         plt.close(fig)
 

@@ -67,6 +67,7 @@ class WNGrad(StepController):
         return group, offset
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """WNGrad's step at θₙ: b grows by ‖g‖²/b (per row with ``per_row``), then the rate is 1/b."""
         g = ctx.grad
         if not self.per_row:
             b = self.state.get("b", 1.0 / self.lr)
@@ -121,6 +122,7 @@ class PAL(StepController):
         self.epsilon = check_positive("epsilon", self.epsilon)
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """PAL's step at θₙ: a parabola through E(θ) and E(θ − μd/‖d‖) along d = g (+ β·previous), its minimum."""
         g = ctx.grad
         if self.beta:
             prev = self.state.get("direction")
@@ -226,6 +228,7 @@ class Alice(StepController):
 
     @property
     def warmup(self) -> float:
+        """Steps of plain warm-up before the glass term acts: 1/(1 − β₁)."""
         return 1.0 / (1.0 - self.betas[0])
 
     def _start(self, theta: Tensor) -> None:
@@ -247,6 +250,7 @@ class Alice(StepController):
         return g0 + torch.where(nu < 0, -self.w1, self.w1) + self.w2 * nu
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """Alice's step at θₙ (the reference algorithm, coordinate by coordinate, with its quick and full updates)."""
         if "nu" not in self.state:
             self._start(ctx.theta)
         st, obj = self.state, ctx.objective

@@ -56,6 +56,7 @@ class StepController(Controller):
     evaluations: int = state_field(default=0)
 
     def decide(self, ctx: StepContext) -> StepDecision:  # pragma: no cover - interface
+        """The step at ``ctx``: a :class:`flows.StepDecision` (rate, optional direction, recorded info)."""
         raise NotImplementedError
 
     def hyperparameters(self) -> dict[str, Any]:
@@ -67,14 +68,17 @@ class StepController(Controller):
         """Raise ValueError when the settings need a runner (``flows.gradient_descent``) to make sense."""
 
     def reset(self) -> None:
+        """Forget the state (and the evaluation count): the next step starts as the first."""
         self.state = {}
         self.evaluations = 0
 
     def state_dict(self) -> dict[str, Any]:
+        """The state and the settings it was made under, as ``torch.optim`` state dicts are (tensors cloned)."""
         return {"state": {k: (v.clone() if isinstance(v, Tensor) else v) for k, v in self.state.items()},
                 "evaluations": self.evaluations, "hyperparameters": self.hyperparameters()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; a ValueError when it was saved under other settings."""
         if not isinstance(state_dict, dict) or "state" not in state_dict:
             raise ValueError(f"{type(self).__name__}.load_state_dict needs the dict that state_dict() returned")
         saved = state_dict.get("hyperparameters", {})
@@ -117,6 +121,7 @@ class Constant(StepController):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """hₙ = ``lr``; with momentum the direction is the velocity βvₙ₋₁ + gₙ."""
         if not self.momentum:
             return StepDecision(self.lr)
         v = self.state.get("velocity")
@@ -149,9 +154,11 @@ class ClosureObjective:
         self._cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
 
     def flat(self) -> Tensor:
+        """The parameters as one flat θ (the layout's order)."""
         return self.layout.flatten(self.params)
 
     def write(self, theta: Tensor) -> None:
+        """Copy a flat θ back into the parameters."""
         self.layout.write(self.params, theta)
 
     def _evaluate(self, theta: Tensor, create_graph: bool = False) -> tuple[Tensor, list[Tensor | None]]:
@@ -172,13 +179,16 @@ class ClosureObjective:
                           for p, g in zip(self.params, grads)])
 
     def loss(self, theta: Tensor) -> Tensor:
+        """E(θ) through the closure (the parameters set to θ and restored)."""
         return self._evaluate(theta)[0]
 
     def loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
+        """(E(θ), ∇E(θ)) through the closure."""
         loss, grads = self._evaluate(theta)
         return loss, self._flat_grad(grads)
 
     def grad(self, theta: Tensor) -> Tensor:
+        """∇E(θ) through the closure."""
         return self.loss_and_grad(theta)[1]
 
     def grad_and_hessian_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
@@ -265,6 +275,14 @@ class ControllerOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor:  # type: ignore[override]
+        """One step: the closure's loss and gradient at the parameters, the controller's decision, the update.
+
+        Args:
+            closure: zeroes the gradients, computes the loss, calls ``backward`` and returns the loss (required).
+
+        Returns:
+            The loss at the parameters before the step.
+        """
         if closure is None or not callable(closure):
             raise TypeError(f"{type(self).__name__}.step needs a closure that re-evaluates the model, calls "
                             "loss.backward() and returns the loss")
@@ -295,8 +313,10 @@ class ControllerOptimizer(torch.optim.Optimizer):
         return loss
 
     def _group_coefficients(self, params: list[Tensor]) -> tuple[Tensor | float, Tensor | float]:
-        """Per coordinate of θ: the schedule factor lr_g/lr₀ and the decoupled decay lr_g·wd_g (numbers when
-        there is one group)."""
+        """Per coordinate of θ: the schedule factor lr_g/lr₀ and the decoupled decay lr_g·wd_g.
+
+        Plain numbers when there is one group.
+        """
         if len(self.param_groups) == 1:
             group = self.param_groups[0]
             return group["lr"] / self.reference_lr, group["lr"] * group["weight_decay"]
@@ -308,8 +328,10 @@ class ControllerOptimizer(torch.optim.Optimizer):
         return scale, decay
 
     def _sync_hyperparameters(self) -> None:
-        """Apply the group's controller settings that differ from the controller's (a hand edit changed them);
-        ``lr`` and ``weight_decay`` are the optimizer's, not the controller's."""
+        """Apply the group's controller settings that differ from the controller's (a hand edit changed them).
+
+        ``lr`` and ``weight_decay`` are the optimizer's, not the controller's.
+        """
         current = {k: v for k, v in self.controller.hyperparameters().items() if k != "lr"}
         group = self.param_groups[0]
         changed = {k: group[k] for k in current if k in group and _differs(group[k], current[k])}
@@ -337,12 +359,14 @@ class ControllerOptimizer(torch.optim.Optimizer):
         return loss
 
     def state_dict(self) -> dict[str, Any]:
+        """The optimizer's state (``torch.optim`` layout) with the controller's state inside."""
         out = super().state_dict()
         out["controller"] = self.controller.state_dict()
         out["driftlab_steps"] = self.steps
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume the optimizer and its controller from :meth:`state_dict`."""
         state_dict = dict(state_dict)
         ctrl = state_dict.pop("controller", None)
         self.steps = int(state_dict.pop("driftlab_steps", 0))
@@ -360,8 +384,10 @@ def _differs(a: Any, b: Any) -> bool:
 
 
 def optimizer_class(controller_cls: type[StepController]) -> type[ControllerOptimizer]:
-    """``XOptimizer(params, **settings)`` for a controller class ``X`` of one's own (driftlab's controllers have
-    explicit classes in :mod:`analysis.controllers.torch_optim`)."""
+    """``XOptimizer(params, **settings)`` for a controller class ``X`` of one's own.
+
+    driftlab's controllers have explicit classes in :mod:`analysis.controllers.torch_optim`.
+    """
 
     class Generated(ControllerOptimizer):
         def __init__(self, params: Iterable[Tensor] | Iterable[dict], **settings: Any) -> None:

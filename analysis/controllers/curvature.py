@@ -24,8 +24,10 @@ def check_finite(name: str, value: float) -> float:
 
 
 def polyak_rate(ctx: StepContext, e_star: float, scale: float, max_lr: float | None) -> tuple[float, dict[str, float]]:
-    """h = scale·(E(θ) − E*)/‖g‖², 0 when E ≤ E* or g = 0 (``clr_clipped``), capped at ``max_lr``; with the info
-    recorded (``clr``: the uncapped rate)."""
+    """The Polyak rate scale·(E(θ) − E*)/‖g‖², capped at ``max_lr``, and the info recorded with it.
+
+    The rate is 0 when E ≤ E* or g = 0 (``clr_clipped``); ``clr`` is the uncapped rate.
+    """
     gap = float(ctx.loss) - e_star
     g2 = float(torch.linalg.vector_norm(ctx.grad)) ** 2
     raw = scale * gap / g2 if g2 > 0 else 0.0
@@ -71,6 +73,7 @@ class CorridorLR(StepController):
         self.fallback_lr = None if self.fallback_lr is None else check_positive("fallback_lr", self.fallback_lr)
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """The Polyak/corridor step at θₙ, with the corridor evidence and fallback when a detector is attached."""
         lr, info = polyak_rate(ctx, self.e_star, self.scale, self.max_lr)
         if self.detector is not None:
             self.detector.observe(ctx)
@@ -83,7 +86,8 @@ class CorridorLR(StepController):
 
 @dataclass(eq=False, repr=False)
 class SPSMax(StepController):
-    """SPS_max, the stochastic Polyak step of Loizou, Vaswani, Laradji & Lacoste-Julien (2021, eq. (5)):
+    """SPS_max, the stochastic Polyak step of Loizou, Vaswani, Laradji & Lacoste-Julien (2021, eq. (5)).
+
     h = min((E(θ) − E*)/(c·‖g‖²), ``max_lr``) with E* the optimal value of the loss being stepped on (0 for
     non-negative losses that interpolate), c = 1/2 by default (their theory's choice), max_lr = γ_b.
 
@@ -102,16 +106,18 @@ class SPSMax(StepController):
         self.e_star = check_finite("e_star", self.e_star)
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """SPS_max's step at θₙ: min((E − E*)/(c‖g‖²), max_lr)."""
         lr, info = polyak_rate(ctx, self.e_star, 1.0 / self.c, self.max_lr)
         return StepDecision(lr, None, info)
 
 
 @dataclass(eq=False, repr=False)
 class ALIG(StepController):
-    """ALI-G (Berrada, Zisserman & Kumar 2020, eq. (5), without momentum): h = min((E(θ) − E*)/(‖g‖² + δ),
-    ``max_lr``) with E* = 0 by default (ALI-G assumes interpolation), δ > 0 a small constant keeping the step
-    finite where g → 0, and max_lr = η the maximal rate. In a mini-batch loop E and g are the batch's.
-    When E ≤ E* the step is 0. Records ``lr``.
+    """ALI-G (Berrada, Zisserman & Kumar 2020, eq. (5), without momentum).
+
+    h = min((E(θ) − E*)/(‖g‖² + δ), ``max_lr``) with E* = 0 by default (ALI-G assumes interpolation), δ > 0 a
+    small constant keeping the step finite where g → 0, and max_lr = η the maximal rate. In a mini-batch loop E
+    and g are the batch's. When E ≤ E* the step is 0. Records ``lr``.
     """
 
     name: ClassVar[str] = "alig"
@@ -125,6 +131,7 @@ class ALIG(StepController):
         self.e_star = check_finite("e_star", self.e_star)
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """ALI-G's step at θₙ: min((E − E*)/(‖g‖² + δ), max_lr), 0 when E ≤ E*."""
         gap = float(ctx.loss) - self.e_star
         g2 = float(torch.linalg.vector_norm(ctx.grad)) ** 2
         return StepDecision(min(max(gap, 0.0) / (g2 + self.delta), self.max_lr))
@@ -177,8 +184,10 @@ class DriftAdjustedLR(StepController):
         return self.hvp == "exact"
 
     def hessian_gradient(self, ctx: StepContext) -> torch.Tensor:
-        """Hg at θₙ: exact (through ``ctx.hessian`` when the runner kept gₙ's graph, else a fresh graph) or by
-        the finite difference of the gradient."""
+        """Hg at θₙ, exact or by the finite difference of the gradient.
+
+        The exact product goes through ``ctx.hessian`` when the runner kept gₙ's graph, else a fresh graph.
+        """
         g = ctx.grad
         if self.hvp == "exact":
             self.evaluations += 1
@@ -191,6 +200,7 @@ class DriftAdjustedLR(StepController):
         return (ctx.objective.grad(ctx.theta + eps * g) - g) / eps
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """DAL-p's step at θₙ: 2/vᵖ capped at ``max_lr`` inside the window, ``base_lr`` (or the runner's) outside."""
         active = ctx.step >= self.start and (self.stop is None or ctx.step < self.stop)
         info: dict[str, float] = {}
         if not active:

@@ -52,10 +52,12 @@ class OptimizerController(Controller):
         self.steps_taken = 0
 
     def hyperparameters(self) -> dict:
+        """The optimizer's class name and keyword arguments (tuples as lists)."""
         return {"optimizer": self.optimizer_class.__name__,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in self.hyperparameters_.items()}}
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """Let the optimizer step one flat parameter from θₙ with gₙ as its gradient; the displacement it made."""
         if self.param is None:
             self.param = nn.Parameter(ctx.theta.detach().clone())
             self.optimizer = self.optimizer_class([self.param], **self.hyperparameters_)

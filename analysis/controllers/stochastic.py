@@ -11,8 +11,10 @@ from flows.objective.objective import Objective
 
 
 class SGDController(Controller):
-    """SGD through ``gradient_descent``: each step uses the next batch of the current epoch (direction g_B), a new
-    shuffle when an epoch ends; ``epoch_ends`` lists the steps after which an epoch finished."""
+    """SGD through ``gradient_descent``: each step uses the next batch of the current epoch (direction g_B).
+
+    A new shuffle starts when an epoch ends; ``epoch_ends`` lists the steps after which an epoch finished.
+    """
 
     def __init__(self, batches: MiniBatches) -> None:
         self.batches = batches
@@ -22,9 +24,11 @@ class SGDController(Controller):
         self.epoch_ends: list[int] = []
 
     def hyperparameters(self) -> dict:
+        """The batch size."""
         return {"batch_size": self.batches.batch_size}
 
     def decide(self, ctx: StepContext) -> StepDecision:
+        """Direction g_B of the next batch of the current epoch (a new shuffle when the epoch is used up)."""
         if self._epoch is None or self._next == len(self._epoch.pieces):
             self._epoch, self._next = self.batches.epoch(), 0
         g = piece_grad(self._epoch, self._next, ctx.theta)

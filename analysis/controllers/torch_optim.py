@@ -36,8 +36,10 @@ class CorridorLROptimizer(ControllerOptimizer):
 
 
 class DriftAdjustedLROptimizer(ControllerOptimizer):
-    """``torch.optim`` form of :class:`~analysis.controllers.curvature.DriftAdjustedLR` (its settings, same
-    defaults)."""
+    """``torch.optim`` form of :class:`~analysis.controllers.curvature.DriftAdjustedLR`.
+
+    Its settings, with the same defaults.
+    """
 
     def __init__(self, params: Params, p: float = 1.0, *, max_lr: float = 5.0, hvp: str = "exact", start: int = 0,
                  stop: int | None = None, base_lr: float | None = None) -> None:

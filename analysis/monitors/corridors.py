@@ -141,6 +141,7 @@ class CorridorDetector:
         return self.score
 
     def __call__(self, ctx: StepContext, decision: StepDecision, recorder: Recorder) -> None:
+        """Runner callback: record ``corridor_score`` at the current row."""
         recorder.log("corridor_score", self.observe(ctx))
 
     # ------------------------------------------------------------------ offline

@@ -16,8 +16,10 @@ from flows.records.trajectory import Recorder
 
 
 class Midpoints:
-    """A ``gradient_descent`` callback recording ``midpoint_loss`` = E(θ̄ₙ) and ``midpoint_distance`` =
-    ‖θₙ − θ̄ₙ‖ (the oscillation's size) at every row n with both neighbours (NaN at the first and last rows).
+    """A ``gradient_descent`` callback recording GD's second-order midpoints.
+
+    ``midpoint_loss`` = E(θ̄ₙ) and ``midpoint_distance`` = ‖θₙ − θ̄ₙ‖ (the oscillation's size) at every row n
+    with both neighbours (NaN at the first and last rows).
 
     One extra loss evaluation per step; θ̄ₙ is formed when θₙ₊₁ arrives, so the value lands one step late.
     """
@@ -26,6 +28,7 @@ class Midpoints:
         self._previous: list[Tensor] = []
 
     def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
+        """Runner callback: once θₙ₊₁ has arrived, record the midpoint quantities at row n."""
         self._previous.append(ctx.theta.detach())
         if len(self._previous) < 3:
             return

@@ -71,6 +71,7 @@ class Sharpness:
         return self.value
 
     def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
+        """Runner callback: measure at due steps and record (see the class docstring)."""
         if not self.due(ctx):
             return
         self.observe(ctx)
@@ -83,8 +84,10 @@ class Sharpness:
 
 
 class PreconditionedSharpness(Sharpness):
-    """:class:`Sharpness` under an optimizer's preconditioner: ``preconditioned_sharpness`` = λ₁(P⁻¹H) and
-    ``stability_threshold`` every ``every`` steps."""
+    """:class:`Sharpness` under an optimizer's preconditioner (its 0.2 name).
+
+    Records ``preconditioned_sharpness`` = λ₁(P⁻¹H) and ``stability_threshold`` every ``every`` steps.
+    """
 
     def __init__(self, controller: OptimizerController, every: int = 1, tol: float = 1e-3) -> None:
         super().__init__(every=every, k=1, tol=tol, optimizer=controller)
@@ -92,9 +95,12 @@ class PreconditionedSharpness(Sharpness):
 
 
 class BatchSharpness:
-    """A ``gradient_descent`` callback recording, every ``every`` steps at θₙ, each of ``measures`` and its standard
-    error as ``<measure>`` and ``<measure>_se`` (:func:`batch_sharpness`, :func:`minibatch_sharpness`,
-    :func:`gradient_noise_scale`; the full-batch λ_max is :class:`Sharpness`'s)."""
+    """A ``gradient_descent`` callback recording mini-batch curvature estimates every ``every`` steps at θₙ.
+
+    Each of ``measures`` (:func:`batch_sharpness`, :func:`minibatch_sharpness`, :func:`gradient_noise_scale`) is
+    recorded as ``<measure>`` with its standard error as ``<measure>_se``; the full-batch λ_max is
+    :class:`Sharpness`'s.
+    """
 
     def __init__(self, batches: MiniBatches, every: int = 10, rel_error: float = 0.05, max_samples: int = 256,
                  measures: tuple[str, ...] = ("batch_sharpness",)) -> None:
@@ -110,6 +116,7 @@ class BatchSharpness:
         self.measures = tuple(measures)
 
     def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
+        """Runner callback: estimate each measure at due steps and record it with its standard error."""
         if ctx.step % self.every:
             return
         for name in self.measures:

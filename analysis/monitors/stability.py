@@ -154,8 +154,11 @@ class EoSDetector:
         return self.monitor.observe(ctx)
 
     def __call__(self, ctx: StepContext, decision: StepDecision, recorder: Recorder) -> None:
-        """Runner callback: the sharpness is recorded by the detector's :class:`Sharpness` monitor; the detector adds
-        the PF coefficients Re c(hλᵢ) and the ``eos_crossing`` event (``decision.lr`` is the rate used)."""
+        """Runner callback: measure, record, and note the first crossing of the threshold.
+
+        The sharpness is recorded by the detector's :class:`Sharpness` monitor; the detector adds the PF
+        coefficients Re c(hλᵢ) and the ``eos_crossing`` event (``decision.lr`` is the rate used).
+        """
         lr = decision.lr
         if self.optimizer is not None:
             if not self.monitor.due(ctx):
@@ -182,8 +185,11 @@ class EoSDetector:
 
     # ------------------------------------------------------------------ offline
     def _sharpening(self, times: np.ndarray, sharp: np.ndarray) -> tuple[bool | None, float, float]:
-        """(rising: True/False/None = undetermined, slope, the smallest p that many points can give) of the
-        measurements before the crossing: one-sided Kendall's τ, whose exact p cannot go below 1/n!."""
+        """Progressive sharpening before the crossing: (rising, slope, smallest attainable p).
+
+        ``rising`` is True, False or None (undetermined) by a one-sided Kendall's τ, whose exact p cannot go below
+        1/n! for n points.
+        """
         min_p = 1.0 / math.factorial(len(times)) if len(times) >= 2 else 1.0
         slope = float(stats.linregress(times, sharp).slope) if len(times) >= 2 else math.nan
         if min_p >= self.sharpening_p:
@@ -269,8 +275,11 @@ class EoSDetector:
 
 
 def stability_thresholds(trajectory: Trajectory, lr: float | None = None, momentum: float = 0.0) -> np.ndarray:
-    """2(1+β)/hₙ per row of ``trajectory``: hₙ from ``lr`` if given, else the recorded metric ``lr`` (rows
-    without one, such as the last, keep the rate before them), else ``config["lr"]``; rate 0 gives +inf."""
+    """The GD threshold 2(1+β)/hₙ per row of ``trajectory``; rate 0 gives +inf.
+
+    hₙ is ``lr`` if given, else the recorded metric ``lr`` (rows without one, such as the last, keep the rate
+    before them), else ``config["lr"]``.
+    """
     n = len(trajectory)
     if lr is not None:
         rates = np.full(n, check_positive("lr", lr))
@@ -367,6 +376,7 @@ class PFLossRate:
         self.tracker = EigenTracker(k=k, tol=tol)
 
     def __call__(self, ctx: StepContext, decision: StepDecision, recorder: Recorder) -> None:
+        """Runner callback: the PF loss-rate quantities at θₙ every ``every`` steps (none when the rate is 0)."""
         if ctx.step % self.every or not decision.lr > 0:
             return
         pairs = self.tracker.update(ctx.objective, ctx.theta)
