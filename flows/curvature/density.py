@@ -46,6 +46,7 @@ class SpectralDensity:
         return float(per_probe.mean()), float(error)
 
     def default_width(self) -> float:
+        """The default smoothing width: 1% of the nodes' spread (1 when they coincide)."""
         spread = float(self.nodes.max() - self.nodes.min())
         return 0.01 * spread if spread > 0 else 1.0
 

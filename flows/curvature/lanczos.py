@@ -61,6 +61,7 @@ class RowBasis:
         self.dim = dim
 
     def split(self, v: Tensor) -> tuple[Tensor, ...]:
+        """``v`` split into the parameter chunks the basis is stored in."""
         return v.split(self.sizes)
 
     def coefficients(self, n: int, parts: tuple[Tensor, ...]) -> Tensor:
@@ -91,10 +92,12 @@ class RowBasis:
                 part.sub_(chunk[i], alpha=alpha)
 
     def set_row(self, j: int, v: Tensor) -> None:
+        """Store ``v`` as row ``j``."""
         for chunk, part in zip(self.chunks, self.split(v)):
             chunk[j].copy_(part)
 
     def row(self, j: int) -> Tensor:
+        """Row ``j`` as one contiguous (D,) vector."""
         return torch.cat([chunk[j] for chunk in self.chunks])
 
     def rotate(self, first: int, n: int, g: Tensor) -> None:
@@ -151,6 +154,7 @@ class ThickRestartLanczos:
 
     @property
     def rows(self) -> int:
+        """Rows in use: m done and p pending."""
         return self.m + self.p
 
     def start(self, block: Tensor) -> None:

@@ -31,6 +31,7 @@ class MatrixOperator:
         return self.matrix @ x
 
     def to_dense(self) -> Tensor:
+        """The dense (D, D) matrix."""
         return self.matrix
 
     def release(self) -> None:
@@ -67,6 +68,7 @@ class SubsetOperator:
 
     @property
     def matvecs(self) -> int:
+        """Products applied so far (the full operator's count)."""
         return self.op.matvecs
 
     def __matmul__(self, v: Tensor) -> Tensor:
@@ -75,6 +77,7 @@ class SubsetOperator:
         return (self.op @ full)[self.index]
 
     def release(self) -> None:
+        """Free the full operator's retained graph, if it holds one."""
         release = getattr(self.op, "release", None)
         if release is not None:
             release()
@@ -123,6 +126,7 @@ class GGNOperator:
         return torch.stack([self._apply(col) for col in x.T], dim=1)
 
     def to_dense(self) -> Tensor:
+        """The dense matrix (small D only)."""
         return self @ torch.eye(self.shape[0], dtype=self.dtype, device=self.device)
 
     def release(self) -> None:
@@ -152,6 +156,7 @@ class DeflatedOperator:
 
     @property
     def matvecs(self) -> int:
+        """Products applied so far (the underlying operator's count)."""
         return self.op.matvecs
 
     def project(self, x: Tensor) -> Tensor:

@@ -75,6 +75,7 @@ class PreconditionedOperator:
 
     @property
     def matvecs(self) -> int:
+        """Products of H applied so far."""
         return self.op.matvecs
 
     def __matmul__(self, v: Tensor) -> Tensor:
@@ -82,9 +83,11 @@ class PreconditionedOperator:
         return s * (self.op @ (s * v))
 
     def to_dense(self) -> Tensor:
+        """The dense P^{-1/2} H P^{-1/2} (small D only)."""
         return self.scale[:, None] * self.op.to_dense() * self.scale[None, :]
 
     def release(self) -> None:
+        """Free the Hessian operator's retained graph."""
         self.op.release()
 
 

@@ -62,6 +62,7 @@ class Eigenpairs:
 
     @property
     def k(self) -> int:
+        """How many pairs."""
         return int(self.values.numel())
 
 

@@ -81,7 +81,9 @@ class Controller(Protocol):
         """Whether ``decide`` multiplies by H(θₙ): the runner then keeps gₙ's graph and passes ``ctx.hessian``."""
         return False
 
-    def decide(self, ctx: StepContext) -> StepDecision | float: ...
+    def decide(self, ctx: StepContext) -> StepDecision | float:
+        """The step at ``ctx``: a :class:`StepDecision`, or a bare rate h."""
+        ...
 
     def hyperparameters(self) -> dict[str, Any] | None:
         """The controller's settings, recorded in the run's config (None: none)."""
@@ -121,9 +123,11 @@ class Budget:
         self.start = monotonic()
 
     def remaining(self) -> float | None:
+        """Seconds left (None: unlimited; never 0, so that it can be a solver's time limit)."""
         return None if self.seconds is None else max(self.seconds - (monotonic() - self.start), 1e-9)
 
     def exceeded(self) -> bool:
+        """Whether the allowance is used up."""
         return self.seconds is not None and monotonic() - self.start > self.seconds
 
 

@@ -26,6 +26,7 @@ def resolve_group(process_group: Any):
 
 
 def all_reduce_sum(group) -> Callable[[Tensor], Tensor]:
+    """A reduction that sums a tensor over the ranks of ``group`` (complex tensors as pairs of reals)."""
     import torch.distributed as dist
 
     def reduce(t: Tensor) -> Tensor:

@@ -34,10 +34,12 @@ class ParameterLayout:
 
     @property
     def sizes(self) -> list[int]:
+        """Entries per parameter."""
         return [math.prod(s) for s in self.shapes]
 
     @property
     def dim(self) -> int:
+        """D, the length of the flat θ."""
         return sum(self.sizes)
 
     def flatten(self, tensors: Sequence[Tensor]) -> Tensor:

@@ -80,6 +80,7 @@ class ModuleParts:
         return check_scalar(self.loss_fn(out, y[:n]), "loss_fn")
 
     def loss(self, out: Tensor, i: int, theta: Tensor) -> Tensor:
+        """Micro-batch ``i``'s weighted loss of the model output ``out`` (a scalar)."""
         _, y = self.data(theta, i)
         return self.weights[i] * check_scalar(self.loss_fn(out, y), "loss_fn")
 
@@ -228,6 +229,7 @@ class StatefulLayers:
         return module.training if self.mode == "current" else self.mode == "train"
 
     def warn_once(self, n_batches: int) -> None:
+        """Warn once about layers that make E depend on how it is evaluated (dropout, train-mode norms)."""
         if self.seed is None and any(self._training(m) for m in self.dropouts):
             warnings.warn("the model has dropout layers in train mode: they are switched off in every evaluation "
                           "so that E(θ) is deterministic (pass stochastic_seed=N for fixed random masks, or "
@@ -240,6 +242,7 @@ class StatefulLayers:
 
     @contextmanager
     def evaluation(self, device: torch.device, index: int):
+        """A context for one evaluation on micro-batch ``index``: modes set, dropout fixed or off, stats not written."""
         if self.mode == "current" and self.seed is None and not self.dropouts and not self.norms:
             yield {}  # nothing to switch or substitute: skip the per-module bookkeeping on the hot path
             return
@@ -270,6 +273,7 @@ class StatefulLayers:
 
 
 def check_finite(batches: list[tuple[Tensor, Tensor]]) -> None:
+    """Refuse NaN or Inf in the data, naming the micro-batch and whether inputs or targets."""
     for i, (x, y) in enumerate(batches):
         for what, t in (("inputs", x), ("targets", y)):
             if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
@@ -337,6 +341,7 @@ def _broadcastable(a: torch.Size, b: torch.Size) -> bool:
 
 
 def check_scalar(value: Tensor, what: str) -> Tensor:
+    """A loss function's value as a 0-d floating tensor, else an error naming ``what``."""
     if not isinstance(value, Tensor):
         raise TypeError(f"{what} must return a torch.Tensor, got {type(value).__name__}")
     if value.numel() != 1 or value.ndim > 1:
@@ -348,12 +353,14 @@ def check_scalar(value: Tensor, what: str) -> Tensor:
 
 
 def to_device(t: Tensor, device: torch.device, real_dtype: torch.dtype) -> Tensor:
+    """``t`` on ``device``; floating tensors also in ``real_dtype``."""
     if t.is_floating_point():
         return t.to(device=device, dtype=real_dtype)
     return t.to(device=device)
 
 
 def split_batches(data, batch_size: int | None) -> list[tuple[Tensor, Tensor]]:
+    """The data as micro-batches of at most ``batch_size`` examples (None: one batch)."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                    or batch_size <= 0):
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")

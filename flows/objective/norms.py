@@ -198,6 +198,7 @@ class PlainLayerNorm(torch.nn.Module):
         self.weight, self.bias = layer.weight, layer.bias
 
     def forward(self, x: Tensor) -> Tensor:
+        """Layer norm of ``x`` in elementary ops."""
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
@@ -221,6 +222,7 @@ class PlainBatchNorm(torch.nn.Module):
         self.training = layer.training
 
     def forward(self, x: Tensor) -> Tensor:
+        """Batch or instance norm of ``x`` in elementary ops (running statistics as the module keeps them)."""
         batch_stats = self.training or self.running_mean is None or self.running_var is None
         if self.instance and (batch_stats or not self.track):
             return instance_norm(x, None, None, self.weight, self.bias, True, eps=self.eps)

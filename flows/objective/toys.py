@@ -49,9 +49,11 @@ class Toy:
 
     @property
     def dim(self) -> int:
+        """D, the number of coordinates."""
         return len(self.theta0)
 
     def objective(self, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Objective:
+        """The toy as an :class:`Objective` (θ₀ its start) in ``dtype`` on ``device``."""
         theta0 = torch.tensor(self.theta0, dtype=dtype, device=device)
         return Objective.from_function(self.fn, self.dim, theta0=theta0, name=self.name)
 

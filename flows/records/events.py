@@ -37,6 +37,7 @@ class Event:
         _check_evidence(self.evidence, EVENT_FIELDS)
 
     def to_dict(self) -> dict[str, Any]:
+        """The event as a JSON-ready dict (``from_dict`` reads it back)."""
         return clean({"kind": self.kind, "step": int(self.step), "time": float(self.time), **self.evidence})
 
 
@@ -56,9 +57,11 @@ class Segment:
 
     @property
     def length(self) -> int:
+        """Steps covered, end − start + 1."""
         return self.end - self.start + 1
 
     def to_dict(self) -> dict[str, Any]:
+        """The segment as a JSON-ready dict (``from_dict`` reads it back)."""
         return clean({"kind": self.kind, "start": int(self.start), "end": int(self.end),
                       "start_time": float(self.start_time), "end_time": float(self.end_time), **self.evidence})
 

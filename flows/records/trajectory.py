@@ -69,10 +69,12 @@ class Trajectory:
 
     @property
     def losses(self) -> np.ndarray:
+        """The ``loss`` metric per row."""
         return self.metrics["loss"]
 
     @property
     def grad_norms(self) -> np.ndarray:
+        """The ``grad_norm`` metric per row."""
         return self.metrics["grad_norm"]
 
     def metric(self, name: str) -> np.ndarray:
@@ -347,6 +349,7 @@ class Recorder:
         return (theta.detach() @ p).cpu().numpy()
 
     def add(self, time: float, theta: Tensor | None, **metrics: float) -> None:
+        """Append a row at ``time``: θ (per the state mode) and metrics (those missing stay NaN)."""
         n = len(self.times)
         self.times.append(float(time))
         if self.state_mode != "none" and theta is not None:
@@ -379,6 +382,7 @@ class Recorder:
         self.events.append(event.to_dict())
 
     def build(self, config: dict[str, Any], status: str = "complete") -> Trajectory:
+        """The :class:`Trajectory` of the rows so far, with ``config`` and ``status``."""
         states = np.stack(self.states) if self.states and self.state_mode != "none" else None
         return Trajectory(np.asarray(self.times), states, {k: np.asarray(v) for k, v in self.metrics.items()},
                           list(self.events), dict(config), self.state_mode,
