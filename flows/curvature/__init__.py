@@ -1,2 +1,5 @@
-"""Curvature at a point: operators, Lanczos, spectra, trace, spectral density, loss landscapes,
-preconditioned curvature and mini-batch estimates."""
+"""Curvature at a point.
+
+Operators, Lanczos, spectra, trace, spectral density, loss landscapes, preconditioned curvature and mini-batch
+estimates.
+"""

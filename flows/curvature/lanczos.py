@@ -72,7 +72,7 @@ class RowBasis:
         return out
 
     def subtract(self, n: int, coeffs: Tensor, parts: tuple[Tensor, ...]) -> None:
-        """v ← v − Q[:n]ᵀ c, in place."""
+        """Subtract Q[:n]ᵀ c from v in place."""
         for chunk, part in zip(self.chunks, parts):
             part.addmv_(chunk[:n].T, coeffs, alpha=-1)
 
@@ -84,7 +84,7 @@ class RowBasis:
         return out
 
     def axpy_row(self, i: int, alpha: float | Tensor, parts: tuple[Tensor, ...]) -> None:
-        """v ← v − α q_i in place (α a number or a 0-d device tensor)."""
+        """Subtract α q_i from v in place (α a number or a 0-d device tensor)."""
         for chunk, part in zip(self.chunks, parts):
             if isinstance(alpha, Tensor):
                 part.addcmul_(chunk[i], alpha, value=-1)
@@ -130,13 +130,15 @@ class RowBasis:
 
 
 class ThickRestartLanczos:
-    """One solve's state: m *done* rows (H applied; columns of A) followed by p *pending* rows (in the
-    basis, not yet multiplied). The identity H Q_doneᵀ = Q_allᵀ A holds column by column, so Ritz pairs
-    of the done block have residuals ‖K s‖² + ‖A_pending s‖² (module docstring; with one pending row this
-    is β|s_{m−1}|). A cold start is one random row: plain Lanczos. A warm start is a block of previous
-    eigenvectors: all multiplied at once (a batched product), then the pending direction of the least
-    converged wanted pair's residual is multiplied next (:meth:`focus`): Davidson's choice, made exactly
-    from A without forming any residual vector.
+    """One solve's state.
+
+    It holds m *done* rows (H applied; columns of A) followed by p *pending* rows (in the basis, not yet
+    multiplied). The
+    identity H Q_doneᵀ = Q_allᵀ A holds column by column, so Ritz pairs of the done block have residuals ‖K s‖² +
+    ‖A_pending s‖² (module docstring; with one pending row this is β|s_{m−1}|). A cold start is one random row: plain
+    Lanczos. A warm start is a block of previous eigenvectors: all multiplied at once (a batched product), then the
+    pending direction of the least converged wanted pair's residual is multiplied next (:meth:`focus`): Davidson's
+    choice, made exactly from A without forming any residual vector.
     """
 
     def __init__(self, op, *, rows: int, order: Callable[[np.ndarray], np.ndarray],
@@ -168,8 +170,10 @@ class ThickRestartLanczos:
         self.current = self.basis.row(self.m)
 
     def _append(self, v: Tensor, relative: float) -> None:
-        """Orthogonalise v against all rows and, if a fraction > ``relative`` of it is left, add it as a
-        pending row (else drop it)."""
+        """Orthogonalise v against all rows and keep what is left as a pending row.
+
+        The row is added only if a fraction > ``relative`` of v is left; else v is dropped.
+        """
         norm0 = float(torch.linalg.vector_norm(v))
         _, norm, _ = self._orthogonalise(v, self.rows)
         if norm <= relative * norm0 or norm == 0.0:
@@ -179,10 +183,12 @@ class ThickRestartLanczos:
 
     def _orthogonalise(self, w: Tensor, n: int,
                        extra: Tensor | None = None) -> tuple[np.ndarray, float, np.ndarray]:
-        """w minus its projection on Q[:n] by classical Gram–Schmidt, repeated once when the pass removed
-        more than half of w's norm² (the DGKS criterion, from ‖w_before‖² = ‖w_after‖² + ‖c‖²).
-        Returns (coefficients c, ‖w‖, ``extra``) on the host, with w updated in place; ``extra`` (device
-        scalars the caller needs) travels in the same transfer, the step's one sync."""
+        """Subtract from w its projection on Q[:n] by classical Gram–Schmidt, in place.
+
+        The pass is repeated once when it removed more than half of w's norm² (the DGKS criterion, from
+        ‖w_before‖² = ‖w_after‖² + ‖c‖²). Returns (coefficients c, ‖w‖, ``extra``) on the host; ``extra`` (device
+        scalars the caller needs) travels in the same transfer, the step's one sync.
+        """
         parts = self.basis.split(w)
         c = self.basis.coefficients(n, parts)
         self.basis.subtract(n, c, parts)
@@ -199,8 +205,10 @@ class ThickRestartLanczos:
         return coeffs, norm, extras
 
     def step(self, b: int = 1) -> None:
-        """Multiply the first b pending rows by H (one batched product), move them to the done block, fill
-        their columns of A and append the parts of the products outside the basis as new pending rows."""
+        """Multiply the first b pending rows by H (one batched product) and move them to the done block.
+
+        Their columns of A are filled, and the parts of the products outside the basis become new pending rows.
+        """
         m = self.m
         if b == 1:
             q, self.current = self.current, torch.empty(0)
@@ -222,8 +230,10 @@ class ThickRestartLanczos:
             self.current = appended if b == 1 and self.p == 1 and appended is not None else self.basis.row(self.m)
 
     def _column(self, j: int, w: Tensor, plain: bool) -> Tensor | None:
-        """Column j of A from w = H q_j; the remainder of w becomes a pending row (if not negligible) and is
-        returned (normalised; w's own storage), else None.
+        """Column j of A from w = H q_j.
+
+        The remainder of w becomes a pending row (if not negligible) and is returned (normalised; w's own storage), else
+        None.
 
         The coefficients the identity already knows (row j of A: β_{j−1} after a plain Lanczos step, the
         arrow after a restart) are subtracted first, then α_j = q_jᵀw for a plain step; then one full
@@ -260,8 +270,11 @@ class ThickRestartLanczos:
         return w
 
     def focus(self, s_worst: np.ndarray) -> None:
-        """Rotate the pending rows so that the first is the pending part of the residual of the Ritz vector
-        Qᵀs (Davidson's next direction); with one pending row there is nothing to choose."""
+        """Rotate the pending rows so that the first is Davidson's next direction.
+
+        That is the pending part of the residual of the Ritz vector Qᵀs; with one pending row there is nothing to
+        choose.
+        """
         if self.p <= 1:
             return
         m, p = self.m, self.p
@@ -279,9 +292,11 @@ class ThickRestartLanczos:
         self.current = self.basis.row(m)
 
     def ritz(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Ritz values θ (m,), vectors S (m, m) in the wanted order, and their residuals from the identity
-        (float64 numpy arrays: host work on an m × m matrix, done by torch so
-        that numpy's BLAS threads never compete with torch's)."""
+        """Ritz values θ (m,), vectors S (m, m) in the wanted order, and their residuals from the identity.
+
+        Float64 numpy arrays: host work on an m × m matrix, done by torch so that numpy's BLAS threads never
+        compete with torch's.
+        """
         m, p = self.m, self.p
         a = torch.from_numpy(self.a[:m, :m])
         values, vectors = torch.linalg.eigh(0.5 * (a + a.T))
@@ -295,8 +310,11 @@ class ThickRestartLanczos:
         return theta, s, res
 
     def restart(self, keep: int, s: np.ndarray) -> None:
-        """Thick restart onto the first ``keep`` Ritz vectors (no HVP): done rows Q ← SᵀQ, pending rows kept,
-        A ← [[SᵀAS], [A_pending S]] (the arrowhead of Wu & Simon when one row is pending)."""
+        """Thick restart onto the first ``keep`` Ritz vectors (no HVP).
+
+        Done rows Q ← SᵀQ, pending rows kept, A ← [[SᵀAS], [A_pending S]] (the arrowhead of Wu & Simon when one row is
+        pending).
+        """
         m, p = self.m, self.p
         sk = np.ascontiguousarray(s[:, :keep])
         self.basis.rotate(0, m, self._device(sk))

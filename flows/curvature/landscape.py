@@ -96,8 +96,10 @@ def loss_plane(objective: Objective, theta: Tensor, d1: Tensor, d2: Tensor, alph
 
 def plane_coordinates(points: np.ndarray | Tensor, theta: Tensor, d1: Tensor, d2: Tensor
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares coordinates (n, 2) of ``points`` (n, D) in the plane θ + span(d₁, d₂), and each point's
-    distance from the plane (n,)."""
+    """Coordinates of ``points`` (n, D) in the plane θ + span(d₁, d₂), and their distances from it.
+
+    The coordinates (n, 2) are the least-squares ones; the distances (n,) are the residuals' norms.
+    """
     base = torch.as_tensor(theta).detach().to(torch.float64).reshape(-1)
     basis = torch.stack([torch.as_tensor(d).detach().to(torch.float64).reshape(-1) for d in (d1, d2)], dim=1)
     _check_directions(basis[:, 0], basis[:, 1])
@@ -119,8 +121,11 @@ def interpolate(objective: Objective, start: Tensor, end: Tensor, points: int = 
 
 
 def filter_normalized_direction(objective: Objective, theta: Tensor, seed: int = 0) -> Tensor:
-    """A Gaussian direction with each filter rescaled to the norm of θ's filter; 1-D parameters zeroed (Li et
-    al. 2018). Needs an objective built by ``Objective.from_module`` (it knows the parameter shapes)."""
+    """A Gaussian direction with each filter rescaled to the norm of θ's filter.
+
+    1-D parameters zeroed (Li et al. 2018). Needs an objective built by ``Objective.from_module`` (it knows the
+    parameter shapes).
+    """
     layout = objective.layout
     if layout is None:
         raise ValueError("filter normalisation needs the parameter shapes: build the objective with from_module")

@@ -134,8 +134,9 @@ class GGNOperator:
 
 
 class DeflatedOperator:
-    """(I − UUᵀ) A (I − UUᵀ) + σ UUᵀ for an operator A and orthonormal columns U (D, r): A restricted to the
-    orthogonal complement of span U, with U's own directions given the eigenvalue σ (``shift``).
+    """(I − UUᵀ) A (I − UUᵀ) + σ UUᵀ for an operator A and orthonormal columns U (D, r).
+
+    A restricted to the orthogonal complement of span U, with U's own directions given the eigenvalue σ (``shift``).
 
     σ is the k-th value found, so that rounding that leaks U back into a Krylov space can only produce a Ritz
     value equal to it, never one beyond it in any order (LA, SA or LM); with σ = 0 a positive definite H would
@@ -160,7 +161,7 @@ class DeflatedOperator:
         return self.op.matvecs
 
     def project(self, x: Tensor) -> Tensor:
-        """x − U(Uᵀx), applied twice ("twice is enough" against cancellation), for (D,) or (D, m)."""
+        """Project x off span U: x − U(Uᵀx), applied twice ("twice is enough" against cancellation)."""
         for _ in range(2):
             x = x - self.basis @ (self.basis.T @ x)
         return x

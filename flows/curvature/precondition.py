@@ -40,8 +40,11 @@ if TYPE_CHECKING:
 
 def check_preconditioner(preconditioner: Tensor | float, dim: int, *, dtype: torch.dtype,
                          device: torch.device) -> Tensor:
-    """P's diagonal as a (D,) tensor of θ's dtype and device: a positive finite scalar (P = pI) or a (D,) tensor
-    of positive finite entries. Anything else is a ValueError naming ``preconditioner``."""
+    """P's diagonal as a (D,) tensor of θ's dtype and device.
+
+    A positive finite scalar (P = pI) or a (D,) tensor of positive finite entries. Anything else is a ValueError naming
+    ``preconditioner``.
+    """
     if isinstance(preconditioner, bool):
         raise ValueError(f"preconditioner must be a positive number or a tensor of shape ({dim},), got a bool")
     if isinstance(preconditioner, (int, float)):
@@ -63,8 +66,10 @@ def check_preconditioner(preconditioner: Tensor | float, dim: int, *, dtype: tor
 
 
 class PreconditionedOperator:
-    """S = P^{-1/2} A P^{-1/2} for a symmetric operator A (``op @ v``) and P = diag(p): S @ v = s ⊙ (A @ (s ⊙ v)),
-    s = p^{-1/2}. Shapes: v (D,) or (D, m). Counts the products of the wrapped operator."""
+    """S = P^{-1/2} A P^{-1/2} for a symmetric operator A (``op @ v``) and P = diag(p).
+
+    S @ v = s ⊙ (A @ (s ⊙ v)), s = p^{-1/2}. Shapes: v (D,) or (D, m). Counts the products of the wrapped operator.
+    """
 
     def __init__(self, op, diagonal: Tensor) -> None:
         self.op = op
@@ -120,8 +125,10 @@ def _group(optimizer: torch.optim.Optimizer, param: Tensor) -> dict:
 
 
 def preconditioner_from(optimizer: torch.optim.Optimizer, parameters: Iterable[Tensor] | None = None) -> Tensor:
-    """P's diagonal (D,) from an optimizer's state, flattened in the order of ``parameters`` (default: the
-    optimizer's own order, which is ``model.parameters()``'s for ``Optimizer(model.parameters())``).
+    """P's diagonal (D,) from an optimizer's state, flattened in the order of ``parameters``.
+
+    The default order is the optimizer's own, which is ``model.parameters()``'s for
+    ``Optimizer(model.parameters())``.
 
     SGD: ones. RMSprop: √v + ε (centered: √(v − ḡ²) + ε). Adam/AdamW: √(v/(1 − β₂ᵗ)) + ε (max v with amsgrad),
     exactly the denominators ``torch.optim`` divides by. A parameter without state (no step taken yet) is an error.
@@ -191,8 +198,11 @@ def _optimizer_threshold(optimizer: torch.optim.Optimizer) -> float:
 
 
 def objective_preconditioner(objective: Objective, optimizer: torch.optim.Optimizer) -> Tensor:
-    """P's diagonal for an objective built by ``Objective.from_module`` from the module this optimizer trains,
-    in the objective's parameter order (its layout), checked against its dimension."""
+    """P's diagonal in an objective's parameter order.
+
+    The objective must be built by ``Objective.from_module`` from the module this optimizer trains; P follows its
+    layout and is checked against its dimension.
+    """
     model, layout = objective.model, objective.layout
     if model is None or layout is None:
         raise ValueError("objective must come from Objective.from_module to match an optimizer's parameters")

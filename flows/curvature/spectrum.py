@@ -100,8 +100,10 @@ def _dense(objective: Objective, theta: Tensor, k: int, which: str, *, precondit
 
 def _lanczos(objective: Objective, theta: Tensor, k: int, which: str, *, preconditioner: Tensor | None = None,
              **options: Any) -> Eigenpairs:
-    """:func:`symmetric_eigenpairs` on the Hessian operator at θ (its graph built once, freed after), or on
-    P^{-1/2} H P^{-1/2} with a ``preconditioner``."""
+    """Run :func:`symmetric_eigenpairs` on the Hessian operator at θ, or on P^{-1/2} H P^{-1/2}.
+
+    The operator's graph is built once and freed after; P applies with a ``preconditioner``.
+    """
     op = objective.hessian_operator(theta)
     target = op if preconditioner is None else PreconditionedOperator(op, preconditioner)
     try:
@@ -125,8 +127,9 @@ def symmetric_eigenpairs(
     release: Callable[[], None] | None = None,
     verify: bool = True,
 ) -> Eigenpairs:
-    """The k extreme eigenpairs of any symmetric operator, with multiplicity, by thick-restart Lanczos
-    (:mod:`flows.curvature.lanczos`) and a verified restart.
+    """The k extreme eigenpairs of any symmetric operator, with multiplicity.
+
+    By thick-restart Lanczos (:mod:`flows.curvature.lanczos`) and a verified restart.
 
     ``op`` behaves like a (D, D) matrix: ``op.shape``, ``op.dtype``, ``op.device``, ``op @ v`` for v of
     shape (D,), and a ``matvecs`` counter (a :class:`~flows.objective.hessian.HessianOperator`, or a
@@ -188,8 +191,10 @@ def _beyond(value: float, kth: float, which: str, slack: float) -> bool:
 
 def _verify(op: Any, found: Eigenpairs, k: int, which: str, *, tol: float, atol: float, budget: int,
             generator: torch.Generator, max_basis: int | None) -> Eigenpairs:
-    """Verification rounds of :func:`symmetric_eigenpairs`: deflated Lanczos from a fresh start until its extreme
-    value does not beat the k-th value found."""
+    """Verification rounds of :func:`symmetric_eigenpairs`.
+
+    Deflated Lanczos from a fresh start until its extreme value does not beat the k-th value found.
+    """
     from .operators import DeflatedOperator
 
     dim = op.shape[0]
@@ -314,9 +319,11 @@ SOLVERS: dict[str, Callable[..., Eigenpairs]] = {"lanczos": _lanczos, "dense": _
 
 def parameter_eigenpairs(objective: Objective, theta: Tensor, parameters: Any, k: int = 1, which: str = "LA",
                          tol: float = 1e-3, **options: Any) -> Eigenpairs:
-    """Top eigenpairs of the Hessian block H_SS of the named ``parameters`` (exact names or module prefixes):
-    the curvature of one layer, say (``values[0]`` is that layer's sharpness). Vectors have |S| entries.
-    Lanczos on :class:`~flows.curvature.operators.SubsetOperator` (one full HVP per product, the model never copied)."""
+    """Top eigenpairs of the Hessian block H_SS of the named ``parameters`` (exact names or module prefixes).
+
+    The curvature of one layer, say (``values[0]`` is that layer's sharpness). Vectors have |S| entries. Lanczos on
+    :class:`~flows.curvature.operators.SubsetOperator` (one full HVP per product, the model never copied).
+    """
     from .operators import SubsetOperator
 
     if objective.layout is None:
@@ -335,11 +342,13 @@ def parameter_eigenpairs(objective: Objective, theta: Tensor, parameters: Any, k
 
 def ggn_eigenpairs(objective: Objective, theta: Tensor, k: int = 1, which: str = "LA", tol: float = 1e-3,
                    **options: Any) -> Eigenpairs:
-    """Top eigenpairs of the generalised Gauss–Newton matrix G = Σᵢ Jᵢᵀ H_out,i Jᵢ (D, D) at θ: Lanczos on
-    :class:`~flows.curvature.operators.GGNOperator` (one jvp, an output-space HVP and one vjp per product; no second
-    derivative of the network). ``values[0]`` is the GGN's λ_max, which equals the Hessian's where the residual
-    term Σ ∂ℓ/∂f · ∇²f vanishes (at an interpolating minimum of MSE, say). Options as for
-    :func:`symmetric_eigenpairs` (``v0`` for a warm start)."""
+    """Top eigenpairs of the generalised Gauss–Newton matrix G = Σᵢ Jᵢᵀ H_out,i Jᵢ (D, D) at θ.
+
+    Lanczos on :class:`~flows.curvature.operators.GGNOperator` (one jvp, an output-space HVP and one vjp per product; no
+    second derivative of the network). ``values[0]`` is the GGN's λ_max, which equals the Hessian's where the residual
+    term Σ ∂ℓ/∂f · ∇²f vanishes (at an interpolating minimum of MSE, say). Options as for :func:`symmetric_eigenpairs`
+    (``v0`` for a warm start).
+    """
     from .operators import GGNOperator
 
     if which not in WHICH:
@@ -367,11 +376,11 @@ def top_eigenpairs(
     preconditioner: Tensor | float | None = None,
     verify: bool = True,
 ) -> Eigenpairs:
-    """The k extreme eigenpairs of H = ∇²E(θ) with multiplicity, or of P^{-1/2} H P^{-1/2} with a
-    ``preconditioner``.
+    """The k extreme eigenpairs of H = ∇²E(θ) with multiplicity (of P^{-1/2} H P^{-1/2} with a preconditioner).
 
     Args:
-        objective, theta: the Hessian's objective and point θ (D,), real.
+        objective: the Hessian's objective.
+        theta: the point θ (D,), real.
         k: how many pairs, 1 ≤ k < D (k ≤ D for the dense method).
         which: ``"LA"`` largest algebraic (the top: sharpness), ``"SA"``
             smallest algebraic (negative curvature), ``"LM"`` largest magnitude.
@@ -503,9 +512,11 @@ class EigenTracker:
         self.updates = 0
 
     def update(self, objective: Objective, theta: Tensor, preconditioner: Tensor | float | None = None) -> Eigenpairs:
-        """Eigenpairs at θ, warm-started from the previous call (k adapted in threshold mode); with a
-        ``preconditioner``, those of P^{-1/2} H P^{-1/2} (:func:`top_eigenpairs`; P may change between calls, the
-        previous vectors still start the solve)."""
+        """Eigenpairs at θ, warm-started from the previous call (k adapted in threshold mode).
+
+        With a ``preconditioner``, those of P^{-1/2} H P^{-1/2} (:func:`top_eigenpairs`; P may change between calls, the
+        previous vectors still start the solve).
+        """
         dense = self.method == "dense" or (self.method == "auto" and objective.dim <= DENSE_MAX_DIM)
         limit = min(self.max_k, objective.dim if dense else objective.dim - 1)  # as top_eigenpairs allows
         if self.threshold is not None:

@@ -32,8 +32,11 @@ from .spectrum import EigenTracker
 
 @dataclass
 class BatchEstimate:
-    """A Monte-Carlo mean over mini-batches: ``mean`` ± ``standard_error`` from ``samples`` batches (``values``),
-    ``hvps`` Hessian-vector products spent, ``converged`` when the standard error met the requested fraction."""
+    """A Monte-Carlo mean over mini-batches.
+
+    ``mean`` ± ``standard_error`` from ``samples`` batches (``values``), ``hvps`` Hessian-vector products spent,
+    ``converged`` when the standard error met the requested fraction.
+    """
 
     mean: float
     standard_error: float
@@ -44,9 +47,12 @@ class BatchEstimate:
 
 
 class MiniBatches:
-    """Random mini-batches of b examples of ``data`` = (inputs, targets) for ``model`` and ``loss_fn`` (a mean
-    over the batch), as Objectives (:meth:`draw`) or as epochs (:meth:`epoch`). ``objective_options`` go to
-    :meth:`Objective.from_module` (e.g. ``mode="train"``)."""
+    """Random mini-batches of b examples of ``data`` = (inputs, targets), as Objectives or as epochs.
+
+    The loss of a batch is ``loss_fn`` (a mean over the batch) of ``model``; :meth:`draw` gives independent
+    batches, :meth:`epoch` a shuffle. ``objective_options`` go to :meth:`Objective.from_module` (e.g.
+    ``mode="train"``).
+    """
 
     def __init__(self, model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                  data: tuple[Tensor, Tensor], batch_size: int, *, seed: int = 0, **objective_options: Any) -> None:
@@ -70,8 +76,10 @@ class MiniBatches:
         return Objective.from_module(self.model, self.loss_fn, [(x[i], y[i]) for i in index], **self.options)
 
     def draw(self, count: int) -> Objective:
-        """An Objective whose ``count`` pieces are independent random batches (each without replacement); piece i
-        is E_Bᵢ/count."""
+        """An Objective whose ``count`` pieces are independent random batches (each without replacement).
+
+        Piece i is E_Bᵢ/count.
+        """
         return self._objective([torch.randperm(self.n, generator=self.generator)[:self.batch_size]
                                 for _ in range(count)])
 
@@ -83,8 +91,10 @@ class MiniBatches:
 
 
 def piece_grad(objective: Objective, index: int, theta: Tensor) -> Tensor:
-    """g_B of the batch behind piece ``index`` of an Objective from :class:`MiniBatches` (the piece's gradient
-    times the number of pieces)."""
+    """The gradient g_B of the batch behind piece ``index`` of an Objective from :class:`MiniBatches`.
+
+    That is the piece's gradient times the number of pieces.
+    """
     leaf = theta.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         (g,) = torch.autograd.grad(objective.pieces[index](leaf), leaf)
@@ -93,8 +103,10 @@ def piece_grad(objective: Objective, index: int, theta: Tensor) -> Tensor:
 
 def piece_grad_and_hvp(objective: Objective, index: int, theta: Tensor, v: Tensor | None = None
                        ) -> tuple[Tensor, Tensor]:
-    """(g_B, H_B v) of the batch behind piece ``index`` of an Objective from :class:`MiniBatches` (v defaults to
-    g_B): the piece's derivatives times the number of pieces (each piece is E_B/count)."""
+    """(g_B, H_B v) of the batch behind piece ``index`` of an Objective from :class:`MiniBatches` (v defaults to g_B).
+
+    The piece's derivatives times the number of pieces (each piece is E_B/count).
+    """
     count = len(objective.pieces)
     objective.check_second_order(theta)
     leaf = theta.detach().clone().requires_grad_(True)

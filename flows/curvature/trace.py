@@ -32,8 +32,10 @@ TRACE_METHODS = ("hutch++", "hutchinson")
 
 @dataclass(frozen=True)
 class TraceEstimate:
-    """An estimate of tr A: ``value`` ± ``standard_error`` from ``matvecs`` products (``samples`` probes in
-    the stochastic part)."""
+    """An estimate of tr A.
+
+    ``value`` ± ``standard_error`` from ``matvecs`` products (``samples`` probes in the stochastic part).
+    """
 
     value: float
     standard_error: float
@@ -107,8 +109,11 @@ class _Deflated:
 
 def hessian_trace(objective: Objective, theta: Tensor, matvecs: int = 99, method: str = "hutch++", *,
                   parameters: Any = None, seed: int = 0, block: int = 16) -> TraceEstimate:
-    """tr ∇²E(θ), or tr H_SS of the named ``parameters`` (exact names or module prefixes such as ``"0."``),
-    by :func:`trace` on the Hessian operator (one retained graph, ``matvecs`` products)."""
+    """The trace of ∇²E(θ), or of the block H_SS of the named ``parameters``.
+
+    ``parameters`` are exact names or module prefixes such as ``"0."``; the estimate is :func:`trace` on the
+    Hessian operator (one retained graph, ``matvecs`` products).
+    """
     op = objective.hessian_operator(theta)
     try:
         if parameters is not None:

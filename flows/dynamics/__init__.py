@@ -1,2 +1,4 @@
-"""The dynamics: the ``Flow`` records (vector fields), their options, ODE integration, the GD runner, the
-central flow and its SDCP."""
+"""The dynamics.
+
+The ``Flow`` records (vector fields), their options, ODE integration, the GD runner, the central flow and its SDCP.
+"""

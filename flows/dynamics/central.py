@@ -67,8 +67,10 @@ def _pair_weights(x: Tensor) -> Tensor:
 
 
 class CentralState:
-    """One path's state of the central flow: the threshold tracker (warm-started from call to call), the last X
-    (the SDCP's warm start) and the quantities measured at the last evaluation.
+    """One path's state of the central flow.
+
+    The threshold tracker (warm-started from call to call), the last X (the SDCP's warm start) and the quantities
+    measured at the last evaluation.
 
     Args:
         substeps: the stability condition is linearised over a relaxation time τ = h/substeps of flow time (one
@@ -124,8 +126,10 @@ class CentralState:
                 "central_seconds": {key: round(value, 6) for key, value in self.seconds.items()}}
 
     def drift(self, objective: Objective, theta: Tensor, lr: float, t: float | None = None) -> Tensor:
-        """g + ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ) at θ (the central flow is θ' = −drift in flow time t = n·h); the quantities at θ
-        are left in :attr:`report`."""
+        """The drift g + ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ) at θ (the central flow is θ' = −drift in flow time t = n·h).
+
+        The quantities at θ are left in :attr:`report`.
+        """
         if self.tracker is None or self._lr != lr:  # the threshold is tied to the rate
             self.tracker = EigenTracker(k=1, tol=self.eig_tol, threshold=self.track * 2.0 / lr,
                                         max_k=max(1, min(self.max_k, objective.dim - 1)))
@@ -216,9 +220,10 @@ def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *,
                  critical: float = 1.95, track: float = 0.75, tol: float = 1e-3, max_k: int = 16,
                  eig_refresh: float = 0.0, states: States = "none", projection_size: int = 64,
                  progress: Progress = None) -> Trajectory:
-    """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps in the paper's discretisation
-    (Euler substeps of dt = 1/substeps GD steps; module docstring). ``integrate(..., flow="central")`` integrates the
-    same field with any torchdiffeq method.
+    """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps in the paper's discretisation.
+
+    That is Euler substeps of dt = 1/substeps GD steps (module docstring). ``integrate(..., flow="central")``
+    integrates the same field with any torchdiffeq method.
 
     Args:
         objective: E, real; float64 recommended.
@@ -281,8 +286,10 @@ CentralFlowResult = Trajectory
 
 
 def _stopped(rec: Recorder, err: BaseException, lr: float) -> tuple[str, BaseException | None]:
-    """The status of a run an exception stopped after its first row, with its event (and a warning unless it was
-    interrupted); the exception itself when the model failed."""
+    """The status of a run an exception stopped after its first row, and the exception when the model failed.
+
+    The stop is recorded as an event, with a warning unless the run was interrupted.
+    """
     if isinstance(err, KeyboardInterrupt):
         rec.event(Event("interrupted", rec.row, rec.times[-1], {"reason": "KeyboardInterrupt"}))
         return "interrupted", None

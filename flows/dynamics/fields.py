@@ -47,7 +47,7 @@ KILL_FLOOR = 1e-12  # |1 − hλ| is floored here: hλ = 1 (a one-step kill in G
 
 
 def principal_log(w: Tensor) -> Tensor:
-    """log w on the branch arg ∈ (−π/2, 3π/2], so that log(1 − x) = log|1 − x| + iπ for real x > 1.
+    """The logarithm on the branch arg ∈ (−π/2, 3π/2], so that log(1 − x) = log|1 − x| + iπ for real x > 1.
 
     The usual principal branch would flip between ±iπ under round-off in the
     imaginary part; this branch is continuous across the negative real axis.
@@ -264,7 +264,7 @@ def heavy_ball_gf(objective: Objective, theta: Tensor, lr: float, *, momentum: f
 
 
 def heavy_ball(objective: Objective, theta: Tensor, lr: float, *, momentum: float = 0.9) -> Tensor:
-    """Heavy-ball GD's first-order modified flow, θₙ₊₁ = θₙ − h∇E(θₙ) + β(θₙ − θₙ₋₁) at t = n·h:
+    """Heavy-ball GD's first-order modified flow, θₙ₊₁ = θₙ − h∇E(θₙ) + β(θₙ − θₙ₋₁) at t = n·h.
 
         θ' = −g/(1−β) − h(1+β)/(2(1−β)³) H g = −(1/(1−β)) ∇[E + h(1+β)/(4(1−β)²) ‖∇E‖²].
 
@@ -281,8 +281,9 @@ def heavy_ball(objective: Objective, theta: Tensor, lr: float, *, momentum: floa
 
 
 def sgd_modified(objective: Objective, theta: Tensor, lr: float, *, epoch: Objective) -> Tensor:
-    """SGD's modified flow over one epoch of m batches (Smith, Dherin, Barrett, De 2021, arXiv 2101.12176, their
-    modified loss for random shuffling; checked here by exact averaging over all m! batch orders):
+    """SGD's modified flow over one epoch of m batches (Smith, Dherin, Barrett, De 2021, arXiv 2101.12176).
+
+    Their modified loss for random shuffling, checked here by exact averaging over all m! batch orders:
     with random shuffling the *mean* SGD iterate after the epoch follows, to O(m³h³),
 
         θ' = −∇E_SGD,   E_SGD = E + (h/4m) Σₖ ‖∇E_k‖²,   i.e. θ' = −ḡ − (h/2m) Σₖ H_k g_k,
@@ -379,8 +380,10 @@ class Flow:
         return self.field(objective, theta, lr, **kwargs)
 
     def rate(self, lam: float, lr: float) -> float:
-        """Largest rate of the field for an extreme eigenvalue λ: |λ| (gradient),
-        |λ|(1 + h|λ|/2 + (h|λ|)²/3) (igr and higher BEA), max(|λ|, |c(hλ)λ|) (principal)."""
+        """Largest rate of the field for an extreme eigenvalue λ.
+
+        |λ| (gradient), |λ|(1 + h|λ|/2 + (h|λ|)²/3) (igr and higher BEA), max(|λ|, |c(hλ)λ|) (principal).
+        """
         a = abs(lam)
         if self.stiffness == "principal":
             return max(a, float(abs(pf_coefficient(torch.tensor(lr * lam)) * lam)))

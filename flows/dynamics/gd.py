@@ -190,8 +190,11 @@ def gradient_descent(
 
 
 def keep_failure(rec: Recorder, err: BaseException, runner: str, time: float) -> None:
-    """A run stopped by an exception after its first step: a ``failed`` event naming it and a warning; the rows
-    recorded stay. (An exception before any step is the caller's to see, raised as it is.)"""
+    """A run stopped by an exception after its first step.
+
+    A ``failed`` event naming it and a warning; the rows recorded stay. (An exception before any step is the caller's to
+    see, raised as it is.)
+    """
     step = rec.row
     reason = f"{type(err).__name__}: {err}"
     rec.event(Event("failed", step, time, {"reason": reason}))

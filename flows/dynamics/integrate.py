@@ -148,7 +148,7 @@ def _eigen_options(objective: Objective, lr: float, spectrum: Spectrum) -> dict:
 
 def _solver_options(objective: Objective, theta: Tensor, record: Flow, lr: float, method: str,
                     solver: Solver) -> tuple[dict, float | None]:
-    """torchdiffeq options: a fixed step (default: the stiffness bound) or the adaptive step limit."""
+    """The torchdiffeq options: a fixed step (default: the stiffness bound) or the adaptive step limit."""
     if method not in FIXED_METHODS:
         return {"max_num_steps": solver.max_num_steps}, solver.step_size
     step_size = solver.step_size
@@ -179,8 +179,14 @@ def integrate(
     """Solve θ' = F_flow(θ; h=lr) from θ0 and record θ at ``times`` (or at t = n·lr, n ≤ steps).
 
     Args:
+        objective: E.
+        theta0: θ(0), shape (D,) (default ``objective.theta0``).
         flow: a name in :data:`~flows.dynamics.fields.FLOWS`: ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``,
             ``pf_topk_igr``, ``central``.
+        lr: the learning rate h the field is built for (t = n·h is GD's time).
+        times: output times (a sequence or a 1-D tensor, increasing, from 0); or give ``steps``.
+        method: a torchdiffeq method (the positional shorthand of ``solver.method``).
+        steps: output at t = n·h for n = 0 … steps (instead of ``times``).
         solver: a :class:`~flows.dynamics.options.Solver` (method, rtol/atol, step_size, max_num_steps, chunk);
             ``method`` (also positional) and the other fields are accepted as keyword shorthands.
             ``"auto"``: dopri5 for D ≤ 300, rk4 at the stiffness bound for networks (:func:`default_method`);
@@ -196,6 +202,7 @@ def integrate(
         max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
         time_budget: wall-clock seconds; then status ``"stopped"``, a ``time_budget`` event, work kept.
         progress: a bar over flow time (None: shown once the call has run for 2 s).
+        **shorthands: the option objects' fields as keywords (:data:`~flows.dynamics.options.SHORTHANDS`).
 
     Returns:
         a :class:`Trajectory` (``pf`` states complex; metrics: loss of the real part, ``imag_norm`` = ‖Im θ‖).
@@ -213,30 +220,31 @@ def integrate(
     method = _method(objective, solver)
     lr = check_positive("lr", lr)
     budget = Budget(time_budget)
-    options = _flow_options(record, flow_options)
+    options = {**_flow_options(record, flow_options),
+               **(_eigen_options(objective, lr, spectrum) if record.eigenpairs else {})}
     theta, grid = _start(objective, theta0, record, lr, times, steps, recording)
-    default_rtol, default_atol = default_tolerances(theta.dtype)
-    rtol = default_rtol if solver.rtol is None else solver.rtol
-    atol = default_atol if solver.atol is None else solver.atol
-    if record.eigenpairs:
-        options.update(_eigen_options(objective, lr, spectrum))
+    rtol, atol = _tolerances(solver, theta.dtype)
     solver_options, step_size = _solver_options(objective, theta, record, lr, method, solver)
     config = {"kind": "flow", "flow": flow, "lr": lr, "method": method, "rtol": rtol, "atol": atol,
               "step_size": step_size, "k": options.get("k"), "eig_refresh": options.get("refresh"),
               "objective": objective.name, "dtype": str(theta.dtype), "device": str(theta.device),
               "time_budget": time_budget}
     branch = options.get("branch")
-    if isinstance(branch, LogBranch):
-        config["pf_branch"] = branch.mode
     run = _FlowRun(objective, record, lr, options, budget,
                    Recorder(objective.dim, recording.states, recording.projection_size))
     status = run.solve(theta, grid, method, rtol, atol, solver_options, solver.chunk, max_loss, progress, flow)
     config.update(_work(record, options, run.evals))
     if isinstance(branch, LogBranch):
+        config["pf_branch"] = branch.mode
         _report_branch(branch, config, run.rec)
-    traj = run.rec.build(config, status)
-    traj.error = run.error
-    return traj
+    return run.result(config, status)
+
+
+def _tolerances(solver: Solver, dtype: torch.dtype) -> tuple[float, float]:
+    """(rtol, atol): the solver's, or by precision (:func:`default_tolerances`)."""
+    default_rtol, default_atol = default_tolerances(dtype)
+    return (default_rtol if solver.rtol is None else solver.rtol,
+            default_atol if solver.atol is None else solver.atol)
 
 
 def _method(objective: Objective, solver: Solver) -> str:
@@ -294,6 +302,12 @@ class _FlowRun:
         self.error: BaseException | None = None
         self.bar: Any = None
         self._shown = 0.0
+
+    def result(self, config: dict, status: str) -> Trajectory:
+        """The trajectory recorded, with the exception that stopped the run (if any) as ``.error``."""
+        traj = self.rec.build(config, status)
+        traj.error = self.error
+        return traj
 
     def pack(self, z: Tensor) -> Tensor:
         return torch.view_as_real(z).reshape(-1) if self.is_complex else z
@@ -517,9 +531,12 @@ def _flow_map(objective: Objective, theta: Tensor, flow: str, lr: float, duratio
 
 def heavy_ball_local_error(objective: Objective, theta: Tensor, lr: float, momentum: float,
                            flow: str = "heavy_ball") -> float:
-    """‖θ₁ − φ_h(θ₀)‖ for one heavy-ball step θ₁ = θ₀ − h∇E(θ₀) + β(θ₀ − θ₋₁) started on the flow's own path,
-    θ₋₁ = φ_{−h}(θ₀) (so the momentum carries the flow's velocity: a start on the invariant manifold to the flow's
-    order). ``flow`` takes ``momentum`` (``heavy_ball``: O(h³); ``heavy_ball_gf``: O(h²)). float64 recommended."""
+    """The local error ‖θ₁ − φ_h(θ₀)‖ of one heavy-ball step started on the flow's own path.
+
+    The step is θ₁ = θ₀ − h∇E(θ₀) + β(θ₀ − θ₋₁) with θ₋₁ = φ_{−h}(θ₀), so the momentum carries the flow's velocity
+    (a start on the invariant manifold to the flow's order). ``flow`` takes ``momentum`` (``heavy_ball``: O(h³);
+    ``heavy_ball_gf``: O(h²)). float64 recommended.
+    """
     lr = check_positive("lr", lr)
     theta = _initial(objective, theta)
     options = {"momentum": momentum}
@@ -529,9 +546,12 @@ def heavy_ball_local_error(objective: Objective, theta: Tensor, lr: float, momen
 
 
 def sgd_epoch_local_error(epoch: Objective, theta: Tensor, lr: float, flow: str = "sgd_modified") -> float:
-    """‖E_order[θ after one SGD epoch] − φ_{mh}(θ)‖: the SGD endpoint averaged exactly over all m! orders of the
-    epoch's m batches (m ≤ 6), against the flow after the epoch's time m·h. ``flow``: ``sgd_modified`` (the
-    batches passed as its ``epoch``; O(h³)) or ``gf`` on the epoch's mean loss (O(h²))."""
+    """‖E_order[θ after one SGD epoch] − φ_{mh}(θ)‖.
+
+    The SGD endpoint averaged exactly over all m! orders of the epoch's m batches (m ≤ 6), against the flow after the
+    epoch's time m·h. ``flow``: ``sgd_modified`` (the batches passed as its ``epoch``; O(h³)) or ``gf`` on the epoch's
+    mean loss (O(h²)).
+    """
     import itertools
 
     from ..curvature.stochastic import piece_grad

@@ -1,5 +1,7 @@
-"""Option objects of the integrator: how to solve (:class:`Solver`), which eigenpairs the top-k flows use
-(:class:`Spectrum`), and what to keep (:class:`Recording`).
+"""Option objects of the integrator.
+
+How to solve (:class:`Solver`), which eigenpairs the top-k flows use (:class:`Spectrum`), and what to keep
+(:class:`Recording`).
 
 ``integrate``, ``compare`` and ``local_error`` take the same three objects::
 
@@ -72,8 +74,10 @@ class Spectrum:
 
 @dataclass(frozen=True)
 class Recording:
-    """What a trajectory keeps of θ: ``states`` = ``full``, ``projection`` (onto ``projection_size`` random
-    directions) or ``none`` (metrics only)."""
+    """What a trajectory keeps of θ.
+
+    ``states`` = ``full``, ``projection`` (onto ``projection_size`` random directions) or ``none`` (metrics only).
+    """
 
     states: str = "full"
     projection_size: int = 64

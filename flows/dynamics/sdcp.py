@@ -81,10 +81,12 @@ def kkt_residuals(a: Tensor, b: Tensor, x: Tensor) -> tuple[Tensor, float, float
 
 def solve_sdcp(a: Tensor, b: Tensor, *, x0: Tensor | None = None, tol: float = 1e-10,
                max_iter: int = 10_000) -> SDCPSolution:
-    """X ⪰ 0 with A + B[X] ⪰ 0 and ⟨X, A + B[X]⟩ = 0 (module docstring), for A (k, k) symmetric and B
-    (k², k²) self-adjoint PSD on symmetric matrices. ``x0`` warm-starts the iteration (e.g. the previous
-    step's X). Float64 on A's device. Raises ValueError for bad shapes, a non-symmetric A or B, or an
-    unbounded problem (B = 0 along a direction where A is negative)."""
+    """Solve the SDCP: X ⪰ 0 with A + B[X] ⪰ 0 and ⟨X, A + B[X]⟩ = 0 (module docstring).
+
+    A (k, k) is symmetric and B (k², k²) self-adjoint PSD on symmetric matrices. ``x0`` warm-starts the iteration
+    (e.g. the previous step's X). Float64 on A's device. Raises ValueError for bad shapes, a non-symmetric A or B,
+    or an unbounded problem (B = 0 along a direction where A is negative).
+    """
     a, b = _check(a, b)
     k = a.shape[0]
     if k == 1:
@@ -120,11 +122,13 @@ def solve_sdcp(a: Tensor, b: Tensor, *, x0: Tensor | None = None, tol: float = 1
 
 
 def _polish(a: Tensor, b: Tensor, x: Tensor) -> list[Tensor]:
-    """Exact minimisers on the faces of the PSD cone that X's range suggests: X = V Y Vᵀ with V the
-    eigenvectors of X's r largest eigenvalues (r = how many exceed 10⁻¹, 10⁻², …, 10⁻⁶ of the largest),
-    Y from the reduced (unconstrained) quadratic (V⊗V)ᵀB(V⊗V) vec Y = −(V⊗V)ᵀvec A (minimum-norm solution);
-    faces whose Y is not PSD are skipped. Once the projected-gradient iterates are near the right face, one
-    of these solves the SDCP to rounding instead of converging linearly (the caller checks the KKT residuals)."""
+    """Exact minimisers on the faces of the PSD cone that X's range suggests.
+
+    X = V Y Vᵀ with V the eigenvectors of X's r largest eigenvalues (r = how many exceed 10⁻¹, 10⁻², …, 10⁻⁶ of the
+    largest), Y from the reduced (unconstrained) quadratic (V⊗V)ᵀB(V⊗V) vec Y = −(V⊗V)ᵀvec A (minimum-norm solution);
+    faces whose Y is not PSD are skipped. Once the projected-gradient iterates are near the right face, one of these
+    solves the SDCP to rounding instead of converging linearly (the caller checks the KKT residuals).
+    """
     values, vectors = torch.linalg.eigh(x)
     top = float(values[-1])
     if top <= 0.0:

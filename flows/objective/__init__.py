@@ -1,5 +1,8 @@
-"""The objective E(θ) on one flat parameter vector: from functions and modules, layouts, data-parallel
-reduction, autodiff helpers, exact norm layers, the Hessian operator, and the named analytic toys."""
+"""The objective E(θ) on one flat parameter vector.
+
+From functions and modules, layouts, data-parallel reduction, autodiff helpers, exact norm layers, the Hessian operator,
+and the named analytic toys.
+"""
 from . import toys
 from .hessian import HessianOperator
 from .objective import HVP_METHODS, Objective

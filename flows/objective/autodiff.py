@@ -25,8 +25,11 @@ def graph_hvp(value: Tensor, theta: Tensor, v: Tensor, *, retain_graph: bool,
 
 
 def vjp(g: Tensor, theta: Tensor, v: Tensor, retain_graph: bool, batched: bool = True) -> Tensor:
-    """∂(gᵀv)/∂θ for v (D,) or each row of v (m, D): one batched backward (``is_grads_batched``), or with
-    ``batched=False`` one backward per row (for graphs whose batched double backward fails, e.g. group norm)."""
+    """∂(gᵀv)/∂θ for v (D,) or each row of v (m, D).
+
+    One batched backward (``is_grads_batched``), or with ``batched=False`` one backward per row (for graphs whose
+    batched double backward fails, e.g. group norm).
+    """
     if not g.requires_grad:  # E is affine in θ: H = 0
         return torch.zeros_like(v)
     if v.ndim == 2 and not batched:
@@ -42,8 +45,10 @@ def vjp(g: Tensor, theta: Tensor, v: Tensor, retain_graph: bool, batched: bool =
 
 
 def graph_nodes(roots: list, stop: set) -> Iterator:
-    """Every autograd node reachable from ``roots`` (grad_fns; None skipped) without passing a node of ``stop``,
-    each once."""
+    """Every autograd node reachable from ``roots`` without passing a node of ``stop``, each once.
+
+    ``roots`` are grad_fns; None entries are skipped.
+    """
     seen, todo = set(), [r for r in roots if r is not None]
     while todo:
         node = todo.pop()
@@ -55,13 +60,14 @@ def graph_nodes(roots: list, stop: set) -> Iterator:
 
 
 def pair_indices(k: int) -> list[tuple[int, int]]:
-    """The pairs (i, j), i ≤ j < k, in row-major order: (0,0), (0,1), …, (0,k−1), (1,1), …"""
+    """The pairs (i, j), i ≤ j < k, in row-major order: (0,0), (0,1), …, (0,k−1), (1,1), and so on."""
     return [(i, j) for i in range(k) for j in range(i, k)]
 
 
 def bilinear_third_derivatives(value: Tensor, theta: Tensor, u: Tensor, batched: bool = True) -> Tensor:
-    """∇_θ(uᵢᵀ ∇²value uⱼ) for every pair i ≤ j of the rows of u (k, D): shape (k(k+1)/2, D), pairs in
-    :func:`pair_indices` order, from one graph of ``value``.
+    """∇_θ(uᵢᵀ ∇²value uⱼ) for every pair i ≤ j of the rows of u (k, D).
+
+    Shape (k(k+1)/2, D), pairs in :func:`pair_indices` order, from one graph of ``value``.
 
     g = ∇value (create_graph); then for each j the product Huⱼ = ∂(gᵀuⱼ)/∂θ (create_graph) and one batched
     backward that pulls u₀ … uⱼ back through it: row i is ∇_θ(uᵢᵀ H uⱼ) with u held fixed. Each pair costs one

@@ -36,9 +36,11 @@ Piece = Callable[[Tensor], Tensor]
 
 
 class ModuleParts:
-    """The pieces of E split at the model's output, for products that need it (Gauss–Newton):
-    ``outputs(θ, i)`` = model_θ(x_i) and ``loss(out, i, θ)`` = w_i · loss_fn(out, y_i), so
-    E(θ) = Σᵢ loss(outputs(θ, i), i, θ)."""
+    """The pieces of E split at the model's output, for products that need it (Gauss–Newton).
+
+    ``outputs(θ, i)`` = model_θ(x_i) and ``loss(out, i, θ)`` = w_i · loss_fn(out, y_i), so E(θ) = Σᵢ loss(outputs(θ, i),
+    i, θ).
+    """
 
     def __init__(self, model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                  batches: list[tuple[Tensor, Tensor]], layout: ParameterLayout, n_total: int,
@@ -63,16 +65,21 @@ class ModuleParts:
         return self._cache[key][i]
 
     def outputs(self, theta: Tensor, i: int) -> Tensor:
-        """model_θ(x_i). Attention runs on PyTorch's math kernel: the fused (flash, memory-efficient)
-        kernels have no second derivative, so Hessian-vector products through them would fail."""
+        """The model's output on micro-batch i at θ; attention runs on PyTorch's math kernel.
+
+        The fused (flash, memory-efficient) kernels have no second derivative, so Hessian-vector products through them
+        would fail.
+        """
         x, _ = self.data(theta, i)
         with self.layers.evaluation(theta.device, i) as no_stats, sdpa_kernel(SDPBackend.MATH):
             values = {**self.layout.unflatten(theta), **self.frozen, **self.buffers, **no_stats}
             return torch.func.functional_call(self.model, values, (x,))
 
     def probe(self, theta: Tensor, n: int = 8) -> Tensor:
-        """The (unweighted) loss on the first ≤ n examples of micro-batch 0, with graph: a cheap E-like function
-        for one-time checks of the autograd graph."""
+        """The (unweighted) loss on the first ≤ n examples of micro-batch 0, with graph.
+
+        A cheap E-like function for one-time checks of the autograd graph.
+        """
         x, y = self.data(theta, 0)
         with self.layers.evaluation(theta.device, 0) as no_stats, sdpa_kernel(SDPBackend.MATH):
             values = {**self.layout.unflatten(theta), **self.frozen, **self.buffers, **no_stats}
@@ -124,8 +131,10 @@ def check_deterministic(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tenso
 def once_differentiable_layers(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
                                batch: tuple[Tensor, Tensor], layout: ParameterLayout, theta0: Tensor,
                                layers: StatefulLayers) -> list[str]:
-    """Where E's graph runs an ``autograd.Function`` whose backward is ``@once_differentiable``: "layer 'name'
-    (Type, Function F)" per place (the innermost module whose forward made it; "loss_fn" outside every module).
+    """Where E's graph runs an ``autograd.Function`` whose backward is ``@once_differentiable``.
+
+    "layer 'name' (Type, Function F)" per place (the innermost module whose forward made it; "loss_fn" outside every
+    module).
 
     Double backward does not fail there: it treats the saved tensors of that backward as constants and drops
     their second derivatives without an error (a tanh written so gives Hessian-vector products 53% off), so
@@ -142,10 +151,12 @@ def graph_search(model: torch.nn.Module, loss_fn: Callable[[Tensor, Tensor], Ten
                  batch: tuple[Tensor, Tensor], layout: ParameterLayout, theta0: Tensor, layers: StatefulLayers,
                  search: Callable[[list[Any], set[Any]], list[tuple[Any, str]]],
                  mode: Any = None) -> list[str]:
-    """The places in E's graph where ``search`` (roots, stop) → [(node, what)] finds nodes: "layer 'name'
-    (Type, what)" for the innermost module whose forward made the node, "loss_fn (what)" outside every module.
-    One forward pass with graph on ≤ 8 examples of the first micro-batch (under the TorchFunctionMode ``mode``
-    when given), module by module through forward hooks."""
+    """The places in E's graph where ``search`` (roots, stop) → [(node, what)] finds nodes.
+
+    "layer 'name' (Type, what)" for the innermost module whose forward made the node, "loss_fn (what)" outside every
+    module. One forward pass with graph on ≤ 8 examples of the first micro-batch (under the TorchFunctionMode ``mode``
+    when given), module by module through forward hooks.
+    """
     found: dict[Any, str] = {}
     x0, y0 = batch
     real, n_probe = (theta0.real.dtype if theta0.is_complex() else theta0.dtype), min(len(x0), 8)
@@ -189,8 +200,7 @@ def _tensors(value: Any) -> list[Tensor]:
 
 
 def once_differentiable_nodes(roots: list[Any], stop: set[Any]) -> list[Any]:
-    """The custom-Function nodes with a ``@once_differentiable`` backward reachable from ``roots`` before
-    ``stop``."""
+    """The custom-Function nodes with a ``@once_differentiable`` backward reachable from ``roots`` before ``stop``."""
     from torch.autograd.function import once_differentiable
 
     marker = once_differentiable(lambda ctx: None).__code__  # every such backward is this wrapper
@@ -311,8 +321,10 @@ def check_loss(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, y: Tens
 
 
 class _TargetBroadcasts(TorchFunctionMode):
-    """Records elementwise ops inside a loss function where the targets broadcast against another tensor into a
-    result larger than both (targets (N,) against outputs (N, 1) give (N, N)): a silent outer product."""
+    """Records elementwise ops inside a loss function where the targets broadcast into a silent outer product.
+
+    That is a result larger than both operands: targets (N,) against outputs (N, 1) give (N, N).
+    """
 
     def __init__(self, targets: Tensor) -> None:
         super().__init__()

@@ -82,8 +82,11 @@ def _update_running(running_mean: Tensor | None, running_var: Tensor | None, mea
 def batch_norm(input: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
                momentum: float | None = 0.1, eps: float = 1e-5) -> Tensor:
-    """``F.batch_norm`` in elementary ops: batch statistics over (N, spatial) per channel when ``training``
-    (running statistics updated in place as the kernel does), the running statistics otherwise."""
+    """``F.batch_norm`` in elementary ops.
+
+    Batch statistics over (N, spatial) per channel when ``training`` (running statistics updated in place as the kernel
+    does), the running statistics otherwise.
+    """
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: running_mean and running_var are needed when training=False")
@@ -159,9 +162,11 @@ _ROUTES: dict[Any, Callable[..., Tensor]] = {
 
 
 class ExactNorms(TorchFunctionMode):
-    """A ``TorchFunctionMode`` under which layer, batch and instance normalisation (modules, ``F.`` and
-    ``torch.`` forms) run as elementary ops, so that derivatives of every order are right
-    (:mod:`flows.objective.norms`). Other calls pass through unchanged."""
+    """A ``TorchFunctionMode`` under which normalisation runs as elementary ops, right to every order.
+
+    Layer, batch and instance normalisation (modules, ``F.`` and ``torch.`` forms) are rerouted
+    (:mod:`flows.objective.norms`); other calls pass through unchanged.
+    """
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         route = _ROUTES.get(func)
@@ -171,13 +176,15 @@ class ExactNorms(TorchFunctionMode):
 
 
 def exact_norms() -> ExactNorms:
-    """The context manager ``with exact_norms(): ...``: normalisation ops decomposed inside (:class:`ExactNorms`)."""
+    """A context in which normalisation ops run decomposed (an :class:`ExactNorms` mode)."""
     return ExactNorms()
 
 
 def faulty_third_order_nodes(roots: list[Any], stop: set[Any]) -> list[tuple[Any, str]]:
-    """(node, name) for each autograd node reachable from ``roots`` (before ``stop``) whose third derivative
-    is wrong (:data:`FAULTY_NODES`; batch norm only with batch statistics)."""
+    """The autograd nodes reachable from ``roots`` (before ``stop``) whose third derivative is wrong.
+
+    Each as (node, name), from :data:`FAULTY_NODES` (batch norm only with batch statistics).
+    """
     hits = []
     for node in graph_nodes(roots, stop):
         name = type(node).__name__
@@ -189,8 +196,10 @@ def faulty_third_order_nodes(roots: list[Any], stop: set[Any]) -> list[tuple[Any
 
 
 class PlainLayerNorm(torch.nn.Module):
-    """``nn.LayerNorm`` written with elementary ops (:func:`layer_norm`): same parameters and names as the
-    layer it replaces, so θ's layout is unchanged."""
+    """``nn.LayerNorm`` written with elementary ops (:func:`layer_norm`).
+
+    Same parameters and names as the layer it replaces, so θ's layout is unchanged.
+    """
 
     def __init__(self, layer: torch.nn.LayerNorm) -> None:
         super().__init__()
@@ -203,10 +212,12 @@ class PlainLayerNorm(torch.nn.Module):
 
 
 class PlainBatchNorm(torch.nn.Module):
-    """``nn.BatchNorm1d/2d/3d`` and ``nn.InstanceNorm1d/2d/3d`` written with elementary ops
-    (:func:`batch_norm`, :func:`instance_norm`): batch (or instance) statistics in train mode or when the
-    running statistics are substituted by None, as driftlab does; the running statistics otherwise. Never
-    updates them. Same parameter and buffer names as the original."""
+    """``nn.BatchNorm1d/2d/3d`` and ``nn.InstanceNorm1d/2d/3d`` written with elementary ops.
+
+    Through :func:`batch_norm` and :func:`instance_norm`: batch (or instance) statistics in train mode or when the
+    running statistics are substituted by None, as driftlab does; the running statistics otherwise. Never updates
+    them. Same parameter and buffer names as the original.
+    """
 
     def __init__(self, layer: torch.nn.modules.batchnorm._NormBase) -> None:
         super().__init__()
@@ -232,10 +243,13 @@ class PlainBatchNorm(torch.nn.Module):
 
 
 def decomposed_norms(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy of ``model`` with every ``nn.LayerNorm``, ``nn.BatchNorm*d`` and ``nn.InstanceNorm*d``
-    replaced by :class:`PlainLayerNorm`/:class:`PlainBatchNorm` (same parameters, names and modes; the same
-    function, tested to 1e-12). Not needed for driftlab's own third derivatives (they run under
-    :func:`exact_norms`); useful to differentiate a model to third order elsewhere. The original is untouched."""
+    """A deep copy of ``model`` with every normalisation layer written in elementary ops.
+
+    ``nn.LayerNorm``, ``nn.BatchNorm*d`` and ``nn.InstanceNorm*d`` are replaced by
+    :class:`PlainLayerNorm`/:class:`PlainBatchNorm` (same parameters, names and modes; the same function, tested
+    to 1e-12). Not needed for driftlab's own third derivatives (they run under :func:`exact_norms`); useful to
+    differentiate a model to third order elsewhere. The original is untouched.
+    """
     clone = copy.deepcopy(model)
     for _, module in list(clone.named_modules()):
         for child_name, child in list(module.named_children()):

@@ -212,6 +212,12 @@ class Objective:
             stochastic_seed: E is a deterministic function of θ: train-mode dropout is switched off
                 (with a warning) unless this is an int, which fixes one dropout mask per micro-batch
                 (seed + index; the global RNG untouched). A loss still random is refused.
+            batch_size: examples per micro-batch when ``data`` is a pair of tensors (None: one batch).
+            loss_reduction: how ``loss_fn`` reduces over examples, ``"mean"`` or ``"sum"``.
+            hvp_method: ``"double_backward"`` or ``"forward_over_reverse"`` (see :data:`HVP_METHODS`).
+            name: a label for logs and trajectories (default: the model's class name).
+            reduce: a reduction applied to every sum (the identity; a data-parallel all-reduce otherwise).
+            compile: ``torch.compile`` the loss pieces for loss and gradient (True, or a backend name).
             total_size: N, when ``data`` is one shard of a larger data set.
             process_group: data-parallel full batch with ``torch.distributed`` (``"auto"``: the default
                 group when initialised; None: never reduce): each rank passes its shard, N is the sum
@@ -243,14 +249,19 @@ class Objective:
             broadcast_from_first(theta0, group)
         obj = cls(pieces, theta0.numel(), theta0=theta0, hvp_method=hvp_method,
                   name=name or type(model).__name__, reduce=reduce, compile=compile)
-        obj.parameter_names, obj.parameter_shapes = list(layout.names), list(layout.shapes)
-        obj.model = model
-        obj.layout = layout
-        obj.module_parts = parts
-        obj.dtype = theta0.dtype
+        obj._attach(model, layout, parts)
         layers.warn_once(len(batches))
         check_deterministic(model, loss_fn, batches[0], layout, theta0, layers)
         return obj
+
+    def _attach(self, model: torch.nn.Module, layout: ParameterLayout, parts: ModuleParts) -> None:
+        """Keep what an objective built from a module knows of it: names, shapes, the module, its parts."""
+        self.parameter_names, self.parameter_shapes = list(layout.names), list(layout.shapes)
+        self.model = model
+        self.layout = layout
+        self.module_parts = parts
+        assert self.theta0 is not None  # from_module sets it
+        self.dtype = self.theta0.dtype
 
     # ------------------------------------------------------------------ checks
     def check_theta(self, theta: Tensor, argname: str = "theta") -> Tensor:
@@ -307,9 +318,12 @@ class Objective:
             return compute(self.pieces)
 
     def loss(self, theta: Tensor) -> Tensor:
-        """E(θ), a 0-d tensor on θ's device: a measurement, with no graph. Differentiating it (torch.func
-        transforms, or a θ that requires grad) would give zeros, so it is refused: use :meth:`grad`, :meth:`hvp`,
-        :meth:`hessian`, or call the ``pieces`` (differentiable) yourself."""
+        """E(θ), a 0-d tensor on θ's device.
+
+        A measurement, with no graph. Differentiating it (torch.func transforms, or a θ that requires grad) would give
+        zeros, so it is refused: use :meth:`grad`, :meth:`hvp`, :meth:`hessian`, or call the ``pieces`` (differentiable)
+        yourself.
+        """
         theta = self.check_theta(theta)
         if theta.requires_grad or is_functorch_wrapped_tensor(theta):
             raise TypeError("Objective.loss is a measurement without a graph (its derivatives would be zeros): use "
@@ -346,7 +360,7 @@ class Objective:
         return self._reduce(loss), self._reduce(grad)
 
     def grad(self, theta: Tensor) -> Tensor:
-        """g = ∇E(θ), shape (D,)."""
+        """The gradient g = ∇E(θ), shape (D,)."""
         return self.loss_and_grad(theta)[1]
 
     def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
@@ -431,9 +445,12 @@ class Objective:
         return self._reduce(out)
 
     def _check_third_order(self, theta: Tensor) -> None:
-        """Refuse third derivatives where an op with a wrong third derivative stays on E's graph even under
-        :func:`flows.objective.norms.exact_norms` (e.g. ``torch.ops.aten.native_layer_norm`` called directly), naming
-        the place. The graph is searched once, on the first third-order call."""
+        """Refuse third derivatives where an op with a wrong third derivative stays on E's graph.
+
+        Such an op survives :func:`flows.objective.norms.exact_norms` when called past the layer (e.g.
+        ``torch.ops.aten.native_layer_norm`` directly); the error names the place. The graph is searched once, on the
+        first third-order call.
+        """
         if self._faulty_third_order is None:
             parts = self.module_parts
             if parts is not None and self.model is not None and self.layout is not None:
@@ -482,11 +499,13 @@ class Objective:
                 "central flow), or keep to first-order tools (gradient_descent, integrate(flow='gf'))")
 
     def _batched_products_work(self, theta: Tensor) -> bool:
-        """Whether one batched double backward (``is_grads_batched``) gives the same products as single ones on
-        this graph. PyTorch's group norm breaks it ("The size of tensor a (2) must match the size of tensor b
+        """Whether one batched double backward (``is_grads_batched``) gives the same products as single ones.
+
+        PyTorch's group norm breaks it ("The size of tensor a (2) must match the size of tensor b
         (4)"); where it fails or differs, every batched product of this objective loops over single products
         (same results, one backward each) and one info-level log line says so. Probed once, on ≤ 8 examples
-        (a module) or on the first piece."""
+        (a module) or on the first piece.
+        """
         if theta.is_complex():
             return True
         leaf = theta.clone().requires_grad_(True)
@@ -515,8 +534,9 @@ class Objective:
         return True
 
     def third_derivatives(self, theta: Tensor, u: Tensor) -> Tensor:
-        """The bilinear third derivatives tᵢⱼ = ∇_θ(uᵢᵀ H(θ) uⱼ) = D³E(θ)[uᵢ, uⱼ, ·] for i ≤ j, with the
-        vectors uᵢ held fixed: shape (k(k+1)/2, D) for ``u`` of shape (D, k) (columns, e.g. eigenvectors),
+        """The bilinear third derivatives tᵢⱼ = ∇_θ(uᵢᵀ H(θ) uⱼ) = D³E(θ)[uᵢ, uⱼ, ·] for i ≤ j.
+
+        The vectors uᵢ are held fixed: shape (k(k+1)/2, D) for ``u`` of shape (D, k) (columns, e.g. eigenvectors),
         pairs ordered (0,0), (0,1), …, (0,k−1), (1,1), … (:func:`flows.objective.autodiff.pair_indices`).
 
         One forward pass per micro-batch and three backward passes, two of them batched (over the k columns,

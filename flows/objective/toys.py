@@ -190,8 +190,10 @@ def spec(name: str) -> Toy:
 
 
 def get(name: str, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> Objective:
-    """The toy ``name`` as an :class:`Objective` with ``theta0`` set, on ``device`` (checked: "cuda" without a CUDA
-    device is named as such)."""
+    """The toy ``name`` as an :class:`Objective` with ``theta0`` set, on ``device``.
+
+    The device is checked: "cuda" without a CUDA device is named as such.
+    """
     check_device(device)
     return spec(name).objective(dtype=dtype, device=device)
 

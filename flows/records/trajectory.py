@@ -128,10 +128,12 @@ class Trajectory:
 
     @classmethod
     def load(cls, path: str | Path) -> Trajectory:
-        """Read a trajectory written by :meth:`save`. A file that is missing, damaged or inconsistent (a field of
-        the wrong type, an unknown status or state mode, an array whose shape does not fit ``times``, the
-        state dimension or the projection size) raises :class:`TrajectoryFileError` naming the file and the
-        field: nothing inconsistent loads."""
+        """Read a trajectory written by :meth:`save`.
+
+        A file that is missing, damaged or inconsistent (a field of the wrong type, an unknown status or state mode, an
+        array whose shape does not fit ``times``, the state dimension or the projection size) raises
+        :class:`TrajectoryFileError` naming the file and the field: nothing inconsistent loads.
+        """
         base = _base(path)
         npz_path, json_path = _with(base, ".npz"), _with(base, ".json")
         for p in (npz_path, json_path):
@@ -267,9 +269,12 @@ def _read_int(path: str, prefix: str = "") -> int | None:
 
 
 def available_memory() -> int | None:
-    """Bytes a new allocation of this process can get: the least of the machine's ``MemAvailable``, what the
-    address-space limit (``RLIMIT_AS``) leaves above the process's current size, and what its cgroup's
-    ``memory.max`` leaves; physical memory where /proc is missing; None if nothing is known."""
+    """Bytes a new allocation of this process can get.
+
+    The least of the machine's ``MemAvailable``, what the address-space limit (``RLIMIT_AS``) leaves above the process's
+    current size, and what its cgroup's ``memory.max`` leaves; physical memory where /proc is missing; None if nothing
+    is known.
+    """
     import resource
 
     limits = []
@@ -293,8 +298,9 @@ def available_memory() -> int | None:
 
 def record_bytes(rows: int, dim: int, states: str = "full", projection_size: int = 64, itemsize: int = 8,
                  metrics: int = 4) -> int:
-    """The peak memory a :class:`Recorder` of ``rows`` rows takes, up to the trajectory it builds: the one estimate
-    every runner checks before it allocates (:func:`reserve_rows`).
+    """The peak memory a :class:`Recorder` of ``rows`` rows takes, up to the trajectory it builds.
+
+    The one estimate every runner checks before it allocates (:func:`reserve_rows`).
 
     bytes ≈ rows · ((1 + metrics)·32 + 8 + 2·state) + projection, state = D·itemsize + 112 (``full``),
     P·itemsize + 112 (``projection``), 0 (``none``): the rows are held as a list and stacked into one array at
