@@ -14,7 +14,7 @@ import torch
 
 from flows.records.trajectory import atomic_write, versions
 
-FIGURES = Path(__file__).resolve().parent.parent / "figures"
+FIGURES = Path(__file__).resolve().parents[2] / "figures"  # the repository's committed gallery
 
 
 def number_key(value: float) -> str:

@@ -156,7 +156,7 @@ class Trajectory:
                    fields["projection_seed"], fields["projection_size"], fields["status"])
 
 
-STATUSES = ("complete", "diverged", "interrupted", "failed")
+STATUSES = ("complete", "diverged", "stopped", "interrupted", "failed")
 
 
 def _check_meta(meta: Any, path: Path) -> dict[str, Any]:

@@ -19,3 +19,12 @@ def test_saved_figures_follow_the_umask(tmp_path):
             assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     finally:
         os.umask(old)
+
+
+def test_the_default_figures_folder_is_the_repositorys_gallery():
+    from pathlib import Path
+
+    from experiments.cli.common import FIGURES
+
+    root = Path(__file__).resolve().parents[2]
+    assert FIGURES == root / "figures" and (root / "figures" / "pf_quadratic.png").exists()

@@ -134,3 +134,20 @@ def test_intact_files_load(tmp_path, mode):
     npz, _ = _saved(tmp_path, states=mode)
     back = Trajectory.load(npz)
     assert back.state_mode == mode and len(back) == 5
+
+
+@pytest.mark.parametrize("runner", ["gd", "gf"])
+def test_every_status_a_runner_gives_loads_back(tmp_path, runner):
+    """A run stopped by its time budget (status "stopped") saves and loads like any other."""
+    from flows import gradient_descent, integrate
+    from flows.objective import toys
+
+    obj = toys.get("cubic")
+    if runner == "gd":
+        run = gradient_descent(obj, lr=1e-6, steps=10 ** 6, time_budget=0.2, states="none")
+    else:
+        run = integrate(obj, flow="gf", lr=1e-4, steps=10 ** 6, method="rk4", step_size=1e-4, time_budget=0.2,
+                        states="none")
+    assert run.status == "stopped"
+    back = Trajectory.load(run.save(tmp_path / runner))
+    assert back.status == "stopped" and len(back) == len(run)
