@@ -27,4 +27,4 @@ def test_the_default_figures_folder_is_the_repositorys_gallery():
     from experiments.cli.common import FIGURES
 
     root = Path(__file__).resolve().parents[2]
-    assert FIGURES == root / "figures" and (root / "figures" / "pf_quadratic.png").exists()
+    assert root / "figures" == FIGURES and (root / "figures" / "pf_quadratic.png").exists()
