@@ -19,10 +19,10 @@ from .curvature.spectrum import (
 from .curvature.trace import TraceEstimate, hessian_trace, trace
 
 # dynamics
-from .dynamics.central import CentralFlowResult, CentralState, central_flow
+from .dynamics.central import CentralState
 from .dynamics.fields import FIELDS, FLOWS, Flow, get_flow, gf, igr, pf, pf_coefficient, pf_topk, third_order
 from .dynamics.gd import Controller, StepContext, StepDecision, gradient_descent
-from .dynamics.integrate import METHODS, Comparison, compare, integrate, local_error
+from .dynamics.integrate import METHODS, CentralFlowResult, Comparison, central_flow, compare, integrate, local_error
 from .dynamics.options import Recording, Solver, Spectrum
 from .dynamics.sdcp import SDCPSolution, solve_sdcp
 from .objective import toys

@@ -62,7 +62,7 @@ def test_bad_rates_everywhere(lr):
     _raises(lambda: gradient_descent(OBJ, lr=lr, steps=2), "lr")
     _raises(lambda: integrate(OBJ, lr=lr, steps=2), "lr")
     _raises(lambda: compare(OBJ, lr=lr, steps=2, flows=("gf",)), "lr")
-    _raises(lambda: local_error(OBJ, OBJ.theta0, "gf", lr), "lr")
+    _raises(lambda: local_error(OBJ, OBJ.theta0, lr, flow="gf"), "lr")
     _raises(lambda: stability_threshold(lr), "lr")
     _raises(lambda: Constant(lr=lr), "lr")
     _raises(lambda: WNGrad(lr=lr), "lr")

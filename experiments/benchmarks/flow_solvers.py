@@ -106,7 +106,7 @@ def measure(config: Config, device: torch.device, check: Callable[[], None] = la
             tracker.update(obj, theta)  # the warm start is not charged to the flow
             warm = tracker.total_matvecs
         t0 = time.perf_counter()
-        traj = integrate(obj, theta, flow, h, steps=config.span_steps, method="rk4", step_size=step,
+        traj = integrate(obj, theta, h, flow=flow, steps=config.span_steps, method="rk4", step_size=step,
                          states="none", tracker=tracker, eig_refresh=extra.get("eig_refresh", 0.0),
                          k=int(extra.get("k", 10)))
         seconds = time.perf_counter() - t0

@@ -54,7 +54,7 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
     for name in config.toys:
         obj = toys.get(name, device=ctx.device)
         for flow in config.flows:
-            errs = [local_error(obj, obj.theta0, flow, float(h)) for h in hs]
+            errs = [local_error(obj, obj.theta0, float(h), flow=flow) for h in hs]
             rows += [{"toy": name, "flow": flow, "h": float(h), "local_error": e} for h, e in zip(hs, errs)]
             ok = np.array(errs) > 0
             slope = float(np.polyfit(np.log(hs[ok]), np.log(np.array(errs)[ok]), 1)[0]) if ok.sum() >= 2 else np.nan

@@ -83,7 +83,7 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
 def _flow(obj, theta0: torch.Tensor, name: str, h: float, config: Config, path: Path, progress: Progress) -> dict:
     """A flow from θ₀ over [0, time] by RK4 (``gf`` does not depend on h; ``igr`` does)."""
     times = torch.linspace(0.0, config.time, config.path_points, dtype=torch.float64)
-    traj = integrate(obj, theta0, name, h, times=times, method="rk4", step_size=config.flow_step,
+    traj = integrate(obj, theta0, h, flow=name, times=times, method="rk4", step_size=config.flow_step,
                      progress=progress)
     if traj.status != "complete":
         raise ValueError(f"the {name} flow at h = {h:g} ended {traj.status}")

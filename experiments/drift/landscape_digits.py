@@ -173,7 +173,7 @@ def _paths(obj: Objective, theta: Tensor, config: Config, ctx) -> dict[str, Tens
     paths = {"gd": torch.as_tensor(gd.state_matrix(), dtype=theta.dtype)}
     for name in ("gf", "pf_topk"):
         ctx.check()
-        traj = integrate(obj, theta, name, h, steps=n, method="rk4", step_size=h / config.substeps,
+        traj = integrate(obj, theta, h, flow=name, steps=n, method="rk4", step_size=h / config.substeps,
                          k=config.k, eig_refresh=h, progress=ctx.progress)
         paths[name] = torch.as_tensor(traj.state_matrix(), dtype=theta.dtype)
     return paths

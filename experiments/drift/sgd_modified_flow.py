@@ -82,7 +82,8 @@ def _epochs(batches: MiniBatches, config: Config, out: Path, ctx) -> list[dict]:
         mean = stack.mean(dim=0)
         flows = {}
         for name, options in (("sgd_modified", {"epoch": epoch}), ("gf", None)):
-            traj = integrate(epoch, theta, name, h, [0.0, m * h], "rk4", step_size=h / config.substeps,
+            traj = integrate(epoch, theta, h, flow=name, times=[0.0, m * h], method="rk4",
+                             step_size=h / config.substeps,
                              flow_options=options, progress=False)
             flows[name] = torch.as_tensor(traj.state_matrix()[-1], dtype=theta.dtype, device=theta.device)
         modified, gradient = flows["sgd_modified"], flows["gf"]

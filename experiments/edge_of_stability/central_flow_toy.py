@@ -104,7 +104,7 @@ def _gd(obj: Objective, theta0: Tensor, config: Config, path: Path, ctx) -> None
 
 def _gf(obj: Objective, theta0: Tensor, config: Config, path: Path, ctx) -> None:
     clock = time.perf_counter()
-    traj = integrate(obj, theta0, "gf", config.lr, steps=config.steps, method="rk4",
+    traj = integrate(obj, theta0, config.lr, flow="gf", steps=config.steps, method="rk4",
                      step_size=config.lr / config.gf_substeps, progress=ctx.progress)
     seconds = time.perf_counter() - clock
     states = torch.as_tensor(traj.state_matrix(), dtype=theta0.dtype, device=theta0.device)

@@ -154,7 +154,7 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
 def _one_rate(obj, theta0, h: float, config: Config, out: Path, ctx, row_path: Path) -> dict:
     """GF on a coarse grid, then GD with the EoS detector and the GD–GF distance; saves both and a summary row."""
     grid = np.arange(0, config.steps + 1, config.gf_every)
-    gf = integrate(obj, theta0, "gf", h, times=torch.as_tensor(grid * h, dtype=torch.float64), method="rk4",
+    gf = integrate(obj, theta0, h, flow="gf", times=torch.as_tensor(grid * h, dtype=torch.float64), method="rk4",
                    step_size=min(h, config.gf_step), progress=ctx.progress)
     ctx.check()
     gf_states = {int(n): torch.as_tensor(s, dtype=theta0.dtype, device=theta0.device)

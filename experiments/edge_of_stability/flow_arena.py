@@ -164,9 +164,9 @@ def _flow(setting: Setting, name: str, config: Config, folder: Path, ctx) -> Non
         loss = cf.losses
         predicted = cf.metric("predicted_loss")
         status = cf.status
-        work = {"eigen_matvecs": cf.config["eigen_matvecs"], "field_evaluations": (len(loss) - 1) * config.substeps + 1}
+        work = {"eigen_matvecs": cf.config["eigen_matvecs"], "field_evaluations": cf.config["field_evaluations"]}
     else:
-        traj = integrate(obj, setting.theta0, name, h, steps=len(gd) - 1, method="rk4", step_size=h / config.substeps,
+        traj = integrate(obj, setting.theta0, h, len(gd) - 1, flow=name, method="rk4", step_size=h / config.substeps,
                          k=config.k, eig_refresh=h, progress=ctx.progress)
         states = torch.as_tensor(traj.state_matrix(), dtype=setting.theta0.dtype, device=setting.theta0.device)
         loss, status = traj.losses, traj.status

@@ -77,7 +77,7 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # recorded as events and in the table
-            traj = integrate(obj, theta0, flow, config.lr, steps=config.steps, flow_options=options,
+            traj = integrate(obj, theta0, config.lr, flow=flow, steps=config.steps, flow_options=options,
                              time_budget=config.budget, progress=ctx.progress, **_solver(solver, config.lr))
         seconds = time.perf_counter() - start
         ctx.check()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import warnings
 from time import perf_counter
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,11 +34,7 @@ from torch import Tensor
 from ..curvature.spectrum import EigenTracker
 from ..objective.autodiff import pair_indices
 from ..objective.objective import Objective
-from ..progress import Progress, progress_bar
-from ..records.events import Event
-from ..records.trajectory import Recorder, Trajectory, check_memory, record_bytes
-from ..validate import States, check_count, check_positive
-from .gd import keep_failure
+from ..records.trajectory import Trajectory
 from .sdcp import solve_sdcp
 
 
@@ -124,6 +119,19 @@ class CentralState:
                 "eigen_matvecs": (0 if tracker is None else tracker.total_matvecs) + self.ritz_matvecs,
                 "eigen_solves": 0 if tracker is None else tracker.updates, "third_products": self.third_products,
                 "central_seconds": {key: round(value, 6) for key, value in self.seconds.items()}}
+
+    def metrics(self) -> dict[str, float]:
+        """The row of the last evaluation.
+
+        Its loss, grad_norm, predicted_loss, predicted_grad_norm2, sharpness, critical, k, infeasibility,
+        complementarity and sigma_i (X's eigenvalues, descending).
+        """
+        report = self.report
+        row = {name: float(report[name]) for name in ("loss", "predicted_loss", "predicted_grad_norm2", "sharpness",
+                                                       "critical", "k", "infeasibility", "complementarity")}
+        row["grad_norm"] = math.sqrt(report["grad_norm2"])
+        row.update({f"sigma_{i}": float(value) for i, value in enumerate(sorted(report["sigma"], reverse=True))})
+        return row
 
     def drift(self, objective: Objective, theta: Tensor, lr: float, t: float | None = None) -> Tensor:
         """The drift g + ½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ) at θ (the central flow is θ' = −drift in flow time t = n·h).
@@ -216,125 +224,9 @@ def central(objective: Objective, theta: Tensor, lr: float, *, state: CentralSta
     return -(state if state is not None else CentralState()).drift(objective, theta, lr, t)
 
 
-def central_flow(objective: Objective, theta0: Tensor, lr: float, steps: int, *, substeps: int = 4,
-                 critical: float = 1.95, track: float = 0.75, tol: float = 1e-3, max_k: int = 16,
-                 eig_refresh: float = 0.0, states: States = "none", projection_size: int = 64,
-                 progress: Progress = None) -> Trajectory:
-    """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps in the paper's discretisation.
-
-    That is Euler substeps of dt = 1/substeps GD steps (module docstring). ``integrate(..., flow="central")``
-    integrates the same field with any torchdiffeq method.
-
-    Args:
-        objective: E, real; float64 recommended.
-        theta0: θ(0), shape (D,), real.
-        lr: GD's rate η > 0.
-        steps: GD steps to cover; each is ``substeps`` Euler substeps of dt = 1/substeps.
-        substeps: Euler substeps per GD step (the stability is linearised over one).
-        critical: ηλ above which an eigen-direction is critical (1.95).
-        track: the tracker follows every eigenvalue above track·2/η (0.75, :class:`EigenTracker` threshold mode).
-        tol: relative eigen-residual tolerance of the tracker.
-        max_k: most eigenpairs tracked.
-        eig_refresh: flow time between eigen solves (0: every substep; η: once per GD step, with Rayleigh–Ritz
-            on the kept subspace in between, :class:`CentralState`).
-        states: what the trajectory keeps of θ at each GD step: ``"full"``, ``"projection"`` or ``"none"``.
-        projection_size: directions of the random projection (``states="projection"``).
-        progress: a progress bar over GD steps (None: shown once the run has taken 2 s).
-
-    Returns:
-        A :class:`Trajectory` with one row per GD step n = 0 … steps at t = n·η: ``loss``, ``grad_norm``,
-        ``predicted_loss`` (E + ½⟨H, Σ⟩, the predicted time average of GD's loss), ``predicted_grad_norm2``
-        (‖∇E‖² + ⟨Σ, H²⟩), ``sharpness``, ``critical`` (directions with ηλ > ``critical``), ``k`` (pairs
-        tracked), ``infeasibility`` and ``complementarity`` (the worst SDCP residuals of the step's substeps) and
-        ``sigma_i`` (the eigenvalues of X, the oscillation variances, NaN beyond the step's critical count). Its
-        config holds the settings and the work (``eigen_matvecs``, ``third_products``, ``evaluations``,
-        ``central_seconds`` per part). Status ``complete``; ``diverged`` (θ or the loss turned non-finite, or the flow
-        stopped existing: a critical direction without third derivative), ``interrupted`` (Ctrl-C) or ``failed``
-        (the model raised: the exception in ``.error``), each with the steps done kept and an event saying why.
-    """
-    theta = objective.check_theta(theta0).detach().clone()
-    if theta.is_complex():
-        raise TypeError("theta0 is complex, but the central flow is a flow of a real θ; pass theta0.real")
-    lr, steps = check_positive("lr", lr), check_count("steps", steps)
-    state = CentralState(substeps=substeps, critical=critical, track=track, eig_tol=tol, max_k=max_k,
-                         eig_refresh=eig_refresh)
-    rec = Recorder(objective.dim, states, projection_size)
-    check_memory(f"a central flow of {steps:,} GD steps (D = {objective.dim:,}, states={states!r})",
-                 record_bytes(steps + 1, objective.dim, states, projection_size, theta.element_size(),
-                              metrics=9 + max_k),
-                 "run fewer steps" + ("" if states == "none" else ", or states='none'"))
-    bar = progress_bar(steps, progress, "central flow")
-    status, error = "complete", None
-    try:
-        _run(objective, theta, lr, state, steps, rec, bar)
-    except (Exception, KeyboardInterrupt) as err:  # noqa: BLE001 - keep the steps done, say why it stopped
-        if rec.row < 0 or (rec.row == 0 and not isinstance(err, (ArithmeticError, KeyboardInterrupt))):
-            raise  # nothing computed beyond θ₀ (a refusal at the first evaluation): the error itself
-        status, error = _stopped(rec, err, lr)
-    finally:
-        bar.close()
-    config = {"kind": "central", "lr": lr, "steps": steps, "objective": objective.name, "dtype": str(theta.dtype),
-              "device": str(theta.device), "central_tol": tol, "central_max_k": max_k, "eig_refresh": eig_refresh,
-              **state.summary(), "evaluations": state.evaluations}
-    traj = rec.build(config, status)
-    traj.error = error
-    return traj
-
-
-CentralFlowResult = Trajectory
-"""What :func:`central_flow` returns: a :class:`Trajectory` since driftlab 0.3.0 (the name is kept for imports)."""
-
-
-def _stopped(rec: Recorder, err: BaseException, lr: float) -> tuple[str, BaseException | None]:
-    """The status of a run an exception stopped after its first row, and the exception when the model failed.
-
-    The stop is recorded as an event, with a warning unless the run was interrupted.
-    """
-    if isinstance(err, KeyboardInterrupt):
-        rec.event(Event("interrupted", rec.row, rec.times[-1], {"reason": "KeyboardInterrupt"}))
-        return "interrupted", None
-    if not isinstance(err, ArithmeticError):
-        keep_failure(rec, err, "central flow", rec.times[-1])
-        return "failed", err
-    rec.event(Event("divergence", rec.row, rec.times[-1], {"reason": str(err) or type(err).__name__}))
-    warnings.warn(f"central flow stopped after {rec.row} GD steps: {err}; the steps done are returned (status "
-                  "'diverged')", RuntimeWarning, stacklevel=3)
-    return "diverged", None
-
-
 def sigma_matrix(trajectory: Trajectory) -> np.ndarray:
     """The oscillation variances of a central-flow trajectory, (rows, most critical directions), NaN-padded."""
     columns = sorted((name for name in trajectory.metrics if name.startswith("sigma_")), key=lambda n: int(n[6:]))
     if not columns:
         return np.zeros((len(trajectory), 0))
     return np.stack([trajectory.metric(name) for name in columns], axis=1)
-
-
-def _run(objective: Objective, theta: Tensor, lr: float, state: CentralState, steps: int, rec: Recorder,
-         bar: Any) -> None:
-    dt = lr / state.substeps
-    for step in range(steps + 1):
-        for sub in range(state.substeps):
-            drift = state.drift(objective, theta, lr, (step + sub / state.substeps) * lr)
-            report = state.report
-            if sub == 0:
-                rec.add(step * lr, theta, **_row(report))
-                if not math.isfinite(report["loss"]) or not math.isfinite(report["predicted_loss"]):
-                    raise ArithmeticError(f"the loss is not finite at GD step {step} ({report['loss']!r})")
-            else:
-                for name in ("infeasibility", "complementarity"):
-                    rec.set_metric(name, step, max(rec.metrics[name][step], report[name]))
-            if step == steps:  # the last point is measured, not advanced
-                break
-            theta = theta - dt * drift
-            if not bool(torch.isfinite(theta).all()):
-                raise ArithmeticError(f"the central flow diverged at GD step {step} (non-finite θ)")
-        bar.update(1 if step < steps else 0)
-
-
-def _row(report: dict) -> dict[str, float]:
-    row = {name: float(report[name]) for name in ("loss", "predicted_loss", "predicted_grad_norm2", "sharpness",
-                                                   "critical", "k", "infeasibility", "complementarity")}
-    row["grad_norm"] = math.sqrt(report["grad_norm2"])
-    row.update({f"sigma_{i}": float(value) for i, value in enumerate(sorted(report["sigma"], reverse=True))})
-    return row

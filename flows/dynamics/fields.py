@@ -327,6 +327,10 @@ def _central_summary(options: dict) -> dict:
     return options["state"].summary()
 
 
+def _central_metrics(options: dict) -> dict[str, float]:
+    return options["state"].metrics()
+
+
 def _no_summary(options: dict) -> dict:
     return {}
 
@@ -348,6 +352,10 @@ class Flow:
         stiffness: the model of the largest rate |∂F/∂θ| given |λ|max (see :meth:`rate`).
         prepare: turns the caller's ``flow_options`` into the field's keywords, once per path.
         summary: what a finished path adds to its trajectory's config, from the prepared keywords.
+        metrics: the row a field evaluation measured, from the prepared keywords (None: the integrator records the
+            loss and gradient norm itself). Recorded at each output time from the evaluation at that very state.
+        worst: names in ``metrics`` recorded as their worst (largest) value over the evaluations that led to the
+            output time (the solver's steps and stages since the previous one), not only the one at it.
     """
 
     name: str
@@ -361,6 +369,8 @@ class Flow:
     stiffness: str = "gradient"
     prepare: Callable[[dict], dict] = dict
     summary: Callable[[dict], dict] = _no_summary
+    metrics: Callable[[dict], dict[str, float]] | None = None
+    worst: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.stiffness not in STIFFNESS_MODELS:
@@ -404,7 +414,8 @@ FLOWS: dict[str, Flow] = {flow.name: flow for flow in (
          stiffness="principal"),
     Flow("central", central, "central flow", 2, timed=True,
          options=("substeps", "critical", "track", "eig_tol", "max_k", "eig_refresh"),
-         prepare=_central_option, summary=_central_summary),
+         prepare=_central_option, summary=_central_summary, metrics=_central_metrics,
+         worst=("infeasibility", "complementarity")),
     Flow("heavy_ball_gf", heavy_ball_gf, "heavy-ball GF", 2, options=("momentum",)),
     Flow("heavy_ball", heavy_ball, "heavy-ball modified flow", 3, options=("momentum",), stiffness="igr"),
     Flow("sgd_modified", sgd_modified, "SGD modified flow", 3, options=("epoch",), stiffness="igr"),

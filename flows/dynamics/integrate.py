@@ -1,6 +1,6 @@
 """Integrate a flow with torchdiffeq on an output grid, and run GD beside it.
 
-``integrate(objective, θ0, flow="gf", lr=h, times=...)`` solves θ' = F(θ) from
+``integrate(objective, θ0, lr, steps, flow="gf")`` solves θ' = F(θ) from
 :data:`flows.dynamics.fields.FLOWS`; ``compare(objective, θ0, lr, steps, flows=...)``
 runs GD and each flow on the grid t = n·h and measures their drift
 ‖θ_GD(n) − θ_flow(n·h)‖ and loss gaps per step.
@@ -13,6 +13,7 @@ interrupted between chunks without losing what it computed.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import warnings
 from collections.abc import Sequence
@@ -30,10 +31,10 @@ from ..objective.objective import Objective
 from ..progress import Progress, progress_bar
 from ..records.events import Event
 from ..records.trajectory import Recorder, Trajectory, reserve_rows
-from ..validate import check_count, check_positive, loss_bound
+from ..validate import States, check_count, check_positive, loss_bound
 from .fields import FLOWS, Flow, LogBranch, get_flow
 from .gd import Budget, _initial, gradient_descent, keep_failure
-from .options import Recording, Solver, Spectrum, resolve
+from .options import SOLVER_NAMES, SPECTRUM_NAMES, Recording, Solver, Spectrum, check_option_names
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 FIXED_METHODS = ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams")
@@ -138,85 +139,128 @@ def _start(objective: Objective, theta0: Tensor | None, record: Flow, lr: float,
 
 def _eigen_options(objective: Objective, lr: float, spectrum: Spectrum) -> dict:
     """The eigenpair keywords of a top-k flow: k, a (warm-started) tracker and its refresh interval."""
-    refresh = spectrum.refresh
+    refresh = spectrum.eig_refresh
     if refresh is None:
         refresh = 0.0 if objective.dim <= DENSE_MAX_DIM else lr
-    tracker = spectrum.tracker or EigenTracker(k=min(spectrum.k, objective.dim), tol=spectrum.tol,
+    tracker = spectrum.tracker or EigenTracker(k=min(spectrum.k, objective.dim), tol=spectrum.eig_tol,
                                                method="dense" if objective.dim <= DENSE_MAX_DIM else "auto")
     return {"k": spectrum.k, "tracker": tracker, "refresh": refresh}
 
 
 def _solver_options(objective: Objective, theta: Tensor, record: Flow, lr: float, method: str,
                     solver: Solver) -> tuple[dict, float | None]:
-    """The torchdiffeq options: a fixed step (default: the stiffness bound) or the adaptive step limit."""
+    """The torchdiffeq options: a fixed-step grid (default step: the stiffness bound) or the adaptive step limit."""
     if method not in FIXED_METHODS:
         return {"max_num_steps": solver.max_num_steps}, solver.step_size
     step_size = solver.step_size
     if step_size is None:
         floor = 2.0 / lr if objective.dim > DENSE_MAX_DIM else 0.0
         step_size = min(lr, 1.0 / max(stiffness(objective, theta, record, lr, floor=floor), 1e-12))
-    return {"step_size": step_size}, step_size
+    return {"grid_constructor": _subdivided_grid(step_size)}, step_size
+
+
+def _subdivided_grid(step_size: float) -> Any:
+    """A torchdiffeq grid constructor: each output interval cut into the fewest equal steps ≤ ``step_size``.
+
+    So every output time is a solver time (no interpolation: torchdiffeq's own step grid steps past output times
+    that are not multiples of the step and interpolates linearly).
+    """
+    def grid(func: Any, y0: Tensor, t: Tensor) -> Tensor:
+        widths = t[1:] - t[:-1]
+        slack = 1 - 64 * torch.finfo(t.dtype).eps  # a width that is a multiple of the step up to round-off
+        pieces = torch.ceil(widths / step_size * slack).clamp(min=1).to(torch.long)
+        points = [t[:1]] + [t[i] + widths[i] * torch.arange(1, int(n) + 1, dtype=t.dtype, device=t.device) / n
+                            for i, n in enumerate(pieces.tolist())]
+        out = torch.cat(points)
+        ends = torch.cumsum(pieces, 0)
+        out[ends] = t[1:]  # the output times exactly, not t_i + w_i·n/n
+        return out
+
+    return grid
 
 
 def integrate(
     objective: Objective,
     theta0: Tensor | None = None,
-    flow: str = "gf",
     lr: float = 0.1,
-    times: Sequence[float] | Tensor | None = None,
-    method: str | None = None,
-    *,
     steps: int | None = None,
-    solver: Solver | None = None,
-    spectrum: Spectrum | None = None,
-    recording: Recording | None = None,
+    *,
+    flow: str = "gf",
+    times: Sequence[float] | Tensor | None = None,
+    method: str = "auto",
+    rtol: float | None = None,
+    atol: float | None = None,
+    step_size: float | None = None,
+    max_num_steps: int = 5_000,
+    chunk: int = 16,
+    k: int = 10,
+    tracker: EigenTracker | None = None,
+    eig_tol: float = 1e-3,
+    eig_refresh: float | None = None,
+    states: States = "full",
+    projection_size: int = 64,
     flow_options: dict | None = None,
     max_loss: float | None = None,
     time_budget: float | None = None,
     progress: Progress = None,
-    **shorthands: Any,
 ) -> Trajectory:
-    """Solve θ' = F_flow(θ; h=lr) from θ0 and record θ at ``times`` (or at t = n·lr, n ≤ steps).
+    """Solve θ' = F_flow(θ; h=lr) from θ0 and record θ at t = n·lr, n ≤ ``steps`` (or at ``times``).
 
     Args:
         objective: E.
         theta0: θ(0), shape (D,) (default ``objective.theta0``).
-        flow: a name in :data:`~flows.dynamics.fields.FLOWS`: ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``,
-            ``pf_topk_igr``, ``central``.
         lr: the learning rate h the field is built for (t = n·h is GD's time).
-        times: output times (a sequence or a 1-D tensor, increasing, from 0); or give ``steps``.
-        method: a torchdiffeq method (the positional shorthand of ``solver.method``).
-        steps: output at t = n·h for n = 0 … steps (instead of ``times``).
-        solver: a :class:`~flows.dynamics.options.Solver` (method, rtol/atol, step_size, max_num_steps, chunk);
-            ``method`` (also positional) and the other fields are accepted as keyword shorthands.
-            ``"auto"``: dopri5 for D ≤ 300, rk4 at the stiffness bound for networks (:func:`default_method`);
-            tolerances default by θ's precision (:func:`default_tolerances`); the fixed step defaults to
-            min(lr, 1/:func:`stiffness`), with λ_max taken ≥ 2/lr for networks (D > 300).
-        spectrum: a :class:`~flows.dynamics.options.Spectrum` for the top-k flows (shorthands ``k``, ``tracker``,
-            ``eig_tol``, ``eig_refresh``).
-        recording: a :class:`~flows.dynamics.options.Recording` (shorthands ``states``, ``projection_size``).
+        steps: output at t = n·h for n = 0 … steps (or give ``times``).
+        flow: a name in :data:`~flows.dynamics.fields.FLOWS`: ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``,
+            ``pf_topk_igr``, ``central``, ….
+        times: output times (a sequence or a 1-D tensor, increasing, from 0) instead of ``steps``.
+        method: ``"auto"`` (dopri5 for D ≤ 300, rk4 at the stiffness bound for networks, :func:`default_method`) or a
+            torchdiffeq method.
+        rtol: adaptive relative tolerance; None: by θ's precision (:func:`default_tolerances`).
+        atol: adaptive absolute tolerance; None: by θ's precision.
+        step_size: the most a fixed-step method steps; None: min(lr, 1/:func:`stiffness`), with λ_max taken ≥ 2/lr
+            for networks (D > 300). Each interval between output times is cut into equal steps no longer than this,
+            so the solver steps onto every output time.
+        max_num_steps: adaptive solver steps allowed per chunk before it gives up.
+        chunk: output times advanced per torchdiffeq call (the unit of progress, checks and interrupts).
+        k: eigenpairs of the top-k flows (``pf_topk``, ``pf_topk_igr``).
+        tracker: a warm-started :class:`~flows.EigenTracker` for them (kept warm across calls).
+        eig_tol: residual tolerance of the tracker integrate makes (‖Hu − λu‖ ≤ eig_tol·|λ|).
+        eig_refresh: flow time between eigen solves (0: every evaluation; None: 0 for D ≤ 300, h otherwise).
+        states: what the trajectory keeps of θ: ``"full"``, ``"projection"`` or ``"none"`` (:class:`Recording`).
+        projection_size: directions of the random projection (``states="projection"``).
         flow_options: options of the field, checked against its record: for ``pf``, ``branch`` =
             ``"principal"`` (default) or ``"continued"`` (:class:`~flows.dynamics.fields.LogBranch`); for ``pf_topk``,
             ``rest``; for ``central``, ``substeps`` (the SDCP's relaxation time h/substeps), ``critical``,
-            ``track``, ``eig_tol``, ``max_k`` (:class:`~flows.dynamics.central.CentralState`).
+            ``track``, ``eig_tol``, ``max_k``, ``eig_refresh`` (:class:`~flows.dynamics.central.CentralState`).
         max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
         time_budget: wall-clock seconds; then status ``"stopped"``, a ``time_budget`` event, work kept.
         progress: a bar over flow time (None: shown once the call has run for 2 s).
-        **shorthands: the option objects' fields as keywords (:data:`~flows.dynamics.options.SHORTHANDS`).
 
     Returns:
-        a :class:`Trajectory` (``pf`` states complex; metrics: loss of the real part, ``imag_norm`` = ‖Im θ‖).
-        A solver failure returns the work done, status ``"failed"`` and a ``solver_failure`` event saying
-        what to try; ``pf`` branch-cut crossings are counted in ``config["pf_branch_crossings"]`` and the
-        first is a ``pf_branch_cut`` event.
+        a :class:`Trajectory` (``pf`` states complex; metrics: loss of the real part, ``imag_norm`` = ‖Im θ‖; a
+        flow with its own measurements, as ``central``, records its row instead). A solver failure returns the work
+        done, status ``"failed"`` and a ``solver_failure`` event saying what to try; ``pf`` branch-cut crossings are
+        counted in ``config["pf_branch_crossings"]`` and the first is a ``pf_branch_cut`` event.
     """
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
-    if method is not None:
-        shorthands["method"] = method
-    opts = resolve("integrate", {"solver": solver, "spectrum": spectrum, "recording": recording}, shorthands)
-    solver, spectrum, recording = opts["solver"], opts["spectrum"], opts["recording"]
-    record = get_flow(flow)
+    if isinstance(lr, str):
+        raise TypeError(f"lr must be a number, got {lr!r}: the flow is a keyword since driftlab 0.3.0, "
+                        f"integrate(objective, theta0, lr, steps, flow={lr!r})")
+    solver = Solver(method, rtol, atol, step_size, max_num_steps, chunk)
+    spectrum = Spectrum(k, tracker, eig_tol, eig_refresh)
+    recording = Recording(states, projection_size)
+    return _integrate(objective, theta0, lr, steps, times, get_flow(flow), solver, spectrum, recording, flow_options,
+                      max_loss, time_budget, progress)
+
+
+def _integrate(objective: Objective, theta0: Tensor | None, lr: float, steps: int | None,
+               times: Sequence[float] | Tensor | None, record: Flow, solver: Solver, spectrum: Spectrum,
+               recording: Recording, flow_options: dict | None, max_loss: float | None, time_budget: float | None,
+               progress: Progress) -> Trajectory:
+    """:func:`integrate` with its settings checked into records."""
+    flow = record.name
     method = _method(objective, solver)
     lr = check_positive("lr", lr)
     budget = Budget(time_budget)
@@ -302,6 +346,10 @@ class _FlowRun:
         self.error: BaseException | None = None
         self.bar: Any = None
         self._shown = 0.0
+        self.output_index: dict[float, int] = {}  # output time → row, for flows that measure their own rows
+        self.output_times: list[float] = []
+        self.measured: dict[int, tuple[Tensor, dict[str, float]]] = {}  # row → (state, row) of an evaluation there
+        self.worst: dict[int, dict[str, float]] = {}  # row → worst values of the evaluations since the last row
 
     def result(self, config: dict, status: str) -> Trajectory:
         """The trajectory recorded, with the exception that stopped the run (if any) as ``.error``."""
@@ -324,22 +372,62 @@ class _FlowRun:
         if self.bar is not None and now - self._shown > 1.0:  # visible progress inside a long chunk too
             self._shown = now
             self.bar.set_postfix(t=f"{self.t:.4g}", evals=self.evals, refresh=now - self.budget.start > 2.0)
+        return self.pack(self.field(self.t, self.unpack(y)))
+
+    def field(self, t: float, z: Tensor) -> Tensor:
+        """F(z) at flow time t; a flow that measures its rows keeps the evaluation's row (:meth:`_observe`)."""
         try:
-            timed = {"t": self.t} if self.flow.timed else {}
-            out = self.pack(self.flow(self.objective, self.unpack(y), self.lr, **timed, **self.options))
+            timed = {"t": t} if self.flow.timed else {}
+            out = self.flow(self.objective, z, self.lr, **timed, **self.options)
         except (NonFiniteSpectrumError, torch.linalg.LinAlgError) as err:  # the state has blown up
-            raise _DivergedError(f"eigendecomposition failed at t={self.t:.6g}: {err}") from None
+            raise _DivergedError(f"eigendecomposition failed at t={t:.6g}: {err}") from err
+        except ArithmeticError as err:  # the field stopped existing (the central flow over a quadratic direction)
+            raise _DivergedError(f"{err} (t={t:.6g})") from err
+        if self.flow.metrics is not None:
+            self._observe(t, z)
         if not bool(torch.isfinite(out).all()):
-            raise _DivergedError(f"non-finite vector field at t={self.t:.6g}")
+            raise _DivergedError(f"non-finite vector field at t={t:.6g}")
         return out
 
-    def record(self, t: float, z: Tensor) -> float:
-        real = z.real.contiguous() if z.is_complex() else z
-        loss, grad = self.objective.loss_and_grad(real)
-        row = {"loss": float(loss), "grad_norm": float(torch.linalg.vector_norm(grad)), "evals": self.evals}
-        if self.is_complex:
-            row["imag_norm"] = float(torch.linalg.vector_norm(z.imag))
-        self.rec.add(t, z, **row)
+    def _observe(self, t: float, z: Tensor) -> None:
+        """Keep an evaluation's row if it is at an output time; fold its ``worst`` values into the next row's."""
+        assert self.flow.metrics is not None
+        row = self.flow.metrics(self.options)
+        at = self.output_index.get(t)
+        if at is not None:
+            self.measured[at] = (z.detach().clone(), row)
+        following = bisect.bisect_right(self.output_times, t)  # t in [t_{j-1}, t_j) counts towards row j
+        worst = self.worst.setdefault(following, {})
+        for name in self.flow.worst:
+            worst[name] = max(worst.get(name, -math.inf), row[name])
+
+    def _measured_row(self, index: int, t: float, z: Tensor) -> dict[str, float]:
+        """The row of the evaluation made at this very state during the solve, or of a fresh one."""
+        assert self.flow.metrics is not None
+        hit = self.measured.pop(index, None)
+        if hit is not None and torch.equal(hit[0], z):
+            row = dict(hit[1])
+        else:  # the last point of a chunk, or an output time the solver did not step onto
+            self.evals += 1
+            self.field(t, z)
+            row = dict(self.flow.metrics(self.options))
+        for name, value in self.worst.pop(index, {}).items():
+            row[name] = max(row[name], value)
+        for stale in [key for key in self.measured if key <= index]:
+            del self.measured[stale]
+        return row
+
+    def record(self, index: int, t: float, z: Tensor) -> float:
+        """Add output row ``index`` at time t; its loss."""
+        if self.flow.metrics is not None:
+            row = self._measured_row(index, t, z)
+        else:
+            real = z.real.contiguous() if z.is_complex() else z
+            loss, grad = self.objective.loss_and_grad(real)
+            row = {"loss": float(loss), "grad_norm": float(torch.linalg.vector_norm(grad))}
+            if self.is_complex:
+                row["imag_norm"] = float(torch.linalg.vector_norm(z.imag))
+        self.rec.add(t, z, **row, evals=self.evals)
         return row["loss"]
 
     def solve(self, theta: Tensor, grid: Tensor, method: str, rtol: float, atol: float, solver_options: dict,
@@ -347,8 +435,14 @@ class _FlowRun:
         """Advance ``chunk`` grid intervals per torchdiffeq call; the final status."""
         rec, status = self.rec, "complete"
         y = self.pack(theta)
-        max_loss = loss_bound(max_loss, self.record(float(grid[0]), theta))
         tgrid = grid.to(dtype=theta.real.dtype, device=y.device)
+        self.output_times = tgrid.tolist()
+        self.output_index = {t: i for i, t in enumerate(self.output_times)}
+        try:
+            first = self.record(0, self.output_times[0], theta)
+        except _DivergedError as err:  # nothing computed yet: the field's own error
+            raise (err.__cause__ or err) from None
+        max_loss = loss_bound(max_loss, first)
         self.bar = progress_bar(float(grid[-1] - grid[0]), progress, flow)
         i, step_chunk = 0, chunk
         try:
@@ -368,15 +462,19 @@ class _FlowRun:
                     except (_DivergedError, AssertionError) as err:
                         if len(seg) > 2:  # redo this chunk one grid interval at a time, keeping what can be reached
                             step_chunk = 1
+                            self.measured.clear()
+                            self.worst.clear()
                             continue
                         status = self._failure(err, i, flow)
                         break
                     except Exception:  # noqa: BLE001 - the model failed: redo the chunk point by point, then fail
                         if len(seg) > 2:
                             step_chunk = 1
+                            self.measured.clear()
+                            self.worst.clear()
                             continue
                         raise
-                    n_ok = self._record_chunk(seg, sol, max_loss)
+                    n_ok = self._record_chunk(i, seg, sol, max_loss)
                     if n_ok < len(seg) - 1:
                         status = "diverged"
                         break
@@ -398,10 +496,15 @@ class _FlowRun:
             self.bar.close()
         return status
 
-    def _record_chunk(self, seg: Tensor, sol: Tensor, max_loss: float) -> int:
-        """Record the chunk's points up to a divergence; how many were fine."""
+    def _record_chunk(self, start: int, seg: Tensor, sol: Tensor, max_loss: float) -> int:
+        """Record the chunk's points (rows start+1 …) up to a divergence; how many were fine."""
         for j, (t, yy) in enumerate(zip(seg[1:], sol[1:])):
-            loss = self.record(float(t), self.unpack(yy))
+            try:
+                loss = self.record(start + j + 1, float(t), self.unpack(yy))
+            except _DivergedError as err:  # measuring the row's state needed the field, and it stopped existing
+                self.rec.events.append(Event("divergence", len(self.rec.times) - 1, float(t), {
+                    "reason": str(err)}).to_dict())
+                return j
             if not math.isfinite(loss) or loss > max_loss:
                 self.rec.events.append(Event("divergence", len(self.rec.times) - 1, float(t), {
                     "loss": loss, "last_finite_step": len(self.rec.times) - 2,
@@ -428,32 +531,42 @@ def compare(
     theta0: Tensor | None = None,
     lr: float = 0.1,
     steps: int = 50,
-    flows: Sequence[str] | str = ("gf", "igr", "pf_topk"),
     *,
-    solver: Solver | None = None,
-    spectrum: Spectrum | None = None,
-    recording: Recording | None = None,
+    flows: Sequence[str] | str = ("gf", "igr", "pf_topk"),
     flow_options: dict | None = None,
     time_budget: float | None = None,
     progress: Progress = None,
-    **shorthands: Any,
+    **options: Any,
 ) -> Comparison:
     """GD and each flow on the grid t = n·lr, n = 0..steps, with drift and loss gaps per step.
 
-    ``flows`` is a flow name or a sequence of names; ``solver``, ``spectrum`` and their keyword
-    shorthands go to every :func:`integrate` call; ``recording`` says what each flow's trajectory keeps
-    (the drift needs full states, so they are recorded in full and dropped afterwards). When GD
-    diverges at step m the flows are integrated only to t = m·lr (the drift is undefined past it;
-    ``config["horizon"]`` of each flow says so). ``time_budget`` (seconds) bounds the whole call:
-    each flow gets what GD and the earlier flows left. Everything is checked before GD runs. A Ctrl-C ends
-    the whole call: the part it interrupted is kept as it stood (status ``interrupted``) and the flows not yet
-    started are left out of ``flows``.
+    Args:
+        objective: E.
+        theta0: θ(0) (default ``objective.theta0``).
+        lr: GD's rate h, the flows' h.
+        steps: GD steps; the flows are recorded at t = n·h.
+        flows: a flow name or a sequence of names.
+        flow_options: given to every flow (see :func:`integrate`).
+        time_budget: seconds for the whole call: each flow gets what GD and the earlier flows left.
+        progress: as in :func:`integrate`.
+        **options: :func:`integrate`'s solver, spectrum and recording keywords (:data:`OPTION_NAMES`), given to
+            every flow. The drift needs full states, so they are recorded in full and dropped afterwards when
+            ``states`` asks for less.
+
+    Returns:
+        the :class:`Comparison`. When GD diverges at step m the flows are integrated only to t = m·lr (the drift is
+        undefined past it; ``config["horizon"]`` of each flow says so). Everything is checked before GD runs. A
+        Ctrl-C ends the whole call: the part it interrupted is kept as it stood (status ``interrupted``) and the
+        flows not yet started are left out of ``flows``.
     """
     if isinstance(flows, str):
         flows = (flows,)
     for name in flows:
         get_flow(name)  # a ValueError naming the valid choices
-    opts = resolve("compare", {"solver": solver, "spectrum": spectrum, "recording": recording}, shorthands)
+    check_option_names("compare", options)
+    recording = Recording(options.pop("states", "full"), options.get("projection_size", 64))
+    Solver(**{f: options[f] for f in SOLVER_NAMES if f in options})  # checked before GD runs
+    Spectrum(**{f: options[f] for f in SPECTRUM_NAMES if f in options})
     budget = Budget(time_budget)
     theta = _initial(objective, theta0)
     gd = gradient_descent(objective, theta, lr, steps, states="full", progress=progress,
@@ -463,8 +576,8 @@ def compare(
     for name in flows:
         if horizon < 1 or budget.exceeded() or _interrupted(result):
             break  # one Ctrl-C ends the whole call: the parts done are kept as they stood
-        traj = integrate(objective, theta, name, lr, steps=horizon, solver=opts["solver"], spectrum=opts["spectrum"],
-                         flow_options=flow_options, progress=progress, time_budget=budget.remaining())
+        traj = integrate(objective, theta, lr, horizon, flow=name, flow_options=flow_options, progress=progress,
+                         time_budget=budget.remaining(), **options)
         traj.config["horizon"] = horizon
         if horizon < steps:
             traj.config["horizon_reason"] = f"GD {gd.status} at step {horizon}"
@@ -472,10 +585,73 @@ def compare(
         states = traj.state_matrix()
         result.drift[name] = np.linalg.norm(np.real(states[:n]) - gd.state_matrix()[:n], axis=1)
         result.loss_gap[name] = traj.losses[:n] - gd.losses[:n]
-        if opts["recording"].states != "full":
+        if recording.states != "full":
             traj.states, traj.state_mode = None, "none"
         result.flows[name] = traj
     return result
+
+
+def central_flow(objective: Objective, theta0: Tensor | None, lr: float, steps: int, *, substeps: int = 4,
+                 critical: float = 1.95, track: float = 0.75, eig_tol: float = 1e-3, max_k: int = 16,
+                 eig_refresh: float = 0.0, states: States = "none", projection_size: int = 64,
+                 max_loss: float | None = None, time_budget: float | None = None,
+                 progress: Progress = None) -> Trajectory:
+    """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps in the paper's discretisation.
+
+    That is Euler substeps of dt = 1/substeps GD steps (module docstring): exactly
+    ``integrate(objective, theta0, lr, steps, flow="central", method="euler", step_size=lr / substeps,
+    flow_options=...)``, which this calls; other torchdiffeq methods integrate the same field.
+
+    Args:
+        objective: E, real; float64 recommended.
+        theta0: θ(0), shape (D,), real (default ``objective.theta0``).
+        lr: GD's rate η > 0.
+        steps: GD steps to cover; each is ``substeps`` Euler substeps of dt = 1/substeps.
+        substeps: Euler substeps per GD step (the stability is linearised over one).
+        critical: ηλ above which an eigen-direction is critical (1.95).
+        track: the tracker follows every eigenvalue above track·2/η (0.75, :class:`EigenTracker` threshold mode).
+        eig_tol: relative eigen-residual tolerance of the tracker.
+        max_k: most eigenpairs tracked.
+        eig_refresh: flow time between eigen solves (0: every substep; η: once per GD step, with Rayleigh–Ritz
+            on the kept subspace in between, :class:`CentralState`).
+        states: what the trajectory keeps of θ at each GD step: ``"full"``, ``"projection"`` or ``"none"``.
+        projection_size: directions of the random projection (``states="projection"``).
+        max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
+        time_budget: wall-clock seconds; then status ``"stopped"``, a ``time_budget`` event, work kept.
+        progress: a progress bar over flow time (None: shown once the run has taken 2 s).
+
+    Returns:
+        A :class:`Trajectory` with one row per GD step n = 0 … steps at t = n·η: ``loss``, ``grad_norm``,
+        ``predicted_loss`` (E + ½⟨H, Σ⟩, the predicted time average of GD's loss), ``predicted_grad_norm2``
+        (‖∇E‖² + ⟨Σ, H²⟩), ``sharpness``, ``critical`` (directions with ηλ > ``critical``), ``k`` (pairs
+        tracked), ``infeasibility`` and ``complementarity`` (the worst SDCP residuals of the substeps that led to
+        the step and of the step's own) and ``sigma_i`` (the eigenvalues of X, the oscillation variances, NaN
+        beyond the step's critical count). Its config holds the settings and the work (``eigen_matvecs``,
+        ``third_products``, ``evaluations``, ``central_seconds`` per part). Status ``complete``; ``diverged`` (the
+        loss turned non-finite, or the flow stopped existing: a critical direction without third derivative, with
+        a warning), ``interrupted`` (Ctrl-C), ``stopped`` (time budget) or ``failed`` (the model raised: the
+        exception in ``.error``), each with the steps done kept and an event saying why. A flow that does not exist
+        at θ0 raises the ArithmeticError.
+    """
+    if theta0 is not None and torch.is_tensor(theta0) and theta0.is_complex():
+        raise TypeError("theta0 is complex, but the central flow is a flow of a real θ; pass theta0.real")
+    lr, steps = check_positive("lr", lr), check_count("steps", steps)
+    check_count("substeps", substeps, minimum=1)
+    options = {"substeps": substeps, "critical": critical, "track": track, "eig_tol": eig_tol, "max_k": max_k,
+               "eig_refresh": eig_refresh}
+    traj = integrate(objective, theta0, lr, steps, flow="central", method="euler", step_size=lr / substeps,
+                     flow_options=options, states=states, projection_size=projection_size, max_loss=max_loss,
+                     time_budget=time_budget, progress=progress)
+    traj.config.update(kind="central", steps=steps, central_tol=eig_tol, central_max_k=max_k, eig_refresh=eig_refresh,
+                       evaluations=traj.config["field_evaluations"])
+    if traj.status == "diverged":
+        warnings.warn(f"central flow stopped after {len(traj) - 1} GD steps: {traj.events[-1].get('reason')}; the "
+                      "steps done are returned (status 'diverged')", RuntimeWarning, stacklevel=2)
+    return traj
+
+
+CentralFlowResult = Trajectory
+"""What :func:`central_flow` returns: a :class:`Trajectory` since driftlab 0.3.0 (the name is kept for imports)."""
 
 
 def _interrupted(result: Comparison) -> bool:
@@ -485,29 +661,24 @@ def _interrupted(result: Comparison) -> bool:
 def local_error(
     objective: Objective,
     theta: Tensor | None = None,
-    flow: str = "gf",
     lr: float = 0.1,
     *,
-    solver: Solver | None = None,
-    spectrum: Spectrum | None = None,
+    flow: str = "gf",
     flow_options: dict | None = None,
-    **shorthands: Any,
+    **options: Any,
 ) -> float:
     """‖θ_flow(h) − (θ − h∇E(θ))‖: how far one GD step lands from the flow after time h.
 
-    Backward error analysis predicts O(h²) for GF, O(h³) for IGR and O(h⁴)
-    for the third-order flow; on a quadratic the PF error is zero. The default
-    solver is dopri8 at rtol 1e-13, atol 1e-15 (float64): looser tolerances hide the O(h⁴) terms.
+    Backward error analysis predicts O(h²) for GF, O(h³) for IGR and O(h⁴) for the third-order flow; on a quadratic
+    the PF error is zero. ``options`` are :func:`integrate`'s solver and spectrum keywords; the default solver is
+    dopri8 at rtol 1e-13, atol 1e-15 (float64): looser tolerances hide the O(h⁴) terms.
     """
     lr = check_positive("lr", lr)
-    if solver is None:
-        defaults = {"method": "dopri8", "rtol": 1e-13, "atol": 1e-15}
-        shorthands = {**defaults, **shorthands}
-    opts = resolve("local_error", {"solver": solver, "spectrum": spectrum, "recording": None}, shorthands)
+    check_option_names("local_error", options)
+    options = {"method": "dopri8", "rtol": 1e-13, "atol": 1e-15, **options}  # the caller's keywords win
     theta = _initial(objective, theta)
     gd_step = theta - lr * objective.grad(theta)
-    traj = integrate(objective, theta, flow, lr, times=[0.0, lr], solver=opts["solver"], spectrum=opts["spectrum"],
-                     recording=opts["recording"], flow_options=flow_options)
+    traj = integrate(objective, theta, lr, flow=flow, times=[0.0, lr], flow_options=flow_options, **options)
     if traj.status == "interrupted":  # Ctrl-C reached the integrator: the caller asked to stop, so stop
         raise KeyboardInterrupt
     if traj.status != "complete":

@@ -1,18 +1,14 @@
-"""Option objects of the integrator.
+"""The settings of the integrator, as frozen records.
 
 How to solve (:class:`Solver`), which eigenpairs the top-k flows use (:class:`Spectrum`), and what to keep
-(:class:`Recording`).
-
-``integrate``, ``compare`` and ``local_error`` take the same three objects::
-
-    integrate(obj, θ0, "pf_topk", h, steps=n, solver=Solver("rk4", step_size=h / 4), spectrum=Spectrum(k=5))
-
-Each field also has a keyword shorthand (``rtol=``, ``step_size=``, ``k=``, ``eig_tol=``, ``states=`` …, see
-:data:`SHORTHANDS`); giving a setting both ways, or an unknown keyword, is a TypeError that names the valid ones.
+(:class:`Recording`). Their fields are exactly the keywords of ``integrate``, ``compare`` and ``local_error``
+(``method=``, ``rtol=``, ``step_size=``, ``k=``, ``eig_tol=``, ``states=`` …): the runners build and check
+these records from the keywords, so a record a user holds passes on as ``integrate(..., **vars(solver))``.
+``gradient_descent`` and ``central_flow`` take the :class:`Recording` keywords too.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..curvature.spectrum import EigenTracker
@@ -54,20 +50,20 @@ class Spectrum:
     Attributes:
         k: how many pairs.
         tracker: a warm-started :class:`~flows.EigenTracker` to use (and keep warm across calls).
-        tol: residual tolerance of the tracker integrate makes (‖Hu − λu‖ ≤ tol·|λ|).
-        refresh: re-solve only after this much flow time (0: every evaluation; None: 0 for D ≤ 300, h otherwise).
+        eig_tol: residual tolerance of the tracker integrate makes (‖Hu − λu‖ ≤ eig_tol·|λ|).
+        eig_refresh: re-solve only after this much flow time (0: every evaluation; None: 0 for D ≤ 300, h otherwise).
     """
 
     k: int = 10
     tracker: EigenTracker | None = None
-    tol: float = 1e-3
-    refresh: float | None = None
+    eig_tol: float = 1e-3
+    eig_refresh: float | None = None
 
     def __post_init__(self) -> None:
         check_count("k", self.k, minimum=1)
-        check_positive("eig_tol", self.tol)
-        if self.refresh is not None:
-            check_positive("eig_refresh", self.refresh, allow_zero=True)
+        check_positive("eig_tol", self.eig_tol)
+        if self.eig_refresh is not None:
+            check_positive("eig_refresh", self.eig_refresh, allow_zero=True)
         if self.tracker is not None and not isinstance(self.tracker, EigenTracker):
             raise TypeError(f"tracker must be a flows.EigenTracker, got {type(self.tracker).__name__}")
 
@@ -88,33 +84,15 @@ class Recording:
         check_count("projection_size", self.projection_size, minimum=1)
 
 
-# keyword shorthand → (option object, field)
-SHORTHANDS: dict[str, tuple[str, str]] = {
-    "method": ("solver", "method"), "rtol": ("solver", "rtol"), "atol": ("solver", "atol"),
-    "step_size": ("solver", "step_size"), "max_num_steps": ("solver", "max_num_steps"), "chunk": ("solver", "chunk"),
-    "k": ("spectrum", "k"), "tracker": ("spectrum", "tracker"), "eig_tol": ("spectrum", "tol"),
-    "eig_refresh": ("spectrum", "refresh"),
-    "states": ("recording", "states"), "projection_size": ("recording", "projection_size"),
-}
-_CLASSES = {"solver": Solver, "spectrum": Spectrum, "recording": Recording}
+OPTION_RECORDS = (Solver, Spectrum, Recording)
+SOLVER_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Solver))
+SPECTRUM_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Spectrum))
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for record in OPTION_RECORDS for f in fields(record))
+"""Every keyword the three records take (``method`` … ``chunk``, ``k`` … ``eig_refresh``, ``states``, …)."""
 
 
-def resolve(caller: str, given: dict[str, Any], shorthands: dict[str, Any]) -> dict[str, Any]:
-    """The three option objects from those ``given`` (None: defaults) and keyword shorthands.
-
-    An unknown shorthand, or a setting given both in an object and as a keyword, raises a TypeError.
-    """
-    unknown = sorted(set(shorthands) - set(SHORTHANDS))
+def check_option_names(caller: str, given: dict[str, Any]) -> None:
+    """A TypeError naming the valid keywords when ``given`` holds one that no option record has."""
+    unknown = sorted(set(given) - set(OPTION_NAMES))
     if unknown:
-        raise TypeError(f"{caller}() got unknown keyword argument(s) {unknown}; valid: solver=, spectrum=, "
-                        f"recording=, {', '.join(SHORTHANDS)}")
-    out = {}
-    for name, cls in _CLASSES.items():
-        obj = given.get(name)
-        if obj is not None and not isinstance(obj, cls):
-            raise TypeError(f"{name} must be a flows.{cls.__name__}, got {type(obj).__name__}")
-        changes = {SHORTHANDS[key][1]: value for key, value in shorthands.items() if SHORTHANDS[key][0] == name}
-        if obj is not None and changes:
-            raise TypeError(f"{caller}(): give {', '.join(sorted(changes))} inside {name}= or as keywords, not both")
-        out[name] = obj if obj is not None else cls(**changes)
-    return out
+        raise TypeError(f"{caller}() got unknown keyword argument(s) {unknown}; valid: {', '.join(OPTION_NAMES)}")

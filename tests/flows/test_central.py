@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from flows import Objective, Trajectory
-from flows.dynamics.central import central_flow, sigma_matrix
+from flows import Objective, Trajectory, central_flow
+from flows.dynamics.central import sigma_matrix
 
 
 def test_below_the_edge_it_is_the_euler_discretised_gradient_flow():
@@ -115,11 +115,11 @@ def test_the_registered_field_through_integrate_is_the_papers_discretisation_wit
     obj, lr = _edge_mlp()
     steps = 12
     euler_cf = central_flow(obj, obj.theta0, lr, steps, states="full").state_matrix()
-    traj = integrate(obj, obj.theta0, "central", lr, steps=steps, method="euler", step_size=lr / 4)
+    traj = integrate(obj, obj.theta0, lr, flow="central", steps=steps, method="euler", step_size=lr / 4)
     np.testing.assert_allclose(traj.state_matrix(), euler_cf, rtol=0, atol=1e-13)
     assert traj.config["eigen_matvecs"] > 0 and traj.config["central_substeps"] == 4
-    rk4 = integrate(obj, obj.theta0, "central", lr, steps=steps, method="rk4", step_size=lr / 8).state_matrix()
-    dopri = integrate(obj, obj.theta0, "central", lr, steps=steps, method="dopri5").state_matrix()
+    rk4 = integrate(obj, obj.theta0, lr, flow="central", steps=steps, method="rk4", step_size=lr / 8).state_matrix()
+    dopri = integrate(obj, obj.theta0, lr, flow="central", steps=steps, method="dopri5").state_matrix()
     gap_methods = np.abs(rk4 - dopri).max()
     gap_euler = np.abs(rk4 - euler_cf).max()
     assert gap_methods < 0.05 * gap_euler, (gap_methods, gap_euler)
@@ -131,11 +131,11 @@ def test_central_flow_options_are_checked():
 
     obj, lr = _edge_mlp()
     with pytest.raises(ValueError, match="substeps"):
-        integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"substeps": 0})
+        integrate(obj, obj.theta0, lr, flow="central", steps=1, flow_options={"substeps": 0})
     with pytest.raises(ValueError, match="valid choices: substeps, critical, track, eig_tol, max_k, eig_refresh"):
-        integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"k": 3})
+        integrate(obj, obj.theta0, lr, flow="central", steps=1, flow_options={"k": 3})
     with pytest.raises(ValueError, match="critical"):
-        integrate(obj, obj.theta0, "central", lr, steps=1, flow_options={"critical": 2.5})
+        integrate(obj, obj.theta0, lr, flow="central", steps=1, flow_options={"critical": 2.5})
 
 
 def test_a_run_stopped_midway_keeps_its_steps_and_says_why():

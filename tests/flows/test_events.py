@@ -48,11 +48,11 @@ def test_flow_events_round_trip_every_field():
     toy = toys.get("sharp-valley")
     start = torch.tensor([0.3, 0.3], dtype=torch.float64)
     records = []
-    records += integrate(toy, start, "gf", 5.0, steps=20, method="rk4", step_size=1.0).events  # divergence
+    records += integrate(toy, start, 5.0, flow="gf", steps=20, method="rk4", step_size=1.0).events  # divergence
     with pytest.warns(RuntimeWarning, match="max_num_steps"):
-        records += integrate(toy, start, "gf", 0.1, steps=5, method="dopri5", max_num_steps=2).events  # failure
+        records += integrate(toy, start, 0.1, flow="gf", steps=5, method="dopri5", max_num_steps=2).events  # failure
     with pytest.warns(RuntimeWarning):
-        records += integrate(toys.get("cubic"), torch.tensor([0.6, 0.5], dtype=torch.float64), "pf", 0.5,
+        records += integrate(toys.get("cubic"), torch.tensor([0.6, 0.5], dtype=torch.float64), 0.5, flow="pf",
                              steps=20, method="rk4", step_size=0.025).events  # branch cut
     kinds = set()
     for record in records:

@@ -42,7 +42,7 @@ def test_gf_equals_matrix_exponential():
 
 def _local_errors(flow, hs, name="cubic"):
     obj = toys.get(name)
-    return np.array([local_error(obj, obj.theta0, flow, h) for h in hs])
+    return np.array([local_error(obj, obj.theta0, h, flow=flow) for h in hs])
 
 
 @pytest.mark.parametrize("flow,order", [("gf", 2), ("igr", 3), ("third_order", 4), ("pf", 3)])
@@ -200,7 +200,7 @@ def test_time_budget_stops_a_stalling_solve_and_keeps_what_it_reached():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # the continued branch winds around hλ = 1 here and dopri5 crawls (measured: no progress in 190 s)
-        traj = integrate(obj, theta0, "pf", 0.5, steps=20, flow_options={"branch": "continued"}, time_budget=2.0,
+        traj = integrate(obj, theta0, 0.5, flow="pf", steps=20, flow_options={"branch": "continued"}, time_budget=2.0,
                          progress=False)
     assert time.monotonic() - start < 15
     assert traj.status == "stopped"
@@ -236,7 +236,7 @@ def test_log_progress_prints_stdout_lines_and_bad_values_are_named(capsys, monke
     assert any(" gf: " in line and "/0.3 (" in line for line in lines), captured.out
     assert any(" GD: 4/4 (100%)" in line for line in lines), captured.out
     assert not any(" GD: 5/4" in line for line in lines), captured.out  # a bar over steps, not rows
-    assert any(" central flow: 2/2 (100%)" in line for line in lines), captured.out
+    assert any(" central: 0.2/0.2 (100%)" in line for line in lines), captured.out
     assert captured.err == ""
     for call in (lambda: gradient_descent(obj, None, 0.1, 2, progress="bar"),
                  lambda: integrate(obj, flow="gf", lr=0.1, steps=2, progress=1.5)):

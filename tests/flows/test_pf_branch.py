@@ -51,13 +51,13 @@ def test_pf_crossing_the_cut_is_reported_converges_and_tracks_gd():
     assert gd.status == "complete" and gd.losses[-1] < 1e-5
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        adaptive = integrate(obj, theta0, "pf", H, steps=STEPS, time_budget=120)
+        adaptive = integrate(obj, theta0, H, flow="pf", steps=STEPS, time_budget=120)
     assert adaptive.status == "complete"
     assert adaptive.config["pf_branch"] == "principal" and adaptive.config["pf_branch_crossings"] >= 1
     cut = [e for e in adaptive.events if e["kind"] == "pf_branch_cut"]
     assert len(cut) == 1 and 0 < cut[0]["time"] < STEPS * H
     assert any("branch cut" in str(w.message) for w in caught)
-    fixed = integrate(obj, theta0, "pf", H, steps=STEPS, method="rk4", step_size=H / 20)
+    fixed = integrate(obj, theta0, H, flow="pf", steps=STEPS, method="rk4", step_size=H / 20)
     # the same solution from two solvers: the field's jump at the cut leaves a well-posed ODE
     assert np.abs(np.real(fixed.states) - np.real(adaptive.states)).max() < 0.01
 
@@ -67,8 +67,8 @@ def test_pf_crossing_the_cut_is_reported_converges_and_tracks_gd():
     # measured: PF 0.103, third order 0.106, IGR 0.144, GF 0.231 (the PF is the closest model of GD here)
     d_pf = drift(adaptive)
     assert d_pf < 0.12
-    assert d_pf < drift(integrate(obj, theta0, "igr", H, steps=STEPS))
-    assert d_pf < drift(integrate(obj, theta0, "gf", H, steps=STEPS))
+    assert d_pf < drift(integrate(obj, theta0, H, flow="igr", steps=STEPS))
+    assert d_pf < drift(integrate(obj, theta0, H, flow="gf", steps=STEPS))
 
 
 def test_continued_branch_keeps_the_field_continuous_along_a_path():

@@ -27,9 +27,9 @@ def _raising_below(threshold: float) -> Objective:
 
 
 def test_central_flow_stops_diverged_when_the_loss_turns_nan():
-    with pytest.warns(RuntimeWarning, match="not finite"):
+    with pytest.warns(RuntimeWarning, match="stopped after 7 GD steps: loss non-finite"):
         run = central_flow(_nan_loss_below(0.5), THETA0, 0.1, 20)
-    assert run.status == "diverged" and "GD step 7" in run.events[-1]["reason"]  # 0.9⁷ = 0.478 < 0.5
+    assert run.status == "diverged" and run.events[-1]["step"] == 7  # 0.9⁷ = 0.478 < 0.5
     assert run.events[-1]["kind"] == "divergence"
     assert len(run) == 8 and np.isfinite(run.losses[:7]).all()
 
@@ -44,7 +44,7 @@ def test_an_exception_mid_run_returns_the_steps_done_as_failed(runner):
         elif runner == "central":
             run = central_flow(obj, THETA0, 0.1, 20)
         else:
-            run = integrate(obj, THETA0, runner, 0.1, steps=20, method="rk4", step_size=0.05)
+            run = integrate(obj, THETA0, 0.1, flow=runner, steps=20, method="rk4", step_size=0.05)
     assert run.status == "failed"
     assert isinstance(run.error, RuntimeError) and "simulator crashed" in str(run.error)
     assert any("failed" in str(w.message) or "stopped" in str(w.message) for w in caught)

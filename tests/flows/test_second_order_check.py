@@ -70,14 +70,14 @@ def test_the_silent_error_exists_and_every_second_order_entry_refuses_it():
     needle = r"layer '1' \(_Act, Function _OnceTanh\).*once_differentiable"
     calls = [lambda: bad.hvp(theta, v), lambda: bad.hessian_operator(theta), lambda: bad.hessian(theta),
              lambda: bad.third_derivatives(theta, v), lambda: top_eigenpairs(bad, theta, k=1),
-             lambda: EigenTracker(k=1).update(bad, theta), lambda: integrate(bad, theta, "igr", 0.1, steps=2),
+             lambda: EigenTracker(k=1).update(bad, theta), lambda: integrate(bad, theta, 0.1, flow="igr", steps=2),
              lambda: central_flow(bad, theta, 0.1, 2)]
     for call in calls:
         with pytest.raises(ValueError, match=needle):
             call()
     # first-order tools keep working on the same model
     assert gradient_descent(bad, theta, 0.1, 3).status == "complete"
-    assert integrate(bad, theta, "gf", 0.1, steps=2).status == "complete"
+    assert integrate(bad, theta, 0.1, flow="gf", steps=2).status == "complete"
 
 
 def test_a_function_objective_names_the_function():
