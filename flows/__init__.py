@@ -19,11 +19,14 @@ from .curvature.spectrum import (
 from .curvature.trace import TraceEstimate, hessian_trace, trace
 
 # dynamics
+from .dynamics.adaptive import AdaptiveCentralState, adaptive_flow
 from .dynamics.central import CentralState
 from .dynamics.fields import FIELDS, FLOWS, Flow, get_flow, gf, igr, pf, pf_coefficient, pf_topk, third_order
 from .dynamics.gd import Controller, StepContext, StepDecision, gradient_descent
 from .dynamics.integrate import METHODS, CentralFlowResult, Comparison, central_flow, compare, integrate, local_error
 from .dynamics.options import Recording, Solver, Spectrum
+from .dynamics.rules import GD, RULES, Adam, RMSProp, RuleController, ScalarRMSProp, UpdateRule, get_rule
+from .dynamics.schedules import Constant, Schedule, StepDecay, WarmupCosine
 from .dynamics.sdcp import SDCPSolution, solve_sdcp
 from .objective import toys
 from .objective.hessian import HessianOperator
@@ -58,6 +61,8 @@ __all__ = [
     "Controller", "StepContext", "StepDecision", "gradient_descent",
     "METHODS", "Comparison", "compare", "integrate", "local_error", "Solver", "Spectrum", "Recording",
     "SDCPSolution", "solve_sdcp", "CentralFlowResult", "CentralState", "central_flow",
+    "UpdateRule", "GD", "ScalarRMSProp", "RMSProp", "Adam", "RULES", "get_rule", "RuleController",
+    "AdaptiveCentralState", "adaptive_flow", "Schedule", "Constant", "WarmupCosine", "StepDecay",
     # records
     "Trajectory", "Recorder", "TrajectoryFileError", "Progress", "gaussian_smoothed",
 ]

@@ -23,6 +23,7 @@ from ..progress import Progress, progress_bar
 from ..records.events import Event
 from ..records.trajectory import Recorder, Trajectory, reserve_rows
 from ..validate import check_count, check_positive, loss_bound
+from .schedules import Schedule, as_schedule
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class Budget:
 def gradient_descent(
     objective: Objective,
     theta0: Tensor | None = None,
-    lr: float = 0.1,
+    lr: float | Schedule = 0.1,
     steps: int = 100,
     controller: Controller | None = None,
     *,
@@ -158,13 +159,16 @@ def gradient_descent(
     ``refused_step`` event; θ stays at the last state).
     ``time_budget`` (wall-clock seconds) stops the run with status
     ``"stopped"`` and a ``time_budget`` event; ``progress`` shows a bar
-    (``None``: only when the run takes more than 2 s).
+    (``None``: only when the run takes more than 2 s). ``lr`` is a number or a schedule η(n) of the step
+    (:mod:`flows.dynamics.schedules`); a controller decides its own rate from ``ctx.lr`` = η(n).
 
     Returns:
         a :class:`Trajectory` with times t = Σ hᵢ.
     """
     theta = _initial(_check_objective(objective), theta0, real=True)
-    lr, steps = check_positive("lr", lr), check_count("steps", steps)
+    scheduled = callable(lr)
+    rates = as_schedule(lr if callable(lr) else check_positive("lr", lr))
+    steps = check_count("steps", steps)
     momentum = check_positive("momentum", momentum, allow_zero=True)
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
@@ -178,9 +182,10 @@ def gradient_descent(
     if max_loss is not None and not (isinstance(max_loss, (int, float)) and max_loss > 0):
         raise ValueError(f"max_loss must be None or a positive number, got {max_loss!r}")
     reserve_rows(steps + 1, objective.dim, states, projection_size, theta.element_size())
-    run = _GDRun(objective, lr, controller, momentum, max_loss, check_callbacks(callbacks),
+    run = _GDRun(objective, rates, controller, momentum, max_loss, check_callbacks(callbacks),
                  Budget(time_budget), Recorder(objective.dim, states, projection_size))
-    config = {"kind": "gd", "lr": lr, "steps": steps, "momentum": momentum, "objective": objective.name,
+    config = {"kind": "gd", "lr": repr(rates) if scheduled else rates(0.0), "steps": steps, "momentum": momentum,
+              "objective": objective.name,
               "controller": type(controller).__name__ if controller is not None else None,
               "controller_settings": controller.hyperparameters() if controller is not None else None,
               "dtype": str(theta.dtype), "device": str(theta.device)}
@@ -211,11 +216,12 @@ def _check_objective(objective: Objective) -> Objective:
 class _GDRun:
     """One GD run: the step with its checks, the callbacks, and the stop conditions."""
 
-    def __init__(self, objective: Objective, lr: float, controller: Controller | None, momentum: float,
+    def __init__(self, objective: Objective, rates: Schedule, controller: Controller | None, momentum: float,
                  max_loss: float | None,
                  callbacks: list[StepCallback], budget: Budget, rec: Recorder) -> None:
         self.objective = objective
-        self.lr = lr
+        self.rates = rates
+        lr = rates(0.0)
         self.controller = controller
         self.momentum = momentum
         self.max_loss = max_loss
@@ -276,7 +282,8 @@ class _GDRun:
             return theta, "diverged"
         # the context carries the runner's rate; the rate used is the decision's (at the last row, where no step
         # is taken, callbacks get the last rate used: lr when no step was taken)
-        ctx = StepContext(n, self.time, theta, loss, grad, self.objective, self.lr, self.momentum, hessian=hessian)
+        ctx = StepContext(n, self.time, theta, loss, grad, self.objective, self.rates(n), self.momentum,
+                          hessian=hessian)
         if last:
             self.rec.add(self.time, theta, **row)
             self.notify(ctx, StepDecision(self.last_lr))  # no step from the last row: the last rate used
