@@ -20,7 +20,7 @@ def test_pf_equals_gd_on_pf_quadratic(h):
     obj = toys.get("pf-quadratic")
     steps = 12
     gd = gradient_descent(obj, lr=h, steps=steps)
-    pf = integrate(obj, flow="pf", lr=h, steps=steps, rtol=1e-11, atol=1e-13)
+    pf = integrate(obj, flow="pf", lr=h, steps=steps, method="dopri8", rtol=1e-11, atol=1e-13)  # 5x fewer evals than dopri5
     assert pf.status == "complete"
     assert np.iscomplexobj(pf.states)
     np.testing.assert_allclose(pf.states.real, gd.states, rtol=0, atol=1e-6)
