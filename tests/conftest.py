@@ -5,8 +5,8 @@ Markers: ``slow`` (subprocess and end-to-end runs, minutes) and ``distributed`` 
 """
 import pytest
 import torch
+from models import fc_tanh, gaussian_mixture, half_mse
 
-from experiments.zoo.datasets import fc_tanh, gaussian_mixture, half_mse
 from flows import Objective
 from flows.objective import toys
 

@@ -111,7 +111,7 @@ def _is_package(module: str) -> bool:
     return (ROOT / module.replace(".", "/") / "__init__.py").exists()
 
 
-@pytest.mark.parametrize("package", PACKAGES)
+@pytest.mark.parametrize("package", [*PACKAGES, "tests"])
 def test_no_folder_holds_more_than_12_modules(package):
     crowded = {str(folder.relative_to(ROOT)): n for folder in [ROOT / package, *(ROOT / package).rglob("*")]
                if folder.is_dir() and folder.name != "__pycache__"
@@ -141,8 +141,10 @@ def test_lower_floors_import_on_their_own(module):
 
 
 def test_tests_of_flows_and_analysis_never_import_experiments():
+    """Nor does anything every test loads (the shared conftest and models)."""
+    shared = [ROOT / "tests" / "conftest.py", ROOT / "tests" / "models.py"]
     for folder in ("flows", "analysis"):
-        for path in (ROOT / "tests" / folder).rglob("*.py"):
+        for path in [*(ROOT / "tests" / folder).rglob("*.py"), *shared]:
             for node in ast.walk(ast.parse(path.read_text())):
                 names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
                          else [a.name for a in node.names] if isinstance(node, ast.Import) else [])

@@ -23,7 +23,7 @@ The rule w ← w − P(s)⁻¹d with state s has, in time t counted in steps,
 (q = ∂p/∂ν): not self-adjoint, since λᵢλⱼ ≠ λₖλₗ (the public code's TODO). driftlab uses HU = τPU, the value on
 the stability boundary where X is non-zero (complementarity), in diag(HΣH) for both the SDCP and the drift it
 takes, so that the step taken is the one the SDCP made stable and B is self-adjoint and PSD (checked on every
-solve; ``tests/flows/test_adaptive.py`` shows the exact form is not). The error is (λᵢλⱼ/τ² − 1) ≤ 5% at the
+solve; ``tests/flows/dynamics/test_adaptive.py`` shows the exact form is not). The error is (λᵢλⱼ/τ² − 1) ≤ 5% at the
 default ``critical`` = 0.975 in the ν drift of critical directions only.
 
 **Adam.** X reaches w only through m (dw/dt = −P⁻¹m̂ has no X term at the current instant), so B's curvature path

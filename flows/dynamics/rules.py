@@ -20,7 +20,7 @@ moves w with the new state: s' = fold(s, g), w' = w − d(s', g)/p(s'), as RMSPr
 c = (1 − β)/β, not (1 − β): the discrete update ν' = ν + (1 − β)(g² − ν) is *exactly* the backward-Euler step
 ν' = ν + c(g² − ν') of dν/dt = c(g² − ν) (solve for ν': ν' = βν + (1 − β)g²). The step the preconditioner uses
 already contains the new gradient, so the implicit step is the faithful one, and its rate is c = (1 − β)/β; this is
-the division by β₂ of the public code ("see footnote"), and ``tests/flows/test_rules.py`` checks the identity.
+the division by β₂ of the public code ("see footnote"), and ``tests/flows/dynamics/test_rules.py`` checks the identity.
 The flows start from s(0) = fold(s₀, g(w₀)) (t = 1), the state the discrete method's first step uses.
 
 **Time averages.** The rates are linear in the first and second moments of g, so a rule gives them as

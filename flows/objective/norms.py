@@ -2,7 +2,7 @@
 
 PyTorch's fused normalisation kernels have correct first and second derivatives but a wrong third one (the
 derivative of their double-backward formula). Measured with torch 2.13 in float64, w·∇(vᵀHv) against central
-differences of HVPs on a tanh read-out with the op's input depending on θ (``tests/flows/test_norms.py`` keeps
+differences of HVPs on a tanh read-out with the op's input depending on θ (``tests/flows/objective/test_norms.py`` keeps
 the table):
 
 =========================================  ==========  ================================

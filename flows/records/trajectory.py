@@ -305,7 +305,7 @@ def record_bytes(rows: int, dim: int, states: str = "full", projection_size: int
     bytes ≈ rows · ((1 + metrics)·32 + 8 + 2·state) + projection, state = D·itemsize + 112 (``full``),
     P·itemsize + 112 (``projection``), 0 (``none``): the rows are held as a list and stacked into one array at
     the end, so the states are held twice at the peak; the projection matrix adds D·P·itemsize. Measured against
-    the peak resident memory of a full-state GD run in ``tests/flows/test_memory_estimate.py``.
+    the peak resident memory of a full-state GD run in ``tests/flows/records/test_memory_estimate.py``.
     """
     state = {"full": dim * itemsize + ARRAY_OVERHEAD_BYTES,
              "projection": projection_size * itemsize + ARRAY_OVERHEAD_BYTES}.get(states, 0)

@@ -11,7 +11,7 @@ import torch
 from flows import Objective, central_flow, loss_plane
 from flows.records.trajectory import MemoryEstimateError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 MEASURE = r"""
 import json, sys, torch
