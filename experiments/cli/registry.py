@@ -91,6 +91,11 @@ EXPERIMENTS: dict[str, Entry] = {
         "the central-flows example (swish MLP, h = 0.1): GD, gradient flow and the central flow",
         "1 min 52 s",
     ),
+    "central-rmsprop": Entry(
+        "experiments.edge_of_stability.central_adaptive",
+        "central flows of Scalar RMSProp, RMSProp and Adam against the discrete runs on digits and a LayerNorm MLP",
+        "17 min 20 s",
+    ),
     "flow-arena": Entry(
         "experiments.edge_of_stability.flow_arena",
         "GF, IGR, PF top-k (both rests) and the central flow scored against GD on the toy and on digits",

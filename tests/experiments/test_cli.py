@@ -36,6 +36,8 @@ TINY = {
     "dal-tradeoff": ["ps=0.5,1", "rates=0.1", "steps=4", "epochs=1", "batch_size=200", "sharpness_every=2",
                      "n_train=100", "widths=64,8,10"],
     "central-flow-toy": ["steps=30", "lr=0.3", "sigma=3", "k=2", "n=32", "width=6"],
+    "central-rmsprop": ["steps=24", "sigma=1", "every=4", "n_train=64", "width=6", "rules=scalar_rmsprop,adam",
+                        "lrs=0.3,0.02", "schedule=warmup-cosine"],
     "pf-branch": ["steps=2", "solvers=rk4/20", "budget=5"],
     "bench-scaling": ["n_train=100", "widths=64,8,10", "rounds=1", "gd_steps=2", "k=2"],
     "bench-hvp": ["rounds=3", "widths=64,16,10", "n_train=100"],
