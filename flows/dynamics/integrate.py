@@ -323,7 +323,7 @@ def _report_branch(branch: LogBranch, config: dict, rec: Recorder) -> None:
     ).to_dict())
     warnings.warn(f"pf: hλ = {x_cross:.4g} crossed the logarithm's branch cut at t ≈ {t_cross:.4g} "
                   f"({branch.crossings} crossing(s), branch {branch.mode!r}); the complex PF is branch-dependent "
-                  "from there (see the pf_branch_cut event)", RuntimeWarning, stacklevel=3)
+                  "from there (see the pf_branch_cut event)", RuntimeWarning, stacklevel=4)
 
 
 class _OutOfTimeError(Exception):
@@ -522,7 +522,7 @@ class _FlowRun:
                 else "raise max_num_steps, loosen rtol/atol, or use a fixed-step method")
         self.rec.events.append(Event("solver_failure", step, self.t, {"reason": str(err), "suggestion": hint}
                                      ).to_dict())
-        warnings.warn(f"{flow} integration stopped at t={self.t:.6g}: {err}; {hint}", RuntimeWarning, stacklevel=4)
+        warnings.warn(f"{flow} integration stopped at t={self.t:.6g}: {err}; {hint}", RuntimeWarning, stacklevel=5)
         return "failed"
 
 

@@ -128,9 +128,10 @@ def test_pf_topk_igr_rest_full_rank_equals_pf_and_zero_rank_is_igr():
 
 def test_solver_failure_keeps_work_and_says_what_to_try():
     obj = toys.get("pf-quadratic")
-    with pytest.warns(RuntimeWarning, match="max_num_steps"):
+    with pytest.warns(RuntimeWarning, match="max_num_steps") as caught:
         traj = integrate(obj, flow="gf", lr=0.5, steps=40, max_num_steps=3, chunk=4)
     assert traj.status == "failed"
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     event = traj.events[-1]
     assert event["kind"] == "solver_failure" and "suggestion" in event
     assert len(traj) >= 1 and np.all(np.isfinite(traj.losses))

@@ -57,6 +57,7 @@ def test_pf_crossing_the_cut_is_reported_converges_and_tracks_gd():
     cut = [e for e in adaptive.events if e["kind"] == "pf_branch_cut"]
     assert len(cut) == 1 and 0 < cut[0]["time"] < STEPS * H
     assert any("branch cut" in str(w.message) for w in caught)
+    assert all(w.filename == __file__ for w in caught if "branch cut" in str(w.message))  # points at the caller
     fixed = integrate(obj, theta0, H, flow="pf", steps=STEPS, method="rk4", step_size=H / 20)
     # the same solution from two solvers: the field's jump at the cut leaves a well-posed ODE
     assert np.abs(np.real(fixed.states) - np.real(adaptive.states)).max() < 0.01
