@@ -250,3 +250,36 @@ def _draw(ax_l, ax_s, ax_n, folder: Path) -> None:
         ax.set_xlabel("step")
         ax.legend(fontsize=6)
 
+
+def plot_seeds(folders: list[Path], figures: Path) -> list[Path]:
+    """Per unit, over seeds: the discrete run's smoothed loss and the central flow's prediction, and λ₁(P⁻¹H)/τ of
+    both, each the mean with a ± 1 sd band."""
+    sigma = float(read_json(folders[0] / "manifest.json")["config"]["sigma"])
+    units = sorted(p.name for p in folders[0].iterdir() if p.is_dir() and (p / "row.json").exists())
+    with plots.style():
+        fig, axes = plots.subplots(2 * len(units), ncols=2, height=2.6)
+        axes = np.asarray(axes).reshape(len(units), 2)
+        for (ax_l, ax_s), unit in zip(axes, units):
+            discrete = [Trajectory.load(f / unit / "discrete") for f in folders]
+            central = [Trajectory.load(f / unit / "central") for f in folders]
+            n = min(min(len(t) for t in discrete) - 1, min(len(t) for t in central))
+            steps = np.arange(n)
+            threshold = central[0].config["threshold"]
+            plots.mean_band(ax_l, steps, [gaussian_smoothed(t.losses[:n], sigma) for t in discrete],
+                            color=plots.color("gd"), label="discrete, smoothed", log=True)
+            plots.mean_band(ax_l, steps, [t.metric("predicted_loss")[:n] for t in central],
+                            color=plots.color("central"), label="central flow, predicted", log=True)
+            measured = [t.metric("effective_sharpness")[:n] / threshold for t in discrete]
+            keep = np.isfinite(np.asarray(measured)).any(axis=0)
+            plots.mean_band(ax_s, steps[keep], np.asarray(measured)[:, keep], color=plots.color("gd"), marker="o",
+                            ms=2, label="discrete")
+            plots.mean_band(ax_s, steps, [t.metric("effective_sharpness")[:n] / threshold for t in central],
+                            color=plots.color("central"), label="central flow")
+            ax_s.axhline(1.0, ls=":", color="k")
+            ax_l.set_title(f"{unit}: loss")
+            ax_s.set_title("λ₁(P⁻¹H) / τ")
+            for ax in (ax_l, ax_s):
+                ax.set_xlabel("step")
+                ax.legend(fontsize=6)
+        fig.suptitle(f"central flows of adaptive optimizers, mean ± 1 sd over {len(folders)} seeds")
+        return save_figure(fig, figures, "central_adaptive_seeds")
