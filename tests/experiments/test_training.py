@@ -58,7 +58,9 @@ def test_exact_polyak_reaches_the_optimum_and_rows_report_the_gap():
     problem, e_star = _least_squares(1)
     problem.e_star = e_star
     row, traj = fullbatch(problem, "polyak", 300, 50, 50, _Ctx())
-    assert row["status"] == "complete" and 0 <= row["E − E*"] < 1e-6 * e_star
+    # converged to round-off: E − E* may land an ulp below 0 (CI measured −1.4e-17, with the thread count an
+    # earlier test left; alone it lands above), so the lower bound is round-off, not 0
+    assert row["status"] == "complete" and -1e-12 * e_star <= row["E − E*"] < 1e-6 * e_star
     assert row["best train loss"] <= row["final train loss"]
     result = minibatch(_least_squares(1)[0], "constant:0.05", 3, 16, 5, _Ctx(), seed=0)
     assert len(result["train_loss"]) == 4 and result["epoch_steps"] == [5, 10, 15]
