@@ -343,15 +343,18 @@ def _run(objective: Objective, w: Tensor, state: RuleState, flow_state: Adaptive
     """Euler substeps; a row at every whole step (the worst SDCP residuals of its substeps). The final status."""
     dt = 1.0 / flow_state.substeps
     schedule = flow_state.rule.schedule
-    time = 0.0
+    time, bound = 0.0, math.inf
     for step in range(steps + 1):
         for sub in range(flow_state.substeps):
             dw, ds = flow_state.drift(objective, w, state)
             row = flow_state.row()
             if sub == 0:
                 rec.add(time, w, **row)
-                if not math.isfinite(row["loss"]):
-                    raise ArithmeticError(f"the loss is not finite at step {step}")
+                if step == 0:
+                    bound = 1e12 * max(1.0, abs(row["loss"]))
+                if not math.isfinite(row["loss"]) or abs(row["loss"]) > bound:
+                    raise ArithmeticError(f"the loss {row['loss']:.4g} at step {step} is not finite or beyond "
+                                          f"±{bound:.3g} (10¹² × the first): the flow diverged")
             else:
                 for name in ("infeasibility", "complementarity"):
                     rec.set_metric(name, step, max(rec.metrics[name][step], row[name]))

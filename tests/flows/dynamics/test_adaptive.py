@@ -152,3 +152,12 @@ def test_central_flows_above_the_edge_hold_the_effective_sharpness(rule):
     assert sharp[10:].max() <= rule.threshold * 1.02, sharp
     assert run.metric("infeasibility").max() <= 1e-8 and run.metric("complementarity").max() <= 1e-6
     assert np.isfinite(run.metric("predicted_loss")).all()
+
+
+def test_a_run_off_an_unbounded_objective_ends_diverged_and_says_so():
+    """RMSProp at η = 1e6 on the cubic toy (unbounded below): the loss runs off; the run stops loudly."""
+    from flows import toys
+
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        run = adaptive_flow(toys.get("cubic"), None, RMSProp(1e6, beta2=0.9), 20)
+    assert run.status == "diverged" and run.events[-1]["kind"] == "divergence" and len(run) < 21
