@@ -161,3 +161,28 @@ def test_a_run_off_an_unbounded_objective_ends_diverged_and_says_so():
     with pytest.warns(RuntimeWarning, match="diverged"):
         run = adaptive_flow(toys.get("cubic"), None, RMSProp(1e6, beta2=0.9), 20)
     assert run.status == "diverged" and run.events[-1]["kind"] == "divergence" and len(run) < 21
+
+
+def test_adams_stable_flow_converges_to_the_matrix_exponential_and_keeps_its_envelope_at_four_substeps():
+    """E = ½λx² with ε ≫ √ν (P = ε/η constant) and no bias correction: the stable flow is the linear oscillator
+    ẋ = −(η/ε)m, ṁ = c₁(λx − m), solved by expm. At a = λη/ε = 30 (below Adam's 38) its frequency is ≈ 1.8 per step:
+    explicit Euler at dt = ¼ would grow (stable only for dt < 1/a); the semi-implicit substeps converge at first order
+    and keep the envelope at 4 substeps."""
+    lam, a, eps, beta1, steps = 1.0, 30.0, 1e6, 0.9, 40
+    eta = a * eps / lam
+    obj = Objective.from_function(lambda th: 0.5 * lam * th[0] ** 2, 1)
+    rule = Adam(eta, beta1=beta1, beta2=0.99, eps=eps, bias_correction=False)
+    c1 = (1 - beta1) / beta1
+    field = np.array([[0.0, -eta / eps], [c1 * lam, -c1]])
+    start = np.array([1.0, (1 - beta1) * lam])  # s(0) = fold(s₀, g(x₀)): m = (1 − β₁)λx₀
+    exact = np.array([(scipy.linalg.expm(field * n) @ start)[0] for n in range(steps + 1)])
+    errors, envelopes = [], []
+    for substeps in (4, 16, 64):
+        flow = adaptive_flow(obj, torch.tensor([1.0], dtype=torch.float64), rule, steps, flow="stable",
+                             substeps=substeps, states="full", progress=False)
+        x = flow.state_matrix()[:, 0]
+        errors.append(np.abs(x - exact).max())
+        envelopes.append(np.abs(x[-10:]).max())
+    assert 3.0 < errors[1] / errors[2] < 5.5, errors  # first order: 4× the substeps, ~4× less error
+    assert errors[2] < 0.02, errors
+    np.testing.assert_allclose(envelopes[0], np.abs(exact[-10:]).max(), rtol=0.1)
