@@ -19,7 +19,7 @@ from .curvature.spectrum import (
 from .curvature.trace import TraceEstimate, hessian_trace, trace
 
 # dynamics
-from .dynamics.adaptive import AdaptiveCentralState, adaptive_flow
+from .dynamics.adaptive import AdaptiveCentralState, AdaptiveFlowKind, adaptive_flow
 from .dynamics.central import CentralState
 from .dynamics.fields import FIELDS, FLOWS, Flow, get_flow, gf, igr, pf, pf_coefficient, pf_topk, third_order
 from .dynamics.gd import Controller, StepContext, StepDecision, gradient_descent
@@ -62,7 +62,7 @@ __all__ = [
     "METHODS", "Comparison", "compare", "integrate", "local_error", "Solver", "Spectrum", "Recording",
     "SDCPSolution", "solve_sdcp", "CentralFlowResult", "CentralState", "central_flow",
     "UpdateRule", "GD", "ScalarRMSProp", "RMSProp", "Adam", "RULES", "get_rule", "RuleController",
-    "AdaptiveCentralState", "adaptive_flow", "Schedule", "Constant", "WarmupCosine", "StepDecay",
+    "AdaptiveCentralState", "AdaptiveFlowKind", "adaptive_flow", "Schedule", "Constant", "WarmupCosine", "StepDecay",
     # records
     "Trajectory", "Recorder", "TrajectoryFileError", "Progress", "gaussian_smoothed",
 ]

@@ -19,6 +19,13 @@ The rule w ← w − P(s)⁻¹d with state s has, in time t counted in steps,
       uₖᵀ(dP/dt)uₗ = Σ_d u_dk u_dl dp_d/dt (p through ν, the bias correction and η(t), the rule's
       ``preconditioner_rate``).
 
+* the **ablated flow** (ibid., §5.1, for Scalar RMSProp and GD): dw/dt = −(τ/S(w))∇L(w), S = λ₁(H): the effective
+  step held at the central flow's equilibrium value 2/S, without the oscillation's implicit curvature penalty; its
+  rows add ``sharpness`` (S) and ``effective_step`` is τ/S.
+
+Each substep is semi-implicit Euler: the state moves first, then w with the moved state (:meth:`AdaptiveCentralState
+.step`).
+
 **Symmetrising B.** With the exact HU = PU diag(λ) the ν-path of B is Σ_d q_d p_d² u_dk u_dl u_di u_dj λᵢλⱼ
 (q = ∂p/∂ν): not self-adjoint, since λᵢλⱼ ≠ λₖλₗ (the public code's TODO). driftlab uses HU = τPU, the value on
 the stability boundary where X is non-zero (complementarity), in diag(HΣH) for both the SDCP and the drift it
@@ -52,22 +59,26 @@ from ..records.events import Event
 from ..records.trajectory import Recorder, Trajectory, reserve_rows
 from ..validate import States, check_choice, check_count, check_positive
 from .gd import Budget, _initial, keep_failure
-from .rules import GD, RuleState
+from .rules import GD, RuleState, ScalarRMSProp
 from .sdcp import solve_sdcp
 
-AdaptiveFlowKind = Literal["stable", "central"]
-FLOW_KINDS = ("stable", "central")
+AdaptiveFlowKind = Literal["stable", "central", "ablated"]
+FLOW_KINDS = ("stable", "central", "ablated")
 AdamClosure = Literal["adiabatic", "none"]
 
 
 def _weights(x: Tensor) -> Tensor:
-    """Σᵢⱼ Xᵢⱼ tᵢⱼ as weights on the pairs i ≤ j (Xᵢᵢ; 2Xᵢⱼ off the diagonal)."""
-    return torch.stack([x[i, j] * (1.0 if i == j else 2.0) for i, j in pair_indices(x.shape[0])])
+    """Σᵢⱼ Xᵢⱼ tᵢⱼ as weights on the pairs i ≤ j (Xᵢᵢ; 2Xᵢⱼ off the diagonal); X of shape (..., k, k)."""
+    k = x.shape[-1]
+    rows, cols = (torch.tensor(index, device=x.device) for index in zip(*pair_indices(k)))
+    return x[..., rows, cols] * torch.where(rows == cols, 1.0, 2.0).to(x)
 
 
-def _bilinear(u: Tensor, diagonal: Tensor) -> Tensor:
-    """Uᵀ diag(d) U for d of shape (D,) or 0-d."""
-    return u.T @ (u * diagonal[:, None]) if diagonal.ndim else diagonal * (u.T @ u)
+def _bilinear(u: Tensor, diagonal: Tensor, per_coordinate: bool) -> Tensor:
+    """Uᵀ diag(d) U for d of shape (D,) (per coordinate) or 0-d (scalar), or batches of them, (B, D) or (B,)."""
+    if not per_coordinate:
+        return diagonal[..., None, None] * (u.T @ u)
+    return torch.einsum("dk,...d,dl->...kl", u, diagonal, u)
 
 
 @dataclass
@@ -87,12 +98,12 @@ class _Linearised:
         self.zero = torch.zeros(self.u.shape[0], dtype=self.u.dtype, device=self.u.device)
 
     def mean_shift(self, x: Tensor) -> Tensor:
-        """½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ): E[g] − g."""
+        """½ Σᵢⱼ Xᵢⱼ ∇(uᵢᵀHuⱼ): E[g] − g (X of shape (..., k, k) → (..., D))."""
         return 0.5 * _weights(x.to(self.pairs)) @ self.pairs
 
     def square_shift(self, x: Tensor) -> Tensor:
         """diag(HΣH) with HU = τPU: τ² p² ⊙ diag(UXUᵀ)."""
-        diag = ((self.u @ x.to(self.u)) * self.u).sum(dim=1)
+        diag = torch.einsum("di,...ij,dj->...d", self.u, x.to(self.u), self.u)
         return self.threshold ** 2 * self.p ** 2 * diag
 
     def state_part(self, x: Tensor) -> RuleState:
@@ -109,32 +120,28 @@ class _Linearised:
         return -(self.rule.direction(self.state, shift) - self.rule.direction(self.state, self.zero)) / self.p
 
     def stability_part(self, x: Tensor, dt: float) -> Tensor:
-        """B[X] = dt·[τ Uᵀ(dP/dt)_X U − Uᵀ(dH/dt)_X U]."""
+        """B[X] = dt·[τ Uᵀ(dP/dt)_X U − Uᵀ(dH/dt)_X U], for X of shape (..., k, k)."""
         velocity = self.velocity_part(x, closure=self.adiabatic)
-        d_h = _unpack(self.pairs @ velocity, self.u.shape[1])
+        d_h = _unpack(velocity @ self.pairs.T, self.u.shape[1])
         rate = self.state_part(x)
         rate["t"] = torch.zeros_like(self.state["t"])
-        d_p = _bilinear(self.u, self.rule.preconditioner_rate(self.state, rate))
+        d_p = _bilinear(self.u, self.rule.preconditioner_rate(self.state, rate), self.p.ndim > 0)
         return dt * (self.threshold * d_p - d_h)
 
     def operator(self, dt: float) -> Tensor:
-        """B as a (k², k²) matrix on row-major vec(X), built column by column on the symmetric basis."""
+        """B as a (k², k²) matrix on row-major vec(X), its columns B[½(Eᵢⱼ + Eⱼᵢ)] evaluated as one batch."""
         k = self.u.shape[1]
-        columns = torch.empty(k * k, k * k, dtype=torch.float64)
-        for i in range(k):
-            for j in range(k):
-                basis = torch.zeros(k, k, dtype=torch.float64)
-                basis[i, j] += 0.5
-                basis[j, i] += 0.5
-                columns[:, i * k + j] = self.stability_part(basis, dt).double().reshape(-1).cpu()
-        return columns
+        eye = torch.eye(k * k, dtype=self.u.dtype, device=self.u.device).reshape(k * k, k, k)
+        basis = 0.5 * (eye + eye.transpose(1, 2))
+        return self.stability_part(basis, dt).reshape(k * k, k * k).T.double().cpu()
 
 
 def _unpack(values: Tensor, k: int) -> Tensor:
-    """Pair values (i ≤ j) as a symmetric (k, k) matrix."""
-    out = torch.empty(k, k, dtype=values.dtype, device=values.device)
-    for p, (i, j) in enumerate(pair_indices(k)):
-        out[i, j] = out[j, i] = values[p]
+    """Pair values (..., k(k+1)/2) (pairs i ≤ j) as symmetric (..., k, k) matrices."""
+    rows, cols = (torch.tensor(index, device=values.device) for index in zip(*pair_indices(k)))
+    out = values.new_empty(*values.shape[:-1], k, k)
+    out[..., rows, cols] = values
+    out[..., cols, rows] = values
     return out
 
 
@@ -143,23 +150,28 @@ class AdaptiveCentralState:
 
     Args:
         rule: the update rule.
-        kind: ``"stable"`` or ``"central"``.
+        kind: ``"stable"``, ``"central"`` or ``"ablated"`` (module docstring).
         substeps: Euler substeps per step; the stability is linearised over one (dt = 1/substeps).
         critical: λ(P⁻¹H) above ``critical``·τ is critical (0.975: 1.95 for τ = 2).
         track: the tracker follows every effective eigenvalue above track·τ.
         eig_tol: relative eigen-residual tolerance.
         max_k: most eigenpairs tracked.
         adam_closure: see the module docstring.
+        eig_refresh: 0: an eigen solve at every substep; n ≥ 1: at the first substep of every n-th step, with
+            Rayleigh–Ritz on the kept basis at the others (k HVPs each, :meth:`_eigenpairs`).
     """
 
     def __init__(self, rule: GD, kind: AdaptiveFlowKind = "central", substeps: int = 4, critical: float = 0.975,
                  track: float = 0.375, eig_tol: float = 1e-3, max_k: int = 16,
-                 adam_closure: AdamClosure = "adiabatic") -> None:
+                 adam_closure: AdamClosure = "adiabatic", eig_refresh: int = 0) -> None:
         if not isinstance(rule, GD):
             raise TypeError(f"rule must be a flows update rule (GD, ScalarRMSProp, RMSProp, Adam), got "
                             f"{type(rule).__name__}")
         self.rule = rule
         self.kind = check_choice("flow", kind, FLOW_KINDS)
+        if self.kind == "ablated" and type(rule) not in (GD, ScalarRMSProp):
+            raise ValueError(f"flow='ablated' (dw/dt = −(τ/S)∇L) needs a scalar preconditioner: rule gd or "
+                             f"scalar_rmsprop, got {rule.name}")
         self.substeps = check_count("substeps", substeps, minimum=1)
         if not (isinstance(critical, (int, float)) and 0 < critical <= 1):
             raise ValueError(f"critical must be in (0, 1] (a fraction of the threshold), got {critical!r}")
@@ -176,11 +188,21 @@ class AdaptiveCentralState:
         self.third_products = 0
         self.evaluations = 0
         self.seconds = {"gradient": 0.0, "eigen": 0.0, "third": 0.0, "sdcp": 0.0}
+        self.eig_refresh = check_count("eig_refresh", eig_refresh, minimum=0)
+        self.ritz_matvecs = 0
+        self._basis: Tensor | None = None
+        self._due = True
+
+    def begin_step(self, step: int) -> None:
+        """Called at the first substep of each step: an eigen solve is due every ``eig_refresh`` steps."""
+        if self.eig_refresh and step % self.eig_refresh == 0:
+            self._due = True
 
     def summary(self) -> dict[str, Any]:
         """The work and settings for a run's config."""
         return {"flow": self.kind, "substeps": self.substeps, "critical": self.critical, "track": self.track,
                 "eig_tol": self.eig_tol, "max_k": self.max_k, "adam_closure": self.adam_closure,
+                "eig_refresh": self.eig_refresh, "ritz_matvecs": self.ritz_matvecs,
                 "threshold": self.rule.threshold, "evaluations": self.evaluations,
                 "eigen_matvecs": 0 if self.tracker is None else self.tracker.total_matvecs,
                 "third_products": self.third_products,
@@ -201,6 +223,8 @@ class AdaptiveCentralState:
         """
         mean, ds = self.field(objective, w, state)
         new = {key: state[key] + dt * ds[key] for key in state}
+        if self.kind == "ablated":
+            return w - dt * self.report["effective_step"] * mean, new
         return w - dt * self.rule.direction(new, mean) / self.rule.preconditioner(new), new
 
     def field(self, objective: Objective, w: Tensor, state: RuleState) -> tuple[Tensor, RuleState]:
@@ -217,6 +241,12 @@ class AdaptiveCentralState:
                                   "infeasibility": 0.0, "complementarity": 0.0, **rule.summary(state)}
         self.report = report
         if self.kind == "stable":
+            return g, ds
+        if self.kind == "ablated":
+            sharpness = float(self._eigenpairs(objective, w, torch.ones((), dtype=w.dtype, device=w.device))[0][0])
+            if not sharpness > 0:
+                raise ArithmeticError(f"the ablated flow needs a positive sharpness, got λ₁(H) = {sharpness:.4g}")
+            report.update(sharpness=sharpness, effective_step=rule.threshold / sharpness)
             return g, ds
         values, vectors = self._eigenpairs(objective, w, p)
         report.update(effective_sharpness=float(values[0]), k=int(values.numel()))
@@ -241,8 +271,29 @@ class AdaptiveCentralState:
         return g + parts.mean_shift(x), {key: ds[key] + shift[key] for key in ds}
 
     def _eigenpairs(self, objective: Objective, w: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """Eigenpairs of P^{-1/2}HP^{-1/2}, values descending: a tracker solve when due, else Rayleigh–Ritz.
+
+        A solve is due at the first substep of every ``eig_refresh``-th step; in between, the kept basis V is
+        rotated (VᵀP^{-1/2}HP^{-1/2}V = QΛQᵀ, V ← VQ: one batched product of k HVPs) as P and H move within it.
+        """
+        if self.eig_refresh and self._basis is not None and not self._due:
+            clock = perf_counter()
+            scale = p.expand(w.shape[0]).rsqrt()
+            basis = self._basis
+            product = objective.hvp(w, (basis * scale[:, None]).T.contiguous()).T * scale[:, None]
+            self.ritz_matvecs += basis.shape[1]
+            values, rotation = torch.linalg.eigh(0.5 * (basis.T @ product + product.T @ basis))
+            order = torch.argsort(values, descending=True)
+            self.seconds["eigen"] += perf_counter() - clock
+            return values[order], basis @ rotation[:, order]
+        values, vectors = self._solve_eigenpairs(objective, w, p)
+        self._basis, self._due = vectors, False
+        return values, vectors
+
+    def _solve_eigenpairs(self, objective: Objective, w: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         if self.tracker is None:
-            self.tracker = EigenTracker(k=1, tol=self.eig_tol, threshold=self.track * self.rule.threshold,
+            threshold = None if self.kind == "ablated" else self.track * self.rule.threshold  # ablated: λ₁ only
+            self.tracker = EigenTracker(k=1, tol=self.eig_tol, threshold=threshold,
                                         max_k=max(1, min(self.max_k, objective.dim - 1)))
         clock = perf_counter()
         pairs = self.tracker.update(objective, w, preconditioner=p.expand(w.shape[0]).contiguous())
@@ -254,8 +305,8 @@ class AdaptiveCentralState:
         clock = perf_counter()
         dt = 1.0 / self.substeps
         k = values.numel()
-        d_h = _unpack(parts.pairs @ dw, k)
-        d_p = _bilinear(parts.u, self.rule.preconditioner_rate(parts.state, ds))
+        d_h = _unpack(dw @ parts.pairs.T, k)
+        d_p = _bilinear(parts.u, self.rule.preconditioner_rate(parts.state, ds), parts.p.ndim > 0)
         a = torch.diag(self.rule.threshold - values) + dt * (self.rule.threshold * d_p - d_h)
         a = a.double().cpu()
         b = parts.operator(dt)
@@ -290,9 +341,10 @@ class AdaptiveCentralState:
 def adaptive_flow(objective: Objective, theta0: Tensor | None, rule: GD, steps: int, *,
                   flow: AdaptiveFlowKind = "central", substeps: int = 4, critical: float = 0.975,
                   track: float = 0.375, eig_tol: float = 1e-3, max_k: int = 16,
-                  adam_closure: AdamClosure = "adiabatic", states: States = "none", projection_size: int = 64,
+                  adam_closure: AdamClosure = "adiabatic", eig_refresh: int = 0, states: States = "none",
+                  projection_size: int = 64,
                   time_budget: float | None = None, progress: Progress = None) -> Trajectory:
-    """The stable or central flow of an update rule over ``steps`` steps, Euler substeps of dt = 1/substeps.
+    """The stable, central or ablated flow of an update rule over ``steps`` steps, substeps of dt = 1/substeps.
 
     Args:
         objective: L, real; float64 recommended.
@@ -300,13 +352,15 @@ def adaptive_flow(objective: Objective, theta0: Tensor | None, rule: GD, steps: 
         rule: a :mod:`~flows.dynamics.rules` record (``GD``, ``ScalarRMSProp``, ``RMSProp``, ``Adam``), its rate a
             number or a schedule.
         steps: steps of the discrete method to cover (flow time in steps).
-        flow: ``"stable"`` or ``"central"`` (module docstring).
+        flow: ``"stable"``, ``"central"`` or ``"ablated"`` (module docstring; ablated: GD or Scalar RMSProp).
         substeps: Euler substeps per step.
         critical: the critical fraction of the rule's threshold τ (λ(P⁻¹H) > critical·τ).
         track: the tracker follows effective eigenvalues above track·τ.
         eig_tol: relative eigen-residual tolerance.
         max_k: most eigenpairs tracked.
         adam_closure: ``"adiabatic"`` or ``"none"`` (module docstring; Adam only).
+        eig_refresh: steps between eigen solves (0: a solve at every substep; 1: one per step, Rayleigh–Ritz at
+            the other substeps, as the authors' reference discretisation updates its eigenvectors).
         states: what the trajectory keeps of w: ``"full"``, ``"projection"`` or ``"none"``.
         projection_size: directions of the random projection.
         time_budget: wall-clock seconds; then status ``"stopped"`` with the steps done.
@@ -320,7 +374,8 @@ def adaptive_flow(objective: Objective, theta0: Tensor | None, rule: GD, steps: 
         and ``sigma_i``. Status ``complete``, ``diverged`` (non-finite, or the flow stopped existing), ``stopped``,
         ``interrupted`` or ``failed``, with the steps done kept.
     """
-    flow_state = AdaptiveCentralState(rule, flow, substeps, critical, track, eig_tol, max_k, adam_closure)
+    flow_state = AdaptiveCentralState(rule, flow, substeps, critical, track, eig_tol, max_k, adam_closure,
+                                      eig_refresh)
     w = _initial(objective, theta0, real=True)
     steps = check_count("steps", steps)
     reserve_rows(steps + 1, objective.dim, states, projection_size, w.element_size())
@@ -362,6 +417,7 @@ def _run(objective: Objective, w: Tensor, state: RuleState, flow_state: Adaptive
     schedule = flow_state.rule.schedule
     time, bound = 0.0, math.inf
     for step in range(steps + 1):
+        flow_state.begin_step(step)
         for sub in range(flow_state.substeps):
             w_next, state_next = flow_state.step(objective, w, state, dt)
             row = flow_state.row()

@@ -173,7 +173,7 @@ class ScalarRMSProp(GD):
         return {**super().initial_state(theta), "nu": nu}
 
     def _square(self, square: Tensor) -> Tensor:
-        return square if self.per_coordinate else square.sum()
+        return square if self.per_coordinate else square.sum(dim=-1)  # a leading batch dimension is kept
 
     def fold(self, state: RuleState, grad: Tensor) -> RuleState:
         """The discrete update: t ← t + 1, ν ← ν + (1 − β₂)(g² − ν)."""

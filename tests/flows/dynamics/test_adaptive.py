@@ -124,7 +124,7 @@ def _parts(exact: bool):
     parts = _Linearised(rule, state, p, u, obj.third_derivatives(w, u), rule.threshold, adiabatic=False)
     if exact:  # diag(HΣH) with the exact HU = PUΛ: the public code's form
         hu = p[:, None] * u * values[:3]
-        parts.square_shift = lambda x: ((hu @ x.to(hu)) * hu).sum(dim=1)
+        parts.square_shift = lambda x: torch.einsum("di,...ij,dj->...d", hu, x.to(hu), hu)
     return parts
 
 
@@ -186,3 +186,19 @@ def test_adams_stable_flow_converges_to_the_matrix_exponential_and_keeps_its_env
     assert 3.0 < errors[1] / errors[2] < 5.5, errors  # first order: 4× the substeps, ~4× less error
     assert errors[2] < 0.02, errors
     np.testing.assert_allclose(envelopes[0], np.abs(exact[-10:]).max(), rtol=0.1)
+
+
+def test_the_ablated_flow_sharpens_along_its_closed_form_while_the_central_flow_holds_the_edge():
+    """On E = ½(c + y)x² − s·y the ablated flow ẇ = −(2/S)∇L has x → 0 (ẋ ≈ −2x) and ẏ = 2s/S with S ≈ c + y, so
+    S(n)² = S(0)² + 4sn over n steps; the GD central flow at η holds S at 2/η instead. Scalar rules only."""
+    obj, lr, steps = _toy(), 0.1, 300
+    theta0 = torch.tensor([0.01, 0.0], dtype=torch.float64)
+    ablated = adaptive_flow(obj, theta0, GD(lr), steps, flow="ablated", substeps=4, progress=False)
+    central = adaptive_flow(obj, theta0, GD(lr), steps, progress=False)
+    expected = np.sqrt(C ** 2 + 4 * S * np.arange(steps + 1))
+    np.testing.assert_allclose(ablated.metric("sharpness")[50:], expected[50:], rtol=2e-3)
+    np.testing.assert_allclose(ablated.metric("effective_step"), 2.0 / ablated.metric("sharpness"), rtol=1e-12)
+    assert ablated.metric("sharpness")[-1] > 1.05 * 2 / lr  # past the edge the central flow holds
+    np.testing.assert_allclose(central.metric("effective_sharpness")[-50:], 2.0, rtol=1e-3)
+    with pytest.raises(ValueError, match="scalar preconditioner.*rmsprop"):
+        adaptive_flow(obj, theta0, RMSProp(lr), 5, flow="ablated")
