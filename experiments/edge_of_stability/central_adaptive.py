@@ -267,9 +267,10 @@ def summarise(folder: Path, config: Config, model: str, schedule: str, gradient_
             "central ν / averaged discrete ν, late median": _fmt(np.median(nu_ratio[late_steps]))
             if late_steps.any() else "",
             "central cost per step (gradient-equivalents)": _cost(central, gradient_seconds)}
+    main["ablated S / central S, end"] = main["ablated loss / central predicted loss, end"] = ""
     if (folder / "ablated.npz").exists():
         ablated = Trajectory.load(folder / "ablated")
-        central_sharpness = central.metric("effective_sharpness") * central.metric("effective_step")
+        central_sharpness = central.metric("effective_sharpness") / central.metric("effective_step")  # λ₁(H)
         main["ablated S / central S, end"] = _fmt(ablated.metric("sharpness")[-1] / central_sharpness[-1])
         main["ablated loss / central predicted loss, end"] = _fmt(ablated.losses[-1]
                                                                    / central.metric("predicted_loss")[-1])
@@ -305,6 +306,20 @@ def _fmt(value: float) -> float:
     return float(f"{float(value):.4g}")
 
 
+def figure_name(out: Path) -> str:
+    """``central_adaptive``, with the sweep in the name when β₂ or the schedule differ from the default's."""
+    manifest = out / "manifest.json"
+    config = read_json(manifest)["config"] if manifest.exists() else {}
+    name = "central_adaptive"
+    beta2s = [float(b) for b in config.get("beta2s", Config.beta2s)]
+    if beta2s != list(Config.beta2s):
+        name += "_beta2-" + "-".join(f"{b:g}" for b in beta2s)
+    schedules = list(config.get("schedules", Config.schedules))
+    if schedules != list(Config.schedules):
+        name += "_" + "-".join(schedules)
+    return name
+
+
 def plot(out: Path, figures: Path) -> list[Path]:
     folders = sorted(p for p in out.iterdir() if p.is_dir() and (p / "row.json").exists())
     with plots.style():
@@ -313,7 +328,7 @@ def plot(out: Path, figures: Path) -> list[Path]:
         for (ax_l, ax_s, ax_n), folder in zip(axes, folders):
             _draw(ax_l, ax_s, ax_n, folder)
         fig.suptitle("central flows of adaptive optimizers against the discrete runs")
-        return save_figure(fig, figures, "central_adaptive")
+        return save_figure(fig, figures, figure_name(out))
 
 
 def _draw(ax_l, ax_s, ax_n, folder: Path) -> None:
@@ -337,12 +352,12 @@ def _draw(ax_l, ax_s, ax_n, folder: Path) -> None:
     ax_s.axhline(threshold, ls=":", color="k", label=f"τ = {threshold:g}")
     ax_l.set_title(f"{folder.name}: loss")
     ax_s.set_title("λ₁(P⁻¹H)")
-    if (folder / "ablated.npz").exists():  # Scalar RMSProp: the sharpness S = λ₁(H) = λ₁(P⁻¹H)·(1/p)
+    if (folder / "ablated.npz").exists():  # Scalar RMSProp: the sharpness S = λ₁(H) = λ₁(P⁻¹H)·p
         ablated = Trajectory.load(folder / "ablated")
         ax_l.semilogy(np.arange(len(ablated)), ablated.losses, color=plots.CYCLE[3], label="ablated flow −(2/S)∇L")
-        sharp = eff * discrete.metric("effective_step")[: len(eff)]
+        sharp = eff / discrete.metric("effective_step")[: len(eff)]
         ax_n.plot(np.arange(len(sharp))[m], sharp[m], "o", ms=2, color=plots.color("gd"), label="discrete")
-        ax_n.plot(np.arange(len(central)), central.metric("effective_sharpness") * central.metric("effective_step"),
+        ax_n.plot(np.arange(len(central)), central.metric("effective_sharpness") / central.metric("effective_step"),
                   color=plots.color("central"), label="central flow")
         ax_n.plot(np.arange(len(ablated)), ablated.metric("sharpness"), color=plots.CYCLE[3], label="ablated flow")
         ax_n.set_title("sharpness S = λ₁(H)")
@@ -393,4 +408,4 @@ def plot_seeds(folders: list[Path], figures: Path) -> list[Path]:
                 ax.set_xlabel("step")
                 ax.legend(fontsize=6)
         fig.suptitle(f"central flows of adaptive optimizers, mean ± 1 sd over {len(folders)} seeds")
-        return save_figure(fig, figures, "central_adaptive_seeds")
+        return save_figure(fig, figures, figure_name(folders[0]) + "_seeds")

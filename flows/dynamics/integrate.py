@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
@@ -35,6 +35,7 @@ from ..validate import States, check_count, check_positive, loss_bound
 from .fields import FLOWS, Flow, LogBranch, get_flow
 from .gd import Budget, _initial, gradient_descent, keep_failure
 from .options import SOLVER_NAMES, SPECTRUM_NAMES, Recording, Solver, Spectrum, check_option_names
+from .schedules import Schedule, as_schedule
 
 ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 FIXED_METHODS = ("rk4", "euler", "midpoint", "explicit_adams", "implicit_adams")
@@ -62,18 +63,67 @@ class Comparison:
     loss_gap: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _time_grid(times, steps: int | None, lr: float, dtype: torch.dtype) -> Tensor:
-    if times is None:
-        if steps is None:
-            raise ValueError("give either times (increasing output times) or steps (grid t = n·lr)")
-        steps = check_count("steps", steps, minimum=1)
-        return torch.arange(steps + 1, dtype=torch.float64) * lr
-    t = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
-    if t.numel() < 2:
-        raise ValueError(f"times must hold at least two output times, got {t.numel()}")
-    if not bool(torch.isfinite(t).all()) or not bool((t[1:] > t[:-1]).all()):
-        raise ValueError("times must be finite and strictly increasing")
-    return t
+class StepRates:
+    """GD's rate per step, a number or a schedule η(n), and the time grid t_n = Σ_{m<n} η(m) it makes.
+
+    On [t_n, t_{n+1}) a flow is built for h = η(n): the modified flow of the step GD takes there. With a
+    number the grid is t = n·h and ``times`` may replace ``steps``; a schedule needs ``steps``.
+    """
+
+    def __init__(self, lr: float | Schedule, steps: int | None, times: Sequence[float] | Tensor | None) -> None:
+        self.schedule = callable(lr)
+        if self.schedule:
+            if times is not None:
+                raise ValueError("a schedule lr sets the output grid t_n = Σ_{m<n} η(m): give steps, not times")
+            if steps is None:
+                raise ValueError("a schedule lr needs steps (the grid is t_n = Σ_{m<n} η(m))")
+            steps = check_count("steps", steps, minimum=1)
+            schedule = as_schedule(lr)
+            self.values = [check_positive(f"lr schedule at step {n}", float(schedule(float(n))))
+                           for n in range(steps)]
+            self.setting: float | str = repr(lr)
+        else:
+            self.values = [check_positive("lr", lr)]  # type: ignore[arg-type]
+            self.setting = self.values[0]
+        self.grid = self._grid(steps, times)
+        self._starts = self.grid[:-1].tolist()
+
+    def _grid(self, steps: int | None, times: Sequence[float] | Tensor | None) -> Tensor:
+        if self.schedule:
+            return torch.cat([torch.zeros(1, dtype=torch.float64),
+                              torch.cumsum(torch.tensor(self.values, dtype=torch.float64), 0)])
+        if times is None:
+            if steps is None:
+                raise ValueError("give either times (increasing output times) or steps (grid t = n·lr)")
+            steps = check_count("steps", steps, minimum=1)
+            return torch.arange(steps + 1, dtype=torch.float64) * self.values[0]
+        t = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
+        if t.numel() < 2:
+            raise ValueError(f"times must hold at least two output times, got {t.numel()}")
+        if not bool(torch.isfinite(t).all()) or not bool((t[1:] > t[:-1]).all()):
+            raise ValueError("times must be finite and strictly increasing")
+        return t
+
+    @property
+    def peak(self) -> float:
+        """The largest rate."""
+        return max(self.values)
+
+    @property
+    def smallest(self) -> float:
+        """The smallest rate."""
+        return min(self.values)
+
+    def at(self, t: float) -> float:
+        """The rate at flow time t: η(n) for t ∈ [t_n, t_{n+1}) (the last step's rate past the grid)."""
+        if not self.schedule:
+            return self.values[0]
+        n = min(max(bisect.bisect_right(self._starts, t) - 1, 0), len(self.values) - 1)
+        return self.values[n]
+
+    def step(self, n: int) -> float:
+        """η(n) of output interval n."""
+        return self.values[min(n, len(self.values) - 1)] if self.schedule else self.values[0]
 
 
 def stiffness(objective: Objective, theta: Tensor, flow: str | Flow, lr: float, *, floor: float = 0.0) -> float:
@@ -120,7 +170,7 @@ def _flow_options(record: Flow, flow_options: dict | None) -> dict:
     return record.prepare(options)
 
 
-def _start(objective: Objective, theta0: Tensor | None, record: Flow, lr: float, times, steps: int | None,
+def _start(objective: Objective, theta0: Tensor | None, record: Flow, rates: StepRates, times, steps: int | None,
            recording: Recording) -> tuple[Tensor, Tensor]:
     """θ0 in the flow's state space (complex for a complex flow) and the output grid, memory checked first."""
     theta = _initial(objective, theta0)
@@ -131,44 +181,60 @@ def _start(objective: Objective, theta0: Tensor | None, record: Flow, lr: float,
     rows = len(times) if times is not None else steps + 1 if isinstance(steps, int) and steps > 0 else 0
     # before the grid is allocated
     reserve_rows(rows, objective.dim, recording.states, recording.projection_size, itemsize)
-    grid = _time_grid(times, steps, lr, theta.real.dtype)
+    grid = rates.grid
     if record.complex_state and not theta.is_complex():
         theta = theta.to(torch.complex128 if theta.dtype == torch.float64 else torch.complex64)
     return theta, grid
 
 
-def _eigen_options(objective: Objective, lr: float, spectrum: Spectrum) -> dict:
+def _eigen_options(objective: Objective, rates: StepRates, spectrum: Spectrum) -> dict:
     """The eigenpair keywords of a top-k flow: k, a (warm-started) tracker and its refresh interval."""
     refresh = spectrum.eig_refresh
     if refresh is None:
-        refresh = 0.0 if objective.dim <= DENSE_MAX_DIM else lr
+        refresh = 0.0 if objective.dim <= DENSE_MAX_DIM else rates.smallest
     tracker = spectrum.tracker or EigenTracker(k=min(spectrum.k, objective.dim), tol=spectrum.eig_tol,
                                                method="dense" if objective.dim <= DENSE_MAX_DIM else "auto")
     return {"k": spectrum.k, "tracker": tracker, "refresh": refresh}
 
 
-def _solver_options(objective: Objective, theta: Tensor, record: Flow, lr: float, method: str,
-                    solver: Solver) -> tuple[dict, float | None]:
+def _solver_options(objective: Objective, theta: Tensor, record: Flow, rates: StepRates, method: str,
+                    solver: Solver) -> tuple[dict, Any]:
     """The torchdiffeq options: a fixed-step grid (default step: the stiffness bound) or the adaptive step limit."""
-    if method not in FIXED_METHODS:
-        return {"max_num_steps": solver.max_num_steps}, solver.step_size
-    step_size = solver.step_size
+    if method not in FIXED_METHODS:  # a schedule's step boundaries are jumps of the field: the solver steps to them
+        jumps = {"jump_t": rates.grid[1:-1]} if rates.schedule else {}
+        return {"max_num_steps": solver.max_num_steps, **jumps}, solver.step_size
+    step_size: Any = solver.step_size
     if step_size is None:
+        lr = rates.peak
         floor = 2.0 / lr if objective.dim > DENSE_MAX_DIM else 0.0
-        step_size = min(lr, 1.0 / max(stiffness(objective, theta, record, lr, floor=floor), 1e-12))
-    return {"grid_constructor": _subdivided_grid(step_size)}, step_size
+        bound = 1.0 / max(stiffness(objective, theta, record, lr, floor=floor), 1e-12)
+        step_size = min(lr, bound) if not rates.schedule else (lambda n: min(rates.step(n), bound))
+    # perturb: a stage at a step boundary is evaluated just inside its own step (h of that step, not the next)
+    return {"grid_constructor": _SubdividedGrid(step_size), "perturb": rates.schedule}, step_size
 
 
-def _subdivided_grid(step_size: float) -> Any:
+class _SubdividedGrid:
     """A torchdiffeq grid constructor: each output interval cut into the fewest equal steps ≤ ``step_size``.
 
     So every output time is a solver time (no interpolation: torchdiffeq's own step grid steps past output times
-    that are not multiples of the step and interpolates linearly).
+    that are not multiples of the step and interpolates linearly). ``step_size`` may be a function of the output
+    interval n; a chunk's intervals are numbered from :attr:`offset`, which the caller sets before each chunk.
     """
-    def grid(func: Any, y0: Tensor, t: Tensor) -> Tensor:
+
+    def __init__(self, step_size: float | Callable[[int], float]) -> None:
+        self.step_size = step_size
+        self.offset = 0
+
+    def __call__(self, func: Any, y0: Tensor, t: Tensor) -> Tensor:
         widths = t[1:] - t[:-1]
         slack = 1 - 64 * torch.finfo(t.dtype).eps  # a width that is a multiple of the step up to round-off
-        pieces = torch.ceil(widths / step_size * slack).clamp(min=1).to(torch.long)
+        step_size = self.step_size
+        if callable(step_size):
+            steps = torch.tensor([float(step_size(self.offset + i)) for i in range(len(widths))], dtype=t.dtype,
+                                 device=t.device)
+        else:
+            steps = torch.full_like(widths, float(step_size))
+        pieces = torch.ceil(widths / steps * slack).clamp(min=1).to(torch.long)
         points = [t[:1]] + [t[i] + widths[i] * torch.arange(1, int(n) + 1, dtype=t.dtype, device=t.device) / n
                             for i, n in enumerate(pieces.tolist())]
         out = torch.cat(points)
@@ -176,13 +242,11 @@ def _subdivided_grid(step_size: float) -> Any:
         out[ends] = t[1:]  # the output times exactly, not t_i + w_i·n/n
         return out
 
-    return grid
-
 
 def integrate(
     objective: Objective,
     theta0: Tensor | None = None,
-    lr: float = 0.1,
+    lr: float | Schedule = 0.1,
     steps: int | None = None,
     *,
     flow: str = "gf",
@@ -190,7 +254,7 @@ def integrate(
     method: str = "auto",
     rtol: float | None = None,
     atol: float | None = None,
-    step_size: float | None = None,
+    step_size: float | Callable[[int], float] | None = None,
     max_num_steps: int = 5_000,
     chunk: int = 16,
     k: int = 10,
@@ -209,7 +273,9 @@ def integrate(
     Args:
         objective: E.
         theta0: θ(0), shape (D,) (default ``objective.theta0``).
-        lr: the learning rate h the field is built for (t = n·h is GD's time).
+        lr: the learning rate h the field is built for (t = n·h is GD's time); or a schedule η(n) of the step
+            (:mod:`flows.dynamics.schedules`): then the grid is GD's, t_n = Σ_{m<n} η(m), and on [t_n, t_{n+1})
+            the field is built for h = η(n) (the central flow's threshold 2/η follows it). Needs ``steps``.
         steps: output at t = n·h for n = 0 … steps (or give ``times``).
         flow: a name in :data:`~flows.dynamics.fields.FLOWS`: ``gf``, ``igr``, ``third_order``, ``pf``, ``pf_topk``,
             ``pf_topk_igr``, ``central``, ….
@@ -218,9 +284,10 @@ def integrate(
             torchdiffeq method.
         rtol: adaptive relative tolerance; None: by θ's precision (:func:`default_tolerances`).
         atol: adaptive absolute tolerance; None: by θ's precision.
-        step_size: the most a fixed-step method steps; None: min(lr, 1/:func:`stiffness`), with λ_max taken ≥ 2/lr
-            for networks (D > 300). Each interval between output times is cut into equal steps no longer than this,
-            so the solver steps onto every output time.
+        step_size: the most a fixed-step method steps, a number or a function of the output interval n; None:
+            min(lr, 1/:func:`stiffness`) (with a schedule: min(η(n), 1/stiffness at the peak rate)), with λ_max
+            taken ≥ 2/lr for networks (D > 300). Each interval between output times is cut into equal steps no
+            longer than this, so the solver steps onto every output time.
         max_num_steps: adaptive solver steps allowed per chunk before it gives up.
         chunk: output times advanced per torchdiffeq call (the unit of progress, checks and interrupts).
         k: eigenpairs of the top-k flows (``pf_topk``, ``pf_topk_igr``).
@@ -246,8 +313,8 @@ def integrate(
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
     if isinstance(lr, str):
-        raise TypeError(f"lr must be a number, got {lr!r}: the flow is a keyword since driftlab 0.3.0, "
-                        f"integrate(objective, theta0, lr, steps, flow={lr!r})")
+        raise TypeError(f"lr must be a number or a schedule, got {lr!r}: the flow is a keyword since driftlab "
+                        f"0.3.0, integrate(objective, theta0, lr, steps, flow={lr!r})")
     solver = Solver(method, rtol, atol, step_size, max_num_steps, chunk)
     spectrum = Spectrum(k, tracker, eig_tol, eig_refresh)
     recording = Recording(states, projection_size)
@@ -255,26 +322,27 @@ def integrate(
                       max_loss, time_budget, progress)
 
 
-def _integrate(objective: Objective, theta0: Tensor | None, lr: float, steps: int | None,
+def _integrate(objective: Objective, theta0: Tensor | None, lr: float | Schedule, steps: int | None,
                times: Sequence[float] | Tensor | None, record: Flow, solver: Solver, spectrum: Spectrum,
                recording: Recording, flow_options: dict | None, max_loss: float | None, time_budget: float | None,
                progress: Progress) -> Trajectory:
     """:func:`integrate` with its settings checked into records."""
     flow = record.name
     method = _method(objective, solver)
-    lr = check_positive("lr", lr)
+    rates = StepRates(lr, steps, times)
     budget = Budget(time_budget)
     options = {**_flow_options(record, flow_options),
-               **(_eigen_options(objective, lr, spectrum) if record.eigenpairs else {})}
-    theta, grid = _start(objective, theta0, record, lr, times, steps, recording)
+               **(_eigen_options(objective, rates, spectrum) if record.eigenpairs else {})}
+    theta, grid = _start(objective, theta0, record, rates, times, steps, recording)
     rtol, atol = _tolerances(solver, theta.dtype)
-    solver_options, step_size = _solver_options(objective, theta, record, lr, method, solver)
-    config = {"kind": "flow", "flow": flow, "lr": lr, "method": method, "rtol": rtol, "atol": atol,
-              "step_size": step_size, "k": options.get("k"), "eig_refresh": options.get("refresh"),
+    solver_options, step_size = _solver_options(objective, theta, record, rates, method, solver)
+    config = {"kind": "flow", "flow": flow, "lr": rates.setting, "method": method, "rtol": rtol, "atol": atol,
+              "step_size": step_size if not callable(step_size) else "per step",
+              "k": options.get("k"), "eig_refresh": options.get("refresh"),
               "objective": objective.name, "dtype": str(theta.dtype), "device": str(theta.device),
               "time_budget": time_budget}
     branch = options.get("branch")
-    run = _FlowRun(objective, record, lr, options, budget,
+    run = _FlowRun(objective, record, rates, options, budget,
                    Recorder(objective.dim, recording.states, recording.projection_size))
     status = run.solve(theta, grid, method, rtol, atol, solver_options, solver.chunk, max_loss, progress, flow)
     config.update(_work(record, options, run.evals))
@@ -333,11 +401,11 @@ class _OutOfTimeError(Exception):
 class _FlowRun:
     """One integration: the right-hand side, recording, and the chunked solve with its stop conditions."""
 
-    def __init__(self, objective: Objective, record: Flow, lr: float, options: dict, budget: Budget,
+    def __init__(self, objective: Objective, record: Flow, rates: StepRates, options: dict, budget: Budget,
                  rec: Recorder) -> None:
         self.objective = objective
         self.flow = record
-        self.lr = lr
+        self.rates = rates
         self.options = options
         self.is_complex = record.complex_state
         self.budget = budget
@@ -378,7 +446,7 @@ class _FlowRun:
         """F(z) at flow time t; a flow that measures its rows keeps the evaluation's row (:meth:`_observe`)."""
         try:
             timed = {"t": t} if self.flow.timed else {}
-            out = self.flow(self.objective, z, self.lr, **timed, **self.options)
+            out = self.flow(self.objective, z, self.rates.at(t), **timed, **self.options)
         except (NonFiniteSpectrumError, torch.linalg.LinAlgError) as err:  # the state has blown up
             raise _DivergedError(f"eigendecomposition failed at t={t:.6g}: {err}") from err
         except ArithmeticError as err:  # the field stopped existing (the central flow over a quadratic direction)
@@ -393,13 +461,23 @@ class _FlowRun:
         """Keep an evaluation's row if it is at an output time; fold its ``worst`` values into the next row's."""
         assert self.flow.metrics is not None
         row = self.flow.metrics(self.options)
-        at = self.output_index.get(t)
+        at = self.output_index.get(self._snapped(t))
         if at is not None:
             self.measured[at] = (z.detach().clone(), row)
         following = bisect.bisect_right(self.output_times, t)  # t in [t_{j-1}, t_j) counts towards row j
         worst = self.worst.setdefault(following, {})
         for name in self.flow.worst:
             worst[name] = max(worst.get(name, -math.inf), row[name])
+
+    def _snapped(self, t: float) -> float:
+        """The output time t is, up to the ulps by which a scheduled run's solver nudges its times (perturb)."""
+        if not self.rates.schedule:
+            return t
+        j = bisect.bisect_left(self.output_times, t)
+        for near in self.output_times[max(j - 1, 0):j + 1]:
+            if abs(near - t) <= 8 * math.ulp(max(abs(near), 1.0)):
+                return near
+        return t
 
     def _measured_row(self, index: int, t: float, z: Tensor) -> dict[str, float]:
         """The row of the evaluation made at this very state during the solve, or of a fresh one."""
@@ -449,6 +527,9 @@ class _FlowRun:
             with torch.no_grad():
                 while i < len(grid) - 1:
                     seg = tgrid[i:i + step_chunk + 1]
+                    constructor = solver_options.get("grid_constructor")
+                    if constructor is not None:
+                        constructor.offset = i  # the chunk's first interval on the run's grid
                     try:
                         sol = odeint(self.rhs, y, seg, method=method, rtol=rtol, atol=atol, options=solver_options)
                     except _OutOfTimeError:
@@ -529,7 +610,7 @@ class _FlowRun:
 def compare(
     objective: Objective,
     theta0: Tensor | None = None,
-    lr: float = 0.1,
+    lr: float | Schedule = 0.1,
     steps: int = 50,
     *,
     flows: Sequence[str] | str = ("gf", "igr", "pf_topk"),
@@ -543,8 +624,8 @@ def compare(
     Args:
         objective: E.
         theta0: θ(0) (default ``objective.theta0``).
-        lr: GD's rate h, the flows' h.
-        steps: GD steps; the flows are recorded at t = n·h.
+        lr: GD's rate h, the flows' h; or a schedule η(n) (both follow it, on GD's grid t_n = Σ_{m<n} η(m)).
+        steps: GD steps; the flows are recorded at GD's times (t = n·h).
         flows: a flow name or a sequence of names.
         flow_options: given to every flow (see :func:`integrate`).
         time_budget: seconds for the whole call: each flow gets what GD and the earlier flows left.
@@ -591,7 +672,7 @@ def compare(
     return result
 
 
-def central_flow(objective: Objective, theta0: Tensor | None, lr: float, steps: int, *, substeps: int = 4,
+def central_flow(objective: Objective, theta0: Tensor | None, lr: float | Schedule, steps: int, *, substeps: int = 4,
                  critical: float = 1.95, track: float = 0.75, eig_tol: float = 1e-3, max_k: int = 16,
                  eig_refresh: float = 0.0, states: States = "none", projection_size: int = 64,
                  max_loss: float | None = None, time_budget: float | None = None,
@@ -605,7 +686,8 @@ def central_flow(objective: Objective, theta0: Tensor | None, lr: float, steps: 
     Args:
         objective: E, real; float64 recommended.
         theta0: θ(0), shape (D,), real (default ``objective.theta0``).
-        lr: GD's rate η > 0.
+        lr: GD's rate η > 0, or a schedule η(n) (the threshold 2/η(n) follows it; step n is ``substeps`` Euler
+            substeps of η(n)/substeps).
         steps: GD steps to cover; each is ``substeps`` Euler substeps of dt = 1/substeps.
         substeps: Euler substeps per GD step (the stability is linearised over one).
         critical: ηλ above which an eigen-direction is critical (1.95).
@@ -635,11 +717,14 @@ def central_flow(objective: Objective, theta0: Tensor | None, lr: float, steps: 
     """
     if theta0 is not None and torch.is_tensor(theta0) and theta0.is_complex():
         raise TypeError("theta0 is complex, but the central flow is a flow of a real θ; pass theta0.real")
-    lr, steps = check_positive("lr", lr), check_count("steps", steps)
+    steps = check_count("steps", steps)
     check_count("substeps", substeps, minimum=1)
+    rates = StepRates(lr, steps, None)
     options = {"substeps": substeps, "critical": critical, "track": track, "eig_tol": eig_tol, "max_k": max_k,
                "eig_refresh": eig_refresh}
-    traj = integrate(objective, theta0, lr, steps, flow="central", method="euler", step_size=lr / substeps,
+    step_size: float | Callable[[int], float] = (rates.peak / substeps if not rates.schedule
+                                                 else (lambda n: rates.step(n) / substeps))
+    traj = integrate(objective, theta0, lr, steps, flow="central", method="euler", step_size=step_size,
                      flow_options=options, states=states, projection_size=projection_size, max_loss=max_loss,
                      time_budget=time_budget, progress=progress)
     traj.config.update(kind="central", steps=steps, central_tol=eig_tol, central_max_k=max_k, eig_refresh=eig_refresh,

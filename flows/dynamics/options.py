@@ -8,6 +8,7 @@ these records from the keywords, so a record a user holds passes on as ``integra
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -23,7 +24,8 @@ class Solver:
     Attributes:
         method: ``"auto"`` (dopri5 for D ≤ 300, rk4 at the stiffness bound for networks) or a torchdiffeq method.
         rtol, atol: adaptive tolerances; None: by θ's precision (1e-7/1e-9 float64, 1e-4/1e-6 float32).
-        step_size: fixed-step size; None: min(h, 1/stiffness) (λ_max taken ≥ 2/h for networks).
+        step_size: fixed-step size, a number or a function of the output interval n (e.g. ``lambda n: η(n)/4``);
+            None: min(h, 1/stiffness) (λ_max taken ≥ 2/h for networks).
         max_num_steps: solver steps allowed per chunk before it gives up.
         chunk: output times advanced per torchdiffeq call (the unit of progress, checks and interrupts).
     """
@@ -31,13 +33,13 @@ class Solver:
     method: str = "auto"
     rtol: float | None = None
     atol: float | None = None
-    step_size: float | None = None
+    step_size: float | Callable[[int], float] | None = None
     max_num_steps: int = 5_000
     chunk: int = 16
 
     def __post_init__(self) -> None:
         for name in ("rtol", "atol", "step_size"):
-            if getattr(self, name) is not None:
+            if getattr(self, name) is not None and not (name == "step_size" and callable(self.step_size)):
                 check_positive(name, getattr(self, name))
         check_count("max_num_steps", self.max_num_steps, minimum=1)
         check_count("chunk", self.chunk, minimum=1)
