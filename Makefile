@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 DEMO := pf-quadratic pf-toys pf-branch bea-order corridors eos-digits controllers-digits drift-digits \
-	central-flow-toy eos-momentum eos-adam
+	central-flow-toy eos-momentum eos-adam central-rmsprop
 
 demo: install
 	@for name in $(DEMO); do $(BIN)/driftlab run $$name --out results/$$name --overwrite || exit 1; done
