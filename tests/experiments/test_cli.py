@@ -37,7 +37,7 @@ TINY = {
                      "n_train=100", "widths=64,8,10"],
     "central-flow-toy": ["steps=30", "lr=0.3", "sigma=3", "k=2", "n=32", "width=6"],
     "central-rmsprop": ["steps=24", "sigma=1", "every=4", "n_train=64", "width=6", "rules=scalar_rmsprop,adam",
-                        "models=digits", "lrs=0.3,0.02", "schedules=warmup-cosine", "beta2s=0.9,0.99"],
+                        "models=digits", "lrs=0.3,0.02", "schedules=warmup-cosine", "beta2s=0.9"],
     "pf-branch": ["steps=2", "solvers=rk4/20", "budget=5"],
     "bench-scaling": ["n_train=100", "widths=64,8,10", "rounds=1", "gd_steps=2", "k=2"],
     "bench-hvp": ["rounds=3", "widths=64,16,10", "n_train=100"],
