@@ -402,7 +402,7 @@ def plot_seeds(folders: list[Path], figures: Path) -> list[Path]:
             plots.mean_band(ax_s, steps, [t.metric("effective_sharpness")[:n] / threshold for t in central],
                             color=plots.color("central"), label="central flow")
             ax_s.axhline(1.0, ls=":", color="k")
-            ax_s.set_ylim(0.0, 2.0)  # the first steps start far above the edge (up to 45τ): the equilibrium is the point
+            ax_s.set_ylim(0.0, 2.0)  # the first steps start far above the edge (up to 45τ); the equilibrium matters
             ax_l.set_title(f"{unit}: loss")
             ax_s.set_title("λ₁(P⁻¹H) / τ")
             for ax in (ax_l, ax_s):

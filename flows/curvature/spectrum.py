@@ -556,6 +556,11 @@ class EigenTracker:
         self._basis = result.vectors if spare is None else torch.cat([result.vectors, spare], dim=1)
         return result
 
+    @property
+    def basis(self) -> Tensor | None:
+        """The warm-start block of the next solve: the last eigenvectors and ``extra`` spare vectors, (D, k + extra)."""
+        return self._basis
+
     def reset(self) -> None:
         """Forget the warm start (the next update is a cold solve)."""
         self._basis, self.last = None, None

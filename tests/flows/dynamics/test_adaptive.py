@@ -218,9 +218,10 @@ def test_the_batched_operator_is_b_applied_to_every_symmetric_x():
 
 
 def test_one_eigen_solve_per_step_tracks_the_solve_at_every_substep():
-    """eig_refresh=1 (Rayleigh–Ritz between solves) against eig_refresh=0 on the classifier started above the edge,
-    where U turns fastest: the predicted losses differ by at most 0.85% (measured), a first-order effect of the
-    rotation of U within a step that the kept basis does not span."""
+    """eig_refresh=1 (Rayleigh–Ritz on [V, MV] between solves) against eig_refresh=0 on the classifier started above
+    the edge, where U turns fastest. Measured: predicted losses within 0.22%, effective sharpness within 1.3%. With
+    Rayleigh–Ritz on V alone the turn of U within a step was missed: the next solve found λ₁(P⁻¹H) = 2.69 where the
+    solve at every substep holds 1.99 (35%)."""
     obj, rule = _classifier(), RMSProp(1.0, beta2=0.9)
     w = obj.theta0.clone()
     state = rule.fold(rule.initial_state(w), obj.grad(w))
