@@ -14,6 +14,7 @@ interrupted between chunks without losing what it computed.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -72,21 +73,34 @@ class StepRates:
 
     def __init__(self, lr: float | Schedule, steps: int | None, times: Sequence[float] | Tensor | None) -> None:
         self.schedule = callable(lr)
+        self._steps, self._times = steps, times
         if self.schedule:
             if times is not None:
                 raise ValueError("a schedule lr sets the output grid t_n = Σ_{m<n} η(m): give steps, not times")
             if steps is None:
                 raise ValueError("a schedule lr needs steps (the grid is t_n = Σ_{m<n} η(m))")
-            steps = check_count("steps", steps, minimum=1)
-            schedule = as_schedule(lr)
-            self.values = [check_positive(f"lr schedule at step {n}", float(schedule(float(n))))
-                           for n in range(steps)]
+            check_count("steps", steps, minimum=1)
+            self._rate = as_schedule(lr)
             self.setting: float | str = repr(lr)
         else:
-            self.values = [check_positive("lr", lr)]  # type: ignore[arg-type]
-            self.setting = self.values[0]
-        self.grid = self._grid(steps, times)
-        self._starts = self.grid[:-1].tolist()
+            self.setting = check_positive("lr", lr)  # type: ignore[arg-type]
+
+    @functools.cached_property
+    def values(self) -> list[float]:
+        """η(n) per step (one value for a number); made on first use, after the caller's memory check."""
+        if not self.schedule:
+            return [float(self.setting)]
+        assert self._steps is not None
+        return [check_positive(f"lr schedule at step {n}", float(self._rate(float(n)))) for n in range(self._steps)]
+
+    @functools.cached_property
+    def grid(self) -> Tensor:
+        """The output times; made on first use, after the caller's memory check."""
+        return self._grid(self._steps, self._times)
+
+    @functools.cached_property
+    def _starts(self) -> list[float]:
+        return self.grid[:-1].tolist()
 
     def _grid(self, steps: int | None, times: Sequence[float] | Tensor | None) -> Tensor:
         if self.schedule:
@@ -331,9 +345,9 @@ def _integrate(objective: Objective, theta0: Tensor | None, lr: float | Schedule
     method = _method(objective, solver)
     rates = StepRates(lr, steps, times)
     budget = Budget(time_budget)
-    options = {**_flow_options(record, flow_options),
-               **(_eigen_options(objective, rates, spectrum) if record.eigenpairs else {})}
+    flow_settings = _flow_options(record, flow_options)
     theta, grid = _start(objective, theta0, record, rates, times, steps, recording)
+    options = {**flow_settings, **(_eigen_options(objective, rates, spectrum) if record.eigenpairs else {})}
     rtol, atol = _tolerances(solver, theta.dtype)
     solver_options, step_size = _solver_options(objective, theta, record, rates, method, solver)
     config = {"kind": "flow", "flow": flow, "lr": rates.setting, "method": method, "rtol": rtol, "atol": atol,
