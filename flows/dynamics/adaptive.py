@@ -209,8 +209,10 @@ class AdaptiveCentralState:
                 "central_seconds": {key: round(value, 6) for key, value in self.seconds.items()}}
 
     def drift(self, objective: Objective, w: Tensor, state: RuleState) -> tuple[Tensor, RuleState]:
-        """(dw/dt, ds/dt) at (w, s): dw/dt = −d(s, E[g])/p(s); the quantities measured are left in :attr:`report`."""
+        """(dw/dt, ds/dt) at (w, s): dw/dt = −d(s, E[g])/p(s) (ablated: −(τ/S)g); measurements go to :attr:`report`."""
         mean, ds = self.field(objective, w, state)
+        if self.kind == "ablated":
+            return -self.report["effective_step"] * mean, ds
         return -self.rule.direction(state, mean) / self.rule.preconditioner(state), ds
 
     def step(self, objective: Objective, w: Tensor, state: RuleState, dt: float) -> tuple[Tensor, RuleState]:

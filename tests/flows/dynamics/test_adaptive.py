@@ -200,6 +200,10 @@ def test_the_ablated_flow_sharpens_along_its_closed_form_while_the_central_flow_
     np.testing.assert_allclose(ablated.metric("effective_step"), 2.0 / ablated.metric("sharpness"), rtol=1e-12)
     assert ablated.metric("sharpness")[-1] > 1.05 * 2 / lr  # past the edge the central flow holds
     np.testing.assert_allclose(central.metric("effective_sharpness")[-50:], 2.0, rtol=1e-3)
+    state = AdaptiveCentralState(GD(lr), "ablated")
+    w = theta0.clone()
+    dw, _ = state.drift(obj, w, GD(lr).fold(GD(lr).initial_state(w), obj.grad(w)))
+    np.testing.assert_allclose(dw.numpy(), -(2.0 / state.report["sharpness"]) * obj.grad(w).numpy(), rtol=1e-12)
     with pytest.raises(ValueError, match="scalar preconditioner.*rmsprop"):
         adaptive_flow(obj, theta0, RMSProp(lr), 5, flow="ablated")
 
