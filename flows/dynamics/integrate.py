@@ -221,10 +221,17 @@ def _solver_options(objective: Objective, theta: Tensor, record: Flow, rates: St
     if step_size is None:
         lr = rates.peak
         floor = 2.0 / lr if objective.dim > DENSE_MAX_DIM else 0.0
-        bound = 1.0 / max(stiffness(objective, theta, record, lr, floor=floor), 1e-12)
+        stiff = stiffness(objective, theta, record, lr, floor=floor)
+        bound = 1.0 / max(stiff, 1e-12)
+        if lr / bound > solver.max_num_steps:
+            raise ValueError(
+                f"lr={lr:.6g} is {lr * stiff:.3g}× the stable step 1/stiffness={bound:.3g} of the {record.name} flow "
+                f"here: a fixed-step {method} grid would need that many solver steps per GD step, more than "
+                f"max_num_steps={solver.max_num_steps}; lower lr, pass step_size (the most one solver step may "
+                f"span), raise max_num_steps, or use an adaptive method (e.g. method='dopri5')")
         step_size = min(lr, bound) if not rates.schedule else (lambda n: min(rates.step(n), bound))
     # perturb: a stage at a step boundary is evaluated just inside its own step (h of that step, not the next)
-    return {"grid_constructor": _SubdividedGrid(step_size), "perturb": rates.schedule}, step_size
+    return {"grid_constructor": _SubdividedGrid(step_size, solver.max_num_steps), "perturb": rates.schedule}, step_size
 
 
 class _SubdividedGrid:
@@ -233,10 +240,12 @@ class _SubdividedGrid:
     So every output time is a solver time (no interpolation: torchdiffeq's own step grid steps past output times
     that are not multiples of the step and interpolates linearly). ``step_size`` may be a function of the output
     interval n; a chunk's intervals are numbered from :attr:`offset`, which the caller sets before each chunk.
+    An interval that would need more than ``limit`` steps is refused (ValueError) before its grid is allocated.
     """
 
-    def __init__(self, step_size: float | Callable[[int], float]) -> None:
+    def __init__(self, step_size: float | Callable[[int], float], limit: int = 5_000) -> None:
         self.step_size = step_size
+        self.limit = limit
         self.offset = 0
 
     def __call__(self, func: Any, y0: Tensor, t: Tensor) -> Tensor:
@@ -248,7 +257,15 @@ class _SubdividedGrid:
                                  device=t.device)
         else:
             steps = torch.full_like(widths, float(step_size))
-        pieces = torch.ceil(widths / steps * slack).clamp(min=1).to(torch.long)
+        ratio = torch.ceil(widths / steps * slack).clamp(min=1)
+        worst = int(torch.argmax(ratio))
+        if not float(ratio[worst]) <= self.limit:  # also refuses NaN
+            raise ValueError(
+                f"the fixed-step grid needs {float(ratio[worst]):.3g} solver steps of step_size="
+                f"{float(steps[worst]):.3g} in output interval {self.offset + worst} (width "
+                f"{float(widths[worst]):.3g}), more than max_num_steps={self.limit}; pass a larger step_size, "
+                f"raise max_num_steps, use an adaptive method (e.g. method='dopri5'), or lower lr")
+        pieces = ratio.to(torch.long)
         points = [t[:1]] + [t[i] + widths[i] * torch.arange(1, int(n) + 1, dtype=t.dtype, device=t.device) / n
                             for i, n in enumerate(pieces.tolist())]
         out = torch.cat(points)
@@ -302,7 +319,8 @@ def integrate(
             min(lr, 1/:func:`stiffness`) (with a schedule: min(η(n), 1/stiffness at the peak rate)), with λ_max
             taken ≥ 2/lr for networks (D > 300). Each interval between output times is cut into equal steps no
             longer than this, so the solver steps onto every output time.
-        max_num_steps: adaptive solver steps allowed per chunk before it gives up.
+        max_num_steps: adaptive solver steps allowed per chunk before it gives up; for a fixed-step method, the
+            most solver steps one output interval may be cut into (more is refused before anything is allocated).
         chunk: output times advanced per torchdiffeq call (the unit of progress, checks and interrupts).
         k: eigenpairs of the top-k flows (``pf_topk``, ``pf_topk_igr``).
         tracker: a warm-started :class:`~flows.EigenTracker` for them (kept warm across calls).

@@ -78,3 +78,33 @@ def test_the_central_flows_threshold_follows_a_step_decay():
     assert (np.diff(sharpness) > 0).all() and sharpness[-1] > 20.2
     gd = gradient_descent(obj, theta0, schedule, 300)
     np.testing.assert_allclose(flow.times, gd.times, rtol=0, atol=1e-13)
+
+
+class _LastStepLSTM(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm, self.head = torch.nn.LSTM(3, 4, batch_first=True), torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("lr", [1e6, StepDecay(1e6, every=2, factor=0.5)])
+def test_a_fixed_step_grid_finer_than_max_num_steps_is_refused_by_name_before_it_is_allocated(lr):
+    """IGR on an LSTM at a rate 10¹⁸× its stable step once asked torch for a 7e18-element grid."""
+    torch.manual_seed(0)
+    obj = Objective.from_module(_LastStepLSTM(), torch.nn.functional.cross_entropy,
+                                (torch.randn(16, 5, 3), torch.randint(0, 2, (16,))))
+    with pytest.raises(ValueError, match=r"lr=1e\+06 .*max_num_steps=5000.*step_size"):
+        integrate(obj, lr=lr, steps=4, flow="igr", method="rk4")
+
+
+def test_a_step_size_function_too_fine_for_one_interval_fails_there_keeping_the_rows_before():
+    obj, theta0 = _quadratic(), torch.tensor([1.0, -1.0], dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="failed after step 6"):
+        traj = integrate(obj, theta0, 0.1, 10, flow="gf", method="rk4", chunk=3,
+                         step_size=lambda n: 0.05 if n < 6 else 1e-9)
+    assert traj.status == "failed" and len(traj.times) == 7
+    assert "output interval 6" in traj.events[-1]["reason"] and "max_num_steps=5000" in traj.events[-1]["reason"]
+    exact = np.array([scipy.linalg.expm(-A * 0.1 * n) @ theta0.numpy() for n in range(7)])
+    np.testing.assert_allclose(traj.state_matrix(), exact, atol=1e-5)  # RK4 at h·λ_max = 0.17: 1.5e-6 measured
