@@ -28,6 +28,7 @@ from .dynamics.options import Recording, Solver, Spectrum
 from .dynamics.rules import GD, RULES, Adam, RMSProp, RuleController, ScalarRMSProp, UpdateRule, get_rule
 from .dynamics.schedules import Constant, Schedule, StepDecay, WarmupCosine
 from .dynamics.sdcp import SDCPSolution, solve_sdcp
+from .dynamics.symmetrized import Rod, SymmetrizedCenter, symmetrized_flow
 from .objective import toys
 from .objective.hessian import HessianOperator
 from .objective.objective import HVP_METHODS, Objective
@@ -63,6 +64,7 @@ __all__ = [
     "SDCPSolution", "solve_sdcp", "CentralFlowResult", "CentralState", "central_flow",
     "UpdateRule", "GD", "ScalarRMSProp", "RMSProp", "Adam", "RULES", "get_rule", "RuleController",
     "AdaptiveCentralState", "AdaptiveFlowKind", "adaptive_flow", "Schedule", "Constant", "WarmupCosine", "StepDecay",
+    "Rod", "SymmetrizedCenter", "symmetrized_flow",
     # records
     "Trajectory", "Recorder", "TrajectoryFileError", "Progress", "gaussian_smoothed",
 ]

@@ -58,7 +58,7 @@ from ..progress import Progress, progress_bar
 from ..records.events import Event
 from ..records.trajectory import Recorder, Trajectory, reserve_rows
 from ..validate import States, check_choice, check_count, check_positive
-from .gd import Budget, _initial, keep_failure
+from .gd import Budget, _initial, run_keeping_rows
 from .rules import GD, RuleState, ScalarRMSProp
 from .sdcp import solve_sdcp
 
@@ -400,23 +400,9 @@ def adaptive_flow(objective: Objective, theta0: Tensor | None, rule: GD, steps: 
     rec = Recorder(objective.dim, states, projection_size)
     budget = Budget(time_budget)
     bar = progress_bar(steps, progress, f"{rule.name} {flow} flow")
-    status, error = "complete", None
     try:
-        status = _run(objective, w, state, flow_state, steps, rec, budget, bar)
-    except KeyboardInterrupt:
-        status = "interrupted"
-        rec.event(Event("interrupted", rec.row, rec.times[-1] if rec.times else 0.0, {"reason": "KeyboardInterrupt"}))
-    except ArithmeticError as err:
-        if rec.row < 0:
-            raise
-        status = "diverged"
-        rec.event(Event("divergence", rec.row, rec.times[-1], {"reason": str(err)}))
-        warnings.warn(f"{rule.name} {flow} flow stopped after {rec.row} steps: {err}", RuntimeWarning, stacklevel=2)
-    except Exception as err:  # noqa: BLE001 - keep the steps done
-        if rec.row < 1:
-            raise
-        status, error = "failed", err
-        keep_failure(rec, err, f"{rule.name} {flow} flow", rec.times[-1])
+        status, error = run_keeping_rows(rec, f"{rule.name} {flow} flow", lambda: _run(
+            objective, w, state, flow_state, steps, rec, budget, bar))
     finally:
         bar.close()
     config = {"kind": "adaptive_flow", **rule.settings(), "steps": steps, "objective": objective.name,

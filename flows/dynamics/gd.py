@@ -207,6 +207,31 @@ def keep_failure(rec: Recorder, err: BaseException, runner: str, time: float) ->
                   "status 'failed' (the exception is the trajectory's .error)", RuntimeWarning, stacklevel=4)
 
 
+def run_keeping_rows(rec: Recorder, runner: str, body: Callable[[], str]) -> tuple[str, BaseException | None]:
+    """(status, error) of ``body()``, the loop of a runner that records into ``rec``, with the rows kept.
+
+    Ctrl-C: ``interrupted``; an ArithmeticError (the run diverged, or its model stopped existing) after the first
+    row: ``diverged`` with a warning; any other exception after the second row: ``failed`` (:func:`keep_failure`).
+    Earlier, the exception itself is raised: nothing was computed.
+    """
+    try:
+        return body(), None
+    except KeyboardInterrupt:
+        rec.event(Event("interrupted", rec.row, rec.times[-1] if rec.times else 0.0, {"reason": "KeyboardInterrupt"}))
+        return "interrupted", None
+    except ArithmeticError as err:
+        if rec.row < 0:
+            raise
+        rec.event(Event("divergence", rec.row, rec.times[-1], {"reason": str(err)}))
+        warnings.warn(f"{runner} stopped after {rec.row} steps: {err}", RuntimeWarning, stacklevel=3)
+        return "diverged", None
+    except Exception as err:  # noqa: BLE001 - keep the steps done
+        if rec.row < 1:
+            raise
+        keep_failure(rec, err, runner, rec.times[-1])
+        return "failed", err
+
+
 def _check_objective(objective: Objective) -> Objective:
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be a flows.Objective, got {type(objective).__name__}")
