@@ -23,8 +23,10 @@ METHOD_COLORS = {
     "third_order": OKABE_ITO["purple"], "pf": OKABE_ITO["vermillion"], "pf_topk": OKABE_ITO["green"],
     "pf_topk_igr": OKABE_ITO["sky"],
     "central": "#5A5A5A",  # outside Okabe–Ito's eight: a dark grey, told apart from GD's black by its dashes
+    "symmetrized": OKABE_ITO["purple"], "symmetrized_pf": OKABE_ITO["yellow"],
 }
-METHOD_LABELS = {"gd": "GD", **{name: flow.label for name, flow in FLOWS.items()}}
+METHOD_LABELS = {"gd": "GD", **{name: flow.label for name, flow in FLOWS.items()},
+                 "symmetrized": "symmetrized center", "symmetrized_pf": "PF top-k, symmetrized center"}
 CYCLE = [OKABE_ITO[c] for c in ("blue", "orange", "green", "vermillion", "purple", "sky", "yellow", "black")]
 
 STYLE = {

@@ -14,27 +14,57 @@ at the other substeps, ``central_refresh_per_step``). For each, on the grid t = 
 * ``hλ₁``: the sharpness along the path (every ``sharpness_every`` steps), its mean |hλ₁ − GD's smoothed hλ₁| and
   its value at the end;
 * ``cost``: wall-clock seconds per unit flow time h, in gradient evaluations (a gradient timed in the same process,
-  median of 20), plus field evaluations and eigen HVPs.
+  median of 20), plus field evaluations and eigen HVPs;
+* ``onset oscillation``: the sharpness at the onset of the edge. From the first step n₀ at which hλ₁ ≥ 2 (found on
+  the coarse series, then step by step), hλ₁ at every step of the next ``onset_window`` steps, averaged over
+  consecutive pairs (which removes GD's period-2 flip); its amplitude is half its range, its period the median
+  spacing of its peaks (prominence ≥ 0.01), NaN with fewer than two.
+
+Arena v2 adds the symmetrized-center flow (:func:`flows.symmetrized_flow`, ``symmetrized``: base gf, k directions)
+and PF top-k with the symmetrized center (``symmetrized_pf``), and a model no other experiment uses
+(:func:`experiments.zoo.datasets.circles_layernorm`: LayerNorm, GELU, cross-entropy). The circles model's sharpness
+shoots past 2/h and falls back (a catapult) rather than settling at the edge.
+
+**Adding a model** (Rod Flow, Edge Flow, the free-energy model, once transcribed): a model whose state is θ alone is a
+:class:`flows.Flow` record in ``flows.FLOWS`` (its field, label, order and options) and runs here by name through
+:func:`flows.integrate`; a model with state beyond θ (a rod, a magnitude) is a function in :data:`RUNNERS`,
+``runner(setting, config, ctx) -> ArenaRun`` (its trajectory, whose states are the model's θ on the grid t = n·h, and
+its prediction of GD's time-averaged loss). Either way, add its name to ``Config.flows``; the scores, the tables and
+the figures follow.
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.signal import find_peaks
 from torch import Tensor
 
 from analysis import plots
 from experiments.cli.common import number_key, read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
 from experiments.edge_of_stability.central_flow_toy import eigenvalues_along
-from experiments.zoo.datasets import digits_objective, swish_mlp_toy
-from flows import Objective, Trajectory, central_flow, gaussian_smoothed, gradient_descent, integrate, sharpness
+from experiments.zoo.datasets import circles_layernorm, digits_objective, swish_mlp_toy
+from flows import (
+    FLOWS,
+    Objective,
+    Trajectory,
+    central_flow,
+    gaussian_smoothed,
+    gradient_descent,
+    integrate,
+    sharpness,
+    symmetrized_flow,
+)
 
-FLOW_NAMES = ("gf", "igr", "pf_topk", "pf_topk_igr", "central")
+FLOW_NAMES = ("gf", "igr", "pf_topk", "pf_topk_igr", "central", "symmetrized", "symmetrized_pf")
+OBJECTIVES = ("toy", "digits", "circles")
 
 
 @dataclass
@@ -63,23 +93,38 @@ class Config:
     """RK4 steps (BEA/PF flows) and Euler substeps (central flow) per GD step."""
     sharpness_every: int = 5
     """Measure GD's λ_max every this many steps."""
-    objectives: tuple[str, ...] = ("toy", "digits")
-    """Which objectives to run: 'toy', 'digits'."""
+    objectives: tuple[str, ...] = OBJECTIVES
+    """Which objectives to run: 'toy', 'digits', 'circles'."""
     central_refresh_per_step: bool = True
     """False: an eigen solve at every central-flow substep."""
+    circles_target: float = 1.0
+    """h·λ_max(θ₀) on the circles LayerNorm MLP."""
+    circles_steps: int = 200
+    """GD steps on circles."""
+    circles_sigma: float = 10.0
+    """Width (in steps) of the Gaussian that smooths GD's loss on circles."""
+    symmetrized_k: int = 5
+    """Directions of the symmetrized-center flows' rod."""
+    symmetrized_substeps: int = 2
+    """Euler substeps per GD step of the symmetrized-center flows."""
+    onset_window: int = 60
+    """Steps after the onset of the edge over which the sharpness oscillation is measured step by step."""
 
     def validate(self) -> None:
-        unknown = sorted(set(self.flows) - set(FLOW_NAMES))
+        known = tuple(FLOWS) + tuple(RUNNERS)
+        unknown = sorted(set(self.flows) - set(known))
         if unknown or not self.flows:
-            raise ValueError(f"flows must be a non-empty subset of {FLOW_NAMES}, got {self.flows}")
-        bad = sorted(set(self.objectives) - {"toy", "digits"})
+            raise ValueError(f"flows must be a non-empty subset of {known}, got {self.flows}")
+        bad = sorted(set(self.objectives) - set(OBJECTIVES))
         if bad or not self.objectives:
-            raise ValueError(f"objectives must be a non-empty subset of ('toy', 'digits'), got {self.objectives}")
-        for name in ("toy_steps", "digits_steps", "n_train", "k", "substeps", "sharpness_every"):
+            raise ValueError(f"objectives must be a non-empty subset of {OBJECTIVES}, got {self.objectives}")
+        for name in ("toy_steps", "digits_steps", "n_train", "k", "substeps", "sharpness_every", "circles_steps",
+                     "symmetrized_k", "symmetrized_substeps", "onset_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if not (self.toy_lr > 0 and self.toy_sigma > 0 and self.digits_sigma > 0):
-            raise ValueError("toy_lr, toy_sigma and digits_sigma must be > 0")
+        if not (self.toy_lr > 0 and self.toy_sigma > 0 and self.digits_sigma > 0 and self.circles_sigma > 0
+                and self.circles_target > 0):
+            raise ValueError("toy_lr, toy_sigma, digits_sigma, circles_sigma and circles_target must be > 0")
         if not self.digits_targets or any(t <= 0 for t in self.digits_targets):
             raise ValueError(f"digits_targets must be positive, got {self.digits_targets}")
 
@@ -110,6 +155,12 @@ def _settings(config: Config, ctx) -> list[Setting]:
         for target in config.digits_targets:
             out.append(Setting(f"digits-{number_key(target)}", f"digits MLP, h·λ_max(θ₀) = {target:g}", obj, theta0,
                                target / lam0, config.digits_steps, config.digits_sigma))
+    if "circles" in config.objectives:
+        obj = circles_layernorm(seed=ctx.seed)
+        theta0 = obj.theta0.to(ctx.device)
+        out.append(Setting("circles", f"circles LayerNorm MLP (CE), h·λ_max(θ₀) = {config.circles_target:g}", obj,
+                           theta0, config.circles_target / sharpness(obj, theta0), config.circles_steps,
+                           config.circles_sigma))
     return out
 
 
@@ -142,47 +193,107 @@ def _gd(setting: Setting, config: Config, folder: Path, ctx) -> None:
     traj.save(folder / "gd")
     states = torch.as_tensor(traj.state_matrix()[::config.sharpness_every], dtype=setting.theta0.dtype,
                              device=setting.theta0.device)
+    coarse = eigenvalues_along(setting.objective, states, 1)[:, 0]
+    all_states = torch.as_tensor(traj.state_matrix(), dtype=setting.theta0.dtype, device=setting.theta0.device)
     write_json(folder / "gd_series.json", {
         "loss": traj.losses.tolist(), "status": traj.status, "lr": setting.lr, "title": setting.title,
-        "sigma": setting.sigma, "sharpness": eigenvalues_along(setting.objective, states, 1)[:, 0].tolist(),
-        "gradient_seconds": gradient_seconds(setting.objective, setting.theta0)})
+        "sigma": setting.sigma, "sharpness": coarse.tolist(),
+        "gradient_seconds": gradient_seconds(setting.objective, setting.theta0),
+        **onset_series(setting.objective, all_states, setting.lr, coarse, config.sharpness_every,
+                       config.onset_window)})
+
+
+def onset_series(objective: Objective, states: Tensor, lr: float, coarse: np.ndarray, every: int,
+                 window: int) -> dict:
+    """``onset_step`` n₀ (the first step with hλ₁ ≥ 2, None if none) and ``onset_sharpness``: λ₁ at steps n₀ … n₀ +
+    ``window`` (fewer at the end of the run), from the coarse series λ₁ at every ``every``-th state refined step by
+    step."""
+    above = np.flatnonzero(lr * np.asarray(coarse) >= 2.0)
+    if not above.size:
+        return {"onset_step": None, "onset_sharpness": []}
+    start = max(0, (int(above[0]) - 1) * every)
+    fine = eigenvalues_along(objective, states[start:int(above[0]) * every + window + 1], 1)[:, 0]
+    first = np.flatnonzero(lr * fine >= 2.0)
+    offset = int(first[0]) if first.size else int(above[0]) * every - start
+    return {"onset_step": start + offset, "onset_sharpness": fine[offset:offset + window + 1].tolist()}
+
+
+def oscillation(series: list[float] | np.ndarray, lr: float) -> tuple[float, float]:
+    """(amplitude, period in steps) of hλ₁ after the onset: half the range and the median peak spacing of the
+    two-step average (GD's period-2 flip removed); NaN when the series is too short or has fewer than two peaks."""
+    x = lr * np.asarray(series, dtype=float)
+    if x.size < 6 or not np.isfinite(x).all():
+        return float("nan"), float("nan")
+    pairs = 0.5 * (x[:-1] + x[1:])
+    peaks, _ = find_peaks(pairs, prominence=0.01)
+    period = float(np.median(np.diff(peaks))) if peaks.size >= 2 else float("nan")
+    return 0.5 * float(pairs.max() - pairs.min()), period
+
+
+@dataclass(frozen=True)
+class ArenaRun:
+    """What a model gives the arena: its trajectory (states: its θ on GD's grid), its prediction of GD's
+    time-averaged loss, and its work counters."""
+
+    trajectory: Trajectory
+    predicted_loss: np.ndarray
+    work: dict = field(default_factory=dict)
+
+
+def _central(setting: Setting, config: Config, ctx) -> ArenaRun:
+    h = setting.lr
+    cf = central_flow(setting.objective, setting.theta0, h, setting.steps, substeps=config.substeps, states="full",
+                      eig_refresh=h if config.central_refresh_per_step else 0.0, progress=ctx.progress)
+    return ArenaRun(cf, cf.metric("predicted_loss"), {key: cf.config[key] for key in ("eigen_matvecs",
+                                                                                     "field_evaluations")})
+
+
+def _symmetrized(base: str) -> Callable[[Setting, Config, object], ArenaRun]:
+    def run(setting: Setting, config: Config, ctx) -> ArenaRun:
+        traj = symmetrized_flow(setting.objective, setting.theta0, setting.lr, setting.steps,
+                                k=config.symmetrized_k, substeps=config.symmetrized_substeps, base=base,  # type: ignore[arg-type]
+                                states="full", progress=ctx.progress)
+        return ArenaRun(traj, traj.metric("predicted_loss"), {
+            "eigen_matvecs": traj.config["eigen_matvecs"] + traj.config["hvps"],
+            "field_evaluations": traj.config["gradients"] // 2})
+    return run
+
+
+RUNNERS: dict[str, Callable[[Setting, Config, object], ArenaRun]] = {
+    "central": _central, "symmetrized": _symmetrized("gf"), "symmetrized_pf": _symmetrized("pf")}
+"""Models with their own runner (state beyond θ, or their own discretisation); every other name is a
+``flows.FLOWS`` record integrated by RK4 at h/``substeps`` (module docstring: adding a model)."""
+
+
+def _integrated(name: str, setting: Setting, config: Config, ctx) -> ArenaRun:
+    h = setting.lr
+    traj = integrate(setting.objective, setting.theta0, h, setting.steps, flow=name, method="rk4",
+                     step_size=h / config.substeps, k=config.k, eig_refresh=h, progress=ctx.progress)
+    return ArenaRun(traj, traj.losses, {key: traj.config.get(key, 0) for key in ("eigen_matvecs",
+                                                                                  "field_evaluations")})
 
 
 def _flow(setting: Setting, name: str, config: Config, folder: Path, ctx) -> None:
-    """Run one flow on the GD grid and save its series against GD (distances, predicted loss, sharpness, cost)."""
+    """Run one model on the GD grid and save its series against GD (distances, predicted loss, sharpness, cost)."""
     obj = setting.objective
-    h = setting.lr
-    steps = setting.steps
     gd = Trajectory.load(folder / "gd")
+    setting = dataclasses.replace(setting, steps=min(setting.steps, len(gd) - 1))  # to GD's last step
     clock = time.perf_counter()
-    work: dict = {}
-    if name == "central":
-        cf = central_flow(obj, setting.theta0, h, min(steps, len(gd) - 1), substeps=config.substeps,
-                          states="full", eig_refresh=h if config.central_refresh_per_step else 0.0,
-                          progress=ctx.progress)
-        states = torch.as_tensor(cf.state_matrix(), dtype=setting.theta0.dtype, device=setting.theta0.device)
-        loss = cf.losses
-        predicted = cf.metric("predicted_loss")
-        status = cf.status
-        work = {"eigen_matvecs": cf.config["eigen_matvecs"], "field_evaluations": cf.config["field_evaluations"]}
-    else:
-        traj = integrate(obj, setting.theta0, h, len(gd) - 1, flow=name, method="rk4", step_size=h / config.substeps,
-                         k=config.k, eig_refresh=h, progress=ctx.progress)
-        states = torch.as_tensor(traj.state_matrix(), dtype=setting.theta0.dtype, device=setting.theta0.device)
-        loss, status = traj.losses, traj.status
-        predicted = loss
-        work = {key: traj.config.get(key, 0) for key in ("eigen_matvecs", "field_evaluations")}
+    run = RUNNERS[name](setting, config, ctx) if name in RUNNERS else _integrated(name, setting, config, ctx)
     seconds = time.perf_counter() - clock
+    states = torch.as_tensor(run.trajectory.state_matrix(), dtype=setting.theta0.dtype, device=setting.theta0.device)
     gd_states = torch.as_tensor(gd.state_matrix(), dtype=states.dtype, device=states.device)
     n = min(len(states), len(gd_states))
     mid = 0.25 * (gd_states[:-2] + 2 * gd_states[1:-1] + gd_states[2:])
     m = min(n - 1, len(mid) + 1)
+    coarse = eigenvalues_along(obj, states[::config.sharpness_every], 1)[:, 0]
     write_json(folder / f"{name}_series.json", {
-        "loss": np.asarray(loss).tolist(), "predicted_loss": np.asarray(predicted).tolist(), "status": status,
+        "loss": np.asarray(run.trajectory.losses).tolist(), "predicted_loss": np.asarray(run.predicted_loss).tolist(),
+        "status": run.trajectory.status,
         "iterate_distance": (states[:n] - gd_states[:n]).norm(dim=1).tolist(),
         "midpoint_distance": [float("nan")] + (states[1:m] - mid[:m - 1]).norm(dim=1).tolist(),
-        "sharpness": eigenvalues_along(obj, states[::config.sharpness_every], 1)[:, 0].tolist(),
-        "seconds": seconds, **work})
+        "sharpness": coarse.tolist(), "seconds": seconds, **run.work,
+        **onset_series(obj, states, setting.lr, coarse, config.sharpness_every, config.onset_window)})
 
 
 def _scores(setting: Setting, config: Config, folder: Path) -> list[dict]:
@@ -191,8 +302,10 @@ def _scores(setting: Setting, config: Config, folder: Path) -> list[dict]:
     smoothed = gaussian_smoothed(np.asarray(gd["loss"]), sigma)
     sharp = h * gaussian_smoothed(np.asarray(gd["sharpness"]), max(sigma / config.sharpness_every, 1.0))
     rows = []
+    gd_amplitude, gd_period = oscillation(gd.get("onset_sharpness", []), h)
     for name in config.flows:
         s = read_json(folder / f"{name}_series.json")
+        amplitude, period = oscillation(s.get("onset_sharpness", []), h)
         n = len(s["iterate_distance"])
         lo, hi = int(2 * sigma), min(n, len(smoothed)) - int(2 * sigma)
         window = slice(lo, max(lo, hi))
@@ -212,6 +325,9 @@ def _scores(setting: Setting, config: Config, folder: Path) -> list[dict]:
             "hλ₁ end (GD smoothed)": f"{flow_sharp[j - 1]:.3g} ({sharp[j - 1]:.3g})",
             "cost (gradients per h)": float(s["seconds"] / time_units / gd["gradient_seconds"]),
             "eigen HVPs per h": float(s.get("eigen_matvecs", 0)) / time_units,
+            "onset step (GD's)": f"{s.get('onset_step')} ({gd.get('onset_step')})",
+            "onset amplitude of hλ₁": amplitude, "onset period (steps)": period,
+            "GD onset amplitude": gd_amplitude, "GD onset period": gd_period,
         })
     return rows
 
@@ -224,7 +340,7 @@ def plot(out: Path, figures: Path) -> list[Path]:
         raise FileNotFoundError(f"no arena folders with gd_series.json in {out}")
     every = manifest["config"]["sharpness_every"]
     with plots.style():
-        fig, axes = plots.subplots(3 * len(folders), ncols=len(folders), height=2.7)
+        fig, axes = plots.subplots(4 * len(folders), ncols=len(folders), height=2.7)
         cols = len(folders)
         for c, folder in enumerate(folders):
             gd = read_json(folder / "gd_series.json")
@@ -234,6 +350,9 @@ def plot(out: Path, figures: Path) -> list[Path]:
             ax_d = axes[c]
             ax_l = axes[cols + c]
             ax_s = axes[2 * cols + c]
+            ax_o = axes[3 * cols + c]
+            if gd.get("onset_sharpness"):
+                ax_o.plot(h * np.asarray(gd["onset_sharpness"]), color=plots.color("gd"), lw=0.8, label="GD")
             ax_l.plot(steps, loss, color=plots.color("gd"), alpha=0.25, lw=0.8)
             ax_l.plot(steps, gaussian_smoothed(loss, sigma), color=plots.color("gd"), lw=2.5,
                       label=f"GD smoothed (σ = {sigma:g})")
@@ -257,6 +376,8 @@ def plot(out: Path, figures: Path) -> list[Path]:
                           label=plots.label(name) + suffix)
                 sh = np.asarray(s["sharpness"], dtype=float)
                 ax_s.plot(np.arange(len(sh)) * every, h * sh, color=plots.color(name), label=plots.label(name))
+                if s.get("onset_sharpness"):
+                    ax_o.plot(h * np.asarray(s["onset_sharpness"]), color=plots.color(name), label=plots.label(name))
             ax_d.set_title(gd["title"], fontsize=9)
             ax_d.set_ylabel("‖θ_flow(nh) − θ_GD(n)‖")
             ax_l.set_ylabel("loss")
@@ -270,7 +391,55 @@ def plot(out: Path, figures: Path) -> list[Path]:
             ax_s.axhline(2, ls=":", color="k")
             ax_s.set_ylabel("h·λ₁")
             ax_s.set_xlabel("GD step n (t = n·h)")
+            ax_o.axhline(2, ls=":", color="k")
+            ax_o.set_ylim(1.5, 3)
+            ax_o.set_ylabel("h·λ₁ from the onset")
+            ax_o.set_xlabel("steps after each model's first hλ₁ ≥ 2")
         axes[0].legend(fontsize=6)
         axes[cols].legend(fontsize=6)
         fig.suptitle("flow arena: each continuous model of GD against GD")
         return save_figure(fig, figures, "flow_arena")
+
+
+def plot_seeds(folders: list[Path], figures: Path) -> list[Path]:
+    """Per setting, over seeds: each model's distance to GD's iterates and its hλ₁ with GD's, mean ± 1 sd."""
+    flows = read_json(folders[0] / "manifest.json")["config"]["flows"]
+    every = read_json(folders[0] / "manifest.json")["config"]["sharpness_every"]
+    settings = [p.name for p in sorted(folders[0].iterdir()) if (p / "gd_series.json").exists()]
+    with plots.style():
+        fig, axes = plots.subplots(2 * len(settings), ncols=len(settings), height=2.7)
+        cols = len(settings)
+        for c, key in enumerate(settings):
+            gds = [read_json(f / key / "gd_series.json") for f in folders]
+            h = gds[0]["lr"]  # the digits rates differ per seed by λ_max(θ₀); hλ₁ is compared in units of h
+            ax_d, ax_s = axes[c], axes[cols + c]
+            n = min(len(g["sharpness"]) for g in gds)
+            plots.mean_band(ax_s, np.arange(n) * every, [g["lr"] * np.asarray(g["sharpness"][:n]) for g in gds],
+                            color=plots.color("gd"), label="GD")
+            for name in flows:
+                series = [read_json(f / key / f"{name}_series.json") for f in folders
+                          if (f / key / f"{name}_series.json").exists()]
+                if len(series) < len(folders):
+                    continue
+                # a seed that diverged contributes up to its last step (NaN after, left out point by point)
+                length = max(len(s["iterate_distance"]) for s in series)
+                distance = np.full((len(series), length), np.nan)
+                for i, s in enumerate(series):
+                    distance[i, :len(s["iterate_distance"])] = s["iterate_distance"]
+                plots.mean_band(ax_d, np.arange(1, length), distance[:, 1:], color=plots.color(name),
+                                label=plots.label(name), log=True)
+                sharp = np.full((len(series), n), np.nan)
+                for i, (s, g) in enumerate(zip(series, gds)):
+                    values = g["lr"] * np.asarray(s["sharpness"][:n], dtype=float)
+                    sharp[i, :len(values)] = values
+                plots.mean_band(ax_s, np.arange(n) * every, sharp, color=plots.color(name), label=plots.label(name))
+            ax_d.set_yscale("log")
+            ax_d.set_title(f"{key}: {gds[0]['title']} (seed 0: h = {h:.3g})", fontsize=8)
+            ax_d.set_ylabel("‖θ_model(nh) − θ_GD(n)‖")
+            ax_s.axhline(2, ls=":", color="k")
+            ax_s.set_ylim(0, 3)
+            ax_s.set_ylabel("h·λ₁")
+            ax_s.set_xlabel("GD step n")
+        axes[0].legend(fontsize=6)
+        fig.suptitle(f"flow arena, mean ± 1 sd over {len(folders)} seeds")
+        return save_figure(fig, figures, "flow_arena_seeds")
