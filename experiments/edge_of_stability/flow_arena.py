@@ -49,10 +49,10 @@ from torch import Tensor
 from analysis import plots
 from experiments.cli.common import number_key, read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.edge_of_stability.central_flow_toy import eigenvalues_along
 from experiments.zoo.datasets import circles_layernorm, digits_objective, swish_mlp_toy
 from flows import (
     FLOWS,
+    EigenTracker,
     Objective,
     Trajectory,
     central_flow,
@@ -62,6 +62,7 @@ from flows import (
     sharpness,
     symmetrized_flow,
 )
+from flows.curvature.lanczos import NonFiniteSpectrumError
 
 FLOW_NAMES = ("gf", "igr", "pf_topk", "pf_topk_igr", "central", "symmetrized", "symmetrized_pf")
 OBJECTIVES = ("toy", "digits", "circles")
@@ -193,7 +194,7 @@ def _gd(setting: Setting, config: Config, folder: Path, ctx) -> None:
     traj.save(folder / "gd")
     states = torch.as_tensor(traj.state_matrix()[::config.sharpness_every], dtype=setting.theta0.dtype,
                              device=setting.theta0.device)
-    coarse = eigenvalues_along(setting.objective, states, 1)[:, 0]
+    coarse = sharpness_along(setting.objective, states)
     all_states = torch.as_tensor(traj.state_matrix(), dtype=setting.theta0.dtype, device=setting.theta0.device)
     write_json(folder / "gd_series.json", {
         "loss": traj.losses.tolist(), "status": traj.status, "lr": setting.lr, "title": setting.title,
@@ -201,6 +202,19 @@ def _gd(setting: Setting, config: Config, folder: Path, ctx) -> None:
         "gradient_seconds": gradient_seconds(setting.objective, setting.theta0),
         **onset_series(setting.objective, all_states, setting.lr, coarse, config.sharpness_every,
                        config.onset_window)})
+
+
+def sharpness_along(objective: Objective, states: Tensor) -> np.ndarray:
+    """λ₁ at each row of ``states`` from one warm tracker; NaN where the spectrum does not exist (a diverging model's
+    last states overflow the Hessian products), the tracker restarted cold after such a row."""
+    tracker, out = EigenTracker(k=1, tol=1e-4), []
+    for row in states:
+        try:
+            out.append(float(tracker.update(objective, row).values[0]))
+        except NonFiniteSpectrumError:
+            out.append(float("nan"))
+            tracker = EigenTracker(k=1, tol=1e-4)
+    return np.asarray(out)
 
 
 def onset_series(objective: Objective, states: Tensor, lr: float, coarse: np.ndarray, every: int,
@@ -212,7 +226,7 @@ def onset_series(objective: Objective, states: Tensor, lr: float, coarse: np.nda
     if not above.size:
         return {"onset_step": None, "onset_sharpness": []}
     start = max(0, (int(above[0]) - 1) * every)
-    fine = eigenvalues_along(objective, states[start:int(above[0]) * every + window + 1], 1)[:, 0]
+    fine = sharpness_along(objective, states[start:int(above[0]) * every + window + 1])
     first = np.flatnonzero(lr * fine >= 2.0)
     offset = int(first[0]) if first.size else int(above[0]) * every - start
     return {"onset_step": start + offset, "onset_sharpness": fine[offset:offset + window + 1].tolist()}
@@ -286,7 +300,7 @@ def _flow(setting: Setting, name: str, config: Config, folder: Path, ctx) -> Non
     n = min(len(states), len(gd_states))
     mid = 0.25 * (gd_states[:-2] + 2 * gd_states[1:-1] + gd_states[2:])
     m = min(n - 1, len(mid) + 1)
-    coarse = eigenvalues_along(obj, states[::config.sharpness_every], 1)[:, 0]
+    coarse = sharpness_along(obj, states[::config.sharpness_every])
     write_json(folder / f"{name}_series.json", {
         "loss": np.asarray(run.trajectory.losses).tolist(), "predicted_loss": np.asarray(run.predicted_loss).tolist(),
         "status": run.trajectory.status,
