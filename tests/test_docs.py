@@ -35,8 +35,14 @@ def _check_hessian_kit(out: str) -> None:
     assert "plane (11, 11)" in out
 
 
+def _check_symmetrized_quartic(out: str) -> None:
+    magnitude, gd, closed, secant = (float(v) for v in re.search(
+        r"magnitude (\S+), GD's \|x\| (\S+), closed form (\S+), ηλ̃ (\S+)", out).groups())
+    assert magnitude == closed == gd and secant == 2.0  # to the six digits printed
+
+
 CHECKS = {("README.md", 0): _check_first_example, ("semantics.md", 0): _check_network_flows,
-          ("reference.md", 0): _check_hessian_kit}
+          ("reference.md", 0): _check_hessian_kit, ("symmetrized.md", 0): _check_symmetrized_quartic}
 
 
 def test_every_claimed_block_exists():
