@@ -2,7 +2,7 @@
 
 ``analysis`` reads ``flows`` objects; ``flows`` never imports ``analysis``.
 """
-from flows.curvature.precondition import stability_threshold
+from flows.curvature.precondition import batch_sharpness_threshold, stability_threshold
 
 from .controllers import (
     CONTROLLERS,
@@ -29,6 +29,8 @@ from .monitors import (
     PFStability,
     PreconditionedSharpness,
     Sharpness,
+    StepBatchSharpness,
+    StochasticGap,
     corridor_score,
     detect_corridors,
     detect_edge_of_stability,
@@ -47,4 +49,5 @@ __all__ = [
     "Event", "Segment", "from_dict",
     "EoSDetector", "EoSReport", "PFStability", "PFLossRate", "loss_rate_agreement", "detect_edge_of_stability",
     "pf_stability", "stability_threshold", "Midpoints", "PreconditionedSharpness", "BatchSharpness", "Sharpness",
+    "StepBatchSharpness", "StochasticGap", "batch_sharpness_threshold",
 ]

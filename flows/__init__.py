@@ -7,7 +7,12 @@ Sub-packages, from the ground up (each imports only those below it; ``flows`` ne
 # curvature
 from .curvature.density import SpectralDensity, lanczos_quadrature, spectral_density
 from .curvature.landscape import Plane, filter_normalized_direction, interpolate, loss_plane, plane_coordinates
-from .curvature.precondition import objective_preconditioner, preconditioner_from, stability_threshold
+from .curvature.precondition import (
+    batch_sharpness_threshold,
+    objective_preconditioner,
+    preconditioner_from,
+    stability_threshold,
+)
 from .curvature.spectrum import (
     Eigenpairs,
     EigenTracker,
@@ -56,7 +61,7 @@ __all__ = [
     "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs", "parameter_eigenpairs", "ggn_eigenpairs",
     "TraceEstimate", "trace", "hessian_trace", "SpectralDensity", "lanczos_quadrature", "spectral_density",
     "Plane", "loss_plane", "plane_coordinates", "interpolate", "filter_normalized_direction",
-    "objective_preconditioner", "preconditioner_from", "stability_threshold",
+    "objective_preconditioner", "preconditioner_from", "stability_threshold", "batch_sharpness_threshold",
     # dynamics
     "FIELDS", "FLOWS", "Flow", "get_flow", "gf", "igr", "third_order", "pf", "pf_topk", "pf_coefficient",
     "Controller", "StepContext", "StepDecision", "gradient_descent",

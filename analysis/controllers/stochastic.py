@@ -36,3 +36,9 @@ class SGDController(Controller):
         if self._next == len(self._epoch.pieces):
             self.epoch_ends.append(ctx.step)
         return StepDecision(ctx.lr, direction=g, info={"batch": float(self._next - 1)})
+
+    def current_batch(self) -> tuple[Objective, int]:
+        """(epoch Objective, piece index) of the batch of the latest :meth:`decide`: the one step n used."""
+        if self._epoch is None:
+            raise RuntimeError("no step has been decided yet: current_batch() is defined after decide()")
+        return self._epoch, self._next - 1

@@ -7,7 +7,7 @@
 """
 from .corridors import CorridorDetector, corridor_score, detect_corridors, loss_linearity, straightness
 from .midpoint import Midpoints
-from .sharpness import BatchSharpness, PreconditionedSharpness, Sharpness
+from .sharpness import BatchSharpness, PreconditionedSharpness, Sharpness, StepBatchSharpness, StochasticGap
 from .stability import (
     EoSDetector,
     EoSReport,
@@ -20,6 +20,7 @@ from .stability import (
 
 __all__ = [
     "CorridorDetector", "corridor_score", "detect_corridors", "loss_linearity", "straightness", "Midpoints",
-    "BatchSharpness", "PreconditionedSharpness", "Sharpness", "EoSDetector", "EoSReport", "PFLossRate", "PFStability",
+    "BatchSharpness", "PreconditionedSharpness", "Sharpness",
+    "StepBatchSharpness", "StochasticGap", "EoSDetector", "EoSReport", "PFLossRate", "PFStability",
     "detect_edge_of_stability", "loss_rate_agreement", "pf_stability",
 ]

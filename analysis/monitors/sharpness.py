@@ -4,7 +4,9 @@
   optimizer, of ``preconditioned_sharpness`` (λ₁(P⁻¹H) with the P of each step) and its ``stability_threshold``;
   detectors and controllers that need the sharpness read it from one of these monitors;
 * :class:`PreconditionedSharpness` — :class:`Sharpness` for an optimizer, kept under its 0.2 name;
-* :class:`BatchSharpness` — mini-batch curvature estimates (``flows.curvature.stochastic``) with standard errors.
+* :class:`BatchSharpness` — mini-batch curvature estimates (``flows.curvature.stochastic``) with standard errors;
+* :class:`StepBatchSharpness` — the batch sharpness of the very batch each SGD step uses;
+* :class:`StochasticGap` — the pieces of the stochastic sharpness gap ΔS = ηβσ_u²/(4α) along the top eigenvector.
 """
 from __future__ import annotations
 
@@ -13,12 +15,23 @@ import math
 import numpy as np
 
 from flows.curvature.spectrum import EigenTracker
-from flows.curvature.stochastic import MEASURES, MiniBatches, batch_sharpness, gradient_noise_scale, minibatch_sharpness
+from flows.curvature.stochastic import (
+    MEASURES,
+    MiniBatches,
+    batch_sharpness,
+    gradient_noise_scale,
+    minibatch_sharpness,
+    projected_noise_variance,
+    self_stabilization,
+    step_batch_sharpness,
+    stochastic_sharpness_gap,
+)
 from flows.dynamics.gd import StepContext, StepDecision
 from flows.records.trajectory import Recorder
 from flows.validate import check_count, check_positive
 
 from ..controllers.optimizers import OptimizerController
+from ..controllers.stochastic import SGDController
 
 
 class Sharpness:
@@ -98,7 +111,8 @@ class BatchSharpness:
     """A ``gradient_descent`` callback recording mini-batch curvature estimates every ``every`` steps at θₙ.
 
     Each of ``measures`` (:func:`batch_sharpness`, :func:`minibatch_sharpness`, :func:`gradient_noise_scale`) is
-    recorded as ``<measure>`` with its standard error as ``<measure>_se``; the full-batch λ_max is
+    recorded as ``<measure>`` with its standard error as ``<measure>_se``; the batch sharpness also as
+    ``batch_sharpness_ratio_of_means`` (E[gᵀHg]/E[‖g‖²] from the same batches); the full-batch λ_max is
     :class:`Sharpness`'s.
     """
 
@@ -122,6 +136,7 @@ class BatchSharpness:
         for name in self.measures:
             if name == "batch_sharpness":
                 est = batch_sharpness(self.batches, ctx.theta, rel_error=self.rel_error, max_samples=self.max_samples)
+                rec.log("batch_sharpness_ratio_of_means", est.extras["ratio_of_means"])
             elif name == "minibatch_sharpness":
                 est = minibatch_sharpness(self.batches, ctx.theta, rel_error=self.rel_error,
                                           max_samples=min(self.max_samples, 64))
@@ -130,3 +145,65 @@ class BatchSharpness:
                                            max_samples=self.max_samples)
             rec.log(name, est.mean)
             rec.log(f"{name}_se", est.standard_error)
+
+
+class StepBatchSharpness:
+    """Records ``step_batch_sharpness``, the batch sharpness of the batch each SGD step uses.
+
+    That is g_Bₙᵀ H_Bₙ g_Bₙ / ‖g_Bₙ‖² for the batch Bₙ of step n, every ``every`` steps (one HVP each).
+    :class:`BatchSharpness` averages over fresh batches at θₙ; this one measures the curvature the run's own step
+    meets, whose mean over steps is the batch sharpness along the run.
+    """
+
+    def __init__(self, controller: SGDController, every: int = 1) -> None:
+        if not isinstance(controller, SGDController):
+            raise TypeError(f"controller must be an SGDController (the run's), got {type(controller).__name__}")
+        self.controller = controller
+        self.every = check_count("every", every, minimum=1)
+
+    def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
+        """Runner callback: at due steps where a step is taken, the used batch's Rayleigh quotient."""
+        if ctx.step % self.every or decision.direction is None:
+            return
+        objective, index = self.controller.current_batch()
+        rec.log("step_batch_sharpness", step_batch_sharpness(objective, index, ctx.theta))
+
+
+class StochasticGap:
+    """Records the pieces of ΔS = ηβσ_u²/(4α) (arXiv 2604.21016) at θₙ every ``every`` steps.
+
+    u is the top eigenvector that ``sharpness`` (a :class:`Sharpness` monitor placed before this callback, with
+    the same ``every``) found at θₙ. Recorded: ``projected_noise_variance`` σ_u² = Var_B(uᵀg_B) over fresh
+    batches of ``batches`` (with ``projected_noise_variance_se``), ``sharpening_rate`` α = −∇Eᵀ∇S,
+    ``self_stabilization`` β = ‖∇S‖² (∇S = ∇³E[u, u], Damian et al. 2023) and ``predicted_gap`` ΔS with η the
+    step's rate (NaN where α ≤ 0). One third-derivative product and no HVPs beyond the monitor's.
+    """
+
+    def __init__(self, sharpness: Sharpness, batches: MiniBatches, every: int = 10, rel_error: float = 0.1,
+                 max_samples: int = 256) -> None:
+        if not isinstance(sharpness, Sharpness) or sharpness.optimizer is not None:
+            raise TypeError("sharpness must be the run's plain Sharpness monitor (it supplies u₁)")
+        self.sharpness = sharpness
+        self.batches = batches
+        self.every = check_count("every", every, minimum=1)
+        if self.every % sharpness.every:
+            raise ValueError(f"every={every} must be a multiple of the Sharpness monitor's every={sharpness.every}")
+        self.rel_error = check_positive("rel_error", rel_error)
+        self.max_samples = check_count("max_samples", max_samples, minimum=16)
+
+    def __call__(self, ctx: StepContext, decision: StepDecision, rec: Recorder) -> None:
+        """Runner callback: σ_u², α, β and ΔS at the due steps."""
+        if ctx.step % self.every:
+            return
+        self.sharpness.observe(ctx)
+        pairs = self.sharpness.tracker.last
+        assert pairs is not None  # observe() at a due step has solved
+        u = pairs.vectors[:, 0]
+        noise = projected_noise_variance(self.batches, ctx.theta, u, ctx.grad, rel_error=self.rel_error,
+                                         max_samples=self.max_samples)
+        alpha, beta, _ = self_stabilization(ctx.objective, ctx.theta, u, ctx.grad)
+        rec.log("projected_noise_variance", noise.mean)
+        rec.log("projected_noise_variance_se", noise.standard_error)
+        rec.log("sharpening_rate", alpha)
+        rec.log("self_stabilization", beta)
+        rec.log("predicted_gap", stochastic_sharpness_gap(decision.lr, alpha, beta, noise.mean))

@@ -31,6 +31,7 @@ from flows import (
     sharpness,
     stability_threshold,
 )
+from flows.curvature.precondition import BATCH_REGIMES, BatchRegime
 from flows.validate import check_count, check_positive
 
 from ..controllers.optimizers import OptimizerController
@@ -199,7 +200,7 @@ class EoSDetector:
 
     def detect(self, trajectory: Trajectory, *, lr: float | None = None, momentum: float | None = None,
                objective: Objective | None = None, drift: np.ndarray | None = None,
-               measure: str | None = None) -> EoSReport:
+               measure: str | None = None, batch: BatchRegime | None = None) -> EoSReport:
         """Read the EoS story off ``trajectory`` (needs a ``sharpness`` metric, or ``objective`` + full states).
 
         The threshold at step n is the recorded ``stability_threshold`` metric where the run has one (an
@@ -207,10 +208,20 @@ class EoSDetector:
         ``lr``, as under a controller; the last row, where no step is taken, keeps the last rate used), so offline
         detection agrees with the online callback; ``lr=`` imposes one constant rate instead. ``measure`` names
         the metric compared with it (``sharpness``, ``preconditioned_sharpness``, ``batch_sharpness`` …).
+
+        ``batch`` (``"small"`` or ``"large"``) asks for the batch-sharpness plateau of SGD with heavy-ball momentum
+        β instead (:func:`~flows.curvature.precondition.batch_sharpness_threshold`, arXiv 2604.14108): 2(1 − β)/hₙ
+        for small batches, 2(1 + β)/hₙ for large ones; it implies ``measure="batch_sharpness"`` unless another is
+        named.
         """
-        measure = self.monitor.metric if measure is None else measure
+        if batch is not None and batch not in BATCH_REGIMES:
+            raise ValueError(f"batch must be one of {BATCH_REGIMES} or None, got {batch!r}")
+        if measure is None:
+            measure = "batch_sharpness" if batch is not None else self.monitor.metric
         momentum = momentum if momentum is not None else trajectory.config.get("momentum", 0.0) or 0.0
         thresholds = _thresholds(trajectory, lr, momentum)
+        if batch == "small":  # 2(1 − β)/h = the GD threshold 2(1 + β)/h scaled by (1 − β)/(1 + β)
+            thresholds = stability_thresholds(trajectory, lr, momentum) * (1 - momentum) / (1 + momentum)
         if measure != "sharpness" and measure not in trajectory.metrics:
             raise ValueError(f"measure {measure!r} was not recorded; this trajectory has: {sorted(trajectory.metrics)}")
         sharp = trajectory.metrics.get(measure)

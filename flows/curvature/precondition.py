@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -180,6 +180,28 @@ def stability_threshold(rule: float | torch.optim.Optimizer, momentum: float = 0
     if momentum >= 1:
         raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
     return 2 * (1 + momentum) / lr
+
+
+BatchRegime = Literal["large", "small"]
+BATCH_REGIMES: tuple[str, ...] = ("large", "small")
+
+
+def batch_sharpness_threshold(lr: float, momentum: float = 0.0, batch: BatchRegime = "large") -> float:
+    """Where the batch sharpness of SGD with heavy-ball momentum β (v ← βv + g_B, θ ← θ − hv) plateaus.
+
+    Andreyev & Beneventano (arXiv 2604.14108): 2(1 − β)/h for small batches (momentum amplifies the batch noise),
+    2(1 + β)/h for large ones (the full-batch edge). β = 0 gives 2/h for both, the edge of stochastic stability
+    (arXiv 2412.20553).
+
+    Args:
+        lr: the rate h > 0.
+        momentum: β ∈ [0, 1).
+        batch: ``"large"`` or ``"small"``, the regime whose plateau is asked.
+    """
+    if batch not in BATCH_REGIMES:
+        raise ValueError(f"batch must be one of {BATCH_REGIMES}, got {batch!r}")
+    large = stability_threshold(lr, momentum)
+    return large if batch == "large" else large * (1 - momentum) / (1 + momentum)
 
 
 def _optimizer_threshold(optimizer: torch.optim.Optimizer) -> float:

@@ -10,7 +10,16 @@ at most ``max_samples`` batches):
 * :func:`minibatch_sharpness` — E_B[λ_max(H_B)] (a warm-started Lanczos solve per batch);
 * :func:`gradient_noise_scale` — B_simple = tr(Σ)/‖G‖² (McCandlish et al. 2018, arXiv 1812.06162) with Σ the
   per-example gradient covariance (divisor N − 1), from b·N/(N − b)·‖g_B − G‖² per batch (unbiased for sampling
-  without replacement: E‖g_B − G‖² = (tr Σ/b)(N − b)/N).
+  without replacement: E‖g_B − G‖² = (tr Σ/b)(N − b)/N);
+* :func:`projected_noise_variance` — σ_u² = Var_B(uᵀg_B) = E_B[(uᵀ(g_B − G))²] along a unit direction u, the
+  gradient noise of SGD at batch size b projected on u (no HVPs).
+
+:func:`self_stabilization` gives the two third-order rates of Damian, Nichani & Lee ("Self-stabilization", arXiv
+2209.15594, §4) along the top eigenvector u of H: with ∇S = ∇³E[u, u] (the gradient of the sharpness
+S = λ₁), the progressive-sharpening rate α = −∇Eᵀ∇S and the self-stabilization strength β = ‖∇S‖²;
+:func:`stochastic_sharpness_gap` evaluates the closed form ΔS = ηβσ_u²/(4α) of Liao, Kolomvaki & Kyrillidis
+("SGD at the edge of stability: the stochastic sharpness gap", arXiv 2604.21016): SGD's full-batch sharpness
+settles at 2/η − ΔS.
 
 :class:`SGDController` steps θ ← θ − h g_B through ``gradient_descent``'s runner (one epoch = a fresh shuffle cut
 into ⌊N/b⌋ batches, the remainder dropped), so SGD is recorded like GD (full-batch loss per step).
@@ -44,6 +53,8 @@ class BatchEstimate:
     hvps: int
     converged: bool
     values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    extras: dict[str, float] = field(default_factory=dict)
+    """Further estimates from the same batches (:func:`batch_sharpness`: ``ratio_of_means``)."""
 
 
 class MiniBatches:
@@ -145,15 +156,36 @@ def _estimate(sample: Callable[[Objective, int], float], batches: MiniBatches, r
 
 def batch_sharpness(batches: MiniBatches, theta: Tensor, *, rel_error: float = 0.05, min_samples: int = 8,
                     max_samples: int = 256, chunk: int = 8) -> BatchEstimate:
-    """E_B[g_Bᵀ H_B g_B / ‖g_B‖²] ± its standard error (module docstring); one HVP per batch."""
+    """E_B[g_Bᵀ H_B g_B / ‖g_B‖²] ± its standard error (module docstring); one HVP per batch.
+
+    The mean of the ratios is the batch sharpness of Andreyev & Beneventano (their code's default); the ratio of
+    the means E_B[g_BᵀH_Bg_B]/E_B[‖g_B‖²] from the same batches is in ``extras["ratio_of_means"]``.
+    """
     count = {"hvps": 0}
+    quadratic: list[float] = []
+    squared: list[float] = []
 
     def one(objective: Objective, i: int) -> float:
         g, hg = piece_grad_and_hvp(objective, i, theta)
         count["hvps"] += 1
-        return float(g @ hg) / max(float(g @ g), torch.finfo(g.dtype).tiny)
+        quadratic.append(float(g @ hg))
+        squared.append(float(g @ g))
+        return quadratic[-1] / max(squared[-1], torch.finfo(g.dtype).tiny)
 
-    return _estimate(one, batches, rel_error, min_samples, max_samples, chunk, lambda: count["hvps"])
+    est = _estimate(one, batches, rel_error, min_samples, max_samples, chunk, lambda: count["hvps"])
+    tiny = torch.finfo(theta.dtype).tiny
+    est.extras["ratio_of_means"] = float(np.mean(quadratic)) / max(float(np.mean(squared)), tiny)
+    return est
+
+
+def step_batch_sharpness(objective: Objective, index: int, theta: Tensor) -> float:
+    """g_Bᵀ H_B g_B / ‖g_B‖² of one given batch (piece ``index`` of an Objective from :class:`MiniBatches`).
+
+    With the batch SGD steps on at θₙ this is the curvature the step actually meets; its mean over steps is the
+    batch sharpness along the run rather than over fresh batches. One HVP.
+    """
+    g, hg = piece_grad_and_hvp(objective, index, theta)
+    return float(g @ hg) / max(float(g @ g), torch.finfo(g.dtype).tiny)
 
 
 def minibatch_sharpness(batches: MiniBatches, theta: Tensor, *, rel_error: float = 0.05, min_samples: int = 8,
@@ -183,6 +215,53 @@ def gradient_noise_scale(batches: MiniBatches, theta: Tensor, full_gradient: Ten
         return correction * float(diff @ diff) / norm2
 
     return _estimate(one, batches, rel_error, min_samples, max_samples, chunk, lambda: 0)
+
+
+def projected_noise_variance(batches: MiniBatches, theta: Tensor, direction: Tensor, full_gradient: Tensor, *,
+                             rel_error: float = 0.1, min_samples: int = 16, max_samples: int = 256,
+                             chunk: int = 16) -> BatchEstimate:
+    """σ_u² = E_B[(uᵀ(g_B − G))²] = Var_B(uᵀg_B) ± its standard error; no HVPs.
+
+    u = ``direction`` (normalised), G = ``full_gradient``. The mean uᵀG is known, so the squared deviations
+    average to the variance without a ddof correction. For b drawn without replacement from N, σ_u² = (uᵀΣu/b)(N − b)/N with Σ the per-example covariance (divisor N − 1):
+    it falls as 1/b and vanishes at b = N.
+    """
+    u = direction / torch.linalg.vector_norm(direction)
+    centre = float(u @ full_gradient)
+
+    def one(objective: Objective, i: int) -> float:
+        return (float(u @ piece_grad(objective, i, theta)) - centre) ** 2
+
+    if batches.batch_size == batches.n:  # one batch, the whole set: no noise
+        return BatchEstimate(0.0, 0.0, 1, 0, True, np.zeros(1))
+    return _estimate(one, batches, rel_error, min_samples, max_samples, chunk, lambda: 0)
+
+
+def self_stabilization(objective: Objective, theta: Tensor, direction: Tensor, gradient: Tensor | None = None
+                       ) -> tuple[float, float, Tensor]:
+    """(α, β, ∇S) along the unit top eigenvector u = ``direction`` (module docstring; Damian et al. 2023, §4).
+
+    ∇S = ∇³E(θ)[u, u] (:meth:`Objective.third_derivative`; by the Hellmann–Feynman identity the gradient of a
+    simple eigenvalue λ₁ with unit eigenvector u), α = −∇E(θ)ᵀ∇S (the rate at which gradient flow raises the
+    sharpness), β = ‖∇S‖² (how fast a step along −∇S lowers it). ``gradient`` defaults to ∇E(θ).
+    """
+    u = direction / torch.linalg.vector_norm(direction)
+    grad_s = objective.third_derivative(theta, u)
+    g = objective.grad(theta) if gradient is None else gradient
+    return -float(g @ grad_s), float(grad_s @ grad_s), grad_s
+
+
+def stochastic_sharpness_gap(lr: float, alpha: float, beta: float, noise_variance: float) -> float:
+    """ΔS = η β σ_u² / (4α) (Liao, Kolomvaki & Kyrillidis, arXiv 2604.21016).
+
+    The predicted distance of SGD's equilibrium sharpness below 2/η. NaN where α ≤ 0 (no progressive
+    sharpening: the closed form has no equilibrium there).
+    """
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if not alpha > 0:
+        return math.nan
+    return lr * beta * noise_variance / (4 * alpha)
 
 
 MEASURES = ("batch_sharpness", "minibatch_sharpness", "gradient_noise_scale")
