@@ -223,8 +223,9 @@ def projected_noise_variance(batches: MiniBatches, theta: Tensor, direction: Ten
     """σ_u² = E_B[(uᵀ(g_B − G))²] = Var_B(uᵀg_B) ± its standard error; no HVPs.
 
     u = ``direction`` (normalised), G = ``full_gradient``. The mean uᵀG is known, so the squared deviations
-    average to the variance without a ddof correction. For b drawn without replacement from N, σ_u² = (uᵀΣu/b)(N − b)/N with Σ the per-example covariance (divisor N − 1):
-    it falls as 1/b and vanishes at b = N.
+    average to the variance without a ddof correction. For b drawn without replacement from N,
+    σ_u² = (uᵀΣu/b)(N − b)/N with Σ the per-example covariance (divisor N − 1): it falls as 1/b and vanishes at
+    b = N.
     """
     u = direction / torch.linalg.vector_norm(direction)
     centre = float(u @ full_gradient)
