@@ -64,6 +64,14 @@ EXPERIMENTS: dict[str, Entry] = {
         "SGD on digits, batch 16/64/256: batch sharpness and λ_max against 2/h",
         "55 s",
     ),
+    "eos-sgd-gap": Entry(
+        "experiments.edge_of_stability.sgd_gap",
+        "the stochastic sharpness gap: SGD's λ_max below 2/h against b = 16…256, fitted slope and ΔS = ηβσ_u²/(4α)",
+    ),
+    "eos-sgd-momentum": Entry(
+        "experiments.edge_of_stability.sgd_momentum",
+        "SGD with heavy-ball β = 0, 0.5, 0.9 across batch sizes: batch sharpness against 2(1−β)/h and 2(1+β)/h",
+    ),
     "eos-momentum": Entry(
         "experiments.edge_of_stability.eos_momentum",
         "heavy-ball GD on digits with β = 0, 0.5, 0.9: λ_max against 2(1+β)/h",

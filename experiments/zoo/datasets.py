@@ -134,15 +134,27 @@ def gaussian_mixture(n: int = 256, d: int = 2, classes: int = 3, spread: float =
 def fc_tanh(widths: tuple[int, ...] = (64, 200, 200, 10), seed: int = 0,
             dtype: torch.dtype = torch.float32) -> nn.Sequential:
     """Fully connected tanh network (PyTorch default init, seeded): 64-200-200-10 has 55,210 parameters."""
+    return fc_net(widths, activation="tanh", seed=seed, dtype=dtype)
+
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def fc_net(widths: tuple[int, ...] = (64, 200, 200, 10), activation: str = "tanh", seed: int = 0,
+           dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    """Fully connected network with ``activation`` (``"tanh"`` or ``"relu"``) between its linear layers, PyTorch
+    default init under ``seed`` (the global RNG is left as it was)."""
     if len(widths) < 2:
         raise ValueError(f"widths needs at least an input and an output size, got {widths}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 2:
-            layers.append(nn.Tanh())
+            layers.append(ACTIVATIONS[activation]())
     model = nn.Sequential(*layers).to(dtype)
     torch.random.set_rng_state(gen_state)
     return model

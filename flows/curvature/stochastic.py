@@ -16,7 +16,8 @@ at most ``max_samples`` batches):
 
 :func:`self_stabilization` gives the two third-order rates of Damian, Nichani & Lee ("Self-stabilization", arXiv
 2209.15594, §4) along the top eigenvector u of H: with ∇S = ∇³E[u, u] (the gradient of the sharpness
-S = λ₁), the progressive-sharpening rate α = −∇Eᵀ∇S and the self-stabilization strength β = ‖∇S‖²;
+S = λ₁), the progressive-sharpening rate α = −∇Eᵀ∇S (the gradient's part along u removed, see there) and
+the self-stabilization strength β = ‖∇S‖²;
 :func:`stochastic_sharpness_gap` evaluates the closed form ΔS = ηβσ_u²/(4α) of Liao, Kolomvaki & Kyrillidis
 ("SGD at the edge of stability: the stochastic sharpness gap", arXiv 2604.21016): SGD's full-batch sharpness
 settles at 2/η − ΔS.
@@ -243,13 +244,19 @@ def self_stabilization(objective: Objective, theta: Tensor, direction: Tensor, g
     """(α, β, ∇S) along the unit top eigenvector u = ``direction`` (module docstring; Damian et al. 2023, §4).
 
     ∇S = ∇³E(θ)[u, u] (:meth:`Objective.third_derivative`; by the Hellmann–Feynman identity the gradient of a
-    simple eigenvalue λ₁ with unit eigenvector u), α = −∇E(θ)ᵀ∇S (the rate at which gradient flow raises the
-    sharpness), β = ‖∇S‖² (how fast a step along −∇S lowers it). ``gradient`` defaults to ∇E(θ).
+    simple eigenvalue λ₁ with unit eigenvector u), β = ‖∇S‖² (how fast a step along −∇S lowers the sharpness) and
+    α = −g_⊥ᵀ∇S with g_⊥ = g − (uᵀg)u, the gradient (``gradient``, default ∇E(θ)) without its part along u.
+
+    Damian et al. take α = −∇Eᵀ∇S at the point of the constrained trajectory, where GD does not oscillate. At an
+    iterate at the edge the gradient carries the oscillation, ≈ xλu for a displacement x along u, whose
+    contribution −xλ uᵀ∇S flips sign every step and swamps the sharpening; removing the u-part keeps the
+    sharpening rate of the motion across the valley. With uᵀg = 0 both definitions agree.
     """
     u = direction / torch.linalg.vector_norm(direction)
     grad_s = objective.third_derivative(theta, u)
     g = objective.grad(theta) if gradient is None else gradient
-    return -float(g @ grad_s), float(grad_s @ grad_s), grad_s
+    g_across = g - (u @ g) * u
+    return -float(g_across @ grad_s), float(grad_s @ grad_s), grad_s
 
 
 def stochastic_sharpness_gap(lr: float, alpha: float, beta: float, noise_variance: float) -> float:

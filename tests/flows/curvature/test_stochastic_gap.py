@@ -71,7 +71,7 @@ def test_ratio_of_means_is_that_of_the_batches_drawn():
 
 
 def test_self_stabilization_rates_against_central_differences_of_the_dense_sharpness():
-    """∇S against (λ₁(θ + εv) − λ₁(θ − εv))/2ε along random v, and α = −gᵀ∇S against −dλ₁/dε along −g."""
+    """∇S against (λ₁(θ + εv) − λ₁(θ − εv))/2ε along random v, and α = −g_⊥ᵀ∇S against −dλ₁/dε along −g_⊥."""
     model, loss, data = _setup(8)
     obj = Objective.from_module(model, loss, data)
     theta = obj.theta0
@@ -88,8 +88,10 @@ def test_self_stabilization_rates_against_central_differences_of_the_dense_sharp
         fd = (top(theta + eps * v)[0] - top(theta - eps * v)[0]) / (2 * eps)
         assert float(grad_s @ v) == pytest.approx(fd, rel=1e-6, abs=1e-9)
     g = obj.grad(theta)
-    fd_alpha = -(top(theta + eps * g)[0] - top(theta - eps * g)[0]) / (2 * eps)
+    across = g - (u @ g) * u  # α is the sharpening rate along the gradient's part across u
+    fd_alpha = -(top(theta + eps * across)[0] - top(theta - eps * across)[0]) / (2 * eps)
     assert alpha == pytest.approx(fd_alpha, rel=1e-6)
+    assert self_stabilization(obj, theta, u, across)[0] == pytest.approx(alpha, rel=1e-12)
     assert beta == pytest.approx(float(grad_s @ grad_s), rel=1e-14)
 
 
