@@ -21,6 +21,9 @@ TINY = {
     "eos-adam": ["lrs=0.01", "steps=6", "every=2", "sharpness_every=3", "n_train=100", "widths=64,12,10"],
     "eos-sgd": ["batch_sizes=8,32", "steps=6", "every=3", "n_train=64", "widths=64,12,10", "rel_error=0.5"],
     "eos-momentum": ["betas=0,0.9", "steps=6", "sharpness_every=3", "n_train=64", "widths=64,12,10"],
+    "eos-sgd-gap": ["batch_sizes=4,8,16", "steps=6", "every=2", "n_train=40", "widths=64,8,10", "rel_error=0.5"],
+    "eos-sgd-momentum": ["betas=0,0.5", "batch_sizes=8", "steps=6", "every=3", "n_train=40", "widths=64,8,10",
+                         "rel_error=0.5"],
     "sgd-modified-flow": ["batch_size=20", "epochs=2", "runs=2", "n_train=60", "widths=64,8,10"],
     "corridors": ["toy_steps=5", "steps=4", "n_train=100", "widths=64,16,10"],
     "bea-order": ["toys=cubic", "points=2", "flows=gf,igr"],
@@ -185,3 +188,15 @@ def test_central_flow_toy_compares_smoothed_losses_only_where_the_window_is_two_
 
     assert interior_steps(1000, 50.0) == range(200, 801)
     assert len(interior_steps(30, 10.0)) == 0  # too short a run: no row is compared
+
+
+def test_the_gap_fit_recovers_a_known_power_law_and_refuses_too_few_points():
+    from experiments.edge_of_stability.sgd_gap import power_law_fit
+
+    sizes = np.array([16, 32, 64, 128, 256])
+    noise = np.exp(np.array([0.03, -0.02, 0.01, -0.03, 0.02]))
+    fit = power_law_fit(sizes, 3.0 * sizes ** -1.27 * noise)
+    assert fit.low < -1.27 < fit.high and abs(fit.slope + 1.27) < 0.05 and fit.r_squared > 0.99 and fit.points == 5
+    exact = power_law_fit(sizes, 2.0 * sizes ** -1.0)
+    assert exact.slope == pytest.approx(-1.0, abs=1e-12) and exact.slope_se == pytest.approx(0.0, abs=1e-12)
+    assert np.isnan(power_law_fit(sizes, [0.1, -0.2, 0.05, -0.1, np.nan]).slope)  # 2 positive points
