@@ -29,7 +29,7 @@ from scipy import stats
 
 from analysis import BatchSharpness, Sharpness, StepBatchSharpness, StochasticGap, plots
 from analysis.controllers.stochastic import SGDController
-from experiments.cli.common import read_json, save_figure, write_json, write_table
+from experiments.cli.common import format_table, read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits, fc_net, half_mse
 from flows import Objective, Trajectory, gradient_descent
@@ -196,9 +196,10 @@ def plot(out: Path, figures: Path) -> list[Path]:
 
 def plot_seeds(folders: list[Path], figures: Path, stem: str = "sgd_gap_seeds") -> list[Path]:
     """Per model: hλ/2 and h·BS/2 against b, and the gaps on log–log axes with the pooled fit and the paper's
-    slope; over several seeds the mean with a ± 1 sd band."""
+    slope; over several seeds the mean with a ± 1 sd band. Prints the fits pooled over every seed's points."""
     per_seed = [_rows(f) for f in folders]
     models = list(dict.fromkeys(r["model"] for r in per_seed[0]))
+    pooled: list[dict] = []
     with plots.style():
         fig, axes = plots.subplots(2 * len(models), ncols=2, height=3.0)
         for m, name in enumerate(models):
@@ -228,6 +229,9 @@ def plot_seeds(folders: list[Path], figures: Path, stem: str = "sgd_gap_seeds") 
                 plots.mean_band(ax_gap, small, np.where(values > 0, values, np.nan), color=colour, marker="o", ms=3,
                                 log=True, label=label)
                 fit = power_law_fit(np.tile(small, len(per_seed)), values.ravel())
+                pooled.append({"model": name, "gap": label, "slope": _round(fit.slope),
+                               "95% interval": f"[{fit.low:.3g}, {fit.high:.3g}]", "R²": _round(fit.r_squared),
+                               "points": fit.points, "paper's slope": PAPER_SLOPE})
                 if math.isfinite(fit.slope) and i < 2:
                     grid = np.array([min(small), max(small)], dtype=float)
                     ax_gap.plot(grid, np.exp(fit.intercept) * grid ** fit.slope, "--", color=colour, lw=0.8,
@@ -238,11 +242,14 @@ def plot_seeds(folders: list[Path], figures: Path, stem: str = "sgd_gap_seeds") 
                         ax_gap.plot(grid, level * (grid / centre) ** PAPER_SLOPE, ":", color="k", lw=0.8,
                                     label=f"paper's slope {PAPER_SLOPE}")
             ax_gap.set_xscale("log")
+            ax_gap.set_xticks(small, [str(b) for b in small])
+            ax_gap.minorticks_off()
             ax_gap.set_title("gap (positive points; log–log)")
             ax_gap.set_xlabel("batch size")
             for ax in (ax_level, ax_gap):
                 ax.legend(fontsize=6)
         seeds = f", mean ± 1 sd over {len(folders)} seeds" if len(folders) > 1 else ""
-        fig.suptitle(f"SGD on digits: the stochastic sharpness gap against the batch size{seeds}")
+        fig.suptitle(f"SGD on digits: the stochastic sharpness gap{seeds}")
+        print("log–log fits pooled over the seeds' points:\n" + format_table(pooled))
         return save_figure(fig, figures, stem)
 
