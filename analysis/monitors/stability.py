@@ -209,19 +209,13 @@ class EoSDetector:
         detection agrees with the online callback; ``lr=`` imposes one constant rate instead. ``measure`` names
         the metric compared with it (``sharpness``, ``preconditioned_sharpness``, ``batch_sharpness`` …).
 
-        ``batch`` (``"small"`` or ``"large"``) asks for the batch-sharpness plateau of SGD with heavy-ball momentum
-        β instead (:func:`~flows.curvature.precondition.batch_sharpness_threshold`, arXiv 2604.14108): 2(1 − β)/hₙ
-        for small batches, 2(1 + β)/hₙ for large ones; it implies ``measure="batch_sharpness"`` unless another is
-        named.
+        ``batch="small"``/``"large"``: the heavy-ball batch-sharpness plateau 2(1 ∓ β)/hₙ instead (arXiv 2604.14108,
+        :func:`~flows.curvature.precondition.batch_sharpness_threshold`), measure ``batch_sharpness`` by default.
         """
-        if batch is not None and batch not in BATCH_REGIMES:
-            raise ValueError(f"batch must be one of {BATCH_REGIMES} or None, got {batch!r}")
         if measure is None:
             measure = "batch_sharpness" if batch is not None else self.monitor.metric
         momentum = momentum if momentum is not None else trajectory.config.get("momentum", 0.0) or 0.0
-        thresholds = _thresholds(trajectory, lr, momentum)
-        if batch == "small":  # 2(1 − β)/h = the GD threshold 2(1 + β)/h scaled by (1 − β)/(1 + β)
-            thresholds = stability_thresholds(trajectory, lr, momentum) * (1 - momentum) / (1 + momentum)
+        thresholds = _thresholds(trajectory, lr, momentum, batch)
         if measure != "sharpness" and measure not in trajectory.metrics:
             raise ValueError(f"measure {measure!r} was not recorded; this trajectory has: {sorted(trajectory.metrics)}")
         sharp = trajectory.metrics.get(measure)
@@ -305,8 +299,16 @@ def stability_thresholds(trajectory: Trajectory, lr: float | None = None, moment
         return np.where(rates > 0, 2 * (1 + momentum) / np.where(rates > 0, rates, 1.0), np.inf)
 
 
-def _thresholds(trajectory: Trajectory, lr: float | None, momentum: float) -> np.ndarray:
-    """Per row: the recorded ``stability_threshold`` (forward-filled) unless ``lr`` is imposed, else 2(1+β)/hₙ."""
+def _thresholds(trajectory: Trajectory, lr: float | None, momentum: float, batch: str | None = None) -> np.ndarray:
+    """The threshold per row of ``trajectory``.
+
+    The recorded ``stability_threshold`` (forward-filled) unless ``lr`` is imposed, else 2(1+β)/hₙ; with
+    ``batch="small"`` the small-batch plateau 2(1 − β)/hₙ (``"large"``: 2(1 + β)/hₙ).
+    """
+    if batch is not None and batch not in BATCH_REGIMES:
+        raise ValueError(f"batch must be one of {BATCH_REGIMES} or None, got {batch!r}")
+    if batch == "small":  # 2(1 − β)/h = the GD threshold 2(1 + β)/h scaled by (1 − β)/(1 + β)
+        return stability_thresholds(trajectory, lr, momentum) * (1 - momentum) / (1 + momentum)
     recorded = trajectory.metrics.get("stability_threshold")
     if lr is None and recorded is not None and np.isfinite(recorded).any():
         return _forward_filled(np.asarray(recorded, dtype=float))
