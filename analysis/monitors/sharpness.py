@@ -174,7 +174,8 @@ class StochasticGap:
 
     u is the top eigenvector that ``sharpness`` (a :class:`Sharpness` monitor placed before this callback, with
     the same ``every``) found at θₙ. Recorded: ``projected_noise_variance`` σ_u² = Var_B(uᵀg_B) over fresh
-    batches of ``batches`` (with ``projected_noise_variance_se``), ``sharpening_rate`` α = −∇Eᵀ∇S,
+    batches of ``batches`` (with ``projected_noise_variance_se``), ``sharpening_rate`` α = −g_⊥ᵀ∇S (the
+    gradient without its part along u, :func:`~flows.curvature.stochastic.self_stabilization`),
     ``self_stabilization`` β = ‖∇S‖² (∇S = ∇³E[u, u], Damian et al. 2023) and ``predicted_gap`` ΔS with η the
     step's rate (NaN where α ≤ 0). One third-derivative product and no HVPs beyond the monitor's.
     """

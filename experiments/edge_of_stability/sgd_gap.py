@@ -33,7 +33,7 @@ from experiments.cli.common import format_table, read_json, save_figure, write_j
 from experiments.cli.context import RunContext
 from experiments.zoo.datasets import check_digits_widths, digits, fc_net, half_mse
 from flows import Objective, Trajectory, gradient_descent
-from flows.curvature.stochastic import MiniBatches
+from flows.curvature.stochastic import MiniBatches, stochastic_sharpness_gap
 
 ModelName = Literal["fc-tanh", "fc-relu"]
 MODELS: tuple[str, ...] = ("fc-tanh", "fc-relu")
@@ -170,7 +170,7 @@ def last_half_row(traj: Trajectory, lr: float) -> dict[str, Any]:
     lam = median("sharpness")
     alphas = traj.metrics.get("sharpening_rate", np.full(len(traj), np.nan))[half:]
     alphas = alphas[np.isfinite(alphas)]
-    predicted = lr * beta * sigma2 / (4 * alpha) if alpha > 0 else math.nan
+    predicted = stochastic_sharpness_gap(lr, alpha, beta, sigma2)  # NaN where α ≤ 0 or unmeasured
     return {"hλ_max/2": _round(lr * lam / 2),
             "h·batch sharpness/2": _round(lr * median("batch_sharpness") / 2),
             "h·step batch sharpness/2": _round(lr * median("step_batch_sharpness") / 2),
