@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,10 +33,11 @@ from flows import (
     stability_threshold,
 )
 from flows.curvature.precondition import BATCH_REGIMES, BatchRegime
+from flows.records.archive import load_record, save_record
 from flows.validate import check_count, check_positive
 
 from ..controllers.optimizers import OptimizerController
-from ..events import Event, Segment
+from ..events import Event, Segment, from_dict
 from .sharpness import Sharpness
 
 BAND = 0.1  # hovering: |λ_max − 2/h| ≤ 10% of 2/h
@@ -88,6 +90,37 @@ class EoSReport:
     events: list[Event | Segment] = field(default_factory=list)
     sharpening_points: int = 0
     sharpening_min_p: float = 1.0
+
+    def summary(self) -> str:
+        """The findings in a few lines, as a reader of a paper would state them."""
+        sharpening = {True: "yes", False: "no (not significant)", None: (
+            f"undetermined ({self.sharpening_points} points before the crossing; measure more often)")}
+        lines = [f"EoSReport (threshold {self.threshold:.6g}):",
+                 f"  progressive sharpening: {sharpening[self.progressive_sharpening]}, slope "
+                 f"{self.sharpening_slope:.3g} per step",
+                 f"  first crossing: {'none' if self.first_crossing is None else f'step {self.first_crossing}'}",
+                 f"  hovering: {'yes' if self.hovering else 'no'} ({100 * self.hover_fraction:.0f}% of measured "
+                 "steps after the crossing in the band)",
+                 f"  loss spikes: {len(self.spikes)}" + (f" at steps {self.spikes[:8]}" if self.spikes else ""),
+                 "  GD–GF separation: " + ("none" if self.separation_step is None
+                                           else f"step {self.separation_step}")]
+        return "\n".join(lines)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.json`` (the findings and the events) beside an array file ``path.npz`` (the spikes)."""
+        fields = {name: getattr(self, name) for name in ("threshold", "progressive_sharpening", "sharpening_slope",
+                                                         "first_crossing", "hovering", "hover_fraction",
+                                                         "separation_step", "sharpening_points",
+                                                         "sharpening_min_p")}
+        fields["events"] = [event.to_dict() for event in self.events]
+        return save_record(path, "eos_report", {"spikes": np.asarray(self.spikes, dtype=np.int64)}, fields)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EoSReport:
+        """Read a report written by :meth:`save`; the events come back as :class:`Event`/:class:`Segment`."""
+        arrays, fields = load_record(path, "eos_report", ("spikes",))
+        events = [from_dict(e) for e in fields.pop("events", [])]
+        return cls(**fields, spikes=[int(s) for s in arrays["spikes"]], events=events)
 
 
 @dataclass

@@ -45,6 +45,7 @@ from typing import Any, NoReturn
 
 import torch
 
+from analysis.plots import VENUES
 from experiments.cli import folder, registry, seeds
 from experiments.cli.common import (
     FIGURES,
@@ -58,6 +59,7 @@ from experiments.cli.common import (
     write_manifest,
 )
 from experiments.cli.context import RunContext, StopSignals, log_to_stdout
+from experiments.cli.figures import plot_trajectories
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,9 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue an interrupted run in DIR (its config and seed are reused)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the results in a non-empty --out folder (default: refuse)")
-    plot = sub.add_parser("plot", help="redraw figures from a results folder without recomputing")
-    plot.add_argument("results", type=Path)
+    plot = sub.add_parser("plot", help="redraw figures from a results folder without recomputing, or draw saved "
+                                       "trajectories (Trajectory.save files)")
+    plot.add_argument("results", type=Path, nargs="+",
+                      help="a results folder, or one or more saved trajectories (NAME, NAME.npz or NAME.json)")
     plot.add_argument("--figures", type=Path, default=FIGURES)
+    plot.add_argument("--metric", default="sharpness",
+                      help="trajectories: the curvature series of the EoS figure (default sharpness)")
+    plot.add_argument("--venue", default=None, choices=sorted(VENUES),
+                      help="trajectories: size the figure for this venue's template")
+    plot.add_argument("--column", default=None, choices=("single", "double"),
+                      help="trajectories with --venue: one column or both (default: the page's text width)")
+    plot.add_argument("--name", default=None, help="trajectories: the figure's file stem (default from the first)")
     return parser
 
 
@@ -129,9 +140,12 @@ def main(argv: list[str] | None = None, *, restore_signals: bool | None = None) 
             return _fail(str(err))
         return 0
     if args.command == "plot":
-        if (args.results / seeds.PLAN).exists():
-            return _plot_seeds(args.results, args.figures)
-        return _plot(args.results, args.figures)
+        if len(args.results) > 1 or not args.results[0].is_dir():
+            return plot_trajectories(args.results, args.figures, metric=args.metric, venue=args.venue,
+                                     column=args.column, name=args.name)
+        if (args.results[0] / seeds.PLAN).exists():
+            return _plot_seeds(args.results[0], args.figures)
+        return _plot(args.results[0], args.figures)
     if args.seeds is not None or (args.resume is not None and (args.resume / seeds.PLAN).exists()):
         return _run_seeds(args, restore_signals)
     return _run(args, restore_signals)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..objective.objective import Objective
+from ..records.archive import load_record, save_record
 from ..records.trajectory import check_memory
 from ..validate import check_count
 
@@ -52,13 +54,43 @@ class SpectralDensity:
 
     def smoothed(self, grid: np.ndarray, width: float | None = None) -> np.ndarray:
         """φ on ``grid``: every node a Gaussian of standard deviation ``width``, weighted, averaged over probes."""
+        return self.smoothed_per_probe(grid, width).mean(axis=0)
+
+    def smoothed_per_probe(self, grid: np.ndarray, width: float | None = None) -> np.ndarray:
+        """(starts, len(grid)): probe j's smoothed estimate φⱼ(t) = Σᵢ wⱼᵢ N(t; θⱼᵢ, width²)."""
         sigma = self.default_width() if width is None else float(width)
         if not sigma > 0:
             raise ValueError(f"width must be > 0, got {width!r}")
         grid = np.asarray(grid, dtype=float)
-        z = (grid[:, None] - self.nodes.reshape(-1)[None, :]) / sigma
+        z = (grid[None, :, None] - self.nodes[:, None, :]) / sigma  # (starts, grid, m)
         kernel = np.exp(-0.5 * z ** 2) / (sigma * math.sqrt(2 * math.pi))
-        return kernel @ self.weights.reshape(-1) / self.nodes.shape[0]
+        return np.einsum("sgm,sm->sg", kernel, self.weights)
+
+    def standard_error(self, grid: np.ndarray, width: float | None = None) -> np.ndarray:
+        """The standard error of :meth:`smoothed` over the probes, sd(φⱼ(t))/√starts (inf with one probe)."""
+        per_probe = self.smoothed_per_probe(grid, width)
+        if per_probe.shape[0] < 2:
+            return np.full(per_probe.shape[1], np.inf)
+        return per_probe.std(axis=0, ddof=1) / math.sqrt(per_probe.shape[0])
+
+    def summary(self) -> str:
+        """One line: probes, Lanczos steps, the nodes' range, the products spent."""
+        return (f"SpectralDensity: {self.starts} probes × {self.nodes.shape[1]} Lanczos steps, nodes in "
+                f"[{self.nodes.min():.4g}, {self.nodes.max():.4g}], {self.matvecs} matvecs")
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.npz`` (nodes, weights) and ``path.json``; :meth:`load` reads them back exactly."""
+        return save_record(path, "spectral_density", {"nodes": self.nodes, "weights": self.weights},
+                           {"matvecs": int(self.matvecs)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> SpectralDensity:
+        """Read a density written by :meth:`save` (a :class:`RecordFileError` naming the file otherwise)."""
+        arrays, fields = load_record(path, "spectral_density", ("nodes", "weights"))
+        return cls(arrays["nodes"], arrays["weights"], int(fields.get("matvecs", 0)))
 
 
 def lanczos_quadrature(op: Any, starts: int = 10, steps: int = 80, *, seed: int = 0) -> SpectralDensity:

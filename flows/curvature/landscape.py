@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..objective.objective import Objective
+from ..records.archive import load_record, save_record
 from ..records.trajectory import check_memory
 from ..validate import check_count
 
@@ -36,6 +38,25 @@ class Plane:
     alphas: np.ndarray
     betas: np.ndarray
     values: np.ndarray
+
+    def summary(self) -> str:
+        """One line: the grid and the loss range on it."""
+        return (f"Plane: {len(self.alphas)} × {len(self.betas)} grid, a in [{self.alphas.min():.3g}, "
+                f"{self.alphas.max():.3g}], b in [{self.betas.min():.3g}, {self.betas.max():.3g}], "
+                f"E in [{np.nanmin(self.values):.4g}, {np.nanmax(self.values):.4g}]")
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.npz`` (alphas, betas, values) and ``path.json``."""
+        return save_record(path, "plane", {"alphas": self.alphas, "betas": self.betas, "values": self.values}, {})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plane:
+        """Read a plane written by :meth:`save`."""
+        arrays, _ = load_record(path, "plane", ("alphas", "betas", "values"))
+        return cls(arrays["alphas"], arrays["betas"], arrays["values"])
 
 
 def _check_directions(d1: Tensor, d2: Tensor | None) -> None:

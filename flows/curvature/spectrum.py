@@ -20,6 +20,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..objective.objective import Objective
+from ..records.archive import load_record, save_record
 from ..validate import Which
 from .lanczos import NonFiniteSpectrumError, ThickRestartLanczos
 from .precondition import PreconditionedOperator, check_preconditioner
@@ -64,6 +66,37 @@ class Eigenpairs:
     def k(self) -> int:
         """How many pairs."""
         return int(self.values.numel())
+
+    def summary(self) -> str:
+        """A few lines: the values, the worst relative residual, the work, whether it converged."""
+        values = ", ".join(f"{v:.6g}" for v in self.values.detach().cpu().tolist()[:10])
+        more = f", … ({self.k} in all)" if self.k > 10 else ""
+        worst = float(self.relative_residuals.max()) if self.k else float("nan")
+        return (f"Eigenpairs ({self.method}, {'converged' if self.converged else 'NOT converged'}): "
+                f"λ = [{values}{more}]; worst relative residual {worst:.2e}; {self.matvecs} matvecs, "
+                f"D = {self.vectors.shape[0]}")
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path.npz`` (values, vectors, residuals) and ``path.json`` (work, method, JSON-able extras)."""
+        arrays = {name: getattr(self, name).detach().cpu().numpy()
+                  for name in ("values", "vectors", "residuals", "relative_residuals")}
+        extras = {k: (v.detach().cpu().tolist() if torch.is_tensor(v) else v) for k, v in self.extras.items()}
+        return save_record(path, "eigenpairs", arrays, {"matvecs": self.matvecs, "converged": bool(self.converged),
+                                                        "method": self.method, "iterations": self.iterations,
+                                                        "extras": extras})
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str = "cpu") -> Eigenpairs:
+        """Read pairs written by :meth:`save` onto ``device`` (dtype as saved)."""
+        arrays, fields = load_record(path, "eigenpairs", ("values", "vectors", "residuals", "relative_residuals"))
+        tensors = {k: torch.as_tensor(arrays[k], device=device)
+                   for k in ("values", "vectors", "residuals", "relative_residuals")}
+        return cls(**tensors, matvecs=int(fields["matvecs"]), converged=bool(fields["converged"]),
+                   method=str(fields["method"]), iterations=int(fields.get("iterations", 0)),
+                   extras=dict(fields.get("extras", {})))
 
 
 def _order_numpy(values: np.ndarray, which: str) -> np.ndarray:

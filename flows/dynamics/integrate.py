@@ -18,7 +18,6 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
@@ -30,6 +29,7 @@ from torchdiffeq import odeint
 from ..curvature.spectrum import DENSE_MAX_DIM, EigenTracker, NonFiniteSpectrumError, top_eigenpairs
 from ..objective.objective import Objective
 from ..progress import Progress, progress_bar
+from ..records.comparison import Comparison
 from ..records.events import Event
 from ..records.trajectory import Recorder, Trajectory, reserve_rows
 from ..validate import States, check_count, check_positive, loss_bound
@@ -45,23 +45,6 @@ METHODS = ADAPTIVE_METHODS + FIXED_METHODS
 
 class _DivergedError(Exception):
     pass
-
-
-@dataclass
-class Comparison:
-    """GD and flows on one grid t = n·h.
-
-    Attributes:
-        gd: the GD trajectory (states kept in full for the drift).
-        flows: flow name → its trajectory.
-        drift: flow name → (n+1,) ‖θ_GD(n) − Re θ_flow(n·h)‖.
-        loss_gap: flow name → (n+1,) E(θ_flow(n·h)) − E(θ_GD(n)).
-    """
-
-    gd: Trajectory
-    flows: dict[str, Trajectory]
-    drift: dict[str, np.ndarray] = field(default_factory=dict)
-    loss_gap: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class StepRates:

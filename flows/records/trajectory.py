@@ -94,6 +94,28 @@ class Trajectory:
         """The last recorded state (a ValueError when none were kept)."""
         return self.state_matrix()[-1]
 
+    def summary(self) -> str:
+        """A few lines: what ran, its status, rows and times, the final loss, the metrics and events recorded."""
+        what = self.config.get("flow") or self.config.get("kind") or self.config.get("method") or "run"
+        lr = self.config.get("lr")
+        head = f"Trajectory ({what}{'' if lr is None else f', h = {lr}'}): {self.status}, {len(self)} rows"
+        if len(self):
+            head += f", t in [{float(self.times[0]):.4g}, {float(self.times[-1]):.4g}]"
+            losses = np.asarray(self.metrics.get("loss", []), dtype=float)
+            finite = losses[np.isfinite(losses)]
+            if finite.size:
+                head += f", loss {finite[0]:.6g} → {finite[-1]:.6g}"
+        kinds: dict[str, int] = {}
+        for event in self.events:
+            kinds[str(event.get("kind"))] = kinds.get(str(event.get("kind")), 0) + 1
+        events = ", ".join(f"{k} × {n}" for k, n in kinds.items()) or "none"
+        states = self.state_mode if self.states is None else f"{self.state_mode} {tuple(np.shape(self.states))}"
+        return (f"{head}\n  metrics: {', '.join(sorted(self.metrics))}\n  events: {events}\n"
+                f"  states: {states}")
+
+    def __repr__(self) -> str:
+        return self.summary()
+
     # ---------------------------------------------------------------- persistence
     def save(self, path: str | Path) -> Path:
         """Write ``path.npz`` and ``path.json`` atomically; returns the .npz path."""

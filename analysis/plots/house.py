@@ -7,6 +7,8 @@ non-interactive one on a machine without a display). Colours follow Okabe & Ito 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -37,9 +39,71 @@ STYLE = {
 }
 
 
-def style():
-    """A context manager applying the driftlab style."""
-    return plt.rc_context(STYLE)
+Venue = Literal["icml", "neurips", "iclr", "jmlr"]
+Column = Literal["single", "double"]
+
+
+@dataclass(frozen=True)
+class VenueTemplate:
+    """A venue's LaTeX template: column and text widths (inches), body font size (pt), columns per page."""
+
+    column_width: float
+    text_width: float
+    font_size: float
+    columns: int
+
+
+# Widths and sizes as tueplots (figsizes, fontsizes) takes them from the venues' style files: ICML 3.25 in
+# columns on a 6.75 in page, captions at 9 pt; NeurIPS and ICLR a 5.5 in single column at 10 pt; JMLR 6.0 in
+# at 10.95 pt. The figure's base size is one point below the text, ticks and legends two below that.
+VENUES: dict[str, VenueTemplate] = {
+    "icml": VenueTemplate(3.25, 6.75, 9.0, 2),
+    "neurips": VenueTemplate(5.5, 5.5, 10.0, 1),
+    "iclr": VenueTemplate(5.5, 5.5, 10.0, 1),
+    "jmlr": VenueTemplate(6.0, 6.0, 10.95, 1),
+}
+GOLDEN = (5 ** 0.5 - 1) / 2
+
+
+def venue_rc(venue: Venue, column: Column = "single", *, fraction: float = 1.0, nrows: int = 1, ncols: int = 1,
+             height_ratio: float = GOLDEN) -> dict:
+    """The rcParams of a figure for ``venue``: its width, its height and its font sizes.
+
+    The width is ``fraction`` of one column (``column="single"``) or of the whole text block spanning both columns
+    (``"double"``, two-column templates only); the height is ``height_ratio`` × the width of one of ``ncols``
+    panels × ``nrows``. Fonts: base = the template's size − 1 pt, ticks and legend base − 2 pt.
+    """
+    if venue not in VENUES:
+        raise ValueError(f"venue must be one of {sorted(VENUES)}, got {venue!r}")
+    template = VENUES[venue]
+    if column not in ("single", "double"):
+        raise ValueError(f"column must be 'single' or 'double', got {column!r}")
+    if column == "double" and template.columns == 1:
+        raise ValueError(f"{venue} is a one-column template: column='double' has no meaning there; use "
+                         f"column='single' ({template.text_width} in, the text width) and fraction= for less")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    width = fraction * (template.column_width if column == "single" else template.text_width)
+    base = template.font_size - 1
+    return {"figure.figsize": (width, height_ratio * width / ncols * nrows), "font.size": base,
+            "axes.labelsize": base, "axes.titlesize": base, "legend.fontsize": base - 2,
+            "xtick.labelsize": base - 2, "ytick.labelsize": base - 2, "figure.dpi": 150, "savefig.dpi": 300,
+            "lines.linewidth": 1.0, "font.family": "serif",
+            "font.serif": ["Times New Roman", "Times", "Nimbus Roman", "STIXGeneral", "DejaVu Serif"],
+            "mathtext.fontset": "stix"}
+
+
+def style(venue: Venue | None = None, column: Column = "single", *, fraction: float = 1.0, nrows: int = 1,
+          ncols: int = 1, height_ratio: float = GOLDEN):
+    """A context manager applying the driftlab style; with ``venue`` sized for that template (:func:`venue_rc`).
+
+    Without a venue it is the gallery's house style. Inside ``with plots.style(venue="icml")`` a figure made by
+    ``plt.figure()`` or by a driftlab figure function has the column's width; the rcParams are restored on exit.
+    """
+    rc: dict[str, Any] = dict(STYLE)
+    if venue is not None:
+        rc.update(venue_rc(venue, column, fraction=fraction, nrows=nrows, ncols=ncols, height_ratio=height_ratio))
+    return plt.rc_context(rc)  # type: ignore[arg-type]  # the stubs list the keys as Literals
 
 
 def color(method: str) -> str:
@@ -114,31 +178,3 @@ def close(figs: Iterable) -> None:
     """Close figures (after saving) so that long runs do not hold them."""
     for fig in figs:
         plt.close(fig)
-
-
-def spectral_density(ax, density, *, lr: float | None = None, eigenvalues=None, width: float | None = None,
-                     points: int = 1000) -> None:
-    """The smoothed Hessian spectral density (log scale) of a :class:`flows.curvature.density.SpectralDensity`.
-
-    With ``lr`` the stability edge 2/h is drawn; ``eigenvalues`` (the top-k, say) are marked and coloured by
-    their principal-flow regime: Re c(hλ) < 0 (the PF contracts that direction, blue) or > 0 (it grows,
-    vermillion), c(x) = log(1 − x)/x.
-    """
-    import torch
-
-    from flows import pf_coefficient
-
-    w = density.default_width() if width is None else width
-    grid = np.linspace(density.nodes.min() - 5 * w, density.nodes.max() + 5 * w, points)
-    ax.semilogy(grid, np.maximum(density.smoothed(grid, w), 1e-12), color=OKABE_ITO["black"], lw=1.0,
-                label="density (SLQ)")
-    if lr is not None:
-        ax.axvline(2.0 / lr, color=OKABE_ITO["orange"], ls="--", lw=1.0, label="2/h")
-    if eigenvalues is not None:
-        lam = np.asarray(eigenvalues, dtype=float)
-        grows = (np.zeros_like(lam, dtype=bool) if lr is None else
-                 pf_coefficient(torch.as_tensor(lr * lam, dtype=torch.float64)).real.numpy() > 0)
-        for value, up in zip(lam, grows):
-            ax.axvline(value, color=OKABE_ITO["vermillion" if up else "blue"], lw=0.8, alpha=0.8)
-    ax.set_xlabel("eigenvalue λ")
-    ax.set_ylabel("spectral density")
