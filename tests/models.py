@@ -76,3 +76,17 @@ def digits_objective(*, seed: int = 0, dtype: torch.dtype = torch.float32, n_tra
     model = fc_tanh(widths, seed=seed, dtype=dtype)
     return Objective.from_module(model, half_mse, digits(seed=seed, dtype=dtype, n_train=n_train),
                                  name="digits-fc-tanh"), model
+
+
+def write_cifar_batches(folder, per_batch: int = 8, seed: int = 0):
+    """CIFAR-10's python format, written here: 5 training batches and a test batch of random uint8 images."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 b"labels": rng.integers(0, 10, per_batch).tolist(), b"batch_label": name.encode()}
+        with open(folder / name, "wb") as fh:
+            pickle.dump(batch, fh)
+    return folder

@@ -26,6 +26,14 @@ def number_key(value: float) -> str:
     return short if float(short) == value else repr(float(value))
 
 
+def closest(name: str, choices) -> str:
+    """`` (did you mean 'X'?)`` for the closest of ``choices`` (difflib's ratio ≥ 0.6), else the empty string."""
+    from difflib import get_close_matches
+
+    match = get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
 class ConfigError(ValueError):
     """A bad ``--set key=value`` (unknown key, or a value of the wrong type)."""
 
@@ -81,7 +89,7 @@ def apply_overrides(config: Any, pairs: list[str]) -> Any:
         key, value = pair.split("=", 1)
         key = key.strip().replace("-", "_")
         if key not in fields:
-            raise ConfigError(f"unknown key {key!r}; valid keys: {', '.join(sorted(fields))}")
+            raise ConfigError(f"unknown key {key!r}{closest(key, fields)}; valid keys: {', '.join(sorted(fields))}")
         changes[key] = _parse(value.strip(), hints[key], key)
     new = dataclasses.replace(config, **changes)
     check = getattr(new, "validate", None)

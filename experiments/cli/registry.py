@@ -171,7 +171,10 @@ def names() -> list[str]:
 def entry(name: str) -> Entry:
     """The registry entry of ``name`` (a ValueError naming the valid choices otherwise)."""
     if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; valid choices: {', '.join(EXPERIMENTS)}")
+        from .common import closest
+
+        raise ValueError(f"unknown experiment {name!r}{closest(name, EXPERIMENTS)}; valid choices: "
+                         f"{', '.join(EXPERIMENTS)}")
     return EXPERIMENTS[name]
 
 

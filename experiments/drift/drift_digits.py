@@ -16,7 +16,7 @@ import numpy as np
 from analysis import plots
 from experiments.cli.common import number_key, read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits_objective
+from experiments.zoo.datasets import check_data, check_digits_widths, digits_objective
 from flows import Trajectory, compare, sharpness
 
 
@@ -38,8 +38,12 @@ class Config:
     """Eigenpair solves per GD step for the top-k flows (the subspace is kept in between)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         if not self.targets or any(t <= 0 for t in self.targets):
             raise ValueError(f"targets must be positive, got {self.targets}")
@@ -48,7 +52,7 @@ class Config:
 
 
 def run(config: Config, out: Path, ctx: RunContext) -> None:
-    obj, _, _ = digits_objective(n_train=config.n_train, widths=config.widths)
+    obj, _, _ = digits_objective(n_train=config.n_train, widths=config.widths, data=config.data)
     theta0 = obj.theta0.to(ctx.device)
     lam0 = sharpness(obj, theta0)
     summary = []

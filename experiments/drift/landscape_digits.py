@@ -29,7 +29,7 @@ from torch import Tensor
 from analysis import EoSDetector, plots
 from experiments.cli.common import read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits_objective
+from experiments.zoo.datasets import check_data, check_digits_widths, digits_objective
 from flows import (
     Objective,
     Recorder,
@@ -82,8 +82,12 @@ class Config:
     """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -114,7 +118,8 @@ class GGNSharpness:
 
 
 def run(config: Config, out: Path, ctx: RunContext) -> None:
-    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
+    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths,
+                                 data=config.data)
     assert obj.theta0 is not None  # from_module sets it
     theta0 = obj.theta0.to(ctx.device)
     moments = ctx.unit("run", lambda: _gd_run(obj, theta0, config, out, ctx),

@@ -19,7 +19,14 @@ import torch
 from analysis import plots
 from experiments.cli.common import read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits, fc_tanh, half_mse
+from experiments.zoo.datasets import (
+    check_data,
+    check_digits_widths,
+    fc_tanh,
+    fitted_widths,
+    half_mse,
+    load_split,
+)
 from flows import integrate
 from flows.curvature.stochastic import MiniBatches, piece_grad
 
@@ -40,8 +47,12 @@ class Config:
     """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         for name in ("batch_size", "epochs", "runs", "substeps"):
             if getattr(self, name) < 1:
@@ -53,8 +64,8 @@ class Config:
 
 
 def run(config: Config, out: Path, ctx: RunContext) -> None:
-    split = digits(seed=ctx.seed, n_train=config.n_train or None)
-    model = fc_tanh(config.widths, seed=ctx.seed)
+    split = load_split(config.data, seed=ctx.seed, n_train=config.n_train or None)
+    model = fc_tanh(fitted_widths(config.widths, split), seed=ctx.seed)
     batches = MiniBatches(model, half_mse, split.train, config.batch_size, seed=ctx.seed)  # names a bad batch_size
     rows = ctx.unit("epochs", lambda: _epochs(batches, config, out, ctx), lambda: read_json(out / "epochs.json"))
     print(write_table(out / "sgd_modified_flow.csv", [rows[i] for i in sorted({0, 4, 9, len(rows) - 1})

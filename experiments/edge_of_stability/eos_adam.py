@@ -20,7 +20,7 @@ import torch
 from analysis import EoSDetector, OptimizerController, PreconditionedSharpness, Sharpness, plots
 from experiments.cli.common import number_key, read_json, save_figure, sweep_folders, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits_objective
+from experiments.zoo.datasets import check_data, check_digits_widths, digits_objective
 from flows import Trajectory, gradient_descent
 
 
@@ -44,8 +44,12 @@ class Config:
     """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         if not self.lrs or any(h <= 0 for h in self.lrs):
             raise ValueError(f"lrs must be positive, got {self.lrs}")
@@ -59,7 +63,8 @@ class Config:
 
 
 def run(config: Config, out: Path, ctx: RunContext) -> None:
-    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
+    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths,
+                                 data=config.data)
     theta0 = obj.theta0.to(ctx.device)
     rows = []
     for lr in config.lrs:

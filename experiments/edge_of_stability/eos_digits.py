@@ -26,7 +26,19 @@ from torch import Tensor, nn
 from analysis import EoSDetector, plots
 from experiments.cli.common import number_key, read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, cifar10, digits, digits_objective, fc_tanh, half_mse, shard
+from experiments.zoo.datasets import (
+    check_data,
+    check_digits_widths,
+    cifar10,
+    digits,
+    digits_objective,
+    fc_tanh,
+    fitted_widths,
+    half_mse,
+    load_split,
+    shard,
+)
+from experiments.zoo.papers import CIFAR_PRESETS
 from flows import Objective, Recorder, StepContext, StepDecision, Trajectory, gradient_descent, integrate
 
 
@@ -51,7 +63,8 @@ class Config:
     arch: str = "mlp"
     """'mlp' (fc-tanh, ½-MSE) or 'cnn' (two conv-tanh layers + linear, cross-entropy)"""
     data: str = "digits"
-    """'digits' or 'cifar10:PATH' (a local folder of the python batches; arch=cnn)"""
+    """'digits', 'cifar10:PATH' (a local folder of the python batches; arch=cnn), a CIFAR preset (cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH) or, for the MLP, mnist1d, moons or circles; the widths' ends follow it."""
     channels: int = 16
     """The CNN's channels per conv layer."""
     loss: str = "auto"
@@ -61,8 +74,11 @@ class Config:
         check_digits_widths(self.widths)
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        if self.data != "digits" and not self.data.startswith("cifar10:"):
-            raise ValueError(f"data must be 'digits' or 'cifar10:PATH', got {self.data!r}")
+        if not self.data.startswith("cifar10:"):
+            check_data(self.data)  # digits, another classification set or a CIFAR preset (NAME:PATH)
+            if self.arch == "cnn" and self.data.split(":")[0] not in ("digits", *CIFAR_PRESETS):
+                raise ValueError(f"arch=cnn takes images: data 'digits', 'cifar10:PATH' or a CIFAR preset "
+                                 f"({', '.join(f'{n}:PATH' for n in CIFAR_PRESETS)}), got {self.data!r}")
         if self.data.startswith("cifar10:"):
             if self.arch != "cnn":
                 raise ValueError("data=cifar10:PATH needs arch=cnn (the images are 3×32×32)")
@@ -117,13 +133,19 @@ def small_cnn(in_channels: int, side: int, channels: int = 16, classes: int = 10
 def eos_objective(config: Config, seed: int) -> Objective:
     """The experiment's full-batch objective: digits MLP (½-MSE), digits CNN or CIFAR-10 CNN (cross-entropy)."""
     if config.arch == "mlp" and config.loss in ("auto", "mse"):
-        obj, _, _ = digits_objective(seed=seed, n_train=config.n_train or None, widths=config.widths)
+        obj, _, _ = digits_objective(seed=seed, n_train=config.n_train or None, widths=config.widths,
+                                     data=config.data)
         return obj  # sharded over ranks under torch.distributed, like every objective here
     if config.arch == "mlp":
-        split = digits(seed=seed, n_train=config.n_train or None)
-        return Objective.from_module(fc_tanh(config.widths, seed=seed), loss_function(config),
-                                     shard(*split.train), name="digits-fc-tanh")
-    if config.data == "digits":
+        split = load_split(config.data, seed=seed, n_train=config.n_train or None)
+        return Objective.from_module(fc_tanh(fitted_widths(config.widths, split), seed=seed), loss_function(config),
+                                     shard(*split.train), name=f"{config.data.split(':')[0]}-fc-tanh")
+    if config.data.split(":")[0] in CIFAR_PRESETS:
+        split = load_split(config.data, seed=seed, n_train=config.n_train or None)
+        x = split.x_train.reshape(-1, 3, 32, 32)
+        side = 32
+        c_in = 3
+    elif config.data == "digits":
         split = digits(seed=seed, n_train=config.n_train or None)
         x = split.x_train.reshape(-1, 1, 8, 8)
         side = 8
@@ -134,7 +156,8 @@ def eos_objective(config: Config, seed: int) -> Objective:
         side = 32
         c_in = 3
     model = small_cnn(c_in, side, config.channels, seed=seed)
-    return Objective.from_module(model, loss_function(config), shard(x, split.y_train), name=f"{config.data}-cnn")
+    return Objective.from_module(model, loss_function(config), shard(x, split.y_train),
+                                 name=f"{config.data.split(':')[0]}-cnn")
 
 
 def run(config: Config, out: Path, ctx: RunContext) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from analysis import EoSDetector, plots
 from experiments.cli.common import number_key, read_json, save_figure, sweep_folders, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits_objective
+from experiments.zoo.datasets import check_data, check_digits_widths, digits_objective
 from flows import Trajectory, gradient_descent
 
 
@@ -35,8 +35,12 @@ class Config:
     """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         if not self.betas or any(not 0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
@@ -47,7 +51,8 @@ class Config:
 
 
 def run(config: Config, out: Path, ctx: RunContext) -> None:
-    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
+    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths,
+                                 data=config.data)
     theta0 = obj.theta0.to(ctx.device)
     rows = []
     for beta in config.betas:

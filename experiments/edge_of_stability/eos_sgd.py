@@ -21,7 +21,14 @@ from analysis.controllers.stochastic import SGDController
 from analysis.monitors.sharpness import BatchSharpness, Sharpness
 from experiments.cli.common import read_json, save_figure, sweep_folders, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits, fc_tanh, half_mse
+from experiments.zoo.datasets import (
+    check_data,
+    check_digits_widths,
+    fc_tanh,
+    fitted_widths,
+    half_mse,
+    load_split,
+)
 from flows import Trajectory, gradient_descent
 from flows.curvature.stochastic import MiniBatches
 
@@ -42,8 +49,12 @@ class Config:
     """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise ValueError(f"batch_sizes must be positive, got {self.batch_sizes}")
@@ -56,8 +67,8 @@ class Config:
 def run(config: Config, out: Path, ctx: RunContext) -> None:
     from flows import Objective
 
-    split = digits(seed=ctx.seed, n_train=config.n_train or None)
-    model = fc_tanh(config.widths, seed=ctx.seed)
+    split = load_split(config.data, seed=ctx.seed, n_train=config.n_train or None)
+    model = fc_tanh(fitted_widths(config.widths, split), seed=ctx.seed)
     data = split.train
     obj = Objective.from_module(model, half_mse, data, name="digits-fc-tanh")
     assert obj.theta0 is not None  # from_module sets it

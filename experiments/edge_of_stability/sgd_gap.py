@@ -31,7 +31,14 @@ from analysis import BatchSharpness, Sharpness, StepBatchSharpness, StochasticGa
 from analysis.controllers.stochastic import SGDController
 from experiments.cli.common import format_table, read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits, fc_net, half_mse
+from experiments.zoo.datasets import (
+    check_data,
+    check_digits_widths,
+    fc_net,
+    fitted_widths,
+    half_mse,
+    load_split,
+)
 from flows import Objective, Trajectory, gradient_descent
 from flows.curvature.stochastic import MiniBatches, stochastic_sharpness_gap
 
@@ -59,8 +66,12 @@ class Config:
     """Training examples (0: the whole digits training split, N = 1500)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The MLPs' layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         if not self.models or any(m not in MODELS for m in self.models):
             raise ValueError(f"models must be a non-empty subset of {MODELS}, got {self.models}")
@@ -100,7 +111,7 @@ def power_law_fit(sizes, gaps) -> PowerLawFit:
 
 
 def run(config: Config, out: Path, ctx: RunContext) -> None:
-    split = digits(seed=ctx.seed, n_train=config.n_train or None)
+    split = load_split(config.data, seed=ctx.seed, n_train=config.n_train or None)
     data = split.train
     n = len(data[0])
     sizes = sorted({b for b in config.batch_sizes if b < n} | {n})
@@ -108,7 +119,7 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
         raise ValueError(f"batch_sizes must be ≤ N = {n} (the training examples), got {config.batch_sizes}")
     rows = []
     for name in config.models:
-        model = fc_net(config.widths, activation=name.removeprefix("fc-"), seed=ctx.seed)
+        model = fc_net(fitted_widths(config.widths, split), activation=name.removeprefix("fc-"), seed=ctx.seed)
         obj = Objective.from_module(model, half_mse, data, name=f"digits-{name}")
         assert obj.theta0 is not None  # from_module sets it
         theta0 = obj.theta0.to(ctx.device)

@@ -20,7 +20,14 @@ import numpy as np
 from analysis import plots
 from experiments.cli.common import number_key, read_json, save_figure, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits, fc_net, half_mse
+from experiments.zoo.datasets import (
+    check_data,
+    check_digits_widths,
+    fc_net,
+    fitted_widths,
+    half_mse,
+    load_split,
+)
 from flows import Objective
 
 from .sgd_gap import sgd_unit
@@ -44,8 +51,12 @@ class Config:
     """Training examples (0: the whole digits training split, N = 1500)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         if not self.betas or any(not 0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
@@ -58,12 +69,13 @@ class Config:
 
 
 def run(config: Config, out: Path, ctx: RunContext) -> None:
-    data = digits(seed=ctx.seed, n_train=config.n_train or None).train
+    split = load_split(config.data, seed=ctx.seed, n_train=config.n_train or None)
+    data = split.train
     n = len(data[0])
     if any(b > n for b in config.batch_sizes):
         raise ValueError(f"batch_sizes must be ≤ N = {n} (the training examples), got {config.batch_sizes}")
     sizes = sorted({b for b in config.batch_sizes} | {n})
-    model = fc_net(config.widths, activation="tanh", seed=ctx.seed)
+    model = fc_net(fitted_widths(config.widths, split), activation="tanh", seed=ctx.seed)
     obj = Objective.from_module(model, half_mse, data, name="digits-fc-tanh")
     assert obj.theta0 is not None  # from_module sets it
     theta0 = obj.theta0.to(ctx.device)

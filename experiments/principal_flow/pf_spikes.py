@@ -22,7 +22,7 @@ import numpy as np
 from analysis import PFLossRate, loss_rate_agreement, plots
 from experiments.cli.common import read_json, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits_objective
+from experiments.zoo.datasets import check_data, check_digits_widths, digits_objective
 from flows import Trajectory, gradient_descent
 
 
@@ -42,8 +42,12 @@ class Config:
     """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
@@ -77,7 +81,8 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
 
 
 def _gd(config: Config, out: Path, ctx) -> None:
-    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
+    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths,
+                                 data=config.data)
     assert obj.theta0 is not None  # from_module sets it
     gd = gradient_descent(obj, obj.theta0.to(ctx.device), lr=config.lr, steps=config.steps, states="none",
                           callbacks=[PFLossRate(k=config.k, every=config.every)], progress=ctx.progress)

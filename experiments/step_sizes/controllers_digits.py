@@ -21,7 +21,7 @@ import torch
 from analysis import EoSDetector, get_controller, plots
 from experiments.cli.common import read_json, read_table, save_figure, write_json, write_table
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits_objective
+from experiments.zoo.datasets import check_data, check_digits_widths, digits_objective
 from experiments.zoo.training import digits_problem, minibatch
 from flows import Recorder, StepContext, StepDecision, Trajectory, gradient_descent
 from flows.objective import toys
@@ -79,8 +79,12 @@ class Config:
     """Training examples (0: the whole training split, 1500 images)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         for spec in self.methods + self.minibatch_methods:
             parse_method(spec)
@@ -141,7 +145,8 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
 
 def _fullbatch(spec: str, config: Config, out: Path, ctx) -> dict:
     """One full-batch run: saves the trajectory and its summary row (``NAME.row.json``)."""
-    obj, split, model = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
+    obj, split, model = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths,
+                                             data=config.data)
     dev = ctx.device
     theta0 = obj.theta0.to(dev)
     x_test, labels_test = split.x_test.to(dev), split.labels_test.to(dev)
@@ -192,7 +197,7 @@ def _toys(config: Config, out: Path) -> None:
 def _minibatch(spec: str, config: Config, ctx) -> dict:
     """One mini-batch run with the ``torch.optim`` form of the controller (:func:`experiments.zoo.training.minibatch`,
     DAL with finite-difference Hg, batches ordered by the run's seed)."""
-    problem = digits_problem(ctx.seed, config.n_train, config.widths)
+    problem = digits_problem(ctx.seed, config.n_train, config.widths, config.data)
     return minibatch(problem, spec, config.epochs, config.batch_size, 0, ctx, ctx.seed)
 
 

@@ -20,7 +20,7 @@ import torch
 from analysis import CorridorDetector, loss_linearity, plots
 from experiments.cli.common import read_json, save_figure, write_json
 from experiments.cli.context import RunContext
-from experiments.zoo.datasets import check_digits_widths, digits_objective
+from experiments.zoo.datasets import check_data, check_digits_widths, digits_objective
 from flows import Recorder, StepContext, StepDecision, Trajectory, gradient_descent
 from flows.objective import toys
 
@@ -41,10 +41,14 @@ class Config:
     """Training examples (0: the whole digits training split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
     score_threshold: float = 1e-3
     """Corridor score ‖Hg‖/(λ_max‖g‖) below which a step counts as in a corridor."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         if not (self.toy_lr > 0 and self.lr > 0 and self.score_threshold > 0):
             raise ValueError("toy_lr, lr and score_threshold must be > 0")
@@ -80,7 +84,8 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
     traj.events.extend(s.to_dict() for s in toy_segments)
     traj.save(out / "toy")
 
-    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths)
+    obj, _, _ = digits_objective(seed=ctx.seed, n_train=config.n_train or None, widths=config.widths,
+                                 data=config.data)
     det = CorridorDetector(score_threshold=config.score_threshold)
     gd = gradient_descent(obj, obj.theta0.to(ctx.device), lr=config.lr, steps=config.steps, states="none",
                           callbacks=[det, _straightness_callback()], progress=ctx.progress)

@@ -50,7 +50,7 @@ def run(config: Config, out: Path, ctx: RunContext) -> None:
 
 
 def _one(mode: str, spec: str, config: Config, path: Path, ctx) -> dict:
-    problem = digits_problem(ctx.seed, config.n_train, config.widths)
+    problem = digits_problem(ctx.seed, config.n_train, config.widths, config.data)
     if mode == "full":
         row, _ = fullbatch(problem, spec, config.steps, config.sharpness_every, config.sharpness_every, ctx)
         setting = "full batch"

@@ -54,7 +54,7 @@ class Config(Schedule):
 
 def _problem(name: str, config: Config, seed: int):
     if name == "digits":
-        return digits_problem(seed, config.n_train, config.widths)
+        return digits_problem(seed, config.n_train, config.widths, config.data)
     return breast_cancer_problem(seed)
 
 

@@ -191,19 +191,74 @@ def shard(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return (x[rank::world], y[rank::world]) if world > 1 else (x, y)
 
 
+DATA_HELP = ("Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, "
+             "cohen-5k:PATH, cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it.")
+CLASSIFICATION_SETS = ("digits", "mnist1d", "moons", "circles")
+
+
+def check_data(data: str) -> None:
+    """ValueError naming the valid choices (and the closest) unless ``data`` names a classification set."""
+    from difflib import get_close_matches
+
+    from .papers import CIFAR_FILES, CIFAR_PRESETS
+
+    name, _, path = data.partition(":")
+    if name in CIFAR_PRESETS and path:
+        missing = [f for f in CIFAR_FILES if not (Path(path).expanduser() / f).is_file()]
+        if missing:
+            raise ValueError(f"data {data!r}: no CIFAR-10 python batches in {path!r} (missing {missing}; extract "
+                             "cifar-10-python.tar.gz there; nothing is downloaded)")
+        return
+    if name in CLASSIFICATION_SETS and not path:
+        return
+    valid = list(CLASSIFICATION_SETS) + [f"{n}:PATH" for n in CIFAR_PRESETS]
+    close = get_close_matches(name, list(CLASSIFICATION_SETS) + list(CIFAR_PRESETS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    need = f"; {name} is CIFAR-10 and needs the folder of its python batches, {name}:PATH" if name in CIFAR_PRESETS \
+        else ""
+    raise ValueError(f"data must be a classification set, one of {', '.join(valid)}; got {data!r}{hint}{need}")
+
+
+def load_split(data: str = "digits", *, seed: int = 0, dtype: torch.dtype = torch.float32,
+               n_train: int | None = None) -> Split:
+    """The split of a classification set by name: ``digits`` (seeded split, standardized), or a set of
+    :mod:`experiments.zoo.papers` as its paper builds it (inputs flattened, one-hot 0/1 targets, the first
+    ``n_train`` training examples; ``seed`` does not change it)."""
+    check_data(data)
+    if data == "digits":
+        return digits(seed=seed, dtype=dtype, n_train=n_train)
+    from .papers import paper_data
+
+    paper = paper_data(data)
+    if n_train is not None and not 1 <= n_train <= len(paper.x_train):
+        raise ValueError(f"n_train must be in [1, {len(paper.x_train)}] for data {data!r}, got {n_train}")
+    keep = slice(None) if n_train is None else slice(0, n_train)
+    flat = lambda x: x.reshape(len(x), -1).to(dtype)  # noqa: E731
+    labels_train, labels_test = paper.y_train[keep].long(), paper.y_test.long()
+    return Split(flat(paper.x_train[keep]), paper.one_hot(labels_train, dtype), flat(paper.x_test),
+                 paper.one_hot(labels_test, dtype), labels_train, labels_test, paper.num_classes)
+
+
+def fitted_widths(widths: tuple[int, ...], split: Split) -> tuple[int, ...]:
+    """``widths`` with the first and last replaced by the split's input size and class count."""
+    return (int(split.x_train.shape[1]), *widths[1:-1], split.num_classes)
+
+
 def digits_objective(*, seed: int = 0, dtype: torch.dtype = torch.float32,
                      n_train: int | None = None, widths: tuple[int, ...] = (64, 200, 200, 10),
-                     batch_size: int | None = None):
-    """The flagship objective: full-batch fc-tanh MSE on digits. Returns (objective, split, model).
+                     batch_size: int | None = None, data: str = "digits"):
+    """The flagship objective: full-batch fc-tanh MSE on digits (or ``data``). Returns (objective, split, model).
 
-    Under ``torch.distributed`` each rank takes every world-th training example
-    and the objective sums over ranks, so the numbers equal the one-process ones.
+    With another ``data`` set (:func:`load_split`) the MLP's first and last widths follow it. Under
+    ``torch.distributed`` each rank takes every world-th training example and the objective sums over ranks, so
+    the numbers equal the one-process ones.
     """
     from flows import Objective
 
-    split = digits(seed=seed, dtype=dtype, n_train=n_train)
-    model = fc_tanh(widths, seed=seed, dtype=dtype)
-    obj = Objective.from_module(model, half_mse, shard(*split.train), batch_size=batch_size, name="digits-fc-tanh")
+    split = load_split(data, seed=seed, dtype=dtype, n_train=n_train)
+    model = fc_tanh(fitted_widths(widths, split), seed=seed, dtype=dtype)
+    name = "digits-fc-tanh" if data == "digits" else f"{data.split(':')[0]}-fc-tanh"
+    obj = Objective.from_module(model, half_mse, shard(*split.train), batch_size=batch_size, name=name)
     return obj, split, model
 
 

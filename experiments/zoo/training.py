@@ -39,7 +39,15 @@ from torch import Tensor, nn
 
 from analysis import EoSDetector, get_controller
 from analysis.controllers import ControllerOptimizer, StepController
-from experiments.zoo.datasets import breast_cancer, check_digits_widths, digits, fc_tanh, half_mse
+from experiments.zoo.datasets import (
+    breast_cancer,
+    check_data,
+    check_digits_widths,
+    fc_tanh,
+    fitted_widths,
+    half_mse,
+    load_split,
+)
 from flows import EigenTracker, Objective, Recorder, StepContext, StepDecision, gradient_descent
 
 BLOW_UP = 1e4
@@ -62,8 +70,12 @@ class Schedule:
     """Digits training examples (0: the whole split)."""
     widths: tuple[int, ...] = (64, 200, 200, 10)
     """The fc-tanh MLP's layer widths (64 inputs, 10 outputs)."""
+    data: str = "digits"
+    """Data set: 'digits', or a classification set of experiments.zoo.papers (mnist1d, moons, circles, cohen-5k:PATH,
+    cf-1k-4class:PATH, eoss-seeded:PATH); the MLP's first and last widths follow it."""
 
     def validate(self) -> None:
+        check_data(self.data)
         check_digits_widths(self.widths)
         for name in ("steps", "epochs", "batch_size", "sharpness_every"):
             if getattr(self, name) < 1:
@@ -92,10 +104,12 @@ class Problem:
         return float((self.predict(outputs) == self.test_labels).double().mean())
 
 
-def digits_problem(seed: int, n_train: int = 0, widths: tuple[int, ...] = (64, 200, 200, 10)) -> Problem:
-    split = digits(seed=seed, n_train=n_train or None)
-    return Problem("digits", fc_tanh(widths, seed=seed), half_mse, split.train, split.x_test, split.labels_test,
-                   lambda out: out.argmax(1))
+def digits_problem(seed: int, n_train: int = 0, widths: tuple[int, ...] = (64, 200, 200, 10),
+                   data: str = "digits") -> Problem:
+    """fc-tanh with ½-MSE on digits (or another classification ``data`` set, widths' ends fitted to it)."""
+    split = load_split(data, seed=seed, n_train=n_train or None)
+    return Problem(data.split(":")[0], fc_tanh(fitted_widths(widths, split), seed=seed), half_mse, split.train,
+                   split.x_test, split.labels_test, lambda out: out.argmax(1))
 
 
 def _bce(outputs: Tensor, targets: Tensor) -> Tensor:

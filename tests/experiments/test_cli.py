@@ -126,19 +126,9 @@ def test_close_rates_get_their_own_units(tmp_path):
 
 
 def _tiny_cifar(folder, per_batch=8):
-    """CIFAR-10's python format, written here: 5 training batches and a test batch of random images."""
-    import pickle
+    from models import write_cifar_batches
 
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, per_batch).tolist()}
-        with open(folder / name, "wb") as fh:
-            pickle.dump(batch, fh)
-    return folder
+    return write_cifar_batches(folder, per_batch)
 
 
 @pytest.mark.parametrize("data", ["digits", "cifar10"])
