@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install clean bench-peers
+.PHONY: demo test lint install clean bench-peers tutorials
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ demo: install
 bench-peers: install
 	$(BIN)/python -m pip install -q --no-deps pyhessian==0.1 hessian-eigenthings==1.0.0a5 \
 		curvlinops-for-pytorch==3.0.1 einops einconv opt-einsum linear_operator backpack-for-pytorch
+
+# the tutorials (jupytext percent scripts, executed by the tests) as executed notebooks in build/tutorials
+tutorials: install
+	$(BIN)/python -m pip install -q $(FIND_LINKS) -e '.[tutorials]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name driftlab --display-name driftlab > /dev/null
+	@mkdir -p build/tutorials
+	@for f in docs/tutorials/*.py; do \
+		cd build/tutorials && PYTHONPATH=$(CURDIR) ../../$(BIN)/jupytext --to ipynb --set-kernel driftlab --execute \
+			--output $$(basename $$f .py).ipynb ../../$$f || exit 1; cd ../..; done
+	@echo "notebooks written to build/tutorials/"
 
 lint: install
 	$(BIN)/ruff check .

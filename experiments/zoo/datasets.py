@@ -227,7 +227,7 @@ def load_split(data: str = "digits", *, seed: int = 0, dtype: torch.dtype = torc
     check_data(data)
     if data == "digits":
         return digits(seed=seed, dtype=dtype, n_train=n_train)
-    from .papers import paper_data
+    from .catalog import paper_data
 
     paper = paper_data(data)
     if n_train is not None and not 1 <= n_train <= len(paper.x_train):

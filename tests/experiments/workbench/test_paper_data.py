@@ -12,7 +12,7 @@ import pytest
 import torch
 from models import write_cifar_batches
 
-from experiments.zoo import papers
+from experiments.zoo import catalog, papers
 from experiments.zoo.mnist1d import mnist1d
 
 CIFAR_ROOT = os.environ.get("DRIFTLAB_CIFAR10")
@@ -82,17 +82,17 @@ def test_eoss_takes_a_seeded_choice_with_its_constants(fixture_root):
 
 def test_presets_name_the_missing_files_and_need_a_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"missing \['data_batch_1'.*nothing downloads"):
-        papers.paper_data(f"cohen-5k:{tmp_path}")
+        catalog.paper_data(f"cohen-5k:{tmp_path}")
     with pytest.raises(ValueError, match="cohen-5k:PATH"):
-        papers.paper_data("cohen-5k")
+        catalog.paper_data("cohen-5k")
     with pytest.raises(ValueError, match="did you mean 'circles'"):
-        papers.paper_data("circels")
+        catalog.paper_data("circels")
 
 
 @REAL
 @pytest.mark.parametrize("name", list(papers.CIFAR_PRESETS))
 def test_presets_on_the_real_files(name):
-    data = papers.paper_data(f"{name}:{CIFAR_ROOT}")
+    data = catalog.paper_data(f"{name}:{CIFAR_ROOT}")
     sizes = {"cohen-5k": (5000, 10000), "cf-1k-4class": (1000, 4000), "eoss-seeded": (8192, 10000)}
     assert (len(data.x_train), len(data.x_test)) == sizes[name]
     print(f"{name}: sha256 {data.sha256()}")  # recorded in docs/data.md by whoever has the files
