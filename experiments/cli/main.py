@@ -114,7 +114,27 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--column", default=None, choices=("single", "double"),
                       help="trajectories with --venue: one column or both (default: the page's text width)")
     plot.add_argument("--name", default=None, help="trajectories: the figure's file stem (default from the first)")
+    board = sub.add_parser("tensorboard", help="export saved trajectories (a results folder or files) to TensorBoard "
+                                               "event files (needs the tensorboard extra)")
+    board.add_argument("source", type=Path, help="a results folder, or a saved trajectory (NAME, NAME.npz)")
+    board.add_argument("--logdir", type=Path, required=True, help="where the event files go (one run per trajectory)")
     return parser
+
+
+def _export_tensorboard(source: Path, logdir: Path) -> int:
+    from experiments.cli.tensorboard import export_results, export_trajectory
+    from flows import Trajectory, TrajectoryFileError
+
+    try:
+        if source.is_dir():
+            names = export_results(source, logdir)
+        else:
+            export_trajectory(Trajectory.load(source), logdir / source.with_suffix("").name)
+            names = [source.with_suffix("").name]
+    except (ImportError, ValueError, OSError, TrajectoryFileError) as err:
+        return _fail(str(err))
+    print(f"tensorboard: {len(names)} run(s) in {logdir}: {', '.join(names[:5])}{' …' if len(names) > 5 else ''}")
+    return 0
 
 
 def main(argv: list[str] | None = None, *, restore_signals: bool | None = None) -> int:
@@ -139,6 +159,8 @@ def main(argv: list[str] | None = None, *, restore_signals: bool | None = None) 
         except ValueError as err:
             return _fail(str(err))
         return 0
+    if args.command == "tensorboard":
+        return _export_tensorboard(args.source, args.logdir)
     if args.command == "plot":
         if len(args.results) > 1 or not args.results[0].is_dir():
             return plot_trajectories(args.results, args.figures, metric=args.metric, venue=args.venue,

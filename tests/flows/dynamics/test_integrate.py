@@ -244,3 +244,18 @@ def test_log_progress_prints_stdout_lines_and_bad_values_are_named(capsys, monke
                  lambda: integrate(obj, flow="gf", lr=0.1, steps=2, progress=1.5)):
         with pytest.raises(ValueError, match="progress must be True, False, None or 'log'"):
             call()
+
+
+def test_log_progress_eta_follows_the_recent_pace(capsys, monkeypatch):
+    """The ETA uses the units done since the last line: a run that slows gets a longer estimate, not the mean's."""
+    import flows.progress as progress
+
+    clock = iter([0.0, 60.0, 120.0])
+    monkeypatch.setattr(progress, "monotonic", lambda: next(clock))
+    lines = progress._LogLines(total=300, desc="central")  # start at t = 0
+    lines.update(200)  # t = 60: 200 units in the first minute, 100 left at 200/min → 0.5 min
+    lines.update(20)  # t = 120: 20 in the second minute, 80 left at 20/min → 4 min (the mean pace would say 0.7)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("central: 200/300 (67%), 1.0 min, ETA 0.5 min")
+    assert out[1].endswith("central: 220/300 (73%), 2.0 min, ETA 4.0 min")
+    assert progress.eta_seconds(10, 0, 5.0) is None
