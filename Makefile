@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint install clean bench-peers tutorials
+.PHONY: demo test lint install clean bench-peers bench-gpu tutorials
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ demo: install
 # the peers of `driftlab run bench-anchors` (optional; --no-deps keeps the CPU torch in place)
 bench-peers: install
 	$(BIN)/python -m pip install -q --no-deps pyhessian==0.1 hessian-eigenthings==1.0.0a5 \
-		curvlinops-for-pytorch==3.0.1 einops einconv opt-einsum linear_operator backpack-for-pytorch
+		curvlinops-for-pytorch==3.0.1 einops einconv opt-einsum linear_operator backpack-for-pytorch unfoldNd
+
+# on a CUDA machine (install a CUDA torch with TORCH_SPEC): CUDA tests and the HVP/eigen/flow tables, ≤ 8 min,
+# written to docs/benchmarks_gpu.md
+bench-gpu: install
+	$(BIN)/python -m experiments.benchmarks.gpu_report --budget 480
 
 # the tutorials (jupytext percent scripts, executed by the tests) as executed notebooks in build/tutorials
 tutorials: install
