@@ -142,6 +142,10 @@ EXPERIMENTS: dict[str, Entry] = {
         "experiments.benchmarks.flow_solvers",
         "cost per unit flow time: GF, IGR, PF top-k (k=1, 10) vs GD on the digits MLP",
     ),
+    "bench-central": Entry(
+        "experiments.benchmarks.central",
+        "the central flow vs GD for the same steps, part by part, before/after #34's eigen settings, with accuracy",
+    ),
     "bench-scaling": Entry(
         "experiments.benchmarks.scaling",
         "data-parallel objectives with torch.distributed: 1 vs 2 processes, equality and time per HVP/GD step",

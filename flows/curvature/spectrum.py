@@ -159,6 +159,7 @@ def symmetric_eigenpairs(
     spare: int = 0,
     release: Callable[[], None] | None = None,
     verify: bool = True,
+    ceiling: float | None = None,
 ) -> Eigenpairs:
     """The k extreme eigenpairs of any symmetric operator, with multiplicity.
 
@@ -183,6 +184,7 @@ def symmetric_eigenpairs(
     value cannot change it), so no round runs.
     Options as in :func:`top_eigenpairs`.
     """
+    _check_ceiling(ceiling, which)
     dim = op.shape[0]
     start_matvecs = op.matvecs
     _check_budget(max_matvecs)
@@ -191,7 +193,7 @@ def symmetric_eigenpairs(
         generator = torch.Generator(device=op.device).manual_seed(0)
     verify = verify and k > 1  # one value: a second copy of it cannot change the answer
     first = _thick_restart(op, k, which, v0=v0, tol=tol, atol=atol, max_matvecs=budget, max_basis=max_basis,
-                           generator=generator, spare=spare, release=None if verify else release)
+                           generator=generator, spare=spare, release=None if verify else release, ceiling=ceiling)
     if not verify or not first.converged or k >= dim - 1:
         if verify and release is not None:
             release()
@@ -205,6 +207,23 @@ def symmetric_eigenpairs(
             release()
     result.matvecs = op.matvecs - start_matvecs
     return result
+
+
+def _check_choices(which: str, method: str, ceiling: Any) -> None:
+    if which not in WHICH:
+        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    if method != "auto" and method not in SOLVERS:
+        raise ValueError(f"method must be one of {('auto', *SOLVERS)}, got {method!r}")
+    _check_ceiling(ceiling, which)
+
+
+def _check_ceiling(ceiling: Any, which: str) -> None:
+    if ceiling is None:
+        return
+    if isinstance(ceiling, bool) or not isinstance(ceiling, (int, float)) or not math.isfinite(ceiling):
+        raise ValueError(f"ceiling must be a finite number or None, got {ceiling!r}")
+    if which != "LA":
+        raise ValueError(f"ceiling bounds the largest eigenvalues: it needs which='LA', got which={which!r}")
 
 
 def _check_budget(max_matvecs: Any) -> None:
@@ -299,6 +318,7 @@ def _thick_restart(
     generator: torch.Generator,
     spare: int,
     release: Callable[[], None] | None,
+    ceiling: float | None = None,
 ) -> Eigenpairs:
     """One thick-restart Lanczos solve (no verification): see :func:`symmetric_eigenpairs`."""
     dim = op.shape[0]
@@ -325,13 +345,16 @@ def _thick_restart(
         theta, s, res = solver.ritz()
         floor = max(float(torch.finfo(op.dtype).eps) * solver.scale, 1e-300)
         rel = res[:kk] / np.maximum(np.abs(theta[:kk]), floor)
-        done = kk == k and bool(np.all((rel <= tol) | (res[:kk] <= atol)))
+        ok = (rel <= tol) | (res[:kk] <= atol)
+        if ceiling is not None:  # after the first, a pair whose interval θ ± r lies below the ceiling is done
+            ok[1:] |= theta[1:kk] + res[1:kk] <= ceiling
+        done = kk == k and bool(np.all(ok))
         if done or m == dim or solver.p == 0 or op.matvecs - start_matvecs >= max_matvecs:
             break
         if m >= max_basis:
             solver.restart(min(m - 1, max(k + (max_basis - k) // 2, k + spare + 1)), s)
             continue  # Ritz pairs again, in the restarted basis
-        solver.focus(s[:, int(np.argmax(np.where(rel <= tol, 0.0, rel)))] if kk == k else s[:, 0])
+        solver.focus(s[:, int(np.argmax(np.where(ok, 0.0, rel)))] if kk == k else s[:, 0])
         solver.step()
     if release is not None:
         release()
@@ -408,6 +431,7 @@ def top_eigenpairs(
     spare: int = 0,
     preconditioner: Tensor | float | None = None,
     verify: bool = True,
+    ceiling: float | None = None,
 ) -> Eigenpairs:
     """The k extreme eigenpairs of H = ∇²E(θ) with multiplicity (of P^{-1/2} H P^{-1/2} with a preconditioner).
 
@@ -435,6 +459,8 @@ def top_eigenpairs(
             found, so that repeated eigenvalues are returned as often as they occur
             (:func:`symmetric_eigenpairs`); ``False`` skips them (cheaper, but a repeated λ is found once and
             ``converged`` then only says that each returned pair is an eigenpair).
+        ceiling: (``which="LA"``) a pair after the first whose interval θ ± ‖Hu − θu‖ lies below it is accepted
+            at any residual (``relative`` may exceed ``tol``): the central flow's critical boundary.
 
     Returns:
         :class:`Eigenpairs` on θ's device, in θ's dtype.
@@ -446,10 +472,7 @@ def top_eigenpairs(
     theta = objective.check_theta(theta)
     if theta.is_complex():
         raise TypeError("top_eigenpairs needs a real θ (the Hessian of a complex state is not symmetric-real)")
-    if which not in WHICH:
-        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-    if method != "auto" and method not in SOLVERS:
-        raise ValueError(f"method must be one of {('auto', *SOLVERS)}, got {method!r}")
+    _check_choices(which, method, ceiling)
     if method == "auto":
         method = "dense" if objective.dim <= DENSE_MAX_DIM else "lanczos"
     if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
@@ -469,7 +492,7 @@ def top_eigenpairs(
     generator = torch.Generator(device=theta.device).manual_seed(seed)
     return SOLVERS[method](objective, theta.detach(), k, which, v0=v0, tol=tol, atol=atol,
                            max_matvecs=max_matvecs, max_basis=max_basis, generator=generator,
-                           spare=spare, preconditioner=diagonal, verify=verify)
+                           spare=spare, preconditioner=diagonal, verify=verify, ceiling=ceiling)
 
 
 def sharpness(objective: Objective, theta: Tensor, tol: float = 1e-4, **kwargs) -> float:
@@ -494,7 +517,9 @@ class EigenTracker:
     that every eigenvalue above τ is tracked plus one sentinel below it. An update whose smallest value is
     still above τ grows k by one and solves again (warm) until one falls below or ``max_k`` is reached; when
     the two smallest are below τ and the smallest below ``shrink``·τ, the next update uses one pair fewer.
-    ``result.extras["k"]`` and :attr:`k_history` report the k of every update.
+    ``result.extras["k"]`` and :attr:`k_history` report the k of every update. With a ``ceiling`` (the
+    critical boundary of the central flow), pairs after the first that are known to lie below it are accepted
+    at any residual (:func:`top_eigenpairs`).
 
     Attributes:
         last: the latest :class:`Eigenpairs` (None before the first update).
@@ -505,7 +530,7 @@ class EigenTracker:
     def __init__(self, k: int = 1, which: str = "LA", tol: float = 1e-3, *, extra: int | None = None,
                  method: str = "auto", max_matvecs: int | None = None, seed: int = 0,
                  threshold: float | None = None, max_k: int | None = None, shrink: float = 0.5,
-                 verify: bool = True) -> None:
+                 verify: bool = True, ceiling: float | None = None) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
             raise ValueError(f"k must be a positive int, got {k!r}")
         if which not in WHICH:
@@ -537,6 +562,8 @@ class EigenTracker:
         if not isinstance(verify, bool):
             raise TypeError(f"verify must be True or False, got {verify!r}")
         self.verify = verify
+        _check_ceiling(ceiling, which)
+        self.ceiling = ceiling
         self.k_history: list[int] = []
         self.last: Eigenpairs | None = None
         self._basis: Tensor | None = None
@@ -544,21 +571,26 @@ class EigenTracker:
         self.stamp = -math.inf  # flow time of the last solve, for callers that refresh on a clock
         self.updates = 0
 
-    def update(self, objective: Objective, theta: Tensor, preconditioner: Tensor | float | None = None) -> Eigenpairs:
+    def update(self, objective: Objective, theta: Tensor, preconditioner: Tensor | float | None = None, *,
+               verify: bool | None = None) -> Eigenpairs:
         """Eigenpairs at θ, warm-started from the previous call (k adapted in threshold mode).
 
         With a ``preconditioner``, those of P^{-1/2} H P^{-1/2} (:func:`top_eigenpairs`; P may change between calls, the
-        previous vectors still start the solve).
+        previous vectors still start the solve). ``verify`` overrides the tracker's setting for this update (a
+        caller that certifies the set once per so many updates, :class:`~flows.dynamics.central.CentralState`).
         """
+        if verify is not None and not isinstance(verify, bool):
+            raise TypeError(f"verify must be True, False or None, got {verify!r}")
+        verify = self.verify if verify is None else verify
         dense = self.method == "dense" or (self.method == "auto" and objective.dim <= DENSE_MAX_DIM)
         limit = min(self.max_k, objective.dim if dense else objective.dim - 1)  # as top_eigenpairs allows
         if self.threshold is not None:
             self.k = min(self.k, limit)
-        result, spent = self._solve(objective, theta, preconditioner), 0
+        result, spent = self._solve(objective, theta, preconditioner, verify), 0
         while self.threshold is not None and float(result.values[-1]) > self.threshold and self.k < limit:
             spent += result.matvecs
             self.k += 1  # the smallest tracked value is still above τ: one more pair, solved again (warm)
-            result = self._solve(objective, theta, preconditioner)
+            result = self._solve(objective, theta, preconditioner, verify)
         result.matvecs += spent
         if self.threshold is not None and self.k > 1 and float(result.values[-2]) < self.threshold \
                 and float(result.values[-1]) < self.shrink * self.threshold:
@@ -577,14 +609,15 @@ class EigenTracker:
         self.updates += 1
         return result
 
-    def _solve(self, objective: Objective, theta: Tensor, preconditioner: Tensor | float | None) -> Eigenpairs:
+    def _solve(self, objective: Objective, theta: Tensor, preconditioner: Tensor | float | None,
+               verify: bool) -> Eigenpairs:
         v0 = None
         if self._basis is not None and self._basis.device == theta.device:
             v0 = self._basis.to(theta.dtype)
         result = top_eigenpairs(objective, theta, self.k, self.which, v0=v0, tol=self.tol,
                                 method=self.method, max_matvecs=self.max_matvecs,
                                 seed=self.seed + self.updates, spare=self.extra, preconditioner=preconditioner,
-                                verify=self.verify)
+                                verify=verify, ceiling=self.ceiling)
         spare = result.extras.pop("spare", None)
         self._basis = result.vectors if spare is None else torch.cat([result.vectors, spare], dim=1)
         return result

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 from time import perf_counter
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from ..objective.autodiff import pair_indices
 from ..objective.objective import Objective
 from ..records.trajectory import Trajectory
 from .sdcp import solve_sdcp
+
+Subcritical = Literal["bounded", "tight"]
+SUBCRITICAL: tuple[str, ...] = get_args(Subcritical)
 
 
 def _sdcp_terms(t: Tensor, g: Tensor, values: Tensor, lr: float, dt: float) -> tuple[Tensor, Tensor]:
@@ -78,10 +82,21 @@ class CentralState:
             GD step). In between, the tracked subspace U is kept and rotated by Rayleigh–Ritz: UᵀHU = QΛQᵀ from k
             HVPs (one batched product), values Λ and vectors UQ; the field then jumps at each solve, so adaptive
             solvers should keep 0. Calls without a time ``t`` solve every time.
+        verify_steps: GD steps between *certified* solves (1, the default: once per GD step; 0: every solve).
+            A certified solve follows the warm Lanczos solve with verification rounds from a fresh random start
+            (:func:`~flows.curvature.spectrum.symmetric_eigenpairs`), which find a missed or repeated eigenvalue
+            above the tracked set; the solves in between are warm Lanczos solves to ``eig_tol`` without them.
+            Eigenvalues move continuously along the flow, so a value the last certified solve placed below the
+            sentinel can only be missed until the next one; the rounds cost about twice the warm solve.
+        subcritical: how the tracked pairs below the critical boundary ηλ = ``critical`` are solved, after the
+            first (the sharpness, always to ``eig_tol``): ``"bounded"`` (default) stops refining one once its
+            residual interval λ ± ‖Hu − λu‖ lies below the boundary (it is known to be non-critical and enters
+            neither the field nor the record); ``"tight"`` solves every tracked pair to ``eig_tol`` (before #34).
     """
 
     def __init__(self, substeps: int = 4, critical: float = 1.95, track: float = 0.75, eig_tol: float = 1e-3,
-                 max_k: int = 16, eig_refresh: float = 0.0) -> None:
+                 max_k: int = 16, eig_refresh: float = 0.0, verify_steps: float = 1.0,
+                 subcritical: Subcritical = "bounded") -> None:
         if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
             raise ValueError(f"substeps must be a positive int, got {substeps!r}")
         if not (isinstance(critical, (int, float)) and 0 < critical <= 2):
@@ -95,7 +110,15 @@ class CentralState:
         if isinstance(eig_refresh, bool) or not (isinstance(eig_refresh, (int, float)) and math.isfinite(eig_refresh)
                                                  and eig_refresh >= 0):
             raise ValueError(f"eig_refresh must be a finite number ≥ 0, got {eig_refresh!r}")
+        if isinstance(verify_steps, bool) or not (isinstance(verify_steps, (int, float))
+                                                  and math.isfinite(verify_steps) and verify_steps >= 0):
+            raise ValueError(f"verify_steps must be a finite number ≥ 0 (GD steps), got {verify_steps!r}")
+        if subcritical not in SUBCRITICAL:
+            raise ValueError(f"subcritical must be one of {SUBCRITICAL}, got {subcritical!r}")
+        self.subcritical = subcritical
         self.eig_refresh = eig_refresh
+        self.verify_steps = verify_steps
+        self._certified = -math.inf  # flow time of the last certified solve
         self.ritz_matvecs = 0  # HVPs of the Rayleigh–Ritz updates between solves
         self._basis: Tensor | None = None
         self._stamp = -math.inf
@@ -140,10 +163,12 @@ class CentralState:
         """
         if self.tracker is None or self._lr != lr:  # the threshold is tied to the rate
             self.tracker = EigenTracker(k=1, tol=self.eig_tol, threshold=self.track * 2.0 / lr,
-                                        max_k=max(1, min(self.max_k, objective.dim - 1)))
+                                        max_k=max(1, min(self.max_k, objective.dim - 1)),
+                                        ceiling=self.critical / lr if self.subcritical == "bounded" else None)
             self._lr = lr
             self.x = None
             self._basis = None
+            self._certified = -math.inf
         self.evaluations += 1
         clock = perf_counter()
         loss, g = objective.loss_and_grad(theta)
@@ -197,7 +222,10 @@ class CentralState:
         refresh = self.eig_refresh
         due = self._basis is None or t is None or refresh <= 0 or t - self._stamp >= refresh * (1 - 1e-9)
         if due:
-            pairs = self.tracker.update(objective, theta)
+            certify = t is None or self.verify_steps <= 0 or t - self._certified >= self.verify_steps * lr * (1 - 1e-9)
+            pairs = self.tracker.update(objective, theta, verify=certify)
+            if certify:
+                self._certified = -math.inf if t is None else t
             self._basis, self._stamp = pairs.vectors, -math.inf if t is None else t
             return pairs.values, pairs.vectors
         basis = self._basis

@@ -689,8 +689,9 @@ def compare(
 
 def central_flow(objective: Objective, theta0: Tensor | None, lr: float | Schedule, steps: int, *, substeps: int = 4,
                  critical: float = 1.95, track: float = 0.75, eig_tol: float = 1e-3, max_k: int = 16,
-                 eig_refresh: float = 0.0, states: States = "none", projection_size: int = 64,
-                 max_loss: float | None = None, time_budget: float | None = None,
+                 eig_refresh: float = 0.0, verify_steps: float = 1.0, subcritical: str = "bounded",
+                 states: States = "none",
+                 projection_size: int = 64, max_loss: float | None = None, time_budget: float | None = None,
                  progress: Progress = None) -> Trajectory:
     """Integrate the central flow of GD at rate ``lr`` for ``steps`` GD steps in the paper's discretisation.
 
@@ -711,6 +712,11 @@ def central_flow(objective: Objective, theta0: Tensor | None, lr: float | Schedu
         max_k: most eigenpairs tracked.
         eig_refresh: flow time between eigen solves (0: every substep; η: once per GD step, with Rayleigh–Ritz
             on the kept subspace in between, :class:`CentralState`).
+        verify_steps: GD steps between certified eigen solves (with verification rounds that find a missed or
+            repeated eigenvalue); the solves in between are warm Lanczos solves to ``eig_tol`` (1; 0: certify
+            every solve, as before #34).
+        subcritical: ``"bounded"`` (default): a tracked pair below the critical boundary, after the first, is
+            refined only until its residual interval lies below it; ``"tight"``: every pair to ``eig_tol``.
         states: what the trajectory keeps of θ at each GD step: ``"full"``, ``"projection"`` or ``"none"``.
         projection_size: directions of the random projection (``states="projection"``).
         max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
@@ -736,14 +742,15 @@ def central_flow(objective: Objective, theta0: Tensor | None, lr: float | Schedu
     check_count("substeps", substeps, minimum=1)
     rates = StepRates(lr, steps, None)
     options = {"substeps": substeps, "critical": critical, "track": track, "eig_tol": eig_tol, "max_k": max_k,
-               "eig_refresh": eig_refresh}
+               "eig_refresh": eig_refresh, "verify_steps": verify_steps,
+               "subcritical": subcritical}
     step_size: float | Callable[[int], float] = (rates.peak / substeps if not rates.schedule
                                                  else (lambda n: rates.step(n) / substeps))
     traj = integrate(objective, theta0, lr, steps, flow="central", method="euler", step_size=step_size,
                      flow_options=options, states=states, projection_size=projection_size, max_loss=max_loss,
                      time_budget=time_budget, progress=progress)
     traj.config.update(kind="central", steps=steps, central_tol=eig_tol, central_max_k=max_k, eig_refresh=eig_refresh,
-                       evaluations=traj.config["field_evaluations"])
+                       verify_steps=verify_steps, subcritical=subcritical, evaluations=traj.config["field_evaluations"])
     if traj.status == "diverged":
         warnings.warn(f"central flow stopped after {len(traj) - 1} GD steps: {traj.events[-1].get('reason')}; the "
                       "steps done are returned (status 'diverged')", RuntimeWarning, stacklevel=2)

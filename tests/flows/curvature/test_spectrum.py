@@ -213,3 +213,25 @@ def test_threshold_tracking_follows_the_critical_set():
         EigenTracker(k=3, max_k=2)
     with pytest.raises(ValueError, match="threshold"):
         EigenTracker(threshold=float("nan"))
+
+
+def test_a_ceiling_stops_refining_pairs_known_to_lie_below_it(constructed):
+    """The central flow's sub-critical pairs: above the ceiling (and the first pair) to tol, below it only until
+    θ + ‖r‖ ≤ ceiling; against the constructed spectrum and its dense residuals, for fewer products."""
+    from flows.curvature.operators import MatrixOperator
+    from flows.curvature.spectrum import symmetric_eigenpairs
+
+    lam = np.r_[[10.0, 9.0, 7.2, 7.1, 7.0, 6.9], np.linspace(0.0, 6.0, 494)]
+    a, ceiling = constructed(lam), 8.0
+    tight = symmetric_eigenpairs(MatrixOperator(a), 6, "LA", tol=1e-8, verify=False)
+    op = MatrixOperator(a)
+    bounded = symmetric_eigenpairs(op, 6, "LA", tol=1e-8, verify=False, ceiling=ceiling)
+    assert bounded.converged and bounded.matvecs < tight.matvecs
+    np.testing.assert_allclose(bounded.values[:2].numpy(), lam[:2], rtol=1e-7)  # the first and the one above
+    true_res = torch.linalg.vector_norm(a @ bounded.vectors - bounded.vectors * bounded.values, dim=0).numpy()
+    below = bounded.values[2:].numpy()
+    assert np.all(below + true_res[2:] <= ceiling + 1e-9) and np.all(below < lam[2] + 1e-9)
+    with pytest.raises(ValueError, match="which='LA'"):
+        symmetric_eigenpairs(op, 2, "SA", ceiling=ceiling)
+    with pytest.raises(ValueError, match="ceiling must be a finite number"):
+        EigenTracker(ceiling=float("nan"))

@@ -1,11 +1,14 @@
 """The central flow of GD against closed forms: Euler-discretised gradient flow below the edge of stability, and
-the self-stabilisation toy E(x, y) = ½(c + y)x² − s·y at the edge, whose stationary point is known by hand."""
+the self-stabilisation toy E(x, y) = ½(c + y)x² − s·y at the edge, whose stationary point is known by hand; and the
+cheap eigen work of #34 (certified once per GD step, sub-critical pairs bounded) against the tight run it replaces."""
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from flows import Objective, Trajectory, central_flow
-from flows.dynamics.central import sigma_matrix
+from flows import Objective, Trajectory, central_flow, sharpness
+from flows.dynamics.central import CentralState, sigma_matrix
+from tests.models import teacher_student
 
 
 def test_below_the_edge_it_is_the_euler_discretised_gradient_flow():
@@ -184,3 +187,36 @@ def test_the_trajectory_saves_and_loads_with_its_predictions(tmp_path):
         np.testing.assert_array_equal(back.metric(name), out.metric(name))
     assert back.config["kind"] == "central" and back.config["eigen_matvecs"] == out.config["eigen_matvecs"] > 0
     assert back.states.shape == (61, 2)
+
+
+# ----- #34: certified once per GD step, sub-critical pairs bounded, against the tight run they replace
+
+def _silu_regressor() -> tuple[Objective, float]:
+    """A SiLU MLP with a 3-output linear head on a teacher (no experiment uses it), D = 435 > the dense limit, so
+    the tracker runs Lanczos; at hλ₀ = 2.2 two or three directions are critical from the first step on."""
+    torch.manual_seed(0)
+    x, y = teacher_student(n=64, d_in=6, d_out=3, width=8)
+    model = nn.Sequential(nn.Linear(6, 16), nn.SiLU(), nn.Linear(16, 16), nn.SiLU(), nn.Linear(16, 3)).double()
+    obj = Objective.from_module(model, lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(), (x, y))
+    return obj, 2.2 / sharpness(obj, obj.theta0, tol=1e-8)
+
+
+def test_cheap_eigen_work_predicts_what_the_tight_run_predicts():
+    obj, lr = _silu_regressor()
+    assert obj.dim > 300
+    tight = central_flow(obj, obj.theta0, lr, 5, verify_steps=0, subcritical="tight", eig_tol=1e-6)
+    cheap = central_flow(obj, obj.theta0, lr, 5, eig_tol=1e-6)
+    assert tight.status == cheap.status == "complete"
+    assert tight.metric("critical").min() >= 1  # at the edge throughout: the SDCP and the pair vectors run
+    np.testing.assert_array_equal(cheap.metric("critical"), tight.metric("critical"))
+    for name in ("predicted_loss", "sharpness"):
+        np.testing.assert_allclose(cheap.metric(name), tight.metric(name), rtol=1e-4)
+    assert cheap.config["eigen_matvecs"] < 0.6 * tight.config["eigen_matvecs"]
+    assert (cheap.config["verify_steps"], cheap.config["subcritical"]) == (1.0, "bounded")
+
+
+def test_cost_options_are_checked():
+    with pytest.raises(ValueError, match="verify_steps"):
+        CentralState(verify_steps=-1)
+    with pytest.raises(ValueError, match="subcritical must be one of"):
+        CentralState(subcritical="loose")  # type: ignore[arg-type]
