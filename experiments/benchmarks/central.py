@@ -143,6 +143,8 @@ def measure(config: Config, device: torch.device | str = "cpu", check: Callable[
     floor = config.steps * 4 * (units["gradient"] + k * units["hvp"] + k * (k + 1) / 2 * units["pair"])
     rows.append({"run": f"floor: 4 × (gradient + {k:.2f} HVPs + {k * (k + 1) / 2:.2f} pair vectors) per step",
                  "seconds": round(floor, 3), "x GD": round(floor / gd, 1)})
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    rows = [{key: row.get(key, "") for key in columns} for row in rows]  # one header for every row
     line = (f"{obj.name}, D = {obj.dim}, {theta0.dtype}, h = {config.rate:g}/λ₀ = {lr:.4g}, {config.steps} GD steps, "
             f"{config.rounds} interleaved round(s), medians, {theta0.device}; one gradient "
             f"{units['gradient'] * 1e3:.1f} ms, one HVP {units['hvp'] * 1e3:.1f} ms, "

@@ -5,6 +5,7 @@ from torch import nn
 
 from experiments.benchmarks import central
 from experiments.cli import registry
+from experiments.cli.common import write_benchmark
 from flows import Objective
 from tests.models import teacher_student
 
@@ -17,7 +18,7 @@ def _small_regressor(model: str) -> Objective:
     return Objective.from_module(net, lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(), (x, y), name="silu")
 
 
-def test_rows_compare_each_run_with_gd_and_with_the_tight_run(monkeypatch):
+def test_rows_compare_each_run_with_gd_and_with_the_tight_run(monkeypatch, tmp_path):
     monkeypatch.setattr(central, "objective", _small_regressor)
     rows, line = central.measure(central.Config(steps=3, variants=("before", "now", "reference"), rate=2.2))
     assert "bench-central" in registry.names()
@@ -30,8 +31,10 @@ def test_rows_compare_each_run_with_gd_and_with_the_tight_run(monkeypatch):
     assert now["eigen HVPs per step"] < before["eigen HVPs per step"] < reference["eigen HVPs per step"]
     assert now["vs before: critical"] == 0 and float(now["vs before: predicted loss"]) < 1e-2
     assert float(before["vs reference: hλ₁"]) < 1e-4  # the tight run is right to its tolerance
-    assert "vs before: predicted loss" not in before and "vs reference: hλ₁" not in reference
+    assert before["vs before: predicted loss"] == "" and reference["vs reference: hλ₁"] == ""
     assert rows[0]["x GD"] == 1.0 and now["x GD"] > 1
+    write_benchmark(tmp_path, "bench_central_silu", line, rows)  # every row under one header
+    assert (tmp_path / "bench_central_silu.md").read_text().count("central flow,") == 3
 
 
 def test_the_unseen_model_is_the_40_32_32_10_mlp_on_mnist1d():
