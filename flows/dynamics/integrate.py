@@ -314,7 +314,8 @@ def integrate(
         flow_options: options of the field, checked against its record: for ``pf``, ``branch`` =
             ``"principal"`` (default) or ``"continued"`` (:class:`~flows.dynamics.fields.LogBranch`); for ``pf_topk``,
             ``rest``; for ``central``, ``substeps`` (the SDCP's relaxation time h/substeps), ``critical``,
-            ``track``, ``eig_tol``, ``max_k``, ``eig_refresh`` (:class:`~flows.dynamics.central.CentralState`).
+            ``track``, ``eig_tol``, ``max_k``, ``eig_refresh``, ``verify_steps``, ``subcritical``
+            (:class:`~flows.dynamics.central.CentralState`).
         max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
         time_budget: wall-clock seconds; then status ``"stopped"``, a ``time_budget`` event, work kept.
         progress: a bar over flow time (None: shown once the call has run for 2 s).
