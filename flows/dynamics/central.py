@@ -87,7 +87,8 @@ class CentralState:
             (:func:`~flows.curvature.spectrum.symmetric_eigenpairs`), which find a missed or repeated eigenvalue
             above the tracked set; the solves in between are warm Lanczos solves to ``eig_tol`` without them.
             Eigenvalues move continuously along the flow, so a value the last certified solve placed below the
-            sentinel can only be missed until the next one; the rounds cost about twice the warm solve.
+            sentinel can only be missed until the next one. On the digits benchmark a round cost about 22 HVPs,
+            a warm solve about 6.
         subcritical: how the tracked pairs below the critical boundary ηλ = ``critical`` are solved, after the
             first (the sharpness, always to ``eig_tol``): ``"bounded"`` (default) stops refining one once its
             residual interval λ ± ‖Hu − λu‖ lies below the boundary (it is known to be non-critical and enters
