@@ -2,6 +2,7 @@
 
 The real CIFAR-10 batches are looked for in $DRIFTLAB_CIFAR10 (no file: those tests are skipped; nothing downloads).
 """
+import hashlib
 import os
 import sys
 import types
@@ -18,8 +19,12 @@ from experiments.zoo.mnist1d import mnist1d
 CIFAR_ROOT = os.environ.get("DRIFTLAB_CIFAR10")
 REAL = pytest.mark.skipif(not CIFAR_ROOT or not all((Path(CIFAR_ROOT) / f).is_file() for f in papers.CIFAR_FILES),
                           reason="no CIFAR-10 python batches in $DRIFTLAB_CIFAR10")
-# MNIST-1D as the mnist1d package (0.0.2.post1) makes it with its defaults; equal to 0.0 there (see the parity test)
-MNIST1D_SHA256 = "2a689a47dada3a59"
+# MNIST-1D as the mnist1d package (0.0.2.post1) makes it with its defaults; equal to 0.0 there (see the parity test).
+# The labels are pinned bit for bit; the signals to 1e-12, because their last bits move with NumPy's summation
+# (NumPy 2.2 and 2.3+ give different SHA-256 of the same draws, both equal to the package under that NumPy).
+MNIST1D_LABELS_SHA256 = "6feec4a017698c7f"
+MNIST1D_ABS_SUM, MNIST1D_COS_SUM = 148316.17264806535, 445.71845196597246
+MNIST1D_ENTRIES = ((0, 0, -0.33200567), (1234, 17, 0.4923464), (4999, 39, 1.19315184))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +122,14 @@ def test_generated_sets_follow_their_rules():
 def test_mnist1d_is_the_packages_data_set():
     data = mnist1d()
     assert data.x_train.shape == (4000, 40) and data.x_test.shape == (1000, 40)
-    assert data.sha256().startswith(MNIST1D_SHA256)
+    x = torch.cat([data.x_train, data.x_test]).numpy()
+    labels = torch.cat([data.y_train, data.y_test]).numpy().astype(np.int64)
+    assert hashlib.sha256(labels.tobytes()).hexdigest().startswith(MNIST1D_LABELS_SHA256)
+    weights = np.cos(np.arange(x.size)).reshape(x.shape)  # a checksum that sees every entry and its place
+    assert np.abs(x).sum() == pytest.approx(MNIST1D_ABS_SUM, rel=1e-12, abs=0)
+    assert (x * weights).sum() == pytest.approx(MNIST1D_COS_SUM, rel=1e-11, abs=0)
+    for row, col, value in MNIST1D_ENTRIES:
+        assert x[row, col] == pytest.approx(value, abs=1e-8)
     assert abs(float(torch.cat([data.x_train, data.x_test]).mean())) < 1e-12
 
 
