@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 PYTEST_ARGS ?=
+# test workers (pytest-xdist), one torch/BLAS thread each: on small models two threads per process only add
+# OpenMP barriers, and two processes with two threads each on two cores oversubscribe them
+TEST_JOBS ?= 2
 
 .PHONY: demo test lint install clean bench-peers bench-gpu tutorials
 
@@ -52,7 +55,7 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -2,13 +2,20 @@
 
 Markers: ``slow`` (subprocess and end-to-end runs, minutes) and ``distributed`` (several processes);
 ``make test PYTEST_ARGS="-m 'not slow'"`` skips the slow ones while iterating. CI runs everything.
+``make test`` runs two pytest-xdist workers with one torch thread each (``TEST_JOBS``, ``OMP_NUM_THREADS=1``); a
+worker started by ``pytest -n N`` directly also keeps to one torch thread.
 """
+import os
+
 import pytest
 import torch
 from models import fc_tanh, gaussian_mixture, half_mse
 
 from flows import Objective
 from flows.objective import toys
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # workers share the cores; more threads per worker oversubscribe them
 
 
 @pytest.fixture(autouse=True)
