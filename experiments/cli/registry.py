@@ -146,6 +146,10 @@ EXPERIMENTS: dict[str, Entry] = {
         "experiments.benchmarks.central",
         "the central flow vs GD for the same steps, part by part, before/after #34's eigen settings, with accuracy",
     ),
+    "bench-compiled": Entry(
+        "experiments.benchmarks.compiled",
+        "compiled (make_fx + torch.compile) vs eager HVPs and pair third derivatives on the anchor models",
+    ),
     "bench-scaling": Entry(
         "experiments.benchmarks.scaling",
         "data-parallel objectives with torch.distributed: 1 vs 2 processes, equality and time per HVP/GD step",

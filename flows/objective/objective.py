@@ -32,6 +32,7 @@ from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 
 from .autodiff import bilinear_third_derivatives, graph_hvp, vjp
+from .compiled import CompiledProducts
 from .distributed import all_reduce_sum, broadcast_from_first, check_shards, resolve_group
 from .hessian import HessianOperator
 from .layout import ParameterLayout
@@ -49,7 +50,7 @@ from .modules import (
 )
 from .norms import exact_norms, faulty_third_order_nodes
 
-HVP_METHODS = ("double_backward", "forward_over_reverse")
+HVP_METHODS = ("double_backward", "forward_over_reverse", "compiled")
 MODES = ("current", "eval", "train")
 
 
@@ -83,14 +84,20 @@ class Objective:
         hvp_method: ``"double_backward"`` (reverse-over-reverse, default: the
             faster one on the benchmark) or ``"forward_over_reverse"``
             (``torch.func.jvp`` of ``torch.func.grad``; falls back to double
-            backward, with a warning, where torch.func fails on a loss).
+            backward, with a warning, where torch.func fails on a loss), or
+            ``"compiled"``: the HVPs (reverse-over-reverse) and the pair vectors of
+            :meth:`third_derivatives` traced and compiled per piece
+            (:mod:`flows.objective.compiled`, with ``compile``'s backend when it
+            names one; tens of seconds of compiling on first use, equal to
+            eager to round-off; on failure a warning and the eager products
+            from then on). Real θ only.
         name: a label for plots and saved results.
         reduce: applied to every accumulated loss/grad/HVP (identity on one
             process; a sum over ranks in data-parallel runs).
         compile: ``torch.compile`` the loss pieces used by ``loss`` and
             ``loss_and_grad`` (``True`` for the default backend, or a backend
             name). HVPs keep the eager pieces (compiled graphs do not support
-            double backward). If compiling or running a compiled piece fails,
+            double backward) unless ``hvp_method="compiled"``. If compiling or running a compiled piece fails,
             a warning is issued once and the eager pieces are used from then on.
     """
 
@@ -120,6 +127,8 @@ class Objective:
         if compile not in (False, True) and not isinstance(compile, str):
             raise ValueError(f"compile must be False, True or a torch.compile backend name, got {compile!r}")
         self.compile = compile
+        self._compiled = (CompiledProducts(self.pieces, compile if isinstance(compile, str) else "inductor")
+                          if hvp_method == "compiled" else None)
         self._fast_pieces: list[Piece] | None = None
         # set by from_module: the layout of θ over the named parameters, and the module itself
         self.parameter_names: list[str] = []
@@ -214,7 +223,7 @@ class Objective:
                 (seed + index; the global RNG untouched). A loss still random is refused.
             batch_size: examples per micro-batch when ``data`` is a pair of tensors (None: one batch).
             loss_reduction: how ``loss_fn`` reduces over examples, ``"mean"`` or ``"sum"``.
-            hvp_method: ``"double_backward"`` or ``"forward_over_reverse"`` (see :data:`HVP_METHODS`).
+            hvp_method: ``"double_backward"``, ``"forward_over_reverse"`` or ``"compiled"`` (see :data:`HVP_METHODS`).
             name: a label for logs and trajectories (default: the model's class name).
             reduce: a reduction applied to every sum (the identity; a data-parallel all-reduce otherwise).
             compile: ``torch.compile`` the loss pieces for loss and gradient (True, or a backend name).
@@ -372,6 +381,12 @@ class Objective:
         theta = self.check_theta(theta).detach()
         v = self._check_vectors(theta, v)
         self.check_second_order(theta)
+        if self._compiled is not None and not theta.is_complex() and v.numel() > 0:
+            try:
+                grad, hv = self._compiled.grad_and_hvp(theta, v)
+                return self._reduce(grad), self._reduce(hv)
+            except Exception as err:  # noqa: BLE001 - any tracing or compiler failure means: run eagerly
+                self._compiled_failed(err)
         if self.hvp_method == "forward_over_reverse" and not theta.is_complex():
             try:
                 return self._grad_and_hvp_forward(theta, v)
@@ -382,6 +397,12 @@ class Objective:
                     self._for_warned = True
                 self.hvp_method = "double_backward"
         return self._grad_and_hvp_double_backward(theta, v)
+
+    def _compiled_failed(self, err: Exception) -> None:
+        warnings.warn(f"the compiled curvature products of {self.name!r} failed ({type(err).__name__}: "
+                      f"{str(err)[:200]}); using eager double-backward products from now on", RuntimeWarning,
+                      stacklevel=3)
+        self.hvp_method, self._compiled = "double_backward", None
 
     def _grad_and_hvp_double_backward(self, theta: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         theta = theta.requires_grad_(True)
@@ -555,6 +576,11 @@ class Objective:
         leaf = theta.clone().requires_grad_(True)
         out: Tensor | None = None
         with torch.enable_grad(), exact_norms():
+            if self._compiled is not None and len(rows) > 0:
+                try:
+                    return self._reduce(self._compiled.third_derivatives(theta, rows))
+                except Exception as err:  # noqa: BLE001 - any tracing or compiler failure means: run eagerly
+                    self._compiled_failed(err)
             for piece in self.pieces:
                 t = bilinear_third_derivatives(piece(leaf), leaf, rows, batched=bool(self.batched_products))
                 out = t if out is None else out + t

@@ -54,6 +54,7 @@ TINY = {
     "bench-hessian-kit": ["starts=2", "steps=6", "plane=3", "matvecs=6", "reference_matvecs=12", "repeats=2",
                           "rounds=1", "small_widths=64,4,10", "model=digits-small", "peers=false"],
     "bench-central": ["model=mnist1d", "steps=1", "variants=now", "rate=1.2"],
+    "bench-compiled": ["anchors=transformer", "k=2", "rounds=1", "backend=eager"],
     "bench-flows": ["widths=64,16,10", "n_train=100", "warmup_steps=2", "span_steps=2", "substeps=1", "ks=2",
                     "lr=0.9", "central_warmup_steps=2", "central_steps=1"],
 }
