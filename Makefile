@@ -23,11 +23,16 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-DEMO := pf-quadratic pf-toys pf-branch bea-order corridors eos-digits controllers-digits drift-digits \
-	central-flow-toy eos-momentum eos-adam central-rmsprop
+# longest first, so that the lanes end together
+DEMO := drift-digits central-rmsprop eos-digits controllers-digits central-flow-toy pf-branch pf-toys eos-adam \
+	eos-momentum pf-quadratic corridors bea-order
+# experiments at a time, one torch/BLAS thread each (their models are small: a second thread in one process
+# gains less than a second process); every progress line is prefixed with its experiment's name
+DEMO_JOBS ?= 2
 
 demo: install
-	@for name in $(DEMO); do $(BIN)/driftlab run $$name --out results/$$name --overwrite || exit 1; done
+	@printf '%s\n' $(DEMO) | OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 xargs -P $(DEMO_JOBS) -I{} bash -c \
+		'set -o pipefail; $(BIN)/driftlab run {} --out results/{} --overwrite 2>&1 | sed -u "s/^/[{}] /"'
 	@echo "gallery written to figures/; results in results/"
 
 # the peers of `driftlab run bench-anchors` (optional; --no-deps keeps the CPU torch in place)
