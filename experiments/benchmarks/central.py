@@ -6,6 +6,8 @@ Each round runs, interleaved and in one process: GD, then the central flow in ev
   (``verify_steps=0``) and every tracked pair solved to ``eig_tol`` = 1e-3 (``subcritical="tight"``);
 - ``now``: today's defaults (certified once per GD step, sub-critical pairs bounded, ``eig_tol`` = 1e-3);
 - ``now-1e-4``: today's defaults at ``eig_tol`` = 1e-4 (the critical pairs solved ten times tighter);
+- ``now-compiled``: today's defaults on ``Objective(hvp_method="compiled")`` (compiled HVPs and pair vectors; the
+  first run's time includes compiling);
 - ``reference``: ``before`` at ``eig_tol`` = 1e-7, the yardstick for all;
 
 and reports the median wall time over rounds, × GD, the seconds per part (gradient, eigen tracking, third-derivative
@@ -36,7 +38,7 @@ from experiments.benchmarks.harness import command_line
 from experiments.cli.common import print_benchmark, write_benchmark
 from experiments.cli.context import RunContext
 from experiments.cli.threads import pinned_threads
-from experiments.zoo.datasets import digits_objective, fc_tanh, load_split
+from experiments.zoo.datasets import digits_objective, fc_tanh, half_mse, load_split
 from flows import Objective, Trajectory, central_flow, gradient_descent, sharpness
 
 MODELS = ("digits", "mnist1d")
@@ -45,6 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "now": {},
     "now-1e-4": {"eig_tol": 1e-4},
     "reference": {"verify_steps": 0, "subcritical": "tight", "eig_tol": 1e-7},
+    "now-compiled": {"hvp_method": "compiled"},  # the defaults on Objective(hvp_method="compiled")
 }
 
 
@@ -59,7 +62,7 @@ class Config:
     rounds: int = 1
     """Interleaved rounds (the median is reported)."""
     variants: tuple[str, ...] = ("before", "now")
-    """Central-flow settings timed: before, now, now-1e-4, reference (module docstring)."""
+    """Central-flow settings timed: before, now, now-1e-4, reference, now-compiled (module docstring)."""
     threads: int = 1
     """Torch and BLAS threads, pinned for the measurement (0: torch's current count)"""
 
@@ -73,14 +76,18 @@ class Config:
             raise ValueError("rate must be > 0, steps and rounds ≥ 1, threads ≥ 0")
 
 
-def objective(model: str) -> Objective:
+def objective(model: str, hvp_method: str = "double_backward") -> Objective:
     """The benchmark's objective by name (:data:`MODELS`)."""
     if model == "digits":
-        return digits_objective(seed=0)[0]
+        obj, split, _ = digits_objective(seed=0)
+        if hvp_method == "double_backward":
+            return obj
+        assert obj.model is not None  # built from a module
+        return Objective.from_module(obj.model, half_mse, split.train, hvp_method=hvp_method, name=obj.name)
     split = load_split("mnist1d", dtype=torch.float64)
     net = fc_tanh((40, 32, 32, 10), seed=0, dtype=torch.float64)
     return Objective.from_module(net, nn.functional.cross_entropy, (split.x_train, split.labels_train),
-                                 name="mnist1d-fc-tanh-ce")
+                                 name="mnist1d-fc-tanh-ce", hvp_method=hvp_method)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -124,13 +131,18 @@ def measure(config: Config, device: torch.device | str = "cpu", check: Callable[
     lr = config.rate / lam0
     seconds: dict[str, list[float]] = {name: [] for name in ("gd", *config.variants)}
     runs: dict[str, Trajectory] = {}
+    objectives = {"double_backward": obj}
     for _ in range(config.rounds):
         seconds["gd"].append(_timed(lambda: gradient_descent(obj, theta0, lr, config.steps, states="none",
                                                              progress=False))[0])
         check()
         for name in config.variants:
-            options = VARIANTS[name]
-            elapsed, runs[name] = _timed(lambda: central_flow(obj, theta0, lr, config.steps, progress="log",
+            options = dict(VARIANTS[name])
+            method = options.pop("hvp_method", "double_backward")
+            if method not in objectives:
+                objectives[method] = objective(config.model, method)
+            elapsed, runs[name] = _timed(lambda: central_flow(objectives[method], theta0, lr,  # noqa: B023
+                                                              config.steps, progress="log",
                                                               **options))  # noqa: B023 (called at once)
             check()
             seconds[name].append(elapsed)
@@ -160,7 +172,7 @@ def _row(name: str, total: float, gd: float, runs: dict[str, Trajectory], steps:
     row["eigen HVPs per step"] = round(run.config["eigen_matvecs"] / steps, 1)
     row["pair vectors"] = run.config["third_products"]
     row["max critical"] = int(run.metric("critical").max())
-    for base in ("before", "reference"):
+    for base in ("before", "reference", "now"):
         if base in runs and base != name:
             loss, lam, crit = _differences(run, runs[base], lr)
             row[f"vs {base}: predicted loss"] = f"{loss:.1e}"
