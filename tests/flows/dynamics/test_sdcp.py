@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from flows.dynamics.sdcp import project_psd, solve_sdcp
+from flows.dynamics.sdcp import POLISH_OFTEN, kkt_residuals, project_psd, solve_sdcp
 
 
 def _instance(k, rank, seed):
@@ -83,3 +83,24 @@ def test_agrees_with_cvxpy_where_installed():
                          [x >> 0])
     problem.solve()
     torch.testing.assert_close(solve_sdcp(a, b).x, torch.as_tensor(x.value), atol=1e-5, rtol=0)
+
+
+def test_an_unconverged_solve_reports_its_true_residuals():
+    """A 15 × 15 problem whose B is a Gram matrix with singular values spread over four decades stops at max_iter
+    (past the point where faces are tried less often); the residuals it reports are those of its X, recomputed
+    from scratch (the solve computes ‖B‖₂ once and reuses it)."""
+    k = 15
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(k, k, generator=gen, dtype=torch.float64)
+    a = 0.5 * (a + a.T) - 0.5 * k ** 0.5 * torch.eye(k, dtype=torch.float64)
+    rows = torch.randn(50, k, k, generator=gen, dtype=torch.float64)
+    rows = (0.5 * (rows + rows.transpose(1, 2))).reshape(50, -1) * torch.logspace(0, -4, 50,
+                                                                                 dtype=torch.float64)[:, None]
+    b = rows.T @ rows
+    sol = solve_sdcp(a, b, tol=1e-12, max_iter=POLISH_OFTEN + 100)
+    assert not sol.converged and sol.iterations == POLISH_OFTEN + 100
+    s, infeasible, complementary = kkt_residuals(a, b, sol.x)
+    torch.testing.assert_close(sol.s, s)
+    assert sol.infeasibility == pytest.approx(infeasible, rel=1e-12)
+    assert sol.complementarity == pytest.approx(complementary, rel=1e-12)
+    assert max(infeasible, complementary) > 1e-12
