@@ -10,7 +10,8 @@ storage of TensorWrapper"), and compiled graphs do not double-backward; tracing 
 One graph per piece and kind, traced for one vector (D,) or one pair: a batch (m, D) loops over its rows, and the k
 columns of ``third_derivatives`` over their k(k+1)/2 pairs, so the graphs do not depend on m or k (each new shape
 would mean another compilation, which takes tens of seconds on a CPU). The data of a piece are constants of its
-graph. A graph is rebuilt when θ's dtype or device changes.
+graph. A graph is rebuilt when θ's dtype or device changes. A loss that draws random numbers (fixed dropout masks)
+is refused: its seed is set in Python, which a graph does not replay.
 
 Whether this is faster is model- and device-dependent: ``driftlab run bench-compiled`` measures it against the eager
 products, and :class:`flows.Objective` uses it only when asked (``hvp_method="compiled"``).
@@ -52,6 +53,19 @@ def _pair_function(piece: Piece) -> Callable[[Tensor, Tensor, Tensor], tuple[Ten
     return pair
 
 
+def _refuse_random_ops(traced: torch.fx.GraphModule) -> None:
+    """Raise where the traced graph draws random numbers (dropout with ``stochastic_seed``).
+
+    The seed of such a loss is set in Python at trace time; the graph would draw new numbers at every call, from
+    the global generator.
+    """
+    random = sorted({str(node.target) for node in traced.graph.nodes if node.op == "call_function"
+                     and torch.Tag.nondeterministic_seeded in getattr(node.target, "tags", ())})
+    if random:
+        raise RuntimeError(f"the loss draws random numbers ({', '.join(random)}, e.g. dropout with stochastic_seed); "
+                           "a compiled graph would draw new ones at every call")
+
+
 class CompiledProducts:
     """The compiled per-piece graphs of one objective's HVPs and pair third derivatives, built on first use.
 
@@ -73,6 +87,7 @@ class CompiledProducts:
 
             make = _hvp_function if kind == "hvp" else _pair_function
             traced = make_fx(make(self.pieces[index]))(*example)
+            _refuse_random_ops(traced)
             compiled = traced if self.backend == "eager" else torch.compile(traced, backend=self.backend,
                                                                             dynamic=False)
             self._graphs[key] = compiled

@@ -97,8 +97,9 @@ class Objective:
         compile: ``torch.compile`` the loss pieces used by ``loss`` and
             ``loss_and_grad`` (``True`` for the default backend, or a backend
             name). HVPs keep the eager pieces (compiled graphs do not support
-            double backward) unless ``hvp_method="compiled"``. If compiling or running a compiled piece fails,
-            a warning is issued once and the eager pieces are used from then on.
+            double backward) unless ``hvp_method="compiled"``. If compiling or
+            running a compiled piece fails, a warning is issued once and the
+            eager pieces are used from then on.
     """
 
     def __init__(

@@ -79,3 +79,18 @@ def test_complex_theta_keeps_the_eager_holomorphic_products():
     theta = torch.tensor([1 + 1j, 2 - 1j], dtype=torch.complex128)
     v = torch.ones(2, dtype=torch.complex128)
     torch.testing.assert_close(obj.hvp(theta, v), 6 * theta, rtol=1e-12, atol=0)
+
+
+def test_fixed_dropout_masks_are_not_compiled_into_fresh_draws():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 6), nn.Tanh(), nn.Dropout(0.3), nn.Linear(6, 2)).double()
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randn(16, 3, generator=g, dtype=torch.float64), torch.randint(0, 2, (16,), generator=g))
+    eager = Objective.from_module(model, F.cross_entropy, data, stochastic_seed=3)
+    compiled = Objective.from_module(model, F.cross_entropy, data, stochastic_seed=3, hvp_method="compiled",
+                                     compile="eager")
+    v = torch.randn(eager.dim, generator=g, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="draws random numbers"):
+        hv = compiled.hvp(eager.theta0, v)
+    torch.testing.assert_close(hv, eager.hvp(eager.theta0, v), rtol=1e-12, atol=0)
+    assert compiled.hvp_method == "double_backward"
