@@ -87,14 +87,14 @@ def measure_anchor(name: str, config: Config, device: torch.device) -> list[dict
     compile_third = _seconds(lambda: compiled.third_derivatives(theta, u))
     if compiled.hvp_method != "compiled":
         raise RuntimeError(f"{name}: the compiled products fell back to eager (see the warning above)")
+    pairs = f"{config.k * (config.k + 1) // 2} pair vectors"
     methods: dict[str, Callable[[], object]] = {
         "gradient": lambda: objs["double_backward"].grad(theta),
         "g, Hv: double backward": lambda: objs["double_backward"].grad_and_hvp(theta, v),
         "g, Hv: forward-over-reverse": lambda: objs["forward_over_reverse"].grad_and_hvp(theta, v),
         "g, Hv: compiled": lambda: compiled.grad_and_hvp(theta, v),
-        f"{config.k * (config.k + 1) // 2} pair vectors: eager": lambda: objs["double_backward"].third_derivatives(
-            theta, u),
-        f"{config.k * (config.k + 1) // 2} pair vectors: compiled": lambda: compiled.third_derivatives(theta, u),
+        f"{pairs}: eager": lambda: objs["double_backward"].third_derivatives(theta, u),
+        f"{pairs}: compiled": lambda: compiled.third_derivatives(theta, u),
     }
     times: dict[str, list[float]] = {label: [] for label in methods}
     for _ in range(config.rounds):
@@ -104,10 +104,8 @@ def measure_anchor(name: str, config: Config, device: torch.device) -> list[dict
     differences = {"g, Hv: forward-over-reverse": _difference(objs["forward_over_reverse"].grad_and_hvp(theta, v)[1],
                                                               eager_hv),
                    "g, Hv: compiled": _difference(compiled.grad_and_hvp(theta, v)[1], eager_hv),
-                   f"{config.k * (config.k + 1) // 2} pair vectors: compiled": _difference(
-                       compiled.third_derivatives(theta, u), eager_t)}
-    compile_s = {"g, Hv: compiled": compile_hvp,
-                 f"{config.k * (config.k + 1) // 2} pair vectors: compiled": compile_third}
+                   f"{pairs}: compiled": _difference(compiled.third_derivatives(theta, u), eager_t)}
+    compile_s = {"g, Hv: compiled": compile_hvp, f"{pairs}: compiled": compile_third}
     rows = []
     for label in methods:
         ms = statistics.median(times[label]) * 1e3

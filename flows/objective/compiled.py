@@ -103,7 +103,7 @@ class CompiledProducts:
             for r, row in enumerate(rows):
                 g_b, hv_b = graph(theta, row.contiguous())
                 hv[r] += hv_b
-            grad += g_b
+            grad += g_b  # every row's call returns the same gradient: one is kept
         return grad, hv.reshape(v.shape)
 
     def third_derivatives(self, theta: Tensor, rows: Tensor) -> Tensor:
