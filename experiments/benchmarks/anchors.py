@@ -68,6 +68,8 @@ class Config:
     """Eigenpairs requested."""
     tol: float = 1e-3
     """Relative residual ‖Hu − λu‖/|λ| every solver must reach."""
+    eig_solvers: tuple[str, ...] = ()
+    """Time only the eigensolvers whose names contain one of these words (empty: all), e.g. ``driftlab,lanczos``."""
 
     def validate(self) -> None:
         for name in (*self.anchors, *self.eig_anchors, *self.track_anchors):
@@ -163,9 +165,13 @@ def _counted(op: Any, method: str) -> list[int]:
     return count
 
 
-def eig_solvers(setup: Setup, k: int, tol: float) -> dict[str, Solve]:
-    """name → a cold top-k solve from scratch on the anchor (each call builds what it needs, as a user would)."""
+def eig_solvers(setup: Setup, k: int, tol: float, only: tuple[str, ...] = ()) -> dict[str, Solve]:
+    """name → a cold top-k solve from scratch on the anchor (each call builds what it needs, as a user would);
+    ``only``: the names that contain one of these words (empty: all)."""
     solvers: dict[str, Solve] = {}
+
+    def wanted(name: str) -> bool:
+        return not only or any(word in name for word in only)
 
     def driftlab(verify: bool) -> tuple[Tensor, Tensor, int]:
         r = top_eigenpairs(setup.obj, setup.theta, k, tol=tol, verify=verify)
@@ -173,14 +179,15 @@ def eig_solvers(setup: Setup, k: int, tol: float) -> dict[str, Solve]:
     solvers["driftlab top_eigenpairs (cold)"] = lambda: driftlab(True)
     # without the multiplicity verification: what certifying the k values with multiplicity costs
     solvers["driftlab top_eigenpairs (cold, verify=False)"] = lambda: driftlab(False)
-    if "hessian-eigenthings" in setup.peers:
+    solvers = {name: solve for name, solve in solvers.items() if wanted(name)}
+    if "hessian-eigenthings" in setup.peers and wanted("hessian-eigenthings lanczos"):
         max_iter = _tune_lanczos_steps(setup, k, tol)
         solvers[f"hessian-eigenthings lanczos, max_iter={max_iter}"] = lambda: _he_lanczos(setup, k, tol, max_iter)
-    if "hessian-eigenthings" in setup.peers:
+    if "hessian-eigenthings" in setup.peers and wanted("scipy eigsh on hessian-eigenthings matvec"):
         solvers["scipy eigsh on hessian-eigenthings matvec"] = lambda: _eigsh(setup, k, tol, "hessian-eigenthings")
-    if "curvlinops" in setup.peers:
+    if "curvlinops" in setup.peers and wanted("scipy eigsh on curvlinops to_scipy()"):
         solvers["scipy eigsh on curvlinops to_scipy()"] = lambda: _eigsh(setup, k, tol, "curvlinops")
-    if "pyhessian" in setup.peers:
+    if "pyhessian" in setup.peers and wanted("pyhessian eigenvalues (defaults maxIter=100, tol=1e-3)"):
         solvers["pyhessian eigenvalues (defaults maxIter=100, tol=1e-3)"] = lambda: _pyhessian_top(setup, k)
     return solvers
 
@@ -270,9 +277,11 @@ def _pyhessian_top(setup: Setup, k: int) -> tuple[Tensor, Tensor, int]:
     return torch.tensor(values, dtype=torch.float32), flat.detach(), count[0]
 
 
-def time_eigs(setup: Setup, k: int, tol: float, rounds: int, check: Callable[[], None]) -> list[dict]:
-    """Interleaved rounds of every solver; driftlab's share of time outside its HVPs is recorded too."""
-    solvers = eig_solvers(setup, k, tol)
+def time_eigs(setup: Setup, k: int, tol: float, rounds: int, check: Callable[[], None],
+              only: tuple[str, ...] = ()) -> list[dict]:
+    """Interleaved rounds of every solver (``only``: as in :func:`eig_solvers`); driftlab's share of time outside
+    its HVPs is recorded too."""
+    solvers = eig_solvers(setup, k, tol, only)
     times: dict[str, list[float]] = {name: [] for name in solvers}
     outside: list[float] = []
     found: dict[str, tuple[float, int, float]] = {}
@@ -335,7 +344,7 @@ def measure(config: Config, check: Callable[[], None], progress: bool = True) ->
         if name in config.anchors:
             tables["hvp"] += time_fresh(setup, config.rounds, check, config.min_seconds)
         if name in config.eig_anchors:
-            tables["top10"] += time_eigs(setup, config.k, config.tol, config.eig_rounds, check)
+            tables["top10"] += time_eigs(setup, config.k, config.tol, config.eig_rounds, check, config.eig_solvers)
         if name in config.track_anchors:
             for verify in (True, False):  # the second: what the multiplicity verification costs along a run
                 tables["tracking"].append(time_tracking(setup, config.k, config.tol, config.track_steps, 0.2, check,

@@ -569,6 +569,7 @@ class EigenTracker:
         self._basis: Tensor | None = None
         self.total_matvecs = 0
         self.stamp = -math.inf  # flow time of the last solve, for callers that refresh on a clock
+        self.certified = -math.inf  # flow time of the last certified solve, for callers that certify on a clock
         self.updates = 0
 
     def update(self, objective: Objective, theta: Tensor, preconditioner: Tensor | float | None = None, *,

@@ -111,9 +111,7 @@ class CentralState:
         if isinstance(eig_refresh, bool) or not (isinstance(eig_refresh, (int, float)) and math.isfinite(eig_refresh)
                                                  and eig_refresh >= 0):
             raise ValueError(f"eig_refresh must be a finite number ≥ 0, got {eig_refresh!r}")
-        if isinstance(verify_steps, bool) or not (isinstance(verify_steps, (int, float))
-                                                  and math.isfinite(verify_steps) and verify_steps >= 0):
-            raise ValueError(f"verify_steps must be a finite number ≥ 0 (GD steps), got {verify_steps!r}")
+        check_verify_steps(verify_steps)
         if subcritical not in SUBCRITICAL:
             raise ValueError(f"subcritical must be one of {SUBCRITICAL}, got {subcritical!r}")
         self.subcritical = subcritical
@@ -223,7 +221,7 @@ class CentralState:
         refresh = self.eig_refresh
         due = self._basis is None or t is None or refresh <= 0 or t - self._stamp >= refresh * (1 - 1e-9)
         if due:
-            certify = t is None or self.verify_steps <= 0 or t - self._certified >= self.verify_steps * lr * (1 - 1e-9)
+            certify = certification_due(t, self._certified, self.verify_steps, lr)
             pairs = self.tracker.update(objective, theta, verify=certify)
             if certify:
                 self._certified = -math.inf if t is None else t
@@ -237,6 +235,22 @@ class CentralState:
         values, rotation = torch.linalg.eigh(0.5 * (small + small.T))
         order = torch.argsort(values, descending=True)
         return values[order], basis @ rotation[:, order]
+
+
+def check_verify_steps(verify_steps: object) -> float:
+    """``verify_steps`` (GD steps between certified eigen solves) as a number, or a ValueError naming it."""
+    if isinstance(verify_steps, bool) or not (isinstance(verify_steps, (int, float))
+                                              and math.isfinite(verify_steps) and verify_steps >= 0):
+        raise ValueError(f"verify_steps must be a finite number ≥ 0 (GD steps), got {verify_steps!r}")
+    return float(verify_steps)
+
+
+def certification_due(t: float | None, certified: float, verify_steps: float, lr: float) -> bool:
+    """Whether the eigen solve at flow time ``t`` must be certified (verification rounds for missed or repeated
+    eigenvalues): always without a clock or with ``verify_steps`` = 0, else once the flow time has moved by
+    ``verify_steps``·h (either way: an adaptive solver may step back) since the last certified solve at
+    ``certified``."""
+    return t is None or verify_steps <= 0 or abs(t - certified) >= verify_steps * lr * (1 - 1e-9)
 
 
 def central(objective: Objective, theta: Tensor, lr: float, *, state: CentralState | None = None,

@@ -41,7 +41,7 @@ from torch import Tensor
 
 from ..curvature.spectrum import EigenTracker, top_eigenpairs
 from ..objective.objective import Objective
-from .central import CentralState, central
+from .central import CentralState, central, certification_due, check_verify_steps
 
 KILL_FLOOR = 1e-12  # |1 − hλ| is floored here: hλ = 1 (a one-step kill in GD) decays by 1e-12 per step h
 
@@ -202,20 +202,25 @@ def pf(objective: Objective, theta: Tensor, lr: float, *, branch: LogBranch | No
 
 
 def _top_pairs(objective: Objective, theta: Tensor, k: int, tracker: EigenTracker | None, tol: float,
-               t: float | None, refresh: float):
+               t: float | None, refresh: float, lr: float, verify_steps: float):
     if tracker is None:
         return top_eigenpairs(objective, theta, k, tol=tol)
     stale = (tracker.last is None or t is None or refresh <= 0
              or abs(t - tracker.stamp) >= refresh)
-    if stale:
-        tracker.stamp = -math.inf if t is None else t
-        return tracker.update(objective, theta)
-    return tracker.last
+    if not stale:
+        return tracker.last
+    tracker.stamp = -math.inf if t is None else t
+    certify = tracker.verify and (tracker.last is None
+                                  or certification_due(t, tracker.certified, verify_steps, lr))
+    pairs = tracker.update(objective, theta, verify=certify)
+    if certify:
+        tracker.certified = tracker.stamp
+    return pairs
 
 
 def pf_topk(objective: Objective, theta: Tensor, lr: float, *, k: int = 10,
             tracker: EigenTracker | None = None, tol: float = 1e-4, t: float | None = None,
-            refresh: float = 0.0, rest: str = "gf") -> Tensor:
+            refresh: float = 0.0, rest: str = "gf", verify_steps: float = 1.0) -> Tensor:
     """Top-k principal flow θ' = −g + Σ_{i≤k} Re(c(hλᵢ)+1)(gᵀuᵢ)uᵢ (real θ).
 
     The top-k eigenpairs come from ``tracker`` (warm-started along the path)
@@ -226,13 +231,18 @@ def pf_topk(objective: Objective, theta: Tensor, lr: float, *, k: int = 10,
     With a tracker, time ``t`` and ``refresh`` > 0, the eigenpairs are
     re-solved only when the flow time moved by ≥ ``refresh`` since the last
     solve (the gradient is always fresh): ``refresh = lr`` solves about once
-    per GD step.
+    per GD step. A tracker's solves are certified (its verification rounds
+    for missed or repeated eigenvalues, ``EigenTracker(verify=True)``) once
+    per ``verify_steps`` GD steps of flow time, as the central flow's are;
+    the solves between are warm solves from the certified set (0: certify
+    every solve).
     """
     if theta.is_complex():
         raise TypeError("pf_topk integrates the real part: θ must be real")
     if rest not in ("gf", "igr"):
         raise ValueError(f"rest must be 'gf' or 'igr', got {rest!r}")
-    pairs = _top_pairs(objective, theta, k, tracker, tol, t, refresh)
+    verify_steps = check_verify_steps(verify_steps)
+    pairs = _top_pairs(objective, theta, k, tracker, tol, t, refresh, lr, verify_steps)
     u = pairs.vectors
     coeff = pf_coefficient(lr * pairs.values).real + 1
     if rest == "gf":
@@ -247,9 +257,10 @@ def pf_topk(objective: Objective, theta: Tensor, lr: float, *, k: int = 10,
 
 def pf_topk_igr(objective: Objective, theta: Tensor, lr: float, *, k: int = 10,
                 tracker: EigenTracker | None = None, tol: float = 1e-4, t: float | None = None,
-                refresh: float = 0.0) -> Tensor:
+                refresh: float = 0.0, verify_steps: float = 1.0) -> Tensor:
     """Top-k PF with the rest of the spectrum as IGR: :func:`pf_topk` with ``rest="igr"``."""
-    return pf_topk(objective, theta, lr, k=k, tracker=tracker, tol=tol, t=t, refresh=refresh, rest="igr")
+    return pf_topk(objective, theta, lr, k=k, tracker=tracker, tol=tol, t=t, refresh=refresh, rest="igr",
+                   verify_steps=verify_steps)
 
 
 def _check_momentum(momentum: float) -> float:
@@ -408,10 +419,10 @@ FLOWS: dict[str, Flow] = {flow.name: flow for flow in (
     Flow("third_order", third_order, "3rd-order BEA", 4, stiffness="igr"),
     Flow("pf", pf, "PF", 3, complex_state=True, timed=True, options=("branch",), stiffness="principal",
          prepare=_branch_option),
-    Flow("pf_topk", pf_topk, "PF top-k", 2, eigenpairs=True, timed=True, options=("rest",),
+    Flow("pf_topk", pf_topk, "PF top-k", 2, eigenpairs=True, timed=True, options=("rest", "verify_steps"),
          stiffness="principal"),
     Flow("pf_topk_igr", pf_topk_igr, "PF top-k + IGR rest", 3, eigenpairs=True, timed=True,
-         stiffness="principal"),
+         options=("verify_steps",), stiffness="principal"),
     Flow("central", central, "central flow", 2, timed=True,
          options=("substeps", "critical", "track", "eig_tol", "max_k", "eig_refresh", "verify_steps",
                   "subcritical"),

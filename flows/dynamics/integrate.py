@@ -313,7 +313,8 @@ def integrate(
         projection_size: directions of the random projection (``states="projection"``).
         flow_options: options of the field, checked against its record: for ``pf``, ``branch`` =
             ``"principal"`` (default) or ``"continued"`` (:class:`~flows.dynamics.fields.LogBranch`); for ``pf_topk``,
-            ``rest``; for ``central``, ``substeps`` (the SDCP's relaxation time h/substeps), ``critical``,
+            ``rest`` and ``verify_steps`` (GD steps of flow time between certified eigen solves, 1 by default; 0:
+            every solve), for ``pf_topk_igr`` ``verify_steps``; for ``central``, ``substeps`` (the SDCP's relaxation time h/substeps), ``critical``,
             ``track``, ``eig_tol``, ``max_k``, ``eig_refresh``, ``verify_steps``, ``subcritical``
             (:class:`~flows.dynamics.central.CentralState`).
         max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
