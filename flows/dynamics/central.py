@@ -246,10 +246,11 @@ def check_verify_steps(verify_steps: object) -> float:
 
 
 def certification_due(t: float | None, certified: float, verify_steps: float, lr: float) -> bool:
-    """Whether the eigen solve at flow time ``t`` must be certified (verification rounds for missed or repeated
-    eigenvalues): always without a clock or with ``verify_steps`` = 0, else once the flow time has moved by
-    ``verify_steps``·h (either way: an adaptive solver may step back) since the last certified solve at
-    ``certified``."""
+    """Whether the eigen solve at flow time ``t`` must be certified (verification rounds for missed eigenvalues).
+
+    Always without a clock or with ``verify_steps`` = 0, else once the flow time has moved by ``verify_steps``·h
+    (either way: an adaptive solver may step back) since the last certified solve at ``certified``.
+    """
     return t is None or verify_steps <= 0 or abs(t - certified) >= verify_steps * lr * (1 - 1e-9)
 
 

@@ -312,11 +312,11 @@ def integrate(
         states: what the trajectory keeps of θ: ``"full"``, ``"projection"`` or ``"none"`` (:class:`Recording`).
         projection_size: directions of the random projection (``states="projection"``).
         flow_options: options of the field, checked against its record: for ``pf``, ``branch`` =
-            ``"principal"`` (default) or ``"continued"`` (:class:`~flows.dynamics.fields.LogBranch`); for ``pf_topk``,
-            ``rest`` and ``verify_steps`` (GD steps of flow time between certified eigen solves, 1 by default; 0:
-            every solve), for ``pf_topk_igr`` ``verify_steps``; for ``central``, ``substeps`` (the SDCP's relaxation time h/substeps), ``critical``,
-            ``track``, ``eig_tol``, ``max_k``, ``eig_refresh``, ``verify_steps``, ``subcritical``
-            (:class:`~flows.dynamics.central.CentralState`).
+            ``"principal"`` (default) or ``"continued"`` (:class:`~flows.dynamics.fields.LogBranch`); for
+            ``pf_topk``, ``rest`` and ``verify_steps`` (GD steps of flow time between certified eigen solves, 1 by
+            default; 0: every solve), for ``pf_topk_igr`` ``verify_steps``; for ``central``, ``substeps`` (the
+            SDCP's relaxation time h/substeps), ``critical``, ``track``, ``eig_tol``, ``max_k``, ``eig_refresh``,
+            ``verify_steps``, ``subcritical`` (:class:`~flows.dynamics.central.CentralState`).
         max_loss: stop (status ``diverged``) past this loss; None: 1e12·max(1, |E(θ₀)|).
         time_budget: wall-clock seconds; then status ``"stopped"``, a ``time_budget`` event, work kept.
         progress: a bar over flow time (None: shown once the call has run for 2 s).
