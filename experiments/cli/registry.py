@@ -150,6 +150,10 @@ EXPERIMENTS: dict[str, Entry] = {
         "experiments.benchmarks.compiled",
         "compiled (make_fx + torch.compile) vs eager HVPs and pair third derivatives on the anchor models",
     ),
+    "bench-batching": Entry(
+        "experiments.benchmarks.batching",
+        "blocks of HVPs and pair vectors: one batched backward (vmap) vs a loop of single ones, per model",
+    ),
     "bench-scaling": Entry(
         "experiments.benchmarks.scaling",
         "data-parallel objectives with torch.distributed: 1 vs 2 processes, equality and time per HVP/GD step",

@@ -28,9 +28,8 @@ class SecondOrderObjective(Protocol):
         """The summands of E, each θ ↦ a 0-d tensor."""
         ...
 
-    @property
-    def batched_products(self) -> bool | None:
-        """Whether one batched double backward gives the products of a block (None: not probed yet)."""
+    def batches_products(self, device: torch.device) -> bool:
+        """Whether a block of products runs as one batched backward (else one backward per vector)."""
         ...
 
     def check_theta(self, theta: Tensor, argname: str = ...) -> Tensor:
@@ -113,7 +112,7 @@ class HessianOperator:
         assert leaf is not None  # built just above
         cplx = leaf.is_complex()
         for g in self._grads:
-            batched = self.objective.batched_products is not False
+            batched = self.objective.batches_products(self.device)
             hv = vjp(g, leaf, rows.conj(), True, batched).conj() if cplx else vjp(g, leaf, rows, True, batched)
             out = hv if out is None else out + hv  # the first piece's product as it is: no zero buffer
         assert out is not None  # an objective has at least one piece

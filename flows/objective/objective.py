@@ -51,6 +51,8 @@ from .modules import (
 from .norms import exact_norms, faulty_third_order_nodes
 
 HVP_METHODS = ("double_backward", "forward_over_reverse", "compiled")
+BATCHING = ("auto", "vmap", "loop")
+Batching = Literal["auto", "vmap", "loop"]
 MODES = ("current", "eval", "train")
 
 
@@ -100,6 +102,15 @@ class Objective:
             double backward) unless ``hvp_method="compiled"``. If compiling or
             running a compiled piece fails, a warning is issued once and the
             eager pieces are used from then on.
+        batching: how a block of m products (HVPs of a (m, D) batch, the
+            retained-graph operator's blocks, the pair vectors) is computed:
+            ``"vmap"``, one batched backward (``is_grads_batched``) per block;
+            ``"loop"``, m backward passes; ``"auto"`` (default), the loop on
+            the CPU, where it was 1.0–2.1× faster on every benchmark model at
+            one and two threads (``driftlab run bench-batching``), and vmap on
+            other devices. The results agree to round-off. Where the batched
+            double backward fails (torch's group norm), blocks loop whatever
+            this says.
     """
 
     def __init__(
@@ -112,6 +123,7 @@ class Objective:
         name: str = "objective",
         reduce: Callable[[Tensor], Tensor] = _identity_reduce,
         compile: bool | str = False,
+        batching: Batching = "auto",
     ) -> None:
         if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
@@ -119,6 +131,9 @@ class Objective:
             raise ValueError("an Objective needs at least one loss piece (got an empty data set?)")
         if hvp_method not in HVP_METHODS:
             raise ValueError(f"hvp_method must be one of {HVP_METHODS}, got {hvp_method!r}")
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {batching!r}")
+        self.batching = batching
         self.pieces = list(pieces)
         self.dim = dim
         self.hvp_method = hvp_method
@@ -154,6 +169,7 @@ class Objective:
         theta0: Tensor | Sequence[float] | None = None,
         name: str | None = None,
         hvp_method: str = "double_backward",
+        batching: Batching = "auto",
     ) -> Objective:
         """E(θ) = fn(θ) for an analytic ``fn: (D,) tensor -> 0-d tensor``.
 
@@ -161,14 +177,15 @@ class Objective:
         analytic continuation to complex θ, work). Its output is checked to be
         a scalar right away: at θ0, or without θ0 at zeros in the default
         dtype and, if ``fn`` fails there (e.g. it closes over float64
-        constants), in the other real precision.
+        constants), in the other real precision. ``hvp_method`` and
+        ``batching`` as in :class:`Objective`.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         if theta0 is not None and not isinstance(theta0, Tensor):
             theta0 = torch.as_tensor(theta0, dtype=torch.get_default_dtype())
         obj = cls([fn], dim, theta0=theta0, name=name or str(getattr(fn, "__name__", "function")),
-                  hvp_method=hvp_method)
+                  hvp_method=hvp_method, batching=batching)
         if obj.theta0 is not None:
             _check_differentiable(fn, obj.theta0)
             return obj
@@ -200,6 +217,7 @@ class Objective:
         process_group: Any = "auto",
         compile: bool | str = False,
         stochastic_seed: int | None = None,
+        batching: Batching = "auto",
     ) -> Objective:
         """The full-batch loss of ``model`` on ``data`` as a function of its flat parameters.
 
@@ -224,10 +242,10 @@ class Objective:
                 (seed + index; the global RNG untouched). A loss still random is refused.
             batch_size: examples per micro-batch when ``data`` is a pair of tensors (None: one batch).
             loss_reduction: how ``loss_fn`` reduces over examples, ``"mean"`` or ``"sum"``.
-            hvp_method: ``"double_backward"``, ``"forward_over_reverse"`` or ``"compiled"`` (see :data:`HVP_METHODS`).
             name: a label for logs and trajectories (default: the model's class name).
             reduce: a reduction applied to every sum (the identity; a data-parallel all-reduce otherwise).
             compile: ``torch.compile`` the loss pieces for loss and gradient (True, or a backend name).
+            hvp_method, batching: how an HVP and a block of them are computed, as in :class:`Objective`.
             total_size: N, when ``data`` is one shard of a larger data set.
             process_group: data-parallel full batch with ``torch.distributed`` (``"auto"``: the default
                 group when initialised; None: never reduce): each rank passes its shard, N is the sum
@@ -258,7 +276,7 @@ class Objective:
         if group is not None:  # one starting point for all ranks, as DistributedDataParallel does
             broadcast_from_first(theta0, group)
         obj = cls(pieces, theta0.numel(), theta0=theta0, hvp_method=hvp_method,
-                  name=name or type(model).__name__, reduce=reduce, compile=compile)
+                  name=name or type(model).__name__, reduce=reduce, compile=compile, batching=batching)
         obj._attach(model, layout, parts)
         layers.warn_once(len(batches))
         check_deterministic(model, loss_fn, batches[0], layout, theta0, layers)
@@ -412,7 +430,7 @@ class Objective:
         with torch.enable_grad():
             for piece in self.pieces:
                 g_b, hv_b = graph_hvp(piece(theta), theta, v, retain_graph=False,
-                                      batched=bool(self.batched_products))
+                                      batched=self.batches_products(theta.device))
                 grad, hv = (g_b, hv_b) if grad is None or hv is None else (grad + g_b, hv + hv_b)
         assert grad is not None and hv is not None  # there is at least one piece
         return self._reduce(grad), self._reduce(hv)
@@ -423,6 +441,10 @@ class Objective:
             gfun = torch.func.grad(piece)
             if v.ndim == 1:
                 g_b, hv_b = torch.func.jvp(gfun, (theta,), (v,))  # type: ignore[misc]  # stubs: has_aux
+            elif not self.batches_products(theta.device):
+                pairs = [torch.func.jvp(gfun, (theta,), (u,)) for u in v]  # type: ignore[misc]
+                g_b = pairs[0][0] if pairs else gfun(theta)
+                hv_b = torch.stack([hu for _, hu in pairs]) if pairs else torch.zeros_like(v)
             else:
                 g_b, hv_b = torch.func.vmap(  # type: ignore[misc]
                     lambda u, gfun=gfun: torch.func.jvp(gfun, (theta,), (u,)),
@@ -520,6 +542,15 @@ class Objective:
                 "give that Function a differentiable backward to use curvature (HVPs, eigenpairs, PF, IGR, "
                 "central flow), or keep to first-order tools (gradient_descent, integrate(flow='gf'))")
 
+    def batches_products(self, device: torch.device) -> bool:
+        """Whether a block of products on ``device`` runs as one batched backward, as ``batching`` says.
+
+        Never where the probe of :meth:`_batched_products_work` found that batched double backward fails here.
+        """
+        if self.batched_products is False:
+            return False
+        return self.batching == "vmap" or (self.batching == "auto" and device.type != "cpu")
+
     def _batched_products_work(self, theta: Tensor) -> bool:
         """Whether one batched double backward (``is_grads_batched``) gives the same products as single ones.
 
@@ -583,7 +614,7 @@ class Objective:
                 except Exception as err:  # noqa: BLE001 - any tracing or compiler failure means: run eagerly
                     self._compiled_failed(err)
             for piece in self.pieces:
-                t = bilinear_third_derivatives(piece(leaf), leaf, rows, batched=bool(self.batched_products))
+                t = bilinear_third_derivatives(piece(leaf), leaf, rows, batched=self.batches_products(leaf.device))
                 out = t if out is None else out + t
         assert out is not None  # at least one piece
         return self._reduce(out)

@@ -55,6 +55,7 @@ TINY = {
                           "rounds=1", "small_widths=64,4,10", "model=digits-small", "peers=false"],
     "bench-central": ["model=mnist1d", "steps=1", "variants=now", "rate=1.2"],
     "bench-compiled": ["anchors=transformer", "k=2", "rounds=1", "backend=eager"],
+    "bench-batching": ["models=transformer,mnist1d", "m=2", "k=2", "rounds=1"],
     "bench-flows": ["widths=64,16,10", "n_train=100", "warmup_steps=2", "span_steps=2", "substeps=1", "ks=2",
                     "lr=0.9", "central_warmup_steps=2", "central_steps=1"],
 }

@@ -152,6 +152,32 @@ def test_products_and_dense_hessian(model):
     assert obj.batched_products is (name != "groupnorm-resnet")
 
 
+def test_vmap_and_loop_blocks_agree(model):
+    """``batching="vmap"`` (one batched backward per block) and ``"loop"`` give the same products: fresh and
+    retained-graph blocks, and the pair vectors; on the CPU "auto" loops, elsewhere it would batch."""
+    name, obj, theta, _ = model
+    gen = torch.Generator().manual_seed(5)
+    v = torch.randn(3, obj.dim, generator=gen, dtype=DT)
+    u = torch.linalg.qr(torch.randn(obj.dim, 3, generator=gen, dtype=DT))[0]
+    found = {}
+    for batching in ("vmap", "loop"):
+        obj.batching = batching
+        op = obj.hessian_operator(theta)
+        found[batching] = (obj.hvp(theta, v), op @ v.T, obj.third_derivatives(theta, u))
+        op.release()
+    obj.batching = "auto"
+    for vmapped, looped in zip(found["vmap"], found["loop"]):
+        torch.testing.assert_close(vmapped, looped, rtol=1e-11, atol=1e-13 * float(looped.abs().max()))
+    assert not obj.batches_products(torch.device("cpu"))
+    assert obj.batches_products(torch.device("cuda")) is (name != "groupnorm-resnet")  # a rule, no device needed
+
+
+def test_batching_refuses_an_unknown_choice_naming_them():
+    with pytest.raises(ValueError, match=r"batching must be one of \('auto', 'vmap', 'loop'\), got 'fast'"):
+        Objective.from_module(nn.Linear(3, 1).double(), _mse, (torch.zeros(2, 3, dtype=DT),
+                                                               torch.zeros(2, 1, dtype=DT)), batching="fast")
+
+
 @pytest.mark.parametrize("which", ["LA", "SA"])
 def test_top_eigenpairs_with_multiplicity(model, which):
     _, obj, theta, h = model
