@@ -28,8 +28,10 @@ from experiments.cli.threads import pinned_threads
 from experiments.zoo.anchors import ANCHORS, EOS_ANCHORS, anchor
 from experiments.zoo.datasets import fc_tanh, load_split
 from flows import Objective
+from flows.objective.objective import Batching
 
 STEM = "bench_batching"
+COMPARED: tuple[Batching, ...] = ("vmap", "loop")
 MODELS = (*ANCHORS, *EOS_ANCHORS, "mnist1d")
 
 
@@ -97,13 +99,13 @@ def measure_model(name: str, config: Config, device: torch.device) -> list[dict]
     }
     times: dict[tuple[str, str], list[float]] = {}
     results: dict[tuple[str, str], torch.Tensor] = {}
-    for batching in ("vmap", "loop"):  # warm up, and the results to compare
+    for batching in COMPARED:  # warm up, and the results to compare
         obj.batching = batching
         for label, (fn, _) in products.items():
             results[label, batching] = fn()
     for _ in range(config.rounds):
         for label, (fn, _) in products.items():
-            for batching in ("vmap", "loop"):
+            for batching in COMPARED:
                 obj.batching = batching
                 times.setdefault((label, batching), []).append(_seconds(fn, device))
     op.release()

@@ -442,9 +442,9 @@ class Objective:
             if v.ndim == 1:
                 g_b, hv_b = torch.func.jvp(gfun, (theta,), (v,))  # type: ignore[misc]  # stubs: has_aux
             elif not self.batches_products(theta.device):
-                pairs = [torch.func.jvp(gfun, (theta,), (u,)) for u in v]  # type: ignore[misc]
-                g_b = pairs[0][0] if pairs else gfun(theta)
-                hv_b = torch.stack([hu for _, hu in pairs]) if pairs else torch.zeros_like(v)
+                outs = [torch.func.jvp(gfun, (theta,), (u,)) for u in v]
+                g_b = outs[0][0] if outs else gfun(theta)
+                hv_b = torch.stack([out[1] for out in outs]) if outs else torch.zeros_like(v)
             else:
                 g_b, hv_b = torch.func.vmap(  # type: ignore[misc]
                     lambda u, gfun=gfun: torch.func.jvp(gfun, (theta,), (u,)),
