@@ -245,7 +245,8 @@ class Objective:
             name: a label for logs and trajectories (default: the model's class name).
             reduce: a reduction applied to every sum (the identity; a data-parallel all-reduce otherwise).
             compile: ``torch.compile`` the loss pieces for loss and gradient (True, or a backend name).
-            hvp_method, batching: how an HVP and a block of them are computed, as in :class:`Objective`.
+            hvp_method: ``"double_backward"``, ``"forward_over_reverse"`` or ``"compiled"`` (see :data:`HVP_METHODS`).
+            batching: ``"auto"``, ``"vmap"`` or ``"loop"``: how a block of products is computed (:class:`Objective`).
             total_size: N, when ``data`` is one shard of a larger data set.
             process_group: data-parallel full batch with ``torch.distributed`` (``"auto"``: the default
                 group when initialised; None: never reduce): each rank passes its shard, N is the sum
@@ -267,8 +268,7 @@ class Objective:
                 raise ValueError("process_group sums the shards itself: do not also pass total_size or reduce")
             n_total = check_shards(group, params, batches, n_total)
             reduce = all_reduce_sum(group)
-        if total_size is not None:
-            n_total = int(total_size)
+        n_total = int(total_size) if total_size is not None else n_total
         layers = StatefulLayers(model, mode, stochastic_seed)
         parts = ModuleParts(model, loss_fn, batches, layout, n_total, loss_reduction, layers)
         pieces = parts.pieces()
