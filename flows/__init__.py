@@ -36,7 +36,7 @@ from .dynamics.sdcp import SDCPSolution, solve_sdcp
 from .dynamics.symmetrized import Rod, SymmetrizedCenter, symmetrized_flow
 from .objective import toys
 from .objective.hessian import HessianOperator
-from .objective.objective import HVP_METHODS, Objective
+from .objective.objective import BATCHING, HVP_METHODS, Objective
 
 # records
 from .progress import Progress
@@ -56,7 +56,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     # objective
-    "Objective", "HessianOperator", "HVP_METHODS", "toys",
+    "Objective", "HessianOperator", "HVP_METHODS", "BATCHING", "toys",
     # curvature
     "Eigenpairs", "EigenTracker", "sharpness", "top_eigenpairs", "parameter_eigenpairs", "ggn_eigenpairs",
     "TraceEstimate", "trace", "hessian_trace", "SpectralDensity", "lanczos_quadrature", "spectral_density",

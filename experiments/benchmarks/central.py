@@ -3,7 +3,8 @@
 Each round runs, interleaved and in one process: GD, then the central flow in every variant of ``variants``
 
 - ``before``: the settings before #34: every eigen solve certified by verification rounds
-  (``verify_steps=0``) and every tracked pair solved to ``eig_tol`` = 1e-3 (``subcritical="tight"``);
+  (``verify_steps=0``), every tracked pair solved to ``eig_tol`` = 1e-3 (``subcritical="tight"``) and blocks of
+  products as one batched backward (``Objective(batching="vmap")``, the only way then);
 - ``now``: today's defaults (certified once per GD step, sub-critical pairs bounded, ``eig_tol`` = 1e-3);
 - ``now-1e-4``: today's defaults at ``eig_tol`` = 1e-4 (the critical pairs solved ten times tighter);
 - ``now-compiled``: today's defaults on ``Objective(hvp_method="compiled")`` (compiled HVPs and pair vectors; the
@@ -40,13 +41,14 @@ from experiments.cli.context import RunContext
 from experiments.cli.threads import pinned_threads
 from experiments.zoo.datasets import digits_objective, fc_tanh, half_mse, load_split
 from flows import Objective, Trajectory, central_flow, gradient_descent, sharpness
+from flows.objective.objective import Batching
 
 MODELS = ("digits", "mnist1d")
 VARIANTS: dict[str, dict[str, Any]] = {
-    "before": {"verify_steps": 0, "subcritical": "tight", "eig_tol": 1e-3},
+    "before": {"verify_steps": 0, "subcritical": "tight", "eig_tol": 1e-3, "batching": "vmap"},
     "now": {},
     "now-1e-4": {"eig_tol": 1e-4},
-    "reference": {"verify_steps": 0, "subcritical": "tight", "eig_tol": 1e-7},
+    "reference": {"verify_steps": 0, "subcritical": "tight", "eig_tol": 1e-7, "batching": "vmap"},
     "now-compiled": {"hvp_method": "compiled"},  # the defaults on Objective(hvp_method="compiled")
 }
 
@@ -76,18 +78,19 @@ class Config:
             raise ValueError("rate must be > 0, steps and rounds ≥ 1, threads ≥ 0")
 
 
-def objective(model: str, hvp_method: str = "double_backward") -> Objective:
+def objective(model: str, hvp_method: str = "double_backward", batching: Batching = "auto") -> Objective:
     """The benchmark's objective by name (:data:`MODELS`)."""
     if model == "digits":
         obj, split, _ = digits_objective(seed=0)
-        if hvp_method == "double_backward":
+        if hvp_method == "double_backward" and batching == "auto":
             return obj
         assert obj.model is not None  # built from a module
-        return Objective.from_module(obj.model, half_mse, split.train, hvp_method=hvp_method, name=obj.name)
+        return Objective.from_module(obj.model, half_mse, split.train, hvp_method=hvp_method, name=obj.name,
+                                     batching=batching)
     split = load_split("mnist1d", dtype=torch.float64)
     net = fc_tanh((40, 32, 32, 10), seed=0, dtype=torch.float64)
     return Objective.from_module(net, nn.functional.cross_entropy, (split.x_train, split.labels_train),
-                                 name="mnist1d-fc-tanh-ce", hvp_method=hvp_method)
+                                 name="mnist1d-fc-tanh-ce", hvp_method=hvp_method, batching=batching)
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -131,16 +134,16 @@ def measure(config: Config, device: torch.device | str = "cpu", check: Callable[
     lr = config.rate / lam0
     seconds: dict[str, list[float]] = {name: [] for name in ("gd", *config.variants)}
     runs: dict[str, Trajectory] = {}
-    objectives = {"double_backward": obj}
+    objectives = {("double_backward", "auto"): obj}
     for _ in range(config.rounds):
         seconds["gd"].append(_timed(lambda: gradient_descent(obj, theta0, lr, config.steps, states="none",
                                                              progress=False))[0])
         check()
         for name in config.variants:
             options = dict(VARIANTS[name])
-            method = options.pop("hvp_method", "double_backward")
+            method = (options.pop("hvp_method", "double_backward"), options.pop("batching", "auto"))
             if method not in objectives:
-                objectives[method] = objective(config.model, method)
+                objectives[method] = objective(config.model, *method)
             elapsed, runs[name] = _timed(lambda: central_flow(objectives[method], theta0, lr,  # noqa: B023
                                                               config.steps, progress="log",
                                                               **options))  # noqa: B023 (called at once)

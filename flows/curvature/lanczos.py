@@ -136,9 +136,10 @@ class ThickRestartLanczos:
     multiplied). The
     identity H Q_doneᵀ = Q_allᵀ A holds column by column, so Ritz pairs of the done block have residuals ‖K s‖² +
     ‖A_pending s‖² (module docstring; with one pending row this is β|s_{m−1}|). A cold start is one random row: plain
-    Lanczos. A warm start is a block of previous eigenvectors: all multiplied at once (a batched product), then the
-    pending direction of the least converged wanted pair's residual is multiplied next (:meth:`focus`): Davidson's
-    choice, made exactly from A without forming any residual vector.
+    Lanczos. A warm start is a block of previous eigenvectors: all multiplied in one block call (one batched
+    backward or a loop, as the objective's ``batching`` says), then the pending direction of the least converged
+    wanted pair's residual is multiplied next (:meth:`focus`): Davidson's choice, made exactly from A without
+    forming any residual vector.
     """
 
     def __init__(self, op, *, rows: int, order: Callable[[np.ndarray], np.ndarray],
@@ -205,7 +206,7 @@ class ThickRestartLanczos:
         return coeffs, norm, extras
 
     def step(self, b: int = 1) -> None:
-        """Multiply the first b pending rows by H (one batched product) and move them to the done block.
+        """Multiply the first b pending rows by H (one block call) and move them to the done block.
 
         Their columns of A are filled, and the parts of the products outside the basis become new pending rows.
         """

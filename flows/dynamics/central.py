@@ -80,7 +80,7 @@ class CentralState:
         max_k: most eigenpairs tracked.
         eig_refresh: flow time between eigen solves (0, the default: every evaluation, a smooth field; h: once per
             GD step). In between, the tracked subspace U is kept and rotated by Rayleigh–Ritz: UᵀHU = QΛQᵀ from k
-            HVPs (one batched product), values Λ and vectors UQ; the field then jumps at each solve, so adaptive
+            HVPs (one block call), values Λ and vectors UQ; the field then jumps at each solve, so adaptive
             solvers should keep 0. Calls without a time ``t`` solve every time.
         verify_steps: GD steps between *certified* solves (1, the default: once per GD step; 0: every solve).
             A certified solve follows the warm Lanczos solve with verification rounds from a fresh random start
@@ -229,7 +229,7 @@ class CentralState:
             return pairs.values, pairs.vectors
         basis = self._basis
         assert basis is not None
-        hu = objective.hvp(theta, basis.T.contiguous()).T  # (D, k), one batched product
+        hu = objective.hvp(theta, basis.T.contiguous()).T  # (D, k), one block call
         self.ritz_matvecs += basis.shape[1]
         small = basis.T @ hu
         values, rotation = torch.linalg.eigh(0.5 * (small + small.T))

@@ -5,6 +5,6 @@ and the named analytic toys.
 """
 from . import toys
 from .hessian import HessianOperator
-from .objective import HVP_METHODS, Objective
+from .objective import BATCHING, HVP_METHODS, Objective
 
-__all__ = ["Objective", "HVP_METHODS", "HessianOperator", "toys"]
+__all__ = ["Objective", "HVP_METHODS", "BATCHING", "HessianOperator", "toys"]
