@@ -7,6 +7,8 @@ Each round runs, interleaved and in one process: GD, then the central flow in ev
   products as one batched backward (``Objective(batching="vmap")``, the only way then);
 - ``now``: today's defaults (certified once per GD step, sub-critical pairs bounded, ``eig_tol`` = 1e-3);
 - ``now-1e-4``: today's defaults at ``eig_tol`` = 1e-4 (the critical pairs solved ten times tighter);
+- ``now-vmap``: today's defaults with blocks of products as one batched backward (``batching="vmap"``), to
+  separate what the loop of single products (``batching="auto"`` on the CPU) gives;
 - ``now-compiled``: today's defaults on ``Objective(hvp_method="compiled")`` (compiled HVPs and pair vectors; the
   first run's time includes compiling);
 - ``reference``: ``before`` at ``eig_tol`` = 1e-7, the yardstick for all;
@@ -49,6 +51,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "now": {},
     "now-1e-4": {"eig_tol": 1e-4},
     "reference": {"verify_steps": 0, "subcritical": "tight", "eig_tol": 1e-7, "batching": "vmap"},
+    "now-vmap": {"batching": "vmap"},
     "now-compiled": {"hvp_method": "compiled"},  # the defaults on Objective(hvp_method="compiled")
 }
 
@@ -64,7 +67,7 @@ class Config:
     rounds: int = 1
     """Interleaved rounds (the median is reported)."""
     variants: tuple[str, ...] = ("before", "now")
-    """Central-flow settings timed: before, now, now-1e-4, reference, now-compiled (module docstring)."""
+    """Central-flow settings timed: before, now, now-1e-4, now-vmap, reference, now-compiled (module docstring)."""
     threads: int = 1
     """Torch and BLAS threads, pinned for the measurement (0: torch's current count)"""
 

@@ -4,10 +4,12 @@ Run on a machine with a CUDA device (it refuses without one, naming the check). 
 limit so the whole stays within ``--budget`` seconds (default 480):
 
 1. ``pytest tests/flows/curvature/test_device.py`` (the hot paths stay on the device; CUDA cases included);
-2. ``driftlab run bench-hvp``, ``bench-spectrum`` and ``bench-flows`` with ``--device cuda`` into ``--out``;
+2. ``driftlab run bench-hvp``, ``bench-spectrum``, ``bench-flows`` and ``bench-batching`` (whether one batched
+   backward beats a loop of single products on the GPU, what ``batching="auto"`` assumes there) with
+   ``--device cuda`` into ``--out``;
 
 and writes ``--report`` (default ``docs/benchmarks_gpu.md``): the device, torch and CUDA versions, each step's
-status and seconds, and the three Markdown tables. A step that fails or runs out of time is reported as such;
+status and seconds, and the Markdown tables. A step that fails or runs out of time is reported as such;
 the others still run. ``--dry-run`` prints the plan without running anything (what the CPU tests check).
 """
 from __future__ import annotations
@@ -18,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ("bench-hvp", "bench-spectrum", "bench-flows")
+BENCHES = ("bench-hvp", "bench-spectrum", "bench-flows", "bench-batching")
 TABLES = {"bench-hvp": ["bench_hvp.md"], "bench-spectrum": ["bench_spectrum.md"],
-          "bench-flows": ["bench_flows.md", "bench_flows_central.md"]}
+          "bench-flows": ["bench_flows.md", "bench_flows_central.md"], "bench-batching": ["bench_batching.md"]}
 
 
 def plan(out: Path) -> list[tuple[str, list[str]]]:
