@@ -9,18 +9,24 @@ from experiments.cli.common import write_benchmark
 from flows import Objective
 from tests.models import teacher_student
 
+BUILT: list[tuple[str, str]] = []
 
-def _small_regressor(model: str) -> Objective:
+
+def _small_regressor(model: str, hvp_method: str = "double_backward", batching: str = "auto") -> Objective:
     """A SiLU MLP with a 3-output head (D = 435: Lanczos tracking) standing in for the benchmark's models."""
+    BUILT.append((hvp_method, batching))
     torch.manual_seed(0)
     x, y = teacher_student(n=64, d_in=6, d_out=3, width=8)
     net = nn.Sequential(nn.Linear(6, 16), nn.SiLU(), nn.Linear(16, 16), nn.SiLU(), nn.Linear(16, 3)).double()
-    return Objective.from_module(net, lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(), (x, y), name="silu")
+    return Objective.from_module(net, lambda out, t: 0.5 * ((out - t) ** 2).sum(1).mean(), (x, y), name="silu",
+                                 hvp_method=hvp_method, batching=batching)
 
 
 def test_rows_compare_each_run_with_gd_and_with_the_tight_run(monkeypatch, tmp_path):
     monkeypatch.setattr(central, "objective", _small_regressor)
+    BUILT.clear()
     rows, line = central.measure(central.Config(steps=3, variants=("before", "now", "reference"), rate=2.2))
+    assert BUILT == [("double_backward", "auto"), ("double_backward", "vmap")]  # before/reference: batched blocks
     assert "bench-central" in registry.names()
     assert "D = 435" in line and "float64" in line
     names = [row["run"] for row in rows]
